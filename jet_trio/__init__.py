@@ -1,18 +1,48 @@
 """jet-trio: end-to-end encrypted file transfer over XMPP (XEP-0391) on trio."""
 
-from ._errors import JetError, LocalProtocolError, ProtocolError, RemoteProtocolError, SecurityError, XMLError
+from ._client import Client, IqHandler, open_client
+from ._connect import ConnectionFailed, DNSError
+from ._disco import DiscoInfo, DiscoItem, Identity
+from ._errors import (
+    JetError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    SecurityError,
+    XMLError,
+)
 from ._jid import JID, InvalidJID
+from ._negotiation import ConnectionLost, TLSError
+from ._pubsub import PubSubEvent, PubSubItem
+from ._sasl import AuthenticationError, NoCommonMechanism
+from ._stanza import StanzaError, StreamError
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "JID",
+    "AuthenticationError",
+    "Client",
+    "ConnectionFailed",
+    "ConnectionLost",
+    "DNSError",
+    "DiscoInfo",
+    "DiscoItem",
+    "Identity",
     "InvalidJID",
+    "IqHandler",
     "JetError",
     "LocalProtocolError",
+    "NoCommonMechanism",
     "ProtocolError",
+    "PubSubEvent",
+    "PubSubItem",
     "RemoteProtocolError",
     "SecurityError",
+    "StanzaError",
+    "StreamError",
+    "TLSError",
     "XMLError",
     "__version__",
+    "open_client",
 ]

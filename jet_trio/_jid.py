@@ -23,6 +23,10 @@ class InvalidJID(JetError, ValueError):
     """A string that is not a valid JID; the message says which part is wrong and why."""
 
 
+def _reason(exc: UnicodeError) -> str:
+    return str(getattr(exc, "reason", exc))
+
+
 def _check_len(part: str, what: str, raw: str) -> None:
     if not part:
         raise InvalidJID(f"{raw!r}: the {what} is empty")
@@ -35,7 +39,7 @@ def _localpart(value: str, raw: str) -> str:
     try:
         out = str(_USERNAME.enforce(value))
     except UnicodeError as exc:
-        raise InvalidJID(f"{raw!r}: invalid localpart ({exc.reason})") from None
+        raise InvalidJID(f"{raw!r}: invalid localpart ({_reason(exc)})") from None
     bad = _LOCAL_FORBIDDEN.intersection(out)
     if bad:
         raise InvalidJID(f"{raw!r}: the localpart may not contain {''.join(sorted(bad))!r}")
@@ -67,7 +71,7 @@ def _resourcepart(value: str, raw: str) -> str:
     try:
         out = str(_OPAQUE.enforce(value))
     except UnicodeError as exc:
-        raise InvalidJID(f"{raw!r}: invalid resourcepart ({exc.reason})") from None
+        raise InvalidJID(f"{raw!r}: invalid resourcepart ({_reason(exc)})") from None
     _check_len(out, "resourcepart", raw)
     return out
 
@@ -93,6 +97,10 @@ class JID:
     """
 
     __slots__ = ("_domain", "_local", "_resource", "_str")
+    _local: str | None
+    _domain: str
+    _resource: str | None
+    _str: str
 
     def __init__(self, jid: str | JID) -> None:
         if isinstance(jid, JID):

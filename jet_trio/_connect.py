@@ -1,0 +1,217 @@
+"""Opening a negotiated c2s stream: SRV lookup, TCP, STARTTLS or direct TLS, SASL, bind."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import trio
+
+from ._errors import JetError, XMLError
+from ._jid import JID
+from ._negotiation import (
+    ClientNegotiator,
+    ConnectionLost,
+    Negotiated,
+    RestartStream,
+    SendBytes,
+    StartTLS,
+    TLSError,
+)
+from ._sasl import DEFAULT_MECHANISMS
+from ._stanza import stream_error_element
+from ._xml import DEFAULT_MAX_STANZA_BYTES, Event, XMLStreamParser, serialize, stream_footer
+
+__all__ = ["ConnectionFailed", "DNSError", "Security", "connect_stream", "make_ssl_context"]
+
+log = logging.getLogger("jet_trio.client")
+
+Security = Literal["starttls", "direct", "none"]
+RECEIVE_SIZE = 65536
+
+
+class ConnectionFailed(JetError):
+    """No TCP connection to the server could be made."""
+
+
+class DNSError(ConnectionFailed):
+    """The server's address could not be looked up."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    host: str
+    port: int
+    direct_tls: bool
+
+
+def make_ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """A client TLS context verifying certificates (against ``ca_file`` if given)."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+async def _srv_targets(domain: str, security: Security) -> list[_Target]:
+    import dns.asyncresolver
+    import dns.exception
+    import dns.rdtypes.IN.SRV
+    import dns.resolver
+
+    resolver = dns.asyncresolver.Resolver()
+    services = [("_xmpps-client._tcp", True)] if security == "direct" else []
+    services.append(("_xmpp-client._tcp", False))
+    targets: list[tuple[int, int, _Target]] = []
+    for service, direct in services:
+        try:
+            answer = await resolver.resolve(f"{service}.{domain}", "SRV")
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            continue
+        except dns.exception.DNSException as exc:
+            raise DNSError(f"DNS lookup for {domain} failed: {exc}") from None
+        for rr in answer:
+            assert isinstance(rr, dns.rdtypes.IN.SRV.SRV)
+            host = rr.target.to_text(omit_final_dot=True)
+            if host == "":  # "." target: service explicitly not available
+                continue
+            targets.append((rr.priority, -rr.weight, _Target(host, rr.port, direct)))
+    targets.sort(key=lambda t: (not t[2].direct_tls, t[0], t[1]))
+    return [t for _, _, t in targets]
+
+
+async def _resolve(
+    domain: str, host: str | None, port: int | None, security: Security
+) -> list[_Target]:
+    direct = security == "direct"
+    if host is not None:
+        return [_Target(host, port or (5223 if direct else 5222), direct)]
+    targets = await _srv_targets(domain, security)
+    if port is not None:
+        targets = [_Target(t.host, port, t.direct_tls) for t in targets]
+    return targets or [_Target(domain, port or (5223 if direct else 5222), direct)]
+
+
+async def _tls_wrap(
+    stream: trio.abc.Stream, ctx: ssl.SSLContext, domain: str
+) -> trio.SSLStream[trio.abc.Stream]:
+    tls = trio.SSLStream(stream, ctx, server_hostname=domain)
+    try:
+        await tls.do_handshake()
+    except trio.BrokenResourceError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            raise TLSError(
+                f"the certificate of {domain} is not trusted: {cause.verify_message}"
+                " (use ca_file= for a private CA)"
+            ) from None
+        raise TLSError(f"TLS handshake with {domain} failed: {cause or exc}") from None
+    return tls
+
+
+async def _open_tcp(targets: Sequence[_Target]) -> tuple[trio.SocketStream, _Target]:
+    errors: list[str] = []
+    for target in targets:
+        try:
+            return await trio.open_tcp_stream(target.host, target.port), target
+        except OSError as exc:
+            errors.append(f"{target.host}:{target.port}: {exc.strerror or exc}")
+    raise ConnectionFailed("could not connect to the server (" + "; ".join(errors) + ")")
+
+
+async def send_stream_error(stream: trio.abc.SendStream, condition: str, text: str) -> None:
+    """Best effort: tell the server why we close, then close. Never raises."""
+    with trio.move_on_after(1) as scope:
+        scope.shield = True
+        with contextlib.suppress(
+            trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError
+        ):
+            await stream.send_all(
+                serialize(stream_error_element(condition, text)) + stream_footer()
+            )
+
+
+async def connect_stream(
+    jid: JID,
+    password: str,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    security: Security = "starttls",
+    ssl_context: ssl.SSLContext | None = None,
+    mechanisms: Sequence[str] = DEFAULT_MECHANISMS,
+    max_stanza_bytes: int = DEFAULT_MAX_STANZA_BYTES,
+) -> tuple[trio.abc.Stream, XMLStreamParser, Negotiated, list[Event]]:
+    """Connect, secure, authenticate and bind.
+
+    Returns the stream, its parser, the outcome, and any stanzas that arrived right after binding.
+    """
+    targets = await _resolve(jid.domain, host, port, security)
+    tcp, target = await _open_tcp(targets)
+    stream: trio.abc.Stream = tcp
+    ctx = ssl_context or make_ssl_context()
+    try:
+        if target.direct_tls:
+            stream = await _tls_wrap(stream, ctx, jid.domain)
+        negotiator = ClientNegotiator(
+            jid,
+            password,
+            starttls=security == "starttls",
+            tls_active=target.direct_tls,
+            mechanisms=mechanisms,
+        )
+        parser = XMLStreamParser(max_stanza_bytes=max_stanza_bytes)
+        leftover: list[Event] = []
+        actions = negotiator.start()
+        while True:
+            for action in actions:
+                if isinstance(action, SendBytes):
+                    await stream.send_all(action.data)
+                elif isinstance(action, RestartStream):
+                    parser = XMLStreamParser(max_stanza_bytes=max_stanza_bytes)
+                elif isinstance(action, StartTLS):
+                    stream = await _tls_wrap(stream, ctx, jid.domain)
+                    actions = negotiator.tls_established()
+                    break
+                else:
+                    assert isinstance(action, Negotiated)
+                    log.info("logged in as %s using %s", action.jid, negotiator.mechanism)
+                    return stream, parser, action, leftover
+            else:
+                actions = await _next_actions(stream, parser, negotiator, leftover)
+    except XMLError as exc:
+        await send_stream_error(stream, exc.condition, str(exc))
+        await trio.aclose_forcefully(stream)
+        raise
+    except trio.BrokenResourceError as exc:
+        await trio.aclose_forcefully(stream)
+        raise ConnectionLost(f"the connection broke during login: {exc.__cause__ or exc}") from None
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+
+
+async def _next_actions(
+    stream: trio.abc.Stream,
+    parser: XMLStreamParser,
+    negotiator: ClientNegotiator,
+    leftover: list[Event],
+) -> list[RestartStream | SendBytes | StartTLS | Negotiated]:
+    while True:
+        data = await stream.receive_some(RECEIVE_SIZE)
+        if not data:
+            raise ConnectionLost("the server closed the connection during login")
+        actions: list[RestartStream | SendBytes | StartTLS | Negotiated] = []
+        events = parser.feed(data)
+        for n, event in enumerate(events):
+            actions.extend(negotiator.receive(event))
+            if actions and isinstance(actions[-1], Negotiated):
+                leftover.extend(events[n + 1 :])  # early stanzas belong to the client
+                return actions
+            if any(isinstance(a, (RestartStream, StartTLS)) for a in actions):
+                return actions  # the rest of this parser's stream is over
+        if actions:
+            return actions

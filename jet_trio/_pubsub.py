@@ -1,0 +1,144 @@
+"""PubSub / PEP payloads (XEP-0060, XEP-0163), sans-IO builders and readers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from lxml import etree
+
+from . import _ns
+from ._errors import RemoteProtocolError
+from ._stanza import E
+
+__all__ = [
+    "PubSubEvent",
+    "PubSubItem",
+    "configure_request",
+    "data_form",
+    "items_request",
+    "parse_event",
+    "parse_items",
+    "publish_request",
+    "retract_request",
+]
+
+_PS: Final = _ns.PUBSUB
+_PUBLISH_OPTIONS_FORM: Final = "http://jabber.org/protocol/pubsub#publish-options"
+_NODE_CONFIG_FORM: Final = "http://jabber.org/protocol/pubsub#node_config"
+
+
+@dataclass(frozen=True, slots=True)
+class PubSubItem:
+    """An item of a node: its id and payload (``None`` for a retraction or an empty item)."""
+
+    id: str | None
+    payload: etree._Element | None
+
+
+@dataclass(frozen=True, slots=True)
+class PubSubEvent:
+    """A notification: published items and retracted item ids of one node."""
+
+    node: str
+    items: tuple[PubSubItem, ...]
+    retracted: tuple[str, ...]
+
+
+def data_form(
+    form_type: str, fields: Mapping[str, str | Sequence[str]], type_: str = "submit"
+) -> etree._Element:
+    """A jabber:x:data form with a FORM_TYPE and ``fields``."""
+    x = E(f"{{{_ns.DATA_FORMS}}}x", {"type": type_})
+    all_fields: dict[str, str | Sequence[str]] = {"FORM_TYPE": form_type, **fields}
+    for var, value in all_fields.items():
+        f = E(f"{{{_ns.DATA_FORMS}}}field", {"var": var})
+        if var == "FORM_TYPE":
+            f.set("type", "hidden")
+        for v in [value] if isinstance(value, str) else value:
+            f.append(E(f"{{{_ns.DATA_FORMS}}}value", text=v))
+        x.append(f)
+    return x
+
+
+def publish_request(
+    node: str,
+    payload: etree._Element,
+    item_id: str | None = None,
+    options: Mapping[str, str] | None = None,
+) -> etree._Element:
+    """``<pubsub><publish node><item id>payload</item></publish>[<publish-options>]``."""
+    ps = E(f"{{{_PS}}}pubsub")
+    pub = E(f"{{{_PS}}}publish", {"node": node})
+    item = E(f"{{{_PS}}}item", {"id": item_id})
+    item.append(payload)
+    pub.append(item)
+    ps.append(pub)
+    if options:
+        po = E(f"{{{_PS}}}publish-options")
+        po.append(data_form(_PUBLISH_OPTIONS_FORM, options))
+        ps.append(po)
+    return ps
+
+
+def configure_request(node: str, options: Mapping[str, str]) -> etree._Element:
+    """Owner node configuration (used after ``precondition-not-met``)."""
+    ps = E(f"{{{_ns.PUBSUB_OWNER}}}pubsub")
+    conf = E(f"{{{_ns.PUBSUB_OWNER}}}configure", {"node": node})
+    conf.append(data_form(_NODE_CONFIG_FORM, options))
+    ps.append(conf)
+    return ps
+
+
+def items_request(
+    node: str, item_ids: Sequence[str] = (), max_items: int | None = None
+) -> etree._Element:
+    """Retrieve all items, the given ids, or the last ``max_items``."""
+    items = E(
+        f"{{{_PS}}}items",
+        {"node": node, "max_items": None if max_items is None else str(max_items)},
+    )
+    for i in item_ids:
+        items.append(E(f"{{{_PS}}}item", {"id": i}))
+    return E(f"{{{_PS}}}pubsub", None, items)
+
+
+def retract_request(node: str, item_id: str, notify: bool = True) -> etree._Element:
+    """Retract one item, notifying subscribers by default."""
+    r = E(f"{{{_PS}}}retract", {"node": node, "notify": "true" if notify else None})
+    r.append(E(f"{{{_PS}}}item", {"id": item_id}))
+    return E(f"{{{_PS}}}pubsub", None, r)
+
+
+def _payload(item: etree._Element) -> etree._Element | None:
+    return next((c for c in item if isinstance(c.tag, str)), None)
+
+
+def parse_items(pubsub: etree._Element | None, node: str) -> list[PubSubItem]:
+    """Items of an items-request result."""
+    if pubsub is None:
+        return []
+    items = pubsub.find(f"{{{_PS}}}items")
+    if items is None:
+        raise RemoteProtocolError("pubsub items result without <items>")
+    if items.get("node") not in (None, node):
+        raise RemoteProtocolError(f"asked for node {node!r}, got {items.get('node')!r}")
+    return [PubSubItem(i.get("id"), _payload(i)) for i in items.iterfind(f"{{{_PS}}}item")]
+
+
+def parse_event(message: etree._Element) -> PubSubEvent | None:
+    """The PubSub notification in ``message``, or ``None`` if it carries none."""
+    ev = message.find(f"{{{_ns.PUBSUB_EVENT}}}event")
+    if ev is None:
+        return None
+    items = ev.find(f"{{{_ns.PUBSUB_EVENT}}}items")
+    if items is None or not items.get("node"):
+        return None
+    published = tuple(
+        PubSubItem(i.get("id"), _payload(i)) for i in items.iterfind(f"{{{_ns.PUBSUB_EVENT}}}item")
+    )
+    retracted = tuple(
+        r.get("id", "") for r in items.iterfind(f"{{{_ns.PUBSUB_EVENT}}}retract") if r.get("id")
+    )
+    return PubSubEvent(items.get("node", ""), published, retracted)
