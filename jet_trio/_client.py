@@ -18,7 +18,14 @@ import trio
 from lxml import etree
 
 from . import _ns
-from ._connect import RECEIVE_SIZE, Security, connect_stream, make_ssl_context, send_stream_error
+from ._connect import (
+    RECEIVE_SIZE,
+    Security,
+    close_forcefully,
+    connect_stream,
+    make_ssl_context,
+    send_stream_error,
+)
 from ._disco import CAPS_NODE, DiscoInfo, DiscoItem, Identity, caps_element, caps_ver, parse_caps
 from ._disco import parse_items as parse_disco_items
 from ._errors import JetError, RemoteProtocolError, XMLError
@@ -377,11 +384,11 @@ class Client:
         except XMLError as exc:
             self._fail(exc)
             await send_stream_error(self._stream, exc.condition, str(exc))
-            await trio.aclose_forcefully(self._stream)
+            await close_forcefully(self._stream)
             raise
         except JetError as exc:
             self._fail(exc)
-            await trio.aclose_forcefully(self._stream)
+            await close_forcefully(self._stream)
             raise
 
     def _fail(self, exc: BaseException) -> None:
@@ -489,8 +496,7 @@ class Client:
         if self._closing:
             return
         self._closing = True
-        with trio.move_on_after(_CLOSE_GRACE) as scope:
-            scope.shield = True
+        with trio.move_on_after(_CLOSE_GRACE, shield=True):
             if self._broken is None:
                 try:
                     async with self._send_lock:
@@ -498,7 +504,7 @@ class Client:
                     await self._closed_by_server.wait()
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
-        await trio.aclose_forcefully(self._stream)
+        await close_forcefully(self._stream)
 
 
 def _normalise(raw: str | None) -> str | None:

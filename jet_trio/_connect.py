@@ -122,10 +122,16 @@ async def _open_tcp(targets: Sequence[_Target]) -> tuple[trio.SocketStream, _Tar
     raise ConnectionFailed("could not connect to the server (" + "; ".join(errors) + ")")
 
 
+async def close_forcefully(stream: trio.abc.AsyncResource) -> None:
+    """Close at once, even inside a cancelled scope, so the error being raised is not replaced
+    by ``Cancelled``."""
+    with trio.CancelScope(shield=True):
+        await trio.aclose_forcefully(stream)
+
+
 async def send_stream_error(stream: trio.abc.SendStream, condition: str, text: str) -> None:
-    """Best effort: tell the server why we close, then close. Never raises."""
-    with trio.move_on_after(1) as scope:
-        scope.shield = True
+    """Best effort: tell the server why we close (at most one second). Never raises."""
+    with trio.move_on_after(1, shield=True):
         with contextlib.suppress(
             trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError
         ):
@@ -184,13 +190,13 @@ async def connect_stream(
                 actions = await _next_actions(stream, parser, negotiator, leftover)
     except XMLError as exc:
         await send_stream_error(stream, exc.condition, str(exc))
-        await trio.aclose_forcefully(stream)
+        await close_forcefully(stream)
         raise
     except trio.BrokenResourceError as exc:
-        await trio.aclose_forcefully(stream)
+        await close_forcefully(stream)
         raise ConnectionLost(f"the connection broke during login: {exc.__cause__ or exc}") from None
     except BaseException:
-        await trio.aclose_forcefully(stream)
+        await close_forcefully(stream)
         raise
 
 

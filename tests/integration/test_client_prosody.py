@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import pytest
 import trio
@@ -23,10 +24,10 @@ NODE = "urn:example:jet-trio:test"
 
 
 def connect(
-    server: ServerInfo, user: str, resource: str | None = None, **kwargs: object
+    server: ServerInfo, user: str, resource: str | None = None, **kwargs: Any
 ) -> AbstractAsyncContextManager[Client]:
     jid = server.jid(user) + (f"/{resource}" if resource else "")
-    return open_client(  # type: ignore[arg-type]
+    return open_client(
         jid,
         server.accounts[user],
         host=server.host,
@@ -111,15 +112,26 @@ async def test_iq_to_offline_resource_raises_stanza_error(prosody: ServerInfo) -
             assert info.value.condition in {"service-unavailable", "item-not-found"}
 
 
+async def wait_for_presence(client: Client, full: JID) -> None:
+    seen = trio.Event()
+
+    def check(_: etree._Element) -> None:
+        if full in client.resources(full.bare):
+            seen.set()
+
+    unregister = client.on_presence(check)
+    try:
+        check(E("{jabber:client}presence"))
+        await seen.wait()
+    finally:
+        unregister()
+
+
 async def test_disco_and_caps_between_two_clients(prosody: ServerInfo) -> None:
     with trio.fail_after(10):
         async with connect(prosody, "alice", "a") as alice, connect(prosody, "bob", "b") as bob:
             await alice.add_features("urn:example:feature")
-            with trio.fail_after(5):
-                while bob.jid.bare not in {j.bare for j in alice.resources(bob.jid.bare)}:
-                    await trio.sleep(0.02)
-                while alice.jid not in bob.resources(alice.jid.bare):
-                    await trio.sleep(0.02)
+            await wait_for_presence(bob, alice.jid)
             info = await bob.features_of(alice.jid)
             assert info.has("urn:example:feature", DISCO_INFO)
 
@@ -158,10 +170,12 @@ async def test_publish_options_precondition_reconfigures(prosody: ServerInfo) ->
     node = NODE + ":precondition"
     with trio.fail_after(10):
         async with connect(prosody, "carol") as carol:
-            await carol.publish(node, E(f"{{{NODE}}}v", text="1"), options={
-                "pubsub#access_model": "presence"})
-            await carol.publish(node, E(f"{{{NODE}}}v", text="2"), options={
-                "pubsub#access_model": "open"})
+            await carol.publish(
+                node, E(f"{{{NODE}}}v", text="1"), options={"pubsub#access_model": "presence"}
+            )
+            await carol.publish(
+                node, E(f"{{{NODE}}}v", text="2"), options={"pubsub#access_model": "open"}
+            )
             items = await carol.get_items(carol.jid.bare, node)
             assert items[-1].payload is not None and items[-1].payload.text == "2"
 
@@ -208,4 +222,3 @@ async def test_server_killed_mid_session(prosody_factory: Callable[..., object])
             await alice.ping()
             server.kill()  # type: ignore[attr-defined]
             await trio.sleep_forever()
-
