@@ -41,3 +41,8 @@ HASH_BLAKE2B512: Final = "urn:xmpp:hash-function-text-names:id-blake2b512"
 JET: Final = "urn:xmpp:jingle:jet:0"
 JET_STUB: Final = "urn:xmpp:encryption:stub:0"
 JET_STUB_FEATURE: Final = "urn:xmpp:jingle:jet-stub:0"
+JINGLE_FT_ERRORS: Final = "urn:xmpp:jingle:apps:file-transfer:errors:0"
+
+# JET ciphers (XEP-0391 section 5): sent without the ":0" that the table of the XEP writes.
+CIPHER_AES128_GCM: Final = "urn:xmpp:ciphers:aes-128-gcm-nopadding"
+CIPHER_AES256_GCM: Final = "urn:xmpp:ciphers:aes-256-gcm-nopadding"
