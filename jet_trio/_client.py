@@ -55,6 +55,7 @@ from ._stanza import (
     parse_stanza_error,
     parse_stream_error,
 )
+from ._trio_util import unwrapped_errors
 from ._xml import (
     DEFAULT_MAX_STANZA_BYTES,
     Event,
@@ -66,13 +67,17 @@ from ._xml import (
     stream_footer,
 )
 
-__all__ = ["Client", "IqHandler", "open_client"]
+__all__ = ["Client", "InlineIqHandler", "IqHandler", "open_client"]
 
 log = logging.getLogger("jet_trio.client")
 
 IqHandler = Callable[[etree._Element], Awaitable[etree._Element | None]]
 """Handles an incoming get/set iq; returns the result payload (or ``None``), or raises
 :class:`StanzaError` to answer with that error."""
+
+InlineIqHandler = Callable[[etree._Element], Awaitable[None]]
+"""Runs in the reader task, in stanza order; must answer the iq itself (see
+:meth:`Client.register_inline_iq_handler`)."""
 
 _STREAM_ERROR: Final = f"{{{_ns.STREAM}}}error"
 _CLOSE_GRACE: Final = 2.0
@@ -108,6 +113,7 @@ class Client:
         self._send_lock = trio.Lock()
         self._pending: dict[str, _Pending] = {}
         self._iq_handlers: dict[tuple[str, str], IqHandler] = {}
+        self._inline_handlers: dict[tuple[str, str], InlineIqHandler] = {}
         self._message_handlers: list[Callable[[etree._Element], None]] = []
         self._presence_handlers: list[Callable[[etree._Element], None]] = []
         self._pep_handlers: dict[str, list[Callable[[JID, PubSubEvent], None]]] = {}
@@ -115,6 +121,7 @@ class Client:
         self._features = set(BASE_FEATURES) | set(features)
         self._presence_sent: etree._Element | None = None
         self._presences: dict[JID, dict[JID, etree._Element]] = {}
+        self._presence_changed = trio.Event()
         self._peer_caps: dict[JID, tuple[str, str, str]] = {}
         self._caps_cache: dict[str, DiscoInfo] = {}
         self._closing = False
@@ -214,8 +221,22 @@ class Client:
             raise ValueError("iq handlers are for 'get' or 'set'")
         self._iq_handlers[(type_, payload_tag)] = handler
 
+    def register_inline_iq_handler(
+        self, type_: IqType, payload_tag: str, handler: InlineIqHandler
+    ) -> None:
+        """Like :meth:`register_iq_handler`, but ``handler`` runs in the reader task, so iqs are
+        handled strictly in the order they arrived (Jingle actions, IBB data).
+
+        The handler answers the iq itself (:meth:`send`) and must not wait for other stanzas:
+        while it runs, nothing else is read. Raising :class:`StanzaError` answers with it.
+        """
+        if type_ not in ("get", "set"):
+            raise ValueError("iq handlers are for 'get' or 'set'")
+        self._inline_handlers[(type_, payload_tag)] = handler
+
     def unregister_iq_handler(self, type_: IqType, payload_tag: str) -> None:
         self._iq_handlers.pop((type_, payload_tag), None)
+        self._inline_handlers.pop((type_, payload_tag), None)
 
     def on_message(self, callback: Callable[[etree._Element], None]) -> Callable[[], None]:
         """Call ``callback`` for each incoming message; returns a function that unregisters it."""
@@ -268,6 +289,16 @@ class Client:
     def resources(self, bare: JID) -> list[JID]:
         """Full JIDs of ``bare`` currently available, as seen in presence."""
         return list(self._presences.get(bare.bare, {}))
+
+    async def wait_available(self, jid: JID | str) -> JID:
+        """Wait until ``jid`` (a full JID, or any resource of a bare JID) is available; return
+        the full JID. Bound the wait with a cancel scope."""
+        jid = JID(jid)
+        while True:
+            found = [r for r in self.resources(jid.bare) if jid.is_bare or r == jid]
+            if found:
+                return found[-1]
+            await self._presence_changed.wait()
 
     async def disco(self, jid: JID | str, node: str | None = None) -> DiscoInfo:
         """disco#info of ``jid`` (optionally a node)."""
@@ -367,7 +398,7 @@ class Client:
     async def _run_reader(self, leftover: Sequence[Event]) -> None:
         try:
             for event in leftover:
-                self._dispatch(event)
+                await self._dispatch(event)
             while not self._closed_by_server.is_set():
                 try:
                     data = await self._stream.receive_some(RECEIVE_SIZE)
@@ -380,7 +411,7 @@ class Client:
                         return
                     raise ConnectionLost("the server closed the connection")
                 for event in self._parser.feed(data):
-                    self._dispatch(event)
+                    await self._dispatch(event)
         except XMLError as exc:
             self._fail(exc)
             await send_stream_error(self._stream, exc.condition, str(exc))
@@ -397,7 +428,7 @@ class Client:
             pending.error = exc
             pending.done.set()
 
-    def _dispatch(self, event: Event) -> None:
+    async def _dispatch(self, event: Event) -> None:
         if isinstance(event, StreamClosed):
             self._closed_by_server.set()
             if not self._closing:
@@ -408,7 +439,7 @@ class Client:
         assert isinstance(event, StanzaReceived)
         el = event.element
         if el.tag == IQ:
-            self._on_iq(el)
+            await self._on_iq(el)
         elif el.tag == MESSAGE:
             self._on_message(el)
         elif el.tag == PRESENCE:
@@ -418,7 +449,7 @@ class Client:
         else:
             log.debug("ignoring unknown top-level element %s", el.tag)
 
-    def _on_iq(self, iq: etree._Element) -> None:
+    async def _on_iq(self, iq: etree._Element) -> None:
         type_ = iq.get("type")
         if type_ in ("result", "error"):
             pending = self._pending.get(iq.get("id", ""))
@@ -434,7 +465,15 @@ class Client:
         payload = next((c for c in iq if isinstance(c.tag, str)), None)
         handler = None
         if type_ in ("get", "set") and payload is not None:
-            handler = self._iq_handlers.get((type_, payload.tag))
+            key = (type_, str(payload.tag))
+            inline = self._inline_handlers.get(key)
+            if inline is not None:
+                try:
+                    await inline(iq)
+                except StanzaError as exc:
+                    await self._send_quietly(error_reply(iq, exc.condition, exc.type, exc.text))
+                return
+            handler = self._iq_handlers.get(key)
         if handler is None:
             if type_ in ("get", "set"):
                 self._nursery.start_soon(self._send_quietly, error_reply(iq, "service-unavailable"))
@@ -486,6 +525,8 @@ class Client:
             elif type_ == "unavailable":
                 self._presences.get(sender.bare, {}).pop(sender, None)
                 self._peer_caps.pop(sender, None)
+        self._presence_changed.set()
+        self._presence_changed = trio.Event()
         for handler in list(self._presence_handlers):
             handler(presence)
 
@@ -514,21 +555,6 @@ def _normalise(raw: str | None) -> str | None:
         return str(JID(raw))
     except InvalidJID:
         return raw
-
-
-def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """One clear exception out of a nursery's group, when there is one meaningful leaf."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for e in exc.exceptions:
-                walk(e)
-        elif not isinstance(exc, trio.Cancelled):
-            leaves.append(exc)
-
-    walk(group)
-    return leaves[0] if len(leaves) == 1 else group
 
 
 @asynccontextmanager
@@ -570,7 +596,7 @@ async def open_client(
         mechanisms=mechanisms,
         max_stanza_bytes=max_stanza_bytes,
     )
-    try:
+    with unwrapped_errors():
         async with trio.open_nursery() as nursery:
             client = Client(stream, parser, negotiated.jid, nursery, features=features)
             nursery.start_soon(client._run_reader, leftover)
@@ -581,5 +607,3 @@ async def open_client(
             finally:
                 await client.aclose()
                 nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        raise _unwrap(group) from None

@@ -112,26 +112,12 @@ async def test_iq_to_offline_resource_raises_stanza_error(prosody: ServerInfo) -
             assert info.value.condition in {"service-unavailable", "item-not-found"}
 
 
-async def wait_for_presence(client: Client, full: JID) -> None:
-    seen = trio.Event()
-
-    def check(_: etree._Element) -> None:
-        if full in client.resources(full.bare):
-            seen.set()
-
-    unregister = client.on_presence(check)
-    try:
-        check(E("{jabber:client}presence"))
-        await seen.wait()
-    finally:
-        unregister()
-
-
 async def test_disco_and_caps_between_two_clients(prosody: ServerInfo) -> None:
     with trio.fail_after(10):
         async with connect(prosody, "alice", "a") as alice, connect(prosody, "bob", "b") as bob:
             await alice.add_features("urn:example:feature")
-            await wait_for_presence(bob, alice.jid)
+            with trio.fail_after(5):
+                await bob.wait_available(alice.jid)
             info = await bob.features_of(alice.jid)
             assert info.has("urn:example:feature", DISCO_INFO)
 

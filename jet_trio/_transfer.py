@@ -1,0 +1,1076 @@
+"""Jingle file transfer sessions on a client: offers, S5B/IBB transports, JET encryption.
+
+The Jingle state machine, the file-transfer codec, the transports and the JET stream wrappers
+are sans-IO or self-contained; this module is the trio shell that wires them to the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+import trio
+from lxml import etree
+
+from . import _ns
+from ._cipher import Cipher, TransportSecret
+from ._client import Client
+from ._envelope import EnvelopeMethod, check_envelope_sender
+from ._errors import JetError, SecurityError
+from ._file_transfer import (
+    Checksum,
+    FileDescription,
+    FileTransferError,
+    build_checksum,
+    build_description,
+    parse_description,
+    parse_info,
+    safe_filename,
+)
+from ._hashes import Hash, Hasher
+from ._hookspecs import PluginConfig
+from ._ibb import IBBError, IBBStream, IBBTransport, answer_block_size, open_ibb_stream
+from ._ibb import build_transport as build_ibb
+from ._ibb import parse_transport as parse_ibb
+from ._jet_stream import DecryptingReceiveStream, EncryptingSendStream
+from ._jid import JID
+from ._jingle import JingleSession, SessionRegistry, new_sid
+from ._jingle_message import (
+    Content,
+    JingleAction,
+    JingleMessage,
+    JingleProtocolError,
+    Reason,
+    ReasonCondition,
+    Role,
+    Senders,
+    build_error,
+    build_jingle,
+    content_security,
+    find_jingle,
+    parse_error,
+    parse_jingle,
+)
+from ._plugins import PluginManager
+from ._s5b import (
+    Activated,
+    Candidate,
+    CandidateConnectError,
+    CandidateError,
+    CandidateUsed,
+    Nomination,
+    S5BListener,
+    S5BTransport,
+    StreamHost,
+    build_activate,
+    build_streamhost_query,
+    connect_any,
+    connect_candidate,
+    nominate,
+    open_s5b_listener,
+    parse_streamhosts,
+)
+from ._s5b import build_transport as build_s5b
+from ._s5b import parse_transport as parse_s5b
+from ._security import build_security, parse_security
+from ._socks5 import Socks5Error, dstaddr
+from ._stanza import IQ, E, StanzaError, make_iq, make_result, stanza_from
+from ._transfer_types import (
+    IntegrityError,
+    JETError,
+    ProgressCallback,
+    TransferCancelled,
+    TransferDeclined,
+    TransferError,
+    TransferResult,
+    TransportFailed,
+    TransportName,
+)
+from ._trio_util import unwrapped_errors
+
+__all__ = ["FileTransfer", "IncomingOffer", "open_file_transfer"]
+
+log = logging.getLogger("jet_trio.transfer")
+
+CHUNK: Final = 256 * 1024
+CONTENT_NAME: Final = "a-file-offer"
+_JINGLE: Final = f"{{{_ns.JINGLE}}}jingle"
+_IBB_TAGS: Final = tuple(f"{{{_ns.IBB}}}{n}" for n in ("open", "data", "close"))
+DEFAULT_CIPHER: Final = "urn:xmpp:ciphers:aes-256-gcm-nopadding"
+Transport = Literal["auto", "s5b", "ibb"]
+
+
+def _reason_error(reason: Reason | None, who: str) -> TransferError:
+    cond = str(reason.condition) if reason is not None else "general-error"
+    text = f": {reason.text}" if reason is not None and reason.text else ""
+    msg = f"{who} ended the transfer ({cond}){text}"
+    if cond in ("decline", "busy"):
+        return TransferDeclined(msg, cond)
+    if cond in ("cancel", "gone", "expired", "timeout"):
+        return TransferCancelled(msg, cond)
+    if cond == "security-error":
+        return JETError(msg, cond)
+    if cond == "media-error":
+        return IntegrityError(msg, cond)
+    if cond in ("connectivity-error", "failed-transport", "unsupported-transports"):
+        return TransportFailed(msg, cond)
+    return TransferError(msg, cond)
+
+
+def _reason_for(exc: BaseException) -> tuple[str, str | None]:
+    if isinstance(exc, trio.Cancelled):
+        return "cancel", None
+    if isinstance(exc, TransferError):
+        return exc.reason, str(exc)
+    if isinstance(exc, SecurityError):
+        return "security-error", str(exc)
+    if isinstance(exc, OSError):
+        return "failed-application", f"local I/O error: {exc}"
+    return "general-error", str(exc) if isinstance(exc, JetError) else None
+
+
+@dataclass(eq=False)
+class _Session:
+    """One Jingle session's shell: its state machine, inbox and what was stashed from it."""
+
+    service: FileTransfer
+    jingle: JingleSession
+    inbox: trio.MemoryReceiveChannel[JingleMessage]
+    stash: list[JingleMessage] = field(default_factory=list)
+    checksum: tuple[Hash, ...] = ()
+    checksum_seen: trio.Event = field(default_factory=trio.Event)
+    peer_terminated: Reason | None = None
+
+    @property
+    def peer(self) -> JID:
+        return self.jingle.peer
+
+    async def send(self, msg: JingleMessage) -> None:
+        iq = make_iq("set", build_jingle(msg), to=self.peer)
+        try:
+            await self.service.client.iq(iq)
+        except StanzaError as exc:
+            if exc.element is not None:
+                self.jingle.receive_error(msg, parse_error(exc.element))
+            raise TransferError(
+                f"{self.peer} refused our {msg.action}: {exc}", "general-error"
+            ) from None
+
+    def _take_info(self, msg: JingleMessage) -> bool:
+        if msg.action is JingleAction.SESSION_INFO and msg.info is not None:
+            try:
+                info = parse_info(msg.info)
+            except FileTransferError:
+                return False
+            if isinstance(info, Checksum):
+                self.checksum = info.hashes
+                self.checksum_seen.set()
+                return True
+        return False
+
+    async def expect(self, *actions: JingleAction) -> JingleMessage:
+        """The next message with one of ``actions``; a session-terminate raises."""
+        for i, msg in enumerate(self.stash):
+            if msg.action in actions:
+                return self.stash.pop(i)
+        while True:
+            try:
+                msg = await self.inbox.receive()
+            except trio.EndOfChannel:
+                raise TransferCancelled("the transfer service closed", "cancel") from None
+            if msg.action is JingleAction.SESSION_TERMINATE:
+                self.peer_terminated = msg.reason or Reason(ReasonCondition.GENERAL_ERROR)
+                if JingleAction.SESSION_TERMINATE in actions:
+                    return msg
+                raise _reason_error(msg.reason, str(self.peer))
+            if self._take_info(msg):
+                continue
+            if msg.action in actions:
+                return msg
+            self.stash.append(msg)
+
+    async def watch(self) -> None:
+        """Run during data transfer: raises as soon as the peer terminates."""
+        await self.expect()
+
+    async def terminate(self, condition: str, text: str | None = None) -> None:
+        """Send session-terminate (best effort, bounded, even when cancelled)."""
+        if self.jingle.state.name == "ENDED":
+            return
+        try:
+            msg = self.jingle.terminate(_condition(condition), text)
+        except JetError:
+            return
+        with trio.move_on_after(3, shield=True):
+            with contextlib.suppress(JetError):
+                await self.service.client.iq(make_iq("set", build_jingle(msg), to=self.peer))
+
+
+@dataclass(frozen=True, slots=True)
+class _Offer:
+    """The parsed parts of a received session-initiate."""
+
+    content: Content
+    file: FileDescription
+    security: etree._Element | None
+
+
+class IncomingOffer:
+    """A file offered to us. :meth:`accept` to receive it, or :meth:`reject`.
+
+    ``peer`` is the sender's full JID, ``file`` the description (``file.name`` is the name the
+    peer proposed; the accepted file is stored under a sanitised name), ``envelope`` the JET
+    envelope namespace (``None``: unencrypted), ``cipher`` the cipher URN.
+    """
+
+    def __init__(self, session: _Session, offer: _Offer, envelope: str | None, cipher: str | None):
+        self._session = session
+        self._offer = offer
+        self.peer = session.peer
+        self.file = offer.file
+        self.envelope = envelope
+        self.cipher = cipher
+        self._answered = False
+
+    @property
+    def name(self) -> str:
+        return self.file.name or "unnamed"
+
+    @property
+    def size(self) -> int:
+        return self.file.size or 0
+
+    @property
+    def encrypted(self) -> bool:
+        return self.envelope is not None
+
+    def __repr__(self) -> str:
+        enc = f", encrypted with {self.envelope}" if self.envelope else ""
+        return f"<IncomingOffer {self.name!r} ({self.size} bytes) from {self.peer}{enc}>"
+
+    async def reject(self, reason: str = "decline", text: str | None = None) -> None:
+        """Decline the offer."""
+        self._check_unanswered()
+        await self._session.terminate(reason, text)
+        self._session.service._forget(self._session)
+
+    def _check_unanswered(self) -> None:
+        if self._answered:
+            raise TransferError("this offer was already accepted or rejected", "general-error")
+        self._answered = True
+
+    async def accept(
+        self,
+        destination: str | os.PathLike[str],
+        *,
+        progress: ProgressCallback | None = None,
+        overwrite: bool = False,
+    ) -> TransferResult:
+        """Receive the file into ``destination`` (a directory, or the file path to create).
+
+        Data goes to a temporary file beside the target; only after the size, the hash and (for
+        JET) the GCM tag verified is it renamed to the target. On any failure nothing is left
+        under the target name and the session is terminated with a fitting reason. Cancelling
+        (through a cancel scope) terminates the session with ``cancel``.
+        """
+        self._check_unanswered()
+        dest = Path(destination)
+        if await trio.Path(dest).is_dir():
+            dest = dest / safe_filename(self.name)
+        if await trio.Path(dest).exists() and not overwrite:
+            raise FileExistsError(f"{dest} already exists (pass overwrite=True to replace it)")
+        return await self._session.service._run_receive(self, dest, progress)
+
+
+@dataclass(slots=True)
+class _Established:
+    stream: trio.abc.Stream
+    transport: TransportName
+    cleanup: contextlib.AsyncExitStack
+
+
+class FileTransfer:
+    """Send and receive files over Jingle on one client; make one with
+    :func:`open_file_transfer`."""
+
+    def __init__(
+        self,
+        client: Client,
+        nursery: trio.Nursery,
+        plugins: PluginManager,
+        listener: S5BListener | None,
+        *,
+        direct_host: str | None,
+        use_proxies: bool,
+        ibb_block_size: int,
+        negotiation_timeout: float,
+        max_pending_offers: int,
+    ) -> None:
+        self.client = client
+        self.plugins = plugins
+        self._nursery = nursery
+        self._listener = listener
+        self._direct_host = direct_host
+        self._use_proxies = use_proxies
+        self._ibb_block_size = ibb_block_size
+        self._timeout = negotiation_timeout
+        self._registry = SessionRegistry(client.jid)
+        self._inboxes: dict[tuple[JID, str], trio.MemorySendChannel[JingleMessage]] = {}
+        self._ibb: dict[tuple[JID, str], IBBStream] = {}
+        self._offers_in, self._offers_out = trio.open_memory_channel[IncomingOffer](
+            max_pending_offers
+        )
+        self._proxies: list[StreamHost] | None = None
+
+    # -- features and handlers -------------------------------------------------------------
+
+    @property
+    def features(self) -> list[str]:
+        """The disco features this service advertises."""
+        feats = [_ns.JINGLE, _ns.JINGLE_FT, _ns.JINGLE_IBB, _ns.IBB, _ns.HASH_SHA256]
+        if self._listener is not None or self._use_proxies:
+            feats += [_ns.JINGLE_S5B, _ns.BYTESTREAMS]
+        if self.plugins.envelopes:
+            feats.append(_ns.JET)
+        return feats + self.plugins.disco_features()
+
+    def _install(self) -> None:
+        self.client.register_inline_iq_handler("set", _JINGLE, self._on_jingle)
+        for tag in _IBB_TAGS:
+            self.client.register_inline_iq_handler("set", tag, self._on_ibb)
+
+    def _uninstall(self) -> None:
+        self.client.unregister_iq_handler("set", _JINGLE)
+        for tag in _IBB_TAGS:
+            self.client.unregister_iq_handler("set", tag)
+        self._offers_in.close()
+        for inbox in self._inboxes.values():
+            inbox.close()
+
+    async def _reply_error(self, iq: etree._Element, error: etree._Element) -> None:
+        reply = E(IQ, {"type": "error", "id": iq.get("id"), "to": iq.get("from")})
+        reply.append(error)
+        with contextlib.suppress(JetError):
+            await self.client.send(reply)
+
+    async def _on_jingle(self, iq: etree._Element) -> None:
+        sender = stanza_from(iq) or self.client.jid.bare
+        jingle = find_jingle(iq)
+        assert jingle is not None
+        try:
+            msg = parse_jingle(jingle, sender)
+        except JingleProtocolError as exc:
+            await self._reply_error(iq, build_error(exc.reply))
+            return
+        incoming = self._registry.receive(msg, sender)
+        if incoming.error is not None:
+            await self._reply_error(iq, build_error(incoming.error))
+            return
+        await self.client.send(make_result(iq))
+        if incoming.superseded is not None:
+            self._deliver(incoming.superseded.peer, incoming.superseded.sid, None)
+        if incoming.is_new_session and incoming.session is not None:
+            self._new_incoming(incoming.session, msg)
+        else:
+            self._deliver(sender, msg.sid, msg)
+
+    def _deliver(self, peer: JID, sid: str, msg: JingleMessage | None) -> None:
+        inbox = self._inboxes.get((peer, sid))
+        if inbox is None:
+            return
+        if msg is None:  # lost a tie-break: end the local session's shell
+            inbox.close()
+            return
+        try:
+            inbox.send_nowait(msg)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            log.warning("dropping %s for session %s: inbox full or closed", msg.action, sid)
+
+    def _new_incoming(self, jingle: JingleSession, msg: JingleMessage) -> None:
+        session = self._open_session(jingle)
+        try:
+            offer = self._parse_offer(msg)
+            envelope = cipher = None
+            if offer.security is not None:
+                envelope = offer.security.get("type")
+                cipher = offer.security.get("cipher")
+            self._offers_in.send_nowait(IncomingOffer(session, offer, envelope, cipher))
+        except trio.WouldBlock:
+            self._nursery.start_soon(self._refuse, session, "busy", "too many pending offers")
+        except (FileTransferError, JingleProtocolError, TransferError) as exc:
+            reason = exc.reason if isinstance(exc, TransferError) else "unsupported-applications"
+            self._nursery.start_soon(self._refuse, session, reason, str(exc))
+
+    async def _refuse(self, session: _Session, reason: str, text: str) -> None:
+        log.info("refusing offer from %s: %s", session.peer, text)
+        await session.terminate(reason, text)
+        self._forget(session)
+
+    def _parse_offer(self, msg: JingleMessage) -> _Offer:
+        if len(msg.contents) != 1:
+            raise TransferError("only single-file offers are supported", "unsupported-applications")
+        content = msg.contents[0]
+        if (
+            content.description is None
+            or content.description.tag != f"{{{_ns.JINGLE_FT}}}description"
+        ):
+            raise TransferError("not a file transfer", "unsupported-applications")
+        if content.senders not in (None, Senders.INITIATOR):
+            raise TransferError("file requests are not supported yet", "unsupported-applications")
+        file = parse_description(content.description)
+        if file.size is None:
+            raise TransferError("the offer has no <size>", "failed-application")
+        if content.transport is None or content.transport.tag not in (
+            f"{{{_ns.JINGLE_S5B}}}transport",
+            f"{{{_ns.JINGLE_IBB}}}transport",
+        ):
+            raise TransferError("no supported transport offered", "unsupported-transports")
+        return _Offer(content, file, content_security(msg, content))
+
+    async def _on_ibb(self, iq: etree._Element) -> None:
+        sender = stanza_from(iq)
+        payload = iq[0]
+        stream = self._ibb.get((sender, payload.get("sid", ""))) if sender else None
+        if stream is None:
+            raise StanzaError("item-not-found", "cancel", "no such in-band bytestream")
+        try:
+            ack = stream.feed(payload)
+        except IBBError as exc:
+            raise StanzaError(exc.condition, exc.error_type, str(exc)) from None
+        if ack.is_set():
+            await self.client.send(make_result(iq))
+        else:
+            self._nursery.start_soon(self._ack_later, ack, iq)
+
+    async def _ack_later(self, ack: trio.Event, iq: etree._Element) -> None:
+        await ack.wait()
+        with contextlib.suppress(JetError):
+            await self.client.send(make_result(iq))
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def _open_session(self, jingle: JingleSession) -> _Session:
+        send, receive = trio.open_memory_channel[JingleMessage](64)
+        self._inboxes[(jingle.peer, jingle.sid)] = send
+        return _Session(self, jingle, receive)
+
+    def _forget(self, session: _Session) -> None:
+        inbox = self._inboxes.pop((session.peer, session.jingle.sid), None)
+        if inbox is not None:
+            inbox.close()
+
+    async def incoming(self) -> AsyncIterator[IncomingOffer]:
+        """Offers as they arrive: ``async for offer in ft.incoming(): ...``."""
+        async for offer in self._offers_out:
+            yield offer
+
+    async def next_offer(self) -> IncomingOffer:
+        """Wait for the next offer."""
+        return await self._offers_out.receive()
+
+    # -- choosing peers, envelopes, ciphers ------------------------------------------------
+
+    async def resolve_peer(self, to: JID | str) -> JID:
+        """``to`` if it is a full JID, else the available resource of it that supports file
+        transfer (most recently seen first)."""
+        jid = JID(to)
+        if not jid.is_bare:
+            return jid
+        for full in reversed(self.client.resources(jid)):
+            with contextlib.suppress(JetError):
+                if (await self.client.features_of(full)).has(_ns.JINGLE_FT):
+                    return full
+        raise TransferError(
+            f"{jid} has no available resource that supports Jingle file transfer", "gone"
+        )
+
+    async def _choose_envelope(self, peer: JID, encrypt: str | None) -> EnvelopeMethod | None:
+        if encrypt is None:
+            return None
+        if encrypt != "auto":
+            return self.plugins.envelope(encrypt)
+        info = await self.client.features_of(peer)
+        for method in self.plugins.envelopes:
+            if info.has(*method.features):
+                return method
+        raise JETError(
+            f"{peer} supports none of our JET envelope methods "
+            f"({', '.join(m.namespace for m in self.plugins.envelopes) or 'none loaded'}); "
+            "pass encrypt=None to send unencrypted",
+            "unsupported-applications",
+        )
+
+    # -- transports ------------------------------------------------------------------------
+
+    async def _proxy_hosts(self) -> list[StreamHost]:
+        if not self._use_proxies:
+            return []
+        if self._proxies is None:
+            found: list[StreamHost] = []
+            with trio.move_on_after(self._timeout):
+                for item in await self.client.disco_items(self.client.jid.domain):
+                    with contextlib.suppress(JetError):
+                        if (await self.client.disco(item.jid)).has(_ns.BYTESTREAMS):
+                            answer = await self.client.request(
+                                "get", build_streamhost_query(), item.jid
+                            )
+                            if answer is not None:
+                                found.extend(parse_streamhosts(answer))
+            self._proxies = found
+        return self._proxies
+
+    async def _our_s5b(self, sid: str, role: Role, peer: JID) -> S5BTransport:
+        me = self.client.jid
+        dst = dstaddr(sid, me, peer)
+        candidates: list[Candidate] = []
+        if self._listener is not None and self._direct_host is not None:
+            self._listener.expect(dst)
+            candidates.append(Candidate(new_sid(), self._direct_host, self._listener.port, me))
+        for i, host in enumerate(await self._proxy_hosts()):
+            candidates.append(host.to_candidate(new_sid(), 100 - i))
+        return S5BTransport(sid, dst, candidates=tuple(candidates))
+
+    async def _establish_s5b(
+        self,
+        session: _Session,
+        ours: S5BTransport,
+        theirs: S5BTransport,
+        cleanup: contextlib.AsyncExitStack,
+    ) -> _Established | None:
+        me, peer = self.client.jid, session.peer
+        role = Role.INITIATOR if session.jingle.initiator == me else Role.RESPONDER
+        their_dst = theirs.dstaddr or dstaddr(theirs.sid, peer, me)
+        picked: tuple[Candidate, trio.SocketStream] | None = None
+        connected = trio.Event()
+
+        async def connect_theirs() -> None:
+            nonlocal picked
+            info: CandidateUsed | CandidateError = CandidateError()
+            if theirs.candidates:
+                try:
+                    picked = await connect_any(theirs.candidates, their_dst, attempt_timeout=5)
+                    cleanup.push_async_callback(trio.aclose_forcefully, picked[1])
+                    info = CandidateUsed(picked[0].cid)
+                except (CandidateConnectError, Socks5Error) as exc:
+                    log.info("S5B: no candidate of %s worked: %s", peer, exc)
+            transport = build_s5b(S5BTransport(theirs.sid, info=info), include_mode=False)
+            await session.send(session.jingle.transport_info([_content(session, transport)]))
+            connected.set()
+
+        with trio.fail_after(self._timeout * 2):
+            async with trio.open_nursery() as n:
+                n.start_soon(connect_theirs)
+                their_info = await self._next_s5b_info(session, (CandidateUsed, CandidateError))
+                await connected.wait()
+        ours_used: Candidate | None = None
+        if isinstance(their_info, CandidateUsed):
+            ours_used = next((c for c in ours.candidates if c.cid == their_info.cid), None)
+            if ours_used is None:
+                raise TransportFailed(
+                    f"{peer} used an S5B candidate we never offered", "failed-transport"
+                )
+        mine = picked[0] if picked else None
+        if role is Role.INITIATOR:
+            nomination = nominate(initiator_used=mine, responder_used=ours_used)
+        else:
+            nomination = nominate(initiator_used=ours_used, responder_used=mine)
+        if nomination is None:
+            return None
+        return await self._use_nominated(session, nomination, role, ours, picked, cleanup)
+
+    async def _use_nominated(
+        self,
+        session: _Session,
+        nomination: Nomination,
+        role: Role,
+        ours: S5BTransport,
+        picked: tuple[Candidate, trio.SocketStream] | None,
+        cleanup: contextlib.AsyncExitStack,
+    ) -> _Established:
+        cand = nomination.candidate
+        name: TransportName = "s5b-proxy" if cand.type == "proxy" else "s5b-direct"
+        if nomination.offered_by == role.value:
+            assert ours.dstaddr is not None
+            if cand.type == "proxy":
+                stream: trio.abc.Stream = await connect_candidate(
+                    cand.host, cand.port, ours.dstaddr
+                )
+                cleanup.push_async_callback(trio.aclose_forcefully, stream)
+                await self.client.request("set", build_activate(ours.sid, session.peer), cand.jid)
+                info = build_s5b(
+                    S5BTransport(ours.sid, info=Activated(cand.cid)), include_mode=False
+                )
+                await session.send(session.jingle.transport_info([_content(session, info)]))
+            else:
+                assert self._listener is not None
+                with trio.fail_after(self._timeout):
+                    stream = await self._listener.accept(ours.dstaddr)
+                cleanup.push_async_callback(trio.aclose_forcefully, stream)
+            return _Established(stream, name, cleanup)
+        assert picked is not None
+        if cand.type == "proxy":
+            with trio.fail_after(self._timeout):
+                await self._next_s5b_info(session, (Activated,))
+        return _Established(picked[1], name, cleanup)
+
+    async def _next_s5b_info(
+        self, session: _Session, kinds: tuple[type, ...]
+    ) -> CandidateUsed | CandidateError | Activated:
+        while True:
+            msg = await session.expect(JingleAction.TRANSPORT_INFO)
+            for content in msg.contents:
+                if content.transport is None:
+                    continue
+                info = parse_s5b(content.transport).info
+                if isinstance(info, kinds):
+                    return info  # type: ignore[return-value]
+                if info is not None and not isinstance(
+                    info, (CandidateUsed, CandidateError, Activated)
+                ):
+                    raise TransportFailed(
+                        f"{session.peer} reported a proxy error", "failed-transport"
+                    )
+
+    async def _open_ibb(
+        self,
+        session: _Session,
+        transport: IBBTransport,
+        opener: bool,
+        cleanup: contextlib.AsyncExitStack,
+    ) -> _Established:
+        peer = session.peer
+        client = self.client
+
+        class Sender:
+            async def send_iq(self, payload: etree._Element) -> etree._Element:
+                return await client.iq(make_iq("set", payload, to=peer))
+
+        stream = await cleanup.enter_async_context(
+            open_ibb_stream(Sender(), transport.sid, transport.block_size)
+        )
+        key = (peer, transport.sid)
+        self._ibb[key] = stream
+        cleanup.callback(self._ibb.pop, key, None)
+        if opener:
+            await stream.open()
+        return _Established(stream, "ibb", cleanup)
+
+    async def _fallback_to_ibb(
+        self, session: _Session, cleanup: contextlib.AsyncExitStack
+    ) -> _Established:
+        """XEP-0260 fallback: the initiator replaces S5B by IBB (transport-replace)."""
+        we_initiated = session.jingle.initiator == self.client.jid
+        if we_initiated:
+            offer = IBBTransport(new_sid(), self._ibb_block_size)
+            await session.send(
+                session.jingle.transport_replace([_content(session, build_ibb(offer))])
+            )
+            with trio.fail_after(self._timeout):
+                answer = await session.expect(
+                    JingleAction.TRANSPORT_ACCEPT, JingleAction.TRANSPORT_REJECT
+                )
+            if answer.action is JingleAction.TRANSPORT_REJECT or not answer.contents:
+                raise TransportFailed(
+                    f"{session.peer} refused the IBB fallback", "failed-transport"
+                )
+            got = parse_ibb(_transport_of(answer))
+            if got.block_size > offer.block_size:
+                raise TransportFailed("the peer raised the IBB block size", "failed-transport")
+            return await self._open_ibb(
+                session, IBBTransport(offer.sid, got.block_size), True, cleanup
+            )
+        with trio.fail_after(self._timeout):
+            replace = await session.expect(JingleAction.TRANSPORT_REPLACE)
+        offered = parse_ibb(_transport_of(replace))
+        agreed = IBBTransport(
+            offered.sid, answer_block_size(offered.block_size, self._ibb_block_size)
+        )
+        established = await self._open_ibb(session, agreed, False, cleanup)
+        await session.send(session.jingle.transport_accept([_content(session, build_ibb(agreed))]))
+        return established
+
+    async def _establish(
+        self,
+        session: _Session,
+        ours: etree._Element,
+        theirs: etree._Element,
+        cleanup: contextlib.AsyncExitStack,
+    ) -> _Established:
+        if theirs.tag == f"{{{_ns.JINGLE_IBB}}}transport":  # we initiated: we open
+            return await self._open_ibb(session, parse_ibb(theirs), True, cleanup)
+        established = await self._establish_s5b(
+            session, parse_s5b(ours), parse_s5b(theirs), cleanup
+        )
+        if established is not None:
+            return established
+        log.info("S5B failed with %s, falling back to IBB", session.peer)
+        return await self._fallback_to_ibb(session, cleanup)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def send_file(
+        self,
+        path: str | os.PathLike[str],
+        to: JID | str,
+        *,
+        encrypt: str | None = "auto",
+        cipher: str | None = None,
+        transport: Transport = "auto",
+        name: str | None = None,
+        media_type: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> TransferResult:
+        """Offer the file at ``path`` to ``to`` and send it once accepted.
+
+        ``encrypt`` is ``"auto"`` (the first JET envelope method both sides support; an error if
+        there is none), an envelope namespace, or ``None`` for an explicit unencrypted transfer.
+        ``transport`` is ``"auto"`` (SOCKS5, falling back to in-band), ``"s5b"`` or ``"ibb"``.
+        Cancel with a cancel scope: the session is then terminated with ``cancel``.
+        """
+        src = Path(path)
+        size = (await trio.Path(src).stat()).st_size
+        peer = await self.resolve_peer(to)
+        method = await self._choose_envelope(peer, encrypt)
+        secret: TransportSecret | None = None
+        security: etree._Element | None = None
+        the_cipher: Cipher | None = None
+        if method is not None:
+            preferred = str(getattr(method, "preferred_cipher", DEFAULT_CIPHER))
+            the_cipher = self.plugins.cipher(cipher or preferred)
+            secret = TransportSecret.generate(the_cipher)
+            security = build_security(CONTENT_NAME, the_cipher, await method.encrypt(secret, peer))
+        desc = FileDescription(
+            name=name or src.name,
+            size=size,
+            media_type=media_type,
+            hash_used=("sha-256",),
+        )
+        jingle = self._registry.create(peer)
+        session = self._open_session(jingle)
+        start = time.monotonic()
+        async with contextlib.AsyncExitStack() as cleanup:
+            try:
+                if transport == "ibb":
+                    ours: etree._Element = build_ibb(IBBTransport(new_sid(), self._ibb_block_size))
+                else:
+                    ours = build_s5b(await self._our_s5b(new_sid(), Role.INITIATOR, peer))
+                content = Content(
+                    Role.INITIATOR,
+                    CONTENT_NAME,
+                    Senders.INITIATOR,
+                    build_description(desc),
+                    ours,
+                    security,
+                )
+                await session.send(jingle.initiate([content]))
+                accept = await session.expect(JingleAction.SESSION_ACCEPT)
+                theirs = _transport_of(accept)
+                if transport == "ibb":
+                    ours = _agree_ibb(ours, theirs)
+                established = await self._establish(session, ours, theirs, cleanup)
+                digest, wire = await self._send_data(
+                    session, established, src, size, secret, progress
+                )
+                checksum = Checksum(Role.INITIATOR, CONTENT_NAME, (Hash("sha-256", digest),))
+                await session.send(jingle.info(build_checksum(checksum)))
+                with trio.fail_after(self._timeout):
+                    end = await session.expect(JingleAction.SESSION_TERMINATE)
+                if end.reason is None or end.reason.condition != "success":
+                    raise _reason_error(end.reason, str(peer))
+            except BaseException as exc:
+                if session.peer_terminated is None:
+                    reason, text = _reason_for(exc)
+                    await session.terminate(reason, text)
+                raise
+            finally:
+                self._forget(session)
+        return TransferResult(
+            "send",
+            peer,
+            desc.name or src.name,
+            size,
+            digest.hex(),
+            established.transport,
+            method.namespace if method else None,
+            the_cipher.urn if the_cipher else None,
+            time.monotonic() - start,
+            src,
+            wire,
+            True,
+        )
+
+    async def _send_data(
+        self,
+        session: _Session,
+        established: _Established,
+        src: Path,
+        size: int,
+        secret: TransportSecret | None,
+        progress: ProgressCallback | None,
+    ) -> tuple[bytes, int]:
+        hasher = Hasher(("sha-256",))
+        sink: trio.abc.SendStream = established.stream
+        enc = EncryptingSendStream(sink, secret, expected_size=size) if secret else None
+        done = 0
+        async with trio.open_nursery() as n:
+            n.start_soon(session.watch)
+            with src.open("rb") as f:
+                while chunk := f.read(CHUNK):
+                    hasher.update(chunk)
+                    await (enc or sink).send_all(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, size)
+            if done != size:
+                raise IntegrityError(f"{src} changed size while it was sent", "media-error")
+            if enc is not None:
+                await enc.finish()
+            if isinstance(established.stream, trio.SocketStream):
+                await established.stream.send_eof()
+            else:
+                await established.stream.aclose()
+            n.cancel_scope.cancel()
+        return hasher.digest("sha-256").digest, size + (16 if secret else 0)
+
+    # -- receiving -------------------------------------------------------------------------
+
+    async def _open_envelope(self, offer: IncomingOffer) -> TransportSecret | None:
+        security = offer._offer.security
+        if security is None:
+            return None
+        try:
+            info = parse_security(security, self.plugins)
+            method = self.plugins.envelope(info.envelope_type)
+            opened = await method.decrypt(info.envelope, offer.peer, info.cipher)
+            check_envelope_sender(opened, offer._session.jingle.initiator)
+        except (SecurityError, JetError) as exc:
+            raise JETError(f"cannot decrypt the transfer from {offer.peer}: {exc}") from None
+        return opened.secret
+
+    async def _run_receive(
+        self, offer: IncomingOffer, dest: Path, progress: ProgressCallback | None
+    ) -> TransferResult:
+        session = offer._session
+        jingle = session.jingle
+        start = time.monotonic()
+        async with contextlib.AsyncExitStack() as cleanup:
+            try:
+                secret = await self._open_envelope(offer)
+                theirs = offer._offer.content.transport
+                assert theirs is not None
+                if theirs.tag == f"{{{_ns.JINGLE_IBB}}}transport":
+                    got = parse_ibb(theirs)
+                    ours = build_ibb(
+                        IBBTransport(
+                            got.sid, answer_block_size(got.block_size, self._ibb_block_size)
+                        )
+                    )
+                else:
+                    ours = build_s5b(
+                        await self._our_s5b(parse_s5b(theirs).sid, Role.RESPONDER, session.peer)
+                    )
+                c = offer._offer.content
+                accept = jingle.accept([Content(c.creator, c.name, c.senders, c.description, ours)])
+                if ours.tag == f"{{{_ns.JINGLE_IBB}}}transport":
+                    # Listen before accepting: the initiator opens the IBB as soon as it may.
+                    established = await self._open_ibb(session, parse_ibb(ours), False, cleanup)
+                    await session.send(accept)
+                else:
+                    await session.send(accept)
+                    established = await self._establish(session, ours, theirs, cleanup)
+                size = offer.size
+                tmp = _temp_beside(dest)
+                cleanup.callback(_unlink_quietly, tmp)
+                digests = await self._receive_data(
+                    session, established, tmp, size, secret, progress
+                )
+                verified = await self._verify_hash(session, offer.file, digests)
+                os.replace(tmp, dest)
+                await session.terminate("success")
+            except BaseException as exc:
+                if session.peer_terminated is None:
+                    reason, text = _reason_for(exc)
+                    await session.terminate(reason, text)
+                raise
+            finally:
+                self._forget(session)
+        return TransferResult(
+            "receive",
+            session.peer,
+            offer.name,
+            size,
+            digests["sha-256"].hex(),
+            established.transport,
+            offer.envelope,
+            secret.cipher.urn if secret else None,
+            time.monotonic() - start,
+            dest,
+            size + (16 if secret else 0),
+            verified,
+        )
+
+    async def _receive_data(
+        self,
+        session: _Session,
+        established: _Established,
+        tmp: Path,
+        size: int,
+        secret: TransportSecret | None,
+        progress: ProgressCallback | None,
+    ) -> dict[str, bytes]:
+        algos = ("sha-256", "sha-1", "sha-512", "blake2b-256", "blake2b-512")
+        wanted = {h.algo for h in session.checksum} | {"sha-256"}
+        hasher = Hasher(tuple(a for a in algos if a in wanted or a == "sha-256"))
+        source: trio.abc.ReceiveStream = established.stream
+        if secret is not None:
+            source = DecryptingReceiveStream(source, secret, expected_size=size, require_eof=False)
+        done = 0
+        async with trio.open_nursery() as n:
+            n.start_soon(session.watch)
+            with tmp.open("wb") as f:
+                while secret is not None or done < size:
+                    chunk = await source.receive_some(CHUNK if secret else min(CHUNK, size - done))
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    hasher.update(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, size)
+            n.cancel_scope.cancel()
+        if done != size:
+            raise IntegrityError(f"the stream ended after {done} of {size} bytes", "media-error")
+        return {h.algo: h.digest for h in hasher.digests()}
+
+    async def _verify_hash(
+        self, session: _Session, file: FileDescription, digests: dict[str, bytes]
+    ) -> bool:
+        hashes = file.hashes
+        if not hashes and file.hash_used:
+            with trio.move_on_after(self._timeout):
+                await _wait_checksum(session)
+            hashes = session.checksum
+        if not hashes:
+            return False
+        known = [h for h in hashes if h.algo in digests]
+        if not known:
+            return False
+        for h in known:
+            if digests[h.algo] != h.digest:
+                raise IntegrityError(
+                    f"the {h.algo} hash of the received file does not match", "media-error"
+                )
+        return True
+
+
+async def _wait_checksum(session: _Session) -> None:
+    async with trio.open_nursery() as n:
+        n.start_soon(session.watch)
+        await session.checksum_seen.wait()
+        n.cancel_scope.cancel()
+
+
+def _condition(name: str) -> ReasonCondition:
+    try:
+        return ReasonCondition(name)
+    except ValueError:
+        return ReasonCondition.GENERAL_ERROR
+
+
+def _content(session: _Session, transport: etree._Element) -> Content:
+    return Content(
+        Role.INITIATOR,
+        CONTENT_NAME
+        if not session.jingle.contents
+        else next(iter(session.jingle.contents.values())).name,
+        None,
+        None,
+        transport,
+    )
+
+
+def _transport_of(msg: JingleMessage) -> etree._Element:
+    for content in msg.contents:
+        if content.transport is not None:
+            return content.transport
+    raise TransferError(f"{msg.action} without a transport", "failed-transport")
+
+
+def _agree_ibb(ours: etree._Element, theirs: etree._Element) -> etree._Element:
+    offered, answered = parse_ibb(ours), parse_ibb(theirs)
+    if answered.sid != offered.sid or answered.block_size > offered.block_size:
+        raise TransportFailed(
+            "the peer changed the IBB sid or raised the block size", "failed-transport"
+        )
+    return build_ibb(IBBTransport(offered.sid, answered.block_size))
+
+
+def _temp_beside(dest: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+@asynccontextmanager
+async def open_file_transfer(
+    client: Client,
+    *,
+    plugins: PluginManager | None = None,
+    allow_stub_envelope: bool = False,
+    extra_plugins: Iterable[object] = (),
+    direct_host: str | None = "127.0.0.1",
+    use_proxies: bool = True,
+    ibb_block_size: int = 16384,
+    negotiation_timeout: float = 30.0,
+    max_pending_offers: int = 16,
+) -> AsyncIterator[FileTransfer]:
+    """Jingle file transfer on ``client`` for the duration of the ``async with`` block.
+
+    Plugins (envelope methods, ciphers) come from the ``jet_trio`` entry points plus
+    ``extra_plugins``, or from ``plugins``. ``direct_host`` is the address offered as a direct
+    SOCKS5 candidate (``None``: offer none); ``use_proxies`` offers the server's SOCKS5 proxies.
+    """
+    if plugins is None:
+        config = PluginConfig(
+            allow_stub_envelope=allow_stub_envelope, account=client.jid, client=client
+        )
+        plugins = PluginManager(config, plugins=extra_plugins)
+    listener_cm = open_s5b_listener(direct_host) if direct_host is not None else _no_listener()
+    with unwrapped_errors():
+        async with listener_cm as listener, trio.open_nursery() as nursery:
+            ft = FileTransfer(
+                client,
+                nursery,
+                plugins,
+                listener,
+                direct_host=direct_host,
+                use_proxies=use_proxies,
+                ibb_block_size=ibb_block_size,
+                negotiation_timeout=negotiation_timeout,
+                max_pending_offers=max_pending_offers,
+            )
+            ft._install()
+            try:
+                await client.add_features(*ft.features)
+                yield ft
+            finally:
+                ft._uninstall()
+                nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _no_listener() -> AsyncIterator[None]:
+    yield None

@@ -1,0 +1,81 @@
+"""Public result, progress and error types of file transfers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ._errors import JetError, SecurityError
+from ._jid import JID
+
+__all__ = [
+    "IntegrityError",
+    "JETError",
+    "ProgressCallback",
+    "TransferCancelled",
+    "TransferDeclined",
+    "TransferError",
+    "TransferResult",
+    "TransportFailed",
+]
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``progress(bytes_done, bytes_total)`` while data moves."""
+
+TransportName = Literal["s5b-direct", "s5b-proxy", "ibb"]
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    """A finished, verified transfer.
+
+    ``size`` and ``sha256`` describe the plaintext file; ``wire_bytes`` what crossed the
+    transport (``size`` + 16 for AES-GCM). ``envelope`` and ``cipher`` are ``None`` for an
+    unencrypted transfer. ``path`` is where the receiver stored the file (the sender's source).
+    """
+
+    direction: Literal["send", "receive"]
+    peer: JID
+    name: str
+    size: int
+    sha256: str
+    transport: TransportName
+    envelope: str | None
+    cipher: str | None
+    seconds: float
+    path: Path
+    wire_bytes: int
+    hash_verified: bool
+
+
+class TransferError(JetError):
+    """A transfer did not complete. ``reason`` is the Jingle reason condition it ended with."""
+
+    def __init__(self, message: str, reason: str = "general-error") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TransferDeclined(TransferError):
+    """The peer declined the offer (or is busy)."""
+
+
+class TransferCancelled(TransferError):
+    """The transfer was cancelled, by us (cancel scope) or by the peer."""
+
+
+class TransportFailed(TransferError):
+    """No transport could be established, or it broke during the transfer."""
+
+
+class IntegrityError(TransferError, SecurityError):
+    """The data did not match the announced size or hash: nothing was kept."""
+
+
+class JETError(TransferError, SecurityError):
+    """The encryption layer failed: unknown cipher, bad envelope, wrong sender, bad tag..."""
+
+    def __init__(self, message: str, reason: str = "security-error") -> None:
+        super().__init__(message, reason)

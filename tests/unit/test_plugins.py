@@ -1,0 +1,182 @@
+"""The plugin manager with plugins passed in code: isolation, validation, lookups."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import pytest
+from lxml import etree
+
+from jet_trio import JID, _ns
+from jet_trio._builtin_ciphers import AES128GCM, AES256GCM, AESGCMCipher
+from jet_trio._cipher import Cipher, TransportSecret, UnknownCipher
+from jet_trio._envelope import DecryptedEnvelope, EnvelopeMethod, Trust
+from jet_trio._hookspecs import PluginConfig, hookimpl
+from jet_trio._plugins import PluginManager, UnknownEnvelope
+
+TOY_NS = "urn:example:toy-envelope:0"
+
+
+class ToyEnvelope(EnvelopeMethod):
+    namespace = TOY_NS
+    features = ("urn:example:toy-envelope:feature",)
+
+    async def encrypt(self, secret: TransportSecret, peer: JID) -> etree._Element:
+        return etree.Element(f"{{{TOY_NS}}}toy")
+
+    async def decrypt(
+        self, element: etree._Element, sender: JID, cipher: Cipher
+    ) -> DecryptedEnvelope:
+        return DecryptedEnvelope(TransportSecret.generate(cipher), sender.bare, Trust.UNDECIDED)
+
+
+class ToyPlugin:
+    def __init__(self) -> None:
+        self.seen: list[PluginConfig] = []
+
+    @hookimpl
+    def jet_register_ciphers(self) -> list[Cipher]:
+        return [AESGCMCipher(24, "urn:example:aes-192-gcm")]
+
+    @hookimpl
+    def jet_register_envelopes(self, config: PluginConfig) -> list[EnvelopeMethod]:
+        self.seen.append(config)
+        return [ToyEnvelope()]
+
+
+def test_builtins_only() -> None:
+    pm = PluginManager(entry_points=False)
+    assert pm.load_errors == []
+    assert pm.plugin_names == ["builtin-ciphers", "stub-envelope"]
+    assert pm.ciphers == [AES128GCM, AES256GCM]
+    assert pm.cipher("urn:xmpp:ciphers:aes-128-gcm-nopadding") is AES128GCM
+    assert pm.cipher("urn:xmpp:ciphers:aes-128-gcm-nopadding:0") is AES128GCM
+    assert pm.cipher("urn:xmpp:ciphers:aes-256-gcm-nopadding:0") is AES256GCM
+    with pytest.raises(UnknownCipher) as info:
+        pm.cipher("urn:xmpp:ciphers:aes-512")
+    assert info.value.urn == "urn:xmpp:ciphers:aes-512"
+
+
+def test_plugin_in_code() -> None:
+    plugin = ToyPlugin()
+    config = PluginConfig(account=JID("romeo@montague.example"), options={"toy": {"a": "b"}})
+    pm = PluginManager(config, plugins=[plugin], entry_points=False)
+    assert pm.load_errors == []
+    assert plugin.seen == [config]
+    assert pm.cipher("urn:example:aes-192-gcm").key_size == 24
+    assert [c.urn for c in pm.ciphers][:2] == [AES128GCM.urn, AES256GCM.urn]
+    assert isinstance(pm.envelope(TOY_NS), ToyEnvelope)
+    assert pm.disco_features() == sorted([_ns.JET, "urn:example:toy-envelope:feature"])
+    with pytest.raises(UnknownEnvelope, match="supported: urn:example:toy-envelope:0"):
+        pm.envelope("urn:example:nope")
+
+
+def _one_error(pm: PluginManager) -> str:
+    assert len(pm.load_errors) == 1, pm.load_errors
+    return str(pm.load_errors[0])
+
+
+class Misspelt:
+    @hookimpl
+    def jet_register_cipher(self) -> list[Cipher]:  # missing "s"
+        return []
+
+
+class AsyncHook:
+    @hookimpl
+    async def jet_register_ciphers(self) -> list[Cipher]:
+        return []
+
+
+class Unmarked:
+    def jet_register_ciphers(self) -> list[Cipher]:
+        return []
+
+
+class WrongArg:
+    @hookimpl
+    def jet_register_envelopes(self, cfg: PluginConfig) -> list[EnvelopeMethod]:
+        return []
+
+
+class Raising:
+    @hookimpl
+    def jet_register_ciphers(self) -> list[Cipher]:
+        raise RuntimeError("boom")
+
+
+class Garbage:
+    @hookimpl
+    def jet_register_ciphers(self) -> object:
+        return ["not a cipher"]
+
+
+class Duplicate:
+    @hookimpl
+    def jet_register_ciphers(self) -> list[Cipher]:
+        return [AESGCMCipher(16, "urn:example:mine"), AESGCMCipher(16, AES128GCM.urn + ":0")]
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (Misspelt(), "unknown hook 'jet_register_cipher'"),
+        (AsyncHook(), "is async"),
+        (Unmarked(), "not marked with @hookimpl"),
+        (WrongArg(), "cfg"),
+        (Raising(), "RuntimeError: boom"),
+        (Garbage(), "must return a list of Cipher"),
+        (Duplicate(), "already provided by another plugin"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else type(v).__name__,
+)
+def test_broken_plugin_is_isolated(
+    bad: object, match: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = ToyPlugin()
+    with caplog.at_level(logging.ERROR, logger="jet_trio.plugins"):
+        pm = PluginManager(plugins=[bad, good], entry_points=False)
+    assert match in _one_error(pm)
+    assert any(match in r.getMessage() for r in caplog.records)
+    # The good plugin and the built-ins still loaded.
+    assert pm.cipher("urn:example:aes-192-gcm").key_size == 24
+    assert pm.cipher(AES128GCM.urn) is AES128GCM
+    assert isinstance(pm.envelope(TOY_NS), ToyEnvelope)
+
+
+def test_duplicate_cipher_keeps_the_first_and_the_rest_of_the_plugin() -> None:
+    pm = PluginManager(plugins=[Duplicate()], entry_points=False)
+    assert "urn:xmpp:ciphers:aes-128-gcm-nopadding:0" in _one_error(pm)
+    assert pm.cipher(AES128GCM.urn + ":0") is AES128GCM
+    assert pm.cipher("urn:example:mine").urn == "urn:example:mine"
+
+
+def test_duplicate_envelope_namespace() -> None:
+    pm = PluginManager(plugins=[ToyPlugin(), ToyPlugin()], entry_points=False)
+    errors = [str(e) for e in pm.load_errors]
+    # The second copy's cipher and envelope both clash with the first's.
+    assert len(errors) == 2
+    assert "urn:example:aes-192-gcm" in errors[0]
+    assert TOY_NS in errors[1]
+
+
+def test_module_plugin() -> None:
+    module = SimpleNamespace(__name__="toy_module")
+
+    @hookimpl
+    def jet_register_ciphers() -> list[Cipher]:
+        return [AESGCMCipher(24, "urn:example:from-module")]
+
+    module.jet_register_ciphers = jet_register_ciphers
+    pm = PluginManager(plugins=[module], entry_points=False)
+    assert pm.load_errors == []
+    assert pm.plugin_names[-1] == "toy_module"
+    assert pm.cipher("urn:example:from-module").key_size == 24
+
+
+def test_the_same_object_twice() -> None:
+    plugin = ToyPlugin()
+    pm = PluginManager(plugins=[plugin, plugin], entry_points=False)
+    assert "already registered" in _one_error(pm)
+    assert pm.cipher("urn:example:aes-192-gcm").key_size == 24
