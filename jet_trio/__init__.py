@@ -16,6 +16,17 @@ from ._negotiation import ConnectionLost, TLSError
 from ._pubsub import PubSubEvent, PubSubItem
 from ._sasl import AuthenticationError, NoCommonMechanism
 from ._stanza import StanzaError, StreamError
+from ._transfer import FileTransfer, IncomingOffer, open_file_transfer
+from ._transfer_types import (
+    IntegrityError,
+    JETError,
+    ProgressCallback,
+    TransferCancelled,
+    TransferDeclined,
+    TransferError,
+    TransferResult,
+    TransportFailed,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -28,12 +39,17 @@ __all__ = [
     "DNSError",
     "DiscoInfo",
     "DiscoItem",
+    "FileTransfer",
     "Identity",
+    "IncomingOffer",
+    "IntegrityError",
     "InvalidJID",
     "IqHandler",
+    "JETError",
     "JetError",
     "LocalProtocolError",
     "NoCommonMechanism",
+    "ProgressCallback",
     "ProtocolError",
     "PubSubEvent",
     "PubSubItem",
@@ -42,7 +58,13 @@ __all__ = [
     "StanzaError",
     "StreamError",
     "TLSError",
+    "TransferCancelled",
+    "TransferDeclined",
+    "TransferError",
+    "TransferResult",
+    "TransportFailed",
     "XMLError",
     "__version__",
     "open_client",
+    "open_file_transfer",
 ]

@@ -17,8 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.ciphers import Cipher as _CryptoCipher
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.poly1305 import Poly1305
-from jet_trio._cipher import Cipher, StreamDecryptor, StreamEncryptor, TagMismatch
-from jet_trio._hookspecs import hookimpl
+from jet_trio.plugin import Cipher, StreamDecryptor, StreamEncryptor, TagMismatch, hookimpl
 
 __all__ = ["CHACHA20_POLY1305", "URN", "ChaCha20Poly1305Cipher", "jet_register_ciphers"]
 
