@@ -1,0 +1,42 @@
+"""Throwaway certificates for tests (trustme, a test dependency, imported lazily)."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class TestTLS:
+    """A server context for :func:`~jet_trio.testing.serve` and what clients need to trust it."""
+
+    __test__ = False  # not a pytest test class
+
+    server_context: ssl.SSLContext
+    client_context: ssl.SSLContext
+    ca_pem: bytes
+    ca_file: Path | None
+
+
+def make_tls(domain: str = "localhost", *, ca_file: str | Path | None = None) -> TestTLS:
+    """Issue a certificate for ``domain`` from a fresh test CA.
+
+    With ``ca_file``, the CA certificate is also written there (for clients taking a file).
+    """
+    try:
+        import trustme
+    except ImportError as exc:
+        raise RuntimeError(
+            "jet_trio.testing.make_tls needs the 'trustme' package (pip install jet-trio[test])"
+        ) from exc
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(domain).configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    path = None
+    if ca_file is not None:
+        path = Path(ca_file)
+        ca.cert_pem.write_to_path(str(path))
+    return TestTLS(server_context, client_context, ca.cert_pem.bytes(), path)
