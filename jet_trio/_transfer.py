@@ -311,6 +311,7 @@ class FileTransfer:
         direct_host: str | None,
         use_proxies: bool,
         ibb_block_size: int,
+        ibb_window: int,
         negotiation_timeout: float,
         max_pending_offers: int,
     ) -> None:
@@ -321,6 +322,7 @@ class FileTransfer:
         self._direct_host = direct_host
         self._use_proxies = use_proxies
         self._ibb_block_size = ibb_block_size
+        self._ibb_window = ibb_window
         self._timeout = negotiation_timeout
         self._registry = SessionRegistry(client.jid)
         self._inboxes: dict[tuple[JID, str], trio.MemorySendChannel[JingleMessage]] = {}
@@ -654,7 +656,7 @@ class FileTransfer:
                 return await client.iq(make_iq("set", payload, to=peer))
 
         stream = await cleanup.enter_async_context(
-            open_ibb_stream(Sender(), transport.sid, transport.block_size)
+            open_ibb_stream(Sender(), transport.sid, transport.block_size, window=self._ibb_window)
         )
         key = (peer, transport.sid)
         self._ibb[key] = stream
@@ -1034,6 +1036,7 @@ async def open_file_transfer(
     direct_host: str | None = "127.0.0.1",
     use_proxies: bool = True,
     ibb_block_size: int = 16384,
+    ibb_window: int = 8,
     negotiation_timeout: float = 30.0,
     max_pending_offers: int = 16,
 ) -> AsyncIterator[FileTransfer]:
@@ -1042,6 +1045,8 @@ async def open_file_transfer(
     Plugins (envelope methods, ciphers) come from the ``jet_trio`` entry points plus
     ``extra_plugins``, or from ``plugins``. ``direct_host`` is the address offered as a direct
     SOCKS5 candidate (``None``: offer none); ``use_proxies`` offers the server's SOCKS5 proxies.
+    In-band transfers use blocks of ``ibb_block_size`` bytes (the peer may lower it) with up to
+    ``ibb_window`` blocks awaiting acknowledgement.
     """
     if plugins is None:
         config = PluginConfig(
@@ -1059,6 +1064,7 @@ async def open_file_transfer(
                 direct_host=direct_host,
                 use_proxies=use_proxies,
                 ibb_block_size=ibb_block_size,
+                ibb_window=ibb_window,
                 negotiation_timeout=negotiation_timeout,
                 max_pending_offers=max_pending_offers,
             )
