@@ -17,6 +17,7 @@ from ._pubsub import PubSubEvent, PubSubItem
 from ._sasl import AuthenticationError, NoCommonMechanism
 from ._stanza import StanzaError, StreamError
 from ._transfer import FileTransfer, IncomingOffer, open_file_transfer
+from ._transfer_files import Partial, find_partials
 from ._transfer_types import (
     IntegrityError,
     JETError,
@@ -49,6 +50,7 @@ __all__ = [
     "JetError",
     "LocalProtocolError",
     "NoCommonMechanism",
+    "Partial",
     "ProgressCallback",
     "ProtocolError",
     "PubSubEvent",
@@ -65,6 +67,7 @@ __all__ = [
     "TransportFailed",
     "XMLError",
     "__version__",
+    "find_partials",
     "open_client",
     "open_file_transfer",
 ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -21,7 +20,7 @@ import trio
 from lxml import etree
 
 from . import _ns
-from ._cipher import Cipher, TransportSecret
+from ._cipher import TransportSecret
 from ._client import Client
 from ._envelope import EnvelopeMethod, check_envelope_sender
 from ._errors import JetError, SecurityError
@@ -29,8 +28,9 @@ from ._file_transfer import (
     Checksum,
     FileDescription,
     FileTransferError,
-    build_checksum,
+    Range,
     build_description,
+    file_not_available,
     parse_description,
     parse_info,
     safe_filename,
@@ -83,6 +83,7 @@ from ._s5b import parse_transport as parse_s5b
 from ._security import build_security, parse_security
 from ._socks5 import Socks5Error, dstaddr
 from ._stanza import IQ, E, StanzaError, make_iq, make_result, stanza_from
+from ._transfer_files import HashCache, Partial, open_part
 from ._transfer_types import (
     IntegrityError,
     JETError,
@@ -102,6 +103,7 @@ log = logging.getLogger("jet_trio.transfer")
 
 CHUNK: Final = 256 * 1024
 CONTENT_NAME: Final = "a-file-offer"
+REQUEST_NAME: Final = "a-file-request"
 _JINGLE: Final = f"{{{_ns.JINGLE}}}jingle"
 _IBB_TAGS: Final = tuple(f"{{{_ns.IBB}}}{n}" for n in ("open", "data", "close"))
 DEFAULT_CIPHER: Final = "urn:xmpp:ciphers:aes-256-gcm-nopadding"
@@ -125,7 +127,16 @@ def _reason_error(reason: Reason | None, who: str) -> TransferError:
     return TransferError(msg, cond)
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
+
+
 def _reason_for(exc: BaseException) -> tuple[str, str | None]:
+    """The Jingle reason to end a session with after ``exc``."""
+    leaves = _leaves(exc)
+    exc = next((e for e in leaves if not isinstance(e, trio.Cancelled)), leaves[0])
     if isinstance(exc, trio.Cancelled):
         return "cancel", None
     if isinstance(exc, TransferError):
@@ -148,6 +159,7 @@ class _Session:
     checksum: tuple[Hash, ...] = ()
     checksum_seen: trio.Event = field(default_factory=trio.Event)
     peer_terminated: Reason | None = None
+    terminated: JingleMessage | None = None
 
     @property
     def peer(self) -> JID:
@@ -177,7 +189,12 @@ class _Session:
         return False
 
     async def expect(self, *actions: JingleAction) -> JingleMessage:
-        """The next message with one of ``actions``; a session-terminate raises."""
+        """The next message with one of ``actions``; a session-terminate raises unless asked
+        for (and is remembered, so a later ``expect(SESSION_TERMINATE)`` returns it)."""
+        if self.terminated is not None:
+            if JingleAction.SESSION_TERMINATE in actions:
+                return self.terminated
+            raise _reason_error(self.terminated.reason, str(self.peer))
         for i, msg in enumerate(self.stash):
             if msg.action in actions:
                 return self.stash.pop(i)
@@ -187,6 +204,7 @@ class _Session:
             except trio.EndOfChannel:
                 raise TransferCancelled("the transfer service closed", "cancel") from None
             if msg.action is JingleAction.SESSION_TERMINATE:
+                self.terminated = msg
                 self.peer_terminated = msg.reason or Reason(ReasonCondition.GENERAL_ERROR)
                 if JingleAction.SESSION_TERMINATE in actions:
                     return msg
@@ -198,15 +216,22 @@ class _Session:
             self.stash.append(msg)
 
     async def watch(self) -> None:
-        """Run during data transfer: raises as soon as the peer terminates."""
-        await self.expect()
+        """Run during data transfer: raises as soon as the peer terminates, unless with
+        success (a receiver may finish while our end of the transport is still closing)."""
+        msg = await self.expect(JingleAction.SESSION_TERMINATE)
+        if msg.reason is None or msg.reason.condition != "success":
+            raise _reason_error(msg.reason, str(self.peer))
 
     async def terminate(self, condition: str, text: str | None = None) -> None:
         """Send session-terminate (best effort, bounded, even when cancelled)."""
+        await self.terminate_with(Reason(_condition(condition), text))
+
+    async def terminate_with(self, reason: Reason) -> None:
+        """Send session-terminate with ``reason`` (best effort, bounded, even when cancelled)."""
         if self.jingle.state.name == "ENDED":
             return
         try:
-            msg = self.jingle.terminate(_condition(condition), text)
+            msg = self.jingle.terminate_with(reason)
         except JetError:
             return
         with trio.move_on_after(3, shield=True):
@@ -221,6 +246,7 @@ class _Offer:
     content: Content
     file: FileDescription
     security: etree._Element | None
+    request: bool
 
 
 class IncomingOffer:
@@ -331,6 +357,8 @@ class FileTransfer:
             max_pending_offers
         )
         self._proxies: list[StreamHost] | None = None
+        self._hashes = HashCache()
+        self._shares: dict[bytes, tuple[Path, frozenset[JID] | None]] = {}
 
     # -- features and handlers -------------------------------------------------------------
 
@@ -400,6 +428,9 @@ class FileTransfer:
         session = self._open_session(jingle)
         try:
             offer = self._parse_offer(msg)
+            if offer.request:
+                self._nursery.start_soon(self._serve_request, session, offer)
+                return
             envelope = cipher = None
             if offer.security is not None:
                 envelope = offer.security.get("type")
@@ -425,17 +456,20 @@ class FileTransfer:
             or content.description.tag != f"{{{_ns.JINGLE_FT}}}description"
         ):
             raise TransferError("not a file transfer", "unsupported-applications")
-        if content.senders not in (None, Senders.INITIATOR):
-            raise TransferError("file requests are not supported yet", "unsupported-applications")
+        request = content.senders is Senders.RESPONDER
+        if content.senders not in (None, Senders.INITIATOR, Senders.RESPONDER):
+            raise TransferError("unsupported senders value", "unsupported-applications")
         file = parse_description(content.description)
-        if file.size is None:
+        if request and not file.hashes:
+            raise TransferError("a file request must name the file by hash", "failed-application")
+        if not request and file.size is None:
             raise TransferError("the offer has no <size>", "failed-application")
         if content.transport is None or content.transport.tag not in (
             f"{{{_ns.JINGLE_S5B}}}transport",
             f"{{{_ns.JINGLE_IBB}}}transport",
         ):
             raise TransferError("no supported transport offered", "unsupported-transports")
-        return _Offer(content, file, content_security(msg, content))
+        return _Offer(content, file, content_security(msg, content), request)
 
     async def _on_ibb(self, iq: etree._Element) -> None:
         sender = stanza_from(iq)
@@ -567,7 +601,7 @@ class FileTransfer:
             await session.send(session.jingle.transport_info([_content(session, transport)]))
             connected.set()
 
-        with trio.fail_after(self._timeout * 2):
+        with trio.fail_after(self._timeout * 2), unwrapped_errors():
             async with trio.open_nursery() as n:
                 n.start_soon(connect_theirs)
                 their_info = await self._next_s5b_info(session, (CandidateUsed, CandidateError))
@@ -735,35 +769,27 @@ class FileTransfer:
         ``encrypt`` is ``"auto"`` (the first JET envelope method both sides support; an error if
         there is none), an envelope namespace, or ``None`` for an explicit unencrypted transfer.
         ``transport`` is ``"auto"`` (SOCKS5, falling back to in-band), ``"s5b"`` or ``"ibb"``.
-        Cancel with a cancel scope: the session is then terminated with ``cancel``.
+        The file's SHA-256 is computed first (in a thread, cached) and sent in the offer, so the
+        receiver can verify and resume. Cancel with a cancel scope: the session is then
+        terminated with ``cancel``.
         """
         src = Path(path)
         size = (await trio.Path(src).stat()).st_size
+        digest = await self._hashes.sha256(src)
         peer = await self.resolve_peer(to)
         method = await self._choose_envelope(peer, encrypt)
-        secret: TransportSecret | None = None
-        security: etree._Element | None = None
-        the_cipher: Cipher | None = None
-        if method is not None:
-            preferred = str(getattr(method, "preferred_cipher", DEFAULT_CIPHER))
-            the_cipher = self.plugins.cipher(cipher or preferred)
-            secret = TransportSecret.generate(the_cipher)
-            security = build_security(CONTENT_NAME, the_cipher, await method.encrypt(secret, peer))
+        secret, security = await self._make_security(method, cipher, peer, CONTENT_NAME)
         desc = FileDescription(
             name=name or src.name,
             size=size,
             media_type=media_type,
-            hash_used=("sha-256",),
+            hashes=(Hash("sha-256", digest),),
         )
-        jingle = self._registry.create(peer)
-        session = self._open_session(jingle)
+        session = self._open_session(self._registry.create(peer))
         start = time.monotonic()
         async with contextlib.AsyncExitStack() as cleanup:
             try:
-                if transport == "ibb":
-                    ours: etree._Element = build_ibb(IBBTransport(new_sid(), self._ibb_block_size))
-                else:
-                    ours = build_s5b(await self._our_s5b(new_sid(), Role.INITIATOR, peer))
+                ours = await self._initial_transport(transport, peer)
                 content = Content(
                     Role.INITIATOR,
                     CONTENT_NAME,
@@ -772,25 +798,13 @@ class FileTransfer:
                     ours,
                     security,
                 )
-                await session.send(jingle.initiate([content]))
-                accept = await session.expect(JingleAction.SESSION_ACCEPT)
-                theirs = _transport_of(accept)
-                if transport == "ibb":
-                    ours = _agree_ibb(ours, theirs)
+                await session.send(session.jingle.initiate([content]))
+                theirs = _transport_of(await session.expect(JingleAction.SESSION_ACCEPT))
                 established = await self._establish(session, ours, theirs, cleanup)
-                digest, wire = await self._send_data(
-                    session, established, src, size, secret, progress
-                )
-                checksum = Checksum(Role.INITIATOR, CONTENT_NAME, (Hash("sha-256", digest),))
-                await session.send(jingle.info(build_checksum(checksum)))
-                with trio.fail_after(self._timeout):
-                    end = await session.expect(JingleAction.SESSION_TERMINATE)
-                if end.reason is None or end.reason.condition != "success":
-                    raise _reason_error(end.reason, str(peer))
+                wire = await self._send_data(session, established, src, 0, size, secret, progress)
+                await self._expect_success(session)
             except BaseException as exc:
-                if session.peer_terminated is None:
-                    reason, text = _reason_for(exc)
-                    await session.terminate(reason, text)
+                await self._end_after_error(session, exc)
                 raise
             finally:
                 self._forget(session)
@@ -802,105 +816,215 @@ class FileTransfer:
             digest.hex(),
             established.transport,
             method.namespace if method else None,
-            the_cipher.urn if the_cipher else None,
+            secret.cipher.urn if secret else None,
             time.monotonic() - start,
             src,
             wire,
             True,
         )
 
+    async def _make_security(
+        self, method: EnvelopeMethod | None, cipher: str | None, peer: JID, content_name: str
+    ) -> tuple[TransportSecret | None, etree._Element | None]:
+        """A fresh transport secret and its ``<security>`` element (none if unencrypted)."""
+        if method is None:
+            return None, None
+        preferred = str(getattr(method, "preferred_cipher", DEFAULT_CIPHER))
+        secret = TransportSecret.generate(self.plugins.cipher(cipher or preferred))
+        envelope = await method.encrypt(secret, peer)
+        return secret, build_security(content_name, secret.cipher, envelope)
+
+    async def _initial_transport(self, transport: Transport, peer: JID) -> etree._Element:
+        if transport == "ibb":
+            return build_ibb(IBBTransport(new_sid(), self._ibb_block_size))
+        return build_s5b(await self._our_s5b(new_sid(), Role.INITIATOR, peer))
+
+    async def _responder_transport(
+        self, session: _Session, theirs: etree._Element
+    ) -> etree._Element:
+        if theirs.tag == f"{{{_ns.JINGLE_IBB}}}transport":
+            got = parse_ibb(theirs)
+            agreed = answer_block_size(got.block_size, self._ibb_block_size)
+            return build_ibb(IBBTransport(got.sid, agreed))
+        return build_s5b(await self._our_s5b(parse_s5b(theirs).sid, Role.RESPONDER, session.peer))
+
+    async def _accept_and_establish(
+        self,
+        session: _Session,
+        content: Content,
+        description: etree._Element,
+        cleanup: contextlib.AsyncExitStack,
+    ) -> _Established:
+        """Send session-accept for ``content`` and set up the transport (we are the responder)."""
+        theirs = content.transport
+        assert theirs is not None
+        ours = await self._responder_transport(session, theirs)
+        accept = session.jingle.accept(
+            [Content(content.creator, content.name, content.senders, description, ours)]
+        )
+        if ours.tag == f"{{{_ns.JINGLE_IBB}}}transport":
+            # Listen before accepting: the initiator opens the IBB as soon as it may.
+            established = await self._open_ibb(session, parse_ibb(ours), False, cleanup)
+            await session.send(accept)
+            return established
+        await session.send(accept)
+        return await self._establish(session, ours, theirs, cleanup)
+
+    async def _expect_success(self, session: _Session) -> None:
+        with trio.fail_after(self._timeout):
+            end = await session.expect(JingleAction.SESSION_TERMINATE)
+        if end.reason is None or end.reason.condition != "success":
+            raise _reason_error(end.reason, str(session.peer))
+
+    async def _end_after_error(self, session: _Session, exc: BaseException) -> None:
+        if session.peer_terminated is None:
+            reason, text = _reason_for(exc)
+            await session.terminate(reason, text)
+
     async def _send_data(
         self,
         session: _Session,
         established: _Established,
         src: Path,
-        size: int,
+        offset: int,
+        length: int,
         secret: TransportSecret | None,
         progress: ProgressCallback | None,
-    ) -> tuple[bytes, int]:
-        hasher = Hasher(("sha-256",))
+    ) -> int:
+        """Send ``length`` bytes of ``src`` from ``offset`` (encrypted if ``secret``)."""
         sink: trio.abc.SendStream = established.stream
-        enc = EncryptingSendStream(sink, secret, expected_size=size) if secret else None
+        enc = EncryptingSendStream(sink, secret, expected_size=length) if secret else None
         done = 0
-        async with trio.open_nursery() as n:
-            n.start_soon(session.watch)
-            with src.open("rb") as f:
-                while chunk := f.read(CHUNK):
-                    hasher.update(chunk)
-                    await (enc or sink).send_all(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, size)
-            if done != size:
-                raise IntegrityError(f"{src} changed size while it was sent", "media-error")
-            if enc is not None:
-                await enc.finish()
-            if isinstance(established.stream, trio.SocketStream):
-                await established.stream.send_eof()
-            else:
-                await established.stream.aclose()
-            n.cancel_scope.cancel()
-        return hasher.digest("sha-256").digest, size + (16 if secret else 0)
+        with unwrapped_errors():
+            async with trio.open_nursery() as n:
+                n.start_soon(session.watch)
+                with src.open("rb") as f:
+                    f.seek(offset)
+                    while done < length:
+                        chunk = f.read(min(CHUNK, length - done))
+                        if not chunk:
+                            break
+                        await (enc or sink).send_all(chunk)
+                        done += len(chunk)
+                        if progress:
+                            progress(done, length)
+                if done != length:
+                    raise IntegrityError(f"{src} changed size while it was sent", "media-error")
+                if enc is not None:
+                    await enc.finish()
+                if isinstance(established.stream, trio.SocketStream):
+                    await established.stream.send_eof()
+                else:
+                    await established.stream.aclose()
+                n.cancel_scope.cancel()
+        return length + (secret.cipher.tag_size if secret else 0)
+
+    # -- sharing files and answering requests ----------------------------------------------
+
+    async def share(
+        self, path: str | os.PathLike[str], *, to: Iterable[JID | str] | None = None
+    ) -> str:
+        """Let peers request the file at ``path`` by its SHA-256 (XEP-0234 file request,
+        XEP-0391 4.2), and resume downloads of it (4.3). ``to`` limits it to those bare JIDs;
+        ``None`` serves anyone who knows the hash. Returns the hex SHA-256."""
+        src = Path(path)
+        digest = await self._hashes.sha256(src)
+        allowed = None if to is None else frozenset(JID(j).bare for j in to)
+        self._shares[digest] = (src, allowed)
+        return digest.hex()
+
+    def unshare(self, sha256: str) -> None:
+        """Stop serving the file with this hex SHA-256."""
+        self._shares.pop(bytes.fromhex(sha256), None)
+
+    async def _serve_request(self, session: _Session, offer: _Offer) -> None:
+        """Answer a file request from the files we share. Runs in the service's nursery."""
+        try:
+            async with contextlib.AsyncExitStack() as cleanup:
+                try:
+                    await self._serve_request_in(session, offer, cleanup)
+                except BaseException as exc:
+                    await self._end_after_error(session, exc)
+                    raise
+                finally:
+                    self._forget(session)
+        except (JetError, OSError) as exc:  # a failed request must not end the service
+            log.info("request from %s failed: %s", session.peer, exc)
+
+    async def _serve_request_in(
+        self, session: _Session, offer: _Offer, cleanup: contextlib.AsyncExitStack
+    ) -> None:
+        wanted = next((h.digest for h in offer.file.hashes if h.algo == "sha-256"), b"")
+        entry = self._shares.get(wanted)
+        if entry is None or (entry[1] is not None and session.peer.bare not in entry[1]):
+            await session.terminate_with(file_not_available("no such file is shared with you"))
+            return
+        src = entry[0]
+        if await self._hashes.sha256(src) != wanted:
+            await session.terminate_with(file_not_available("the shared file has changed"))
+            return
+        size = (await trio.Path(src).stat()).st_size
+        rng = offer.file.range
+        offset = rng.offset if rng else 0
+        length = rng.length if rng and rng.length is not None else size - offset
+        if offset + length > size:
+            raise TransferError(
+                "the requested range is beyond the end of the file", "failed-application"
+            )
+        secret = await self._open_security(offer.security, session)
+        desc = FileDescription(
+            name=src.name, size=size, hashes=(Hash("sha-256", wanted),), range=rng
+        )
+        established = await self._accept_and_establish(
+            session, offer.content, build_description(desc), cleanup
+        )
+        await self._send_data(session, established, src, offset, length, secret, None)
+        await self._expect_success(session)
 
     # -- receiving -------------------------------------------------------------------------
 
-    async def _open_envelope(self, offer: IncomingOffer) -> TransportSecret | None:
-        security = offer._offer.security
+    async def _open_security(
+        self, security: etree._Element | None, session: _Session
+    ) -> TransportSecret | None:
+        """Open the envelope the session's initiator sent (authenticated as the initiator)."""
         if security is None:
             return None
         try:
             info = parse_security(security, self.plugins)
             method = self.plugins.envelope(info.envelope_type)
-            opened = await method.decrypt(info.envelope, offer.peer, info.cipher)
-            check_envelope_sender(opened, offer._session.jingle.initiator)
+            opened = await method.decrypt(info.envelope, session.peer, info.cipher)
+            check_envelope_sender(opened, session.jingle.initiator)
         except (SecurityError, JetError) as exc:
-            raise JETError(f"cannot decrypt the transfer from {offer.peer}: {exc}") from None
+            raise JETError(f"cannot decrypt the transfer from {session.peer}: {exc}") from None
         return opened.secret
 
     async def _run_receive(
         self, offer: IncomingOffer, dest: Path, progress: ProgressCallback | None
     ) -> TransferResult:
         session = offer._session
-        jingle = session.jingle
         start = time.monotonic()
+        size = offer.size
+        sha = next((h.digest.hex() for h in offer.file.hashes if h.algo == "sha-256"), None)
+        partial = Partial.create(dest, session.peer, offer.name, size, sha or "", offer.envelope)
+        resumable = sha is not None
         async with contextlib.AsyncExitStack() as cleanup:
             try:
-                secret = await self._open_envelope(offer)
-                theirs = offer._offer.content.transport
-                assert theirs is not None
-                if theirs.tag == f"{{{_ns.JINGLE_IBB}}}transport":
-                    got = parse_ibb(theirs)
-                    ours = build_ibb(
-                        IBBTransport(
-                            got.sid, answer_block_size(got.block_size, self._ibb_block_size)
-                        )
-                    )
-                else:
-                    ours = build_s5b(
-                        await self._our_s5b(parse_s5b(theirs).sid, Role.RESPONDER, session.peer)
-                    )
+                secret = await self._open_security(offer._offer.security, session)
                 c = offer._offer.content
-                accept = jingle.accept([Content(c.creator, c.name, c.senders, c.description, ours)])
-                if ours.tag == f"{{{_ns.JINGLE_IBB}}}transport":
-                    # Listen before accepting: the initiator opens the IBB as soon as it may.
-                    established = await self._open_ibb(session, parse_ibb(ours), False, cleanup)
-                    await session.send(accept)
-                else:
-                    await session.send(accept)
-                    established = await self._establish(session, ours, theirs, cleanup)
-                size = offer.size
-                tmp = _temp_beside(dest)
-                cleanup.callback(_unlink_quietly, tmp)
-                digests = await self._receive_data(
-                    session, established, tmp, size, secret, progress
+                assert c.description is not None
+                established = await self._accept_and_establish(session, c, c.description, cleanup)
+                if resumable:
+                    partial.save()
+                digests = await self._receive_into(
+                    session, established, partial, 0, size, secret, progress, offer.file
                 )
                 verified = await self._verify_hash(session, offer.file, digests)
-                os.replace(tmp, dest)
+                os.replace(partial.part, dest)
+                partial.discard()
                 await session.terminate("success")
             except BaseException as exc:
-                if session.peer_terminated is None:
-                    reason, text = _reason_for(exc)
-                    await session.terminate(reason, text)
+                await self._end_after_error(session, exc)
+                _keep_or_discard(partial, exc, resumable)
                 raise
             finally:
                 self._forget(session)
@@ -915,41 +1039,186 @@ class FileTransfer:
             secret.cipher.urn if secret else None,
             time.monotonic() - start,
             dest,
-            size + (16 if secret else 0),
+            size + (secret.cipher.tag_size if secret else 0),
             verified,
         )
 
-    async def _receive_data(
+    async def request_file(
+        self,
+        peer: JID | str,
+        sha256: str,
+        destination: str | os.PathLike[str],
+        *,
+        encrypt: str | None = "auto",
+        cipher: str | None = None,
+        transport: Transport = "auto",
+        progress: ProgressCallback | None = None,
+        overwrite: bool = False,
+    ) -> TransferResult:
+        """Request the file with this hex SHA-256 from ``peer`` (XEP-0234 file request; with
+        JET, XEP-0391 4.2: we make the transport secret and the peer encrypts with it).
+
+        ``destination`` is a directory (the peer's file name is used) or a file path. If the
+        download is interrupted, the data so far is kept for :meth:`resume`.
+        """
+        try:
+            want = bytes.fromhex(sha256)
+        except ValueError:
+            raise ValueError(f"not a hex SHA-256: {sha256!r}") from None
+        if len(want) != 32:
+            raise ValueError(f"not a hex SHA-256: {sha256!r}")
+        return await self._request(
+            peer, want, Path(destination), None, encrypt, cipher, transport, progress, overwrite
+        )
+
+    async def resume(
+        self,
+        partial: Partial | str | os.PathLike[str],
+        *,
+        encrypt: str | None = "auto",
+        cipher: str | None = None,
+        transport: Transport = "auto",
+        progress: ProgressCallback | None = None,
+    ) -> TransferResult:
+        """Resume an interrupted download (XEP-0391 4.3): request the rest of the file with a
+        ``<range offset>`` and a fresh transport secret; the whole file is verified against its
+        SHA-256 before it is renamed to its destination."""
+        p = partial if isinstance(partial, Partial) else Partial.load(partial)
+        return await self._request(
+            p.peer, bytes.fromhex(p.sha256), p.dest, p, encrypt, cipher, transport, progress, False
+        )
+
+    async def _request(
+        self,
+        to: JID | str,
+        want: bytes,
+        dest: Path,
+        partial: Partial | None,
+        encrypt: str | None,
+        cipher: str | None,
+        transport: Transport,
+        progress: ProgressCallback | None,
+        overwrite: bool,
+    ) -> TransferResult:
+        peer = await self.resolve_peer(to)
+        method = await self._choose_envelope(peer, encrypt)
+        secret, security = await self._make_security(method, cipher, peer, REQUEST_NAME)
+        offset = partial.received if partial is not None else 0
+        request = FileDescription(
+            hashes=(Hash("sha-256", want),), range=Range(offset) if offset else None
+        )
+        session = self._open_session(self._registry.create(peer))
+        start = time.monotonic()
+        async with contextlib.AsyncExitStack() as cleanup:
+            try:
+                ours = await self._initial_transport(transport, peer)
+                content = Content(
+                    Role.INITIATOR,
+                    REQUEST_NAME,
+                    Senders.RESPONDER,
+                    build_description(request, request=True),
+                    ours,
+                    security,
+                )
+                await session.send(session.jingle.initiate([content]))
+                accept = await session.expect(JingleAction.SESSION_ACCEPT)
+                file = _accepted_file(accept)
+                assert file.size is not None
+                if partial is None:
+                    if await trio.Path(dest).is_dir():
+                        dest = dest / safe_filename(file.name or want.hex())
+                    if await trio.Path(dest).exists() and not overwrite:
+                        raise FileExistsError(f"{dest} already exists")
+                    partial = Partial.create(
+                        dest,
+                        peer,
+                        file.name or want.hex(),
+                        file.size,
+                        want.hex(),
+                        method.namespace if method else None,
+                    )
+                elif partial.size != file.size:
+                    raise IntegrityError("the peer's file has another size than the partial one")
+                partial.save()
+                established = await self._establish(session, ours, _transport_of(accept), cleanup)
+                expected = FileDescription(size=file.size, hashes=(Hash("sha-256", want),))
+                digests = await self._receive_into(
+                    session,
+                    established,
+                    partial,
+                    offset,
+                    file.size - offset,
+                    secret,
+                    progress,
+                    expected,
+                )
+                await self._verify_hash(session, expected, digests)
+                os.replace(partial.part, partial.dest)
+                partial.discard()
+                await session.terminate("success")
+            except BaseException as exc:
+                await self._end_after_error(session, exc)
+                if partial is not None:
+                    _keep_or_discard(partial, exc, True)
+                raise
+            finally:
+                self._forget(session)
+        return TransferResult(
+            "receive",
+            peer,
+            partial.name,
+            partial.size,
+            want.hex(),
+            established.transport,
+            method.namespace if method else None,
+            secret.cipher.urn if secret else None,
+            time.monotonic() - start,
+            partial.dest,
+            partial.size - offset + (secret.cipher.tag_size if secret else 0),
+            True,
+        )
+
+    async def _receive_into(
         self,
         session: _Session,
         established: _Established,
-        tmp: Path,
-        size: int,
+        partial: Partial,
+        offset: int,
+        length: int,
         secret: TransportSecret | None,
         progress: ProgressCallback | None,
+        file: FileDescription,
     ) -> dict[str, bytes]:
-        algos = ("sha-256", "sha-1", "sha-512", "blake2b-256", "blake2b-512")
-        wanted = {h.algo for h in session.checksum} | {"sha-256"}
-        hasher = Hasher(tuple(a for a in algos if a in wanted or a == "sha-256"))
+        """Receive ``length`` bytes into the partial file at ``offset``; return the hashes of
+        the whole file (the kept prefix included)."""
+        algos = tuple(dict.fromkeys(["sha-256", *(h.algo for h in file.hashes)]))
+        hasher = await trio.to_thread.run_sync(_hash_prefix, partial.part, offset, algos)
         source: trio.abc.ReceiveStream = established.stream
         if secret is not None:
-            source = DecryptingReceiveStream(source, secret, expected_size=size, require_eof=False)
+            source = DecryptingReceiveStream(
+                source, secret, expected_size=length, require_eof=False
+            )
         done = 0
-        async with trio.open_nursery() as n:
-            n.start_soon(session.watch)
-            with tmp.open("wb") as f:
-                while secret is not None or done < size:
-                    chunk = await source.receive_some(CHUNK if secret else min(CHUNK, size - done))
-                    if not chunk:
-                        break
-                    f.write(chunk)
-                    hasher.update(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, size)
-            n.cancel_scope.cancel()
-        if done != size:
-            raise IntegrityError(f"the stream ended after {done} of {size} bytes", "media-error")
+        total = offset + length
+        with unwrapped_errors():
+            async with trio.open_nursery() as n:
+                n.start_soon(session.watch)
+                with open_part(partial.part, offset) as f:
+                    while secret is not None or done < length:
+                        want = CHUNK if secret else min(CHUNK, length - done)
+                        chunk = await source.receive_some(want)
+                        if not chunk:
+                            break
+                        f.write(chunk)
+                        hasher.update(chunk)
+                        done += len(chunk)
+                        if progress:
+                            progress(offset + done, total)
+                n.cancel_scope.cancel()
+        if done != length:
+            raise TransportFailed(
+                f"the stream ended after {offset + done} of {total} bytes", "connectivity-error"
+            )
         return {h.algo: h.digest for h in hasher.digests()}
 
     async def _verify_hash(
@@ -960,24 +1229,55 @@ class FileTransfer:
             with trio.move_on_after(self._timeout):
                 await _wait_checksum(session)
             hashes = session.checksum
-        if not hashes:
-            return False
         known = [h for h in hashes if h.algo in digests]
-        if not known:
-            return False
         for h in known:
             if digests[h.algo] != h.digest:
                 raise IntegrityError(
                     f"the {h.algo} hash of the received file does not match", "media-error"
                 )
-        return True
+        return bool(known)
+
+
+def _hash_prefix(part: Path, length: int, algos: tuple[str, ...]) -> Hasher:
+    hasher = Hasher(algos)
+    with part.open("rb") as f:
+        left = length
+        while left > 0:
+            chunk = f.read(min(1 << 20, left))
+            if not chunk:
+                raise TransferError(f"{part} is shorter than the resume offset")
+            hasher.update(chunk)
+            left -= len(chunk)
+    return hasher
+
+
+def _keep_or_discard(partial: Partial, exc: BaseException, resumable: bool) -> None:
+    """Keep an interrupted download for resuming, unless its data is known bad."""
+    bad = any(isinstance(e, (IntegrityError, SecurityError, FileExistsError)) for e in _leaves(exc))
+    if resumable and not bad and partial.received > 0 and partial.sidecar.exists():
+        log.info(
+            "kept %d bytes of %s for resuming: %s", partial.received, partial.name, partial.sidecar
+        )
+        return
+    partial.discard()
+
+
+def _accepted_file(accept: JingleMessage) -> FileDescription:
+    for content in accept.contents:
+        if content.description is not None:
+            file = parse_description(content.description)
+            if file.size is None:
+                raise TransferError("the peer accepted without saying the file size")
+            return file
+    raise TransferError("session-accept without a file description")
 
 
 async def _wait_checksum(session: _Session) -> None:
-    async with trio.open_nursery() as n:
-        n.start_soon(session.watch)
-        await session.checksum_seen.wait()
-        n.cancel_scope.cancel()
+    with unwrapped_errors():
+        async with trio.open_nursery() as n:
+            n.start_soon(session.watch)
+            await session.checksum_seen.wait()
+            n.cancel_scope.cancel()
 
 
 def _condition(name: str) -> ReasonCondition:
@@ -1013,17 +1313,6 @@ def _agree_ibb(ours: etree._Element, theirs: etree._Element) -> etree._Element:
             "the peer changed the IBB sid or raised the block size", "failed-transport"
         )
     return build_ibb(IBBTransport(offered.sid, answered.block_size))
-
-
-def _temp_beside(dest: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    return Path(name)
-
-
-def _unlink_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
 
 
 @asynccontextmanager

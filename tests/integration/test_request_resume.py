@@ -1,0 +1,155 @@
+"""File requests by hash (XEP-0391 4.2) and resumed encrypted downloads (4.3), through Prosody."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+import jet_trio
+from jet_trio import FileTransfer, open_client, open_file_transfer
+from jet_trio._ns import JET_STUB
+from jet_trio._transfer_files import find_partials
+
+from ._servers import ServerInfo
+
+pytestmark = pytest.mark.integration
+
+SIZE = 4_000_000
+
+
+@asynccontextmanager
+async def pair(server: ServerInfo) -> AsyncIterator[tuple[FileTransfer, FileTransfer]]:
+    opts = {"host": server.host, "port": server.port, "ca_file": server.ca_file}
+    async with (
+        open_client(server.jid("alice") + "/holder", server.accounts["alice"], **opts) as a,
+        open_client(server.jid("bob") + "/fetcher", server.accounts["bob"], **opts) as b,
+        open_file_transfer(a, allow_stub_envelope=True) as holder,
+        open_file_transfer(b, allow_stub_envelope=True) as fetcher,
+    ):
+        with trio.fail_after(5):
+            await b.wait_available(a.jid)
+        yield holder, fetcher
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    f = tmp_path / "shared" / "report.pdf"
+    f.parent.mkdir()
+    f.write_bytes(os.urandom(SIZE))
+    return f
+
+
+@pytest.mark.parametrize("encrypt", [JET_STUB, None], ids=["jet-stub", "plain"])
+@pytest.mark.parametrize("transport", ["s5b", "ibb"])
+async def test_request_by_hash(
+    prosody: ServerInfo, src: Path, tmp_path: Path, encrypt: str | None, transport: str
+) -> None:
+    out = tmp_path / "downloads"
+    out.mkdir()
+    with trio.fail_after(30):
+        async with pair(prosody) as (holder, fetcher):
+            sha = await holder.share(src)
+            result = await fetcher.request_file(
+                holder.client.jid,
+                sha,
+                out,
+                encrypt=encrypt,
+                transport=transport,  # type: ignore[arg-type]
+            )
+    assert result.path == out / "report.pdf"
+    assert result.path.read_bytes() == src.read_bytes()
+    assert result.sha256 == hashlib.sha256(src.read_bytes()).hexdigest() == sha
+    assert result.envelope == encrypt and result.direction == "receive"
+    assert result.wire_bytes == SIZE + (16 if encrypt else 0)
+
+
+async def test_request_for_unshared_file_is_refused(
+    prosody: ServerInfo, src: Path, tmp_path: Path
+) -> None:
+    with trio.fail_after(30):
+        async with pair(prosody) as (holder, fetcher):
+            sha = hashlib.sha256(src.read_bytes()).hexdigest()  # known, but not shared
+            with pytest.raises(jet_trio.TransferError, match="no such file is shared"):
+                await fetcher.request_file(holder.client.jid, sha, tmp_path, encrypt=JET_STUB)
+    assert not (tmp_path / "report.pdf").exists()
+    assert find_partials(tmp_path) == []
+
+
+async def test_request_limited_to_other_contacts_is_refused(
+    prosody: ServerInfo, src: Path, tmp_path: Path
+) -> None:
+    with trio.fail_after(30):
+        async with pair(prosody) as (holder, fetcher):
+            sha = await holder.share(src, to=[prosody.jid("carol")])
+            with pytest.raises(jet_trio.TransferError):
+                await fetcher.request_file(holder.client.jid, sha, tmp_path, encrypt=JET_STUB)
+
+
+async def interrupted_offer(
+    holder: FileTransfer, fetcher: FileTransfer, src: Path, dest: Path
+) -> None:
+    """The holder offers ``src``; the fetcher cancels its download after about a quarter."""
+
+    async def send() -> None:
+        with pytest.raises(jet_trio.TransferError):
+            await holder.send_file(src, fetcher.client.jid, encrypt=JET_STUB)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(send)
+        offer = await fetcher.next_offer()
+        with trio.CancelScope() as scope:
+
+            def progress(done: int, total: int) -> None:
+                if done > total // 4:
+                    scope.cancel()
+
+            await offer.accept(dest, progress=progress)
+        assert scope.cancelled_caught
+
+
+async def test_interrupted_encrypted_download_resumes_with_fresh_secret(
+    prosody: ServerInfo, src: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "copy.pdf"
+    with trio.fail_after(30):
+        async with pair(prosody) as (holder, fetcher):
+            await holder.share(src)
+            await interrupted_offer(holder, fetcher, src, dest)
+            assert not dest.exists()
+            (partial,) = find_partials(tmp_path)
+            kept = partial.received
+            assert SIZE // 4 < kept < SIZE
+            assert partial.sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
+            progress: list[int] = []
+            result = await fetcher.resume(
+                partial.sidecar, encrypt=JET_STUB, progress=lambda d, t: progress.append(d)
+            )
+    assert dest.read_bytes() == src.read_bytes()
+    assert result.wire_bytes == SIZE - kept + 16  # only the rest was sent, encrypted anew
+    assert progress[0] > kept and progress[-1] == SIZE
+    assert find_partials(tmp_path) == []
+
+
+async def test_resume_with_corrupted_partial_fails_the_full_hash(
+    prosody: ServerInfo, src: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "copy.pdf"
+    with trio.fail_after(30):
+        async with pair(prosody) as (holder, fetcher):
+            await holder.share(src)
+            await interrupted_offer(holder, fetcher, src, dest)
+            (partial,) = find_partials(tmp_path)
+            with partial.part.open("r+b") as f:  # damage the kept prefix
+                first = f.read(1)
+                f.seek(0)
+                f.write(bytes([first[0] ^ 0xFF]))
+            with pytest.raises(jet_trio.IntegrityError, match="hash"):
+                await fetcher.resume(partial, encrypt=JET_STUB)
+    assert not dest.exists()
+    assert find_partials(tmp_path) == []
