@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -25,7 +26,7 @@ SIZE = 4_000_000
 
 @asynccontextmanager
 async def pair(server: ServerInfo) -> AsyncIterator[tuple[FileTransfer, FileTransfer]]:
-    opts = {"host": server.host, "port": server.port, "ca_file": server.ca_file}
+    opts: dict[str, Any] = {"host": server.host, "port": server.port, "ca_file": server.ca_file}
     async with (
         open_client(server.jid("alice") + "/holder", server.accounts["alice"], **opts) as a,
         open_client(server.jid("bob") + "/fetcher", server.accounts["bob"], **opts) as b,

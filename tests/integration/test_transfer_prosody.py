@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 async def pair(
     server: ServerInfo, **ft_kwargs: Any
 ) -> AsyncIterator[tuple[FileTransfer, FileTransfer]]:
-    opts = {"host": server.host, "port": server.port, "ca_file": server.ca_file}
+    opts: dict[str, Any] = {"host": server.host, "port": server.port, "ca_file": server.ca_file}
     async with (
         open_client(server.jid("alice") + "/send", server.accounts["alice"], **opts) as a,
         open_client(server.jid("bob") + "/recv", server.accounts["bob"], **opts) as b,
