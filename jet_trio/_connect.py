@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.rdtypes.IN.SRV
+import dns.resolver
 import trio
 
 from ._errors import JetError, XMLError
@@ -56,13 +62,12 @@ def make_ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
     return ctx
 
 
-async def _srv_targets(domain: str, security: Security) -> list[_Target]:
-    import dns.asyncresolver
-    import dns.exception
-    import dns.rdtypes.IN.SRV
-    import dns.resolver
-
-    resolver = dns.asyncresolver.Resolver()
+async def _srv_targets(
+    domain: str, security: Security, resolver: dns.asyncresolver.Resolver | None = None
+) -> list[_Target]:
+    """SRV targets for ``domain`` (RFC 6120 3.2, XEP-0368 for direct TLS), best first."""
+    if resolver is None:
+        resolver = dns.asyncresolver.Resolver()
     services = [("_xmpps-client._tcp", True)] if security == "direct" else []
     services.append(("_xmpp-client._tcp", False))
     targets: list[tuple[int, int, _Target]] = []
@@ -75,9 +80,9 @@ async def _srv_targets(domain: str, security: Security) -> list[_Target]:
             raise DNSError(f"DNS lookup for {domain} failed: {exc}") from None
         for rr in answer:
             assert isinstance(rr, dns.rdtypes.IN.SRV.SRV)
-            host = rr.target.to_text(omit_final_dot=True)
-            if host == "":  # "." target: service explicitly not available
+            if rr.target == dns.name.root:  # "." target: service explicitly not available
                 continue
+            host = rr.target.to_text(omit_final_dot=True)
             targets.append((rr.priority, -rr.weight, _Target(host, rr.port, direct)))
     targets.sort(key=lambda t: (not t[2].direct_tls, t[0], t[1]))
     return [t for _, _, t in targets]
@@ -114,12 +119,19 @@ async def _tls_wrap(
 
 async def _open_tcp(targets: Sequence[_Target]) -> tuple[trio.SocketStream, _Target]:
     errors: list[str] = []
+    unresolved = 0
     for target in targets:
         try:
             return await trio.open_tcp_stream(target.host, target.port), target
+        except socket.gaierror as exc:
+            errors.append(f"{target.host}: cannot resolve the name ({exc.strerror or exc})")
+            unresolved += 1
         except OSError as exc:
             errors.append(f"{target.host}:{target.port}: {exc.strerror or exc}")
-    raise ConnectionFailed("could not connect to the server (" + "; ".join(errors) + ")")
+    detail = "; ".join(errors)
+    if unresolved == len(targets):
+        raise DNSError(f"could not find the server: {detail}")
+    raise ConnectionFailed(f"could not connect to the server ({detail})")
 
 
 async def close_forcefully(stream: trio.abc.AsyncResource) -> None:
