@@ -1033,7 +1033,7 @@ class FileTransfer:
             session.peer,
             offer.name,
             size,
-            digests["sha-256"].hex(),
+            digests.plain["sha-256"].hex(),
             established.transport,
             offer.envelope,
             secret.cipher.urn if secret else None,
@@ -1188,12 +1188,17 @@ class FileTransfer:
         secret: TransportSecret | None,
         progress: ProgressCallback | None,
         file: FileDescription,
-    ) -> dict[str, bytes]:
+    ) -> _Digests:
         """Receive ``length`` bytes into the partial file at ``offset``; return the hashes of
         the whole file (the kept prefix included)."""
-        algos = tuple(dict.fromkeys(["sha-256", *(h.algo for h in file.hashes)]))
+        algos = tuple(dict.fromkeys(["sha-256", *(h.algo for h in file.hashes), *file.hash_used]))
         hasher = await trio.to_thread.run_sync(_hash_prefix, partial.part, offset, algos)
         source: trio.abc.ReceiveStream = established.stream
+        wire: _HashingReceiveStream | None = None
+        if secret is not None and not file.hashes and offset == 0:
+            # The hash comes later in a <checksum>: Conversations hashes the bytes on the wire
+            # (ciphertext and tag), others the plaintext; we accept either (INTEROP.md).
+            source = wire = _HashingReceiveStream(source, Hasher(algos))
         if secret is not None:
             source = DecryptingReceiveStream(
                 source, secret, expected_size=length, require_eof=False
@@ -1219,23 +1224,49 @@ class FileTransfer:
             raise TransportFailed(
                 f"the stream ended after {offset + done} of {total} bytes", "connectivity-error"
             )
-        return {h.algo: h.digest for h in hasher.digests()}
+        return _Digests(_as_dict(hasher), _as_dict(wire.hasher) if wire else {})
 
-    async def _verify_hash(
-        self, session: _Session, file: FileDescription, digests: dict[str, bytes]
-    ) -> bool:
+    async def _verify_hash(self, session: _Session, file: FileDescription, got: _Digests) -> bool:
+        """Check the received data against the announced hashes; ``False`` if there were none
+        we know (the GCM tag, when encrypted, still authenticated the data)."""
         hashes = file.hashes
         if not hashes and file.hash_used:
             with trio.move_on_after(self._timeout):
                 await _wait_checksum(session)
             hashes = session.checksum
-        known = [h for h in hashes if h.algo in digests]
+        known = [h for h in hashes if h.algo in got.plain]
         for h in known:
-            if digests[h.algo] != h.digest:
+            if got.plain[h.algo] != h.digest and got.wire.get(h.algo) != h.digest:
                 raise IntegrityError(
                     f"the {h.algo} hash of the received file does not match", "media-error"
                 )
         return bool(known)
+
+
+@dataclass(frozen=True, slots=True)
+class _Digests:
+    plain: dict[str, bytes]
+    wire: dict[str, bytes]
+
+
+def _as_dict(hasher: Hasher) -> dict[str, bytes]:
+    return {h.algo: h.digest for h in hasher.digests()}
+
+
+class _HashingReceiveStream(trio.abc.ReceiveStream):
+    """Hashes everything received through it."""
+
+    def __init__(self, inner: trio.abc.ReceiveStream, hasher: Hasher) -> None:
+        self.inner = inner
+        self.hasher = hasher
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self.inner.receive_some(max_bytes)
+        self.hasher.update(data)
+        return data
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def _hash_prefix(part: Path, length: int, algos: tuple[str, ...]) -> Hasher:
