@@ -66,7 +66,6 @@ class StreamClosed:
 Event = StreamOpened | StanzaReceived | StreamClosed
 
 
-_MARKUP = re.compile(rb"[<&]")
 _REFERENCE = re.compile(rb"&(?:amp|lt|gt|quot|apos|#[0-9]{1,7}|#x[0-9a-fA-F]{1,6});")
 _MAX_REFERENCE = 12  # len("&#x10FFFF;") rounded up
 
@@ -88,10 +87,12 @@ class _MarkupGuard:
         self._seen_markup = False
 
     def check(self, data: bytes | bytearray) -> None:
+        # bytes.find is memchr-fast; a regex over every chunk costs more than libxml2 itself.
         buf = self._carry + data if self._carry else bytes(data)
         self._carry = b""
-        pos = 0
         n = len(buf)
+        pos = 0
+        bang = pi = -2  # next "<!" / "<?" at or after pos (-1: none), recomputed when passed
         while pos < n:
             if self._in_cdata:
                 end = buf.find(_CDATA_CLOSE, pos)
@@ -101,24 +102,29 @@ class _MarkupGuard:
                 self._in_cdata = False
                 pos = end + 3
                 continue
-            m = _MARKUP.search(buf, pos)
-            if m is None:
+            if bang != -1 and bang < pos:
+                bang = buf.find(b"<!", pos)
+            if pi != -1 and pi < pos:
+                pi = buf.find(b"<?", pos)
+            found = [i for i in (bang, pi, buf.find(b"&", pos)) if i >= 0]
+            if not found:
+                if buf.endswith(b"<"):  # might become "<!" or "<?"
+                    self._carry = b"<"
+                    n -= 1
+                self._seen_markup = self._seen_markup or b"<" in buf[pos:n]
                 return
-            at = m.start()
+            at = min(found)
+            self._seen_markup = self._seen_markup or b"<" in buf[pos:at]
             if buf[at] == 0x26:  # "&"
                 ref = _REFERENCE.match(buf, at)
                 if ref is not None:
                     pos = ref.end()
                     continue
                 if n - at < _MAX_REFERENCE and b";" not in buf[at:]:
-                    self._carry = buf[at:]
+                    self._carry = buf[at:]  # may still become a valid reference
                     return
                 raise XMLError("entity references are not allowed in XMPP", "restricted-xml")
-            if at + 1 >= n:
-                self._carry = buf[at:]
-                return
-            nxt = buf[at + 1]
-            if nxt == 0x21:  # "<!"
+            if buf[at + 1] == 0x21:  # "<!"
                 head = buf[at : at + len(_CDATA_OPEN)]
                 if head == _CDATA_OPEN:
                     self._in_cdata = True
@@ -134,24 +140,17 @@ class _MarkupGuard:
                     "DOCTYPE, DTD and entity declarations are not allowed in XMPP",
                     "restricted-xml",
                 )
-            if nxt == 0x3F:  # "<?"
-                if self._seen_markup or buf[:at].strip():
-                    raise XMLError(
-                        "processing instructions are not allowed in XMPP", "restricted-xml"
-                    )
-                end = buf.find(b"?>", at)
-                if end < 0:
-                    self._carry = buf[at:]
-                    return
-                if buf[at : at + 6] not in (b"<?xml ", b"<?xml\t", b"<?xml\n", b"<?xml\r"):
-                    raise XMLError(
-                        "processing instructions are not allowed in XMPP", "restricted-xml"
-                    )
-                self._seen_markup = True
-                pos = end + 2
-                continue
+            # "<?": only the XML declaration, and only before any other markup
+            if self._seen_markup or buf[:at].strip():
+                raise XMLError("processing instructions are not allowed in XMPP", "restricted-xml")
+            end = buf.find(b"?>", at)
+            if end < 0:
+                self._carry = buf[at:]
+                return
+            if buf[at : at + 6] not in (b"<?xml ", b"<?xml\t", b"<?xml\n", b"<?xml\r"):
+                raise XMLError("processing instructions are not allowed in XMPP", "restricted-xml")
             self._seen_markup = True
-            pos = at + 1
+            pos = end + 2
 
 
 class XMLStreamParser:
@@ -190,6 +189,7 @@ class XMLStreamParser:
         self._depth = 0
         self._root: etree._Element | None = None
         self._stanza_bytes = 0
+        self._completed = False
         self._done = False
 
     @property
@@ -214,7 +214,12 @@ class XMLStreamParser:
             self._done = True
             raise XMLError(f"malformed XML: {exc.msg}", "not-well-formed") from None
         if self._depth > 1:
-            self._stanza_bytes += len(data)
+            # Bytes since the current stanza began, counted per chunk: a stanza that began in
+            # this chunk is charged the whole chunk (an overestimate bounded by the chunk size).
+            if self._completed:
+                self._stanza_bytes = len(data)
+            else:
+                self._stanza_bytes += len(data)
             if self._stanza_bytes > self.max_stanza_bytes:
                 self._done = True
                 raise XMLError(
@@ -225,29 +230,35 @@ class XMLStreamParser:
         return events
 
     def _collect(self) -> list[Event]:
+        # The hot loop: one iteration per element start and end, so locals and no helpers.
         out: list[Event] = []
-        for action, item in self._parser.read_events():
-            el = cast(etree._Element, item)
-            if action == "start":
-                self._depth += 1
-                if self._depth > self.max_depth:
-                    raise XMLError(
-                        f"elements nested deeper than {self.max_depth}", "policy-violation"
-                    )
-                if self._depth == 1:
-                    out.append(self._open(el))
-            elif action == "end":
-                self._depth -= 1
-                if self._depth == 1:
-                    assert self._root is not None
-                    self._root.remove(el)
-                    el.tail = None
-                    out.append(StanzaReceived(el))
-                elif self._depth == 0:
-                    self._done = True
-                    out.append(StreamClosed())
-            else:  # comment or pi slipped past the guard (cannot happen; belt and braces)
-                raise XMLError(f"XML {action} not allowed in XMPP", "restricted-xml")
+        depth = self._depth
+        limit = self.max_depth
+        self._completed = False
+        try:
+            for action, item in self._parser.read_events():
+                if action == "start":
+                    depth += 1
+                    if depth > limit:
+                        raise XMLError(f"elements nested deeper than {limit}", "policy-violation")
+                    if depth == 1:
+                        out.append(self._open(cast(etree._Element, item)))
+                elif action == "end":
+                    depth -= 1
+                    if depth == 1:
+                        el = cast(etree._Element, item)
+                        assert self._root is not None
+                        self._root.remove(el)
+                        el.tail = None
+                        out.append(StanzaReceived(el))
+                        self._completed = True
+                    elif depth == 0:
+                        self._done = True
+                        out.append(StreamClosed())
+                else:  # a comment or PI slipped past the guard (it cannot; belt and braces)
+                    raise XMLError(f"XML {action} not allowed in XMPP", "restricted-xml")
+        finally:
+            self._depth = depth
         return out
 
     def _open(self, el: etree._Element) -> StreamOpened:

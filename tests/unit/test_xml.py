@@ -171,3 +171,25 @@ def test_serialize_round_trip() -> None:
     (ev,) = p.feed(serialize(el))
     assert isinstance(ev, StanzaReceived)
     assert ev.element.find("{urn:y}q") is not None
+
+
+def test_stanza_size_limit_counts_each_stanza_not_the_stream() -> None:
+    # Many stanzas of 930 bytes in 1000-byte chunks: chunk ends rarely fall between stanzas.
+    p = XMLStreamParser(max_stanza_bytes=10_000)
+    p.feed(HEADER)
+    stanza = b"<message><body>" + b"x" * 900 + b"</body></message>"
+    data = stanza * 500
+    got = 0
+    for i in range(0, len(data), 1000):
+        got += len(p.feed(data[i : i + 1000]))
+    assert got == 500
+
+
+def test_ibb_sized_stanzas_within_the_default_limit() -> None:
+    p = XMLStreamParser()
+    p.feed(HEADER)
+    block = b"<iq type='set' id='i'><data xmlns='http://jabber.org/protocol/ibb' seq='1' sid='s'>"
+    block += b"QUJD" * 21_845 + b"</data></iq>"
+    data = block * 40
+    got = sum(len(p.feed(data[i : i + 65536])) for i in range(0, len(data), 65536))
+    assert got == 40
