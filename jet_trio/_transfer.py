@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,7 @@ import trio
 from lxml import etree
 
 from . import _ns
-from ._cipher import TransportSecret
+from ._cipher import Cipher, TransportSecret
 from ._client import Client
 from ._envelope import EnvelopeMethod, check_envelope_sender
 from ._errors import JetError, SecurityError
@@ -106,7 +106,8 @@ CONTENT_NAME: Final = "a-file-offer"
 REQUEST_NAME: Final = "a-file-request"
 _JINGLE: Final = f"{{{_ns.JINGLE}}}jingle"
 _IBB_TAGS: Final = tuple(f"{{{_ns.IBB}}}{n}" for n in ("open", "data", "close"))
-DEFAULT_CIPHER: Final = "urn:xmpp:ciphers:aes-256-gcm-nopadding"
+DEFAULT_CIPHER: Final = _ns.CIPHER_AES256_GCM
+_STANDARD_CIPHERS: Final = frozenset({_ns.CIPHER_AES128_GCM, _ns.CIPHER_AES256_GCM})
 Transport = Literal["auto", "s5b", "ibb"]
 
 
@@ -338,6 +339,7 @@ class FileTransfer:
         use_proxies: bool,
         ibb_block_size: int,
         ibb_window: int,
+        cipher_preference: Sequence[str],
         negotiation_timeout: float,
         max_pending_offers: int,
     ) -> None:
@@ -349,6 +351,7 @@ class FileTransfer:
         self._use_proxies = use_proxies
         self._ibb_block_size = ibb_block_size
         self._ibb_window = ibb_window
+        self._cipher_preference = tuple(cipher_preference)
         self._timeout = negotiation_timeout
         self._registry = SessionRegistry(client.jid)
         self._inboxes: dict[tuple[JID, str], trio.MemorySendChannel[JingleMessage]] = {}
@@ -370,6 +373,7 @@ class FileTransfer:
             feats += [_ns.JINGLE_S5B, _ns.BYTESTREAMS]
         if self.plugins.envelopes:
             feats.append(_ns.JET)
+            feats += [c.urn for c in self.plugins.ciphers]  # so peers can pick a common cipher
         return feats + self.plugins.disco_features()
 
     def _install(self) -> None:
@@ -774,11 +778,13 @@ class FileTransfer:
         terminated with ``cancel``.
         """
         src = Path(path)
-        size = (await trio.Path(src).stat()).st_size
-        digest = await self._hashes.sha256(src)
+        if not await trio.Path(src).is_file():
+            raise FileNotFoundError(f"{src} is not a file")
         peer = await self.resolve_peer(to)
         method = await self._choose_envelope(peer, encrypt)
         secret, security = await self._make_security(method, cipher, peer, CONTENT_NAME)
+        size = (await trio.Path(src).stat()).st_size
+        digest = await self._hashes.sha256(src)
         desc = FileDescription(
             name=name or src.name,
             size=size,
@@ -829,10 +835,35 @@ class FileTransfer:
         """A fresh transport secret and its ``<security>`` element (none if unencrypted)."""
         if method is None:
             return None, None
-        preferred = str(getattr(method, "preferred_cipher", DEFAULT_CIPHER))
-        secret = TransportSecret.generate(self.plugins.cipher(cipher or preferred))
+        secret = TransportSecret.generate(await self._choose_cipher(method, cipher, peer))
         envelope = await method.encrypt(secret, peer)
         return secret, build_security(content_name, secret.cipher, envelope)
+
+    async def _choose_cipher(self, method: EnvelopeMethod, wanted: str | None, peer: JID) -> Cipher:
+        """``wanted``, else the first of our preferences the peer supports, else the envelope
+        method's preferred cipher or AES-256-GCM. The XEP-0391 ciphers are assumed with JET;
+        any other cipher is used only if the peer advertises its URN."""
+        info = await self.client.features_of(peer)
+
+        def usable(urn: str) -> Cipher | None:
+            try:
+                c = self.plugins.cipher(urn)
+            except SecurityError:
+                return None
+            return c if c.urn in _STANDARD_CIPHERS or info.has(c.urn) else None
+
+        if wanted is not None:
+            chosen = usable(wanted)
+            if chosen is None:
+                self.plugins.cipher(wanted)  # raises UnknownCipher if we lack it ourselves
+                raise JETError(
+                    f"{peer} does not support the cipher {wanted}", "unsupported-applications"
+                )
+            return chosen
+        for urn in self._cipher_preference:
+            if (chosen := usable(urn)) is not None:
+                return chosen
+        return self.plugins.cipher(str(getattr(method, "preferred_cipher", DEFAULT_CIPHER)))
 
     async def _initial_transport(self, transport: Transport, peer: JID) -> etree._Element:
         if transport == "ibb":
@@ -1357,6 +1388,7 @@ async def open_file_transfer(
     use_proxies: bool = True,
     ibb_block_size: int = 16384,
     ibb_window: int = 8,
+    cipher_preference: Sequence[str] = (),
     negotiation_timeout: float = 30.0,
     max_pending_offers: int = 16,
 ) -> AsyncIterator[FileTransfer]:
@@ -1366,7 +1398,9 @@ async def open_file_transfer(
     ``extra_plugins``, or from ``plugins``. ``direct_host`` is the address offered as a direct
     SOCKS5 candidate (``None``: offer none); ``use_proxies`` offers the server's SOCKS5 proxies.
     In-band transfers use blocks of ``ibb_block_size`` bytes (the peer may lower it) with up to
-    ``ibb_window`` blocks awaiting acknowledgement.
+    ``ibb_window`` blocks awaiting acknowledgement. ``cipher_preference`` lists cipher URNs to
+    use when the peer supports them (e.g. a plugin's ChaCha20-Poly1305); otherwise AES-256-GCM
+    (or the envelope method's preferred cipher) is used.
     """
     if plugins is None:
         config = PluginConfig(
@@ -1385,6 +1419,7 @@ async def open_file_transfer(
                 use_proxies=use_proxies,
                 ibb_block_size=ibb_block_size,
                 ibb_window=ibb_window,
+                cipher_preference=cipher_preference,
                 negotiation_timeout=negotiation_timeout,
                 max_pending_offers=max_pending_offers,
             )
