@@ -1,4 +1,7 @@
-"""The Prosody fixtures work: checked with raw XML over trio, without jet-trio's client."""
+"""The server fixtures work: checked with raw XML over trio, without jet-trio's client.
+
+Most tests run against each server kind (``xmpp_server``: Prosody, then ejabberd).
+"""
 
 from __future__ import annotations
 
@@ -94,9 +97,10 @@ def mechanisms(features: etree._Element) -> list[str]:
     return [m.text or "" for m in features.iterfind(path)]
 
 
-async def test_starttls_then_scram_offered(prosody: ServerInfo) -> None:
+async def test_starttls_then_scram_offered(xmpp_server: ServerInfo) -> None:
+    server = xmpp_server
     with trio.fail_after(10):
-        async with connect(prosody) as raw:
+        async with connect(server) as raw:
             features = await raw.open()
             starttls_el = features.find(f"{{{TLS_NS}}}starttls")
             assert starttls_el is not None
@@ -104,7 +108,7 @@ async def test_starttls_then_scram_offered(prosody: ServerInfo) -> None:
             # c2s_require_encryption: no authentication before TLS.
             assert mechanisms(features) == []
 
-            await starttls(raw, ssl.create_default_context(cafile=prosody.ca_file))
+            await starttls(raw, ssl.create_default_context(cafile=server.ca_file))
             features = await raw.open()
             mechs = mechanisms(features)
             assert "SCRAM-SHA-1" in mechs
@@ -112,9 +116,10 @@ async def test_starttls_then_scram_offered(prosody: ServerInfo) -> None:
             assert features.find(f"{{{TLS_NS}}}starttls") is None
 
 
-async def test_certificate_is_from_the_fixture_ca(prosody: ServerInfo) -> None:
+async def test_certificate_is_from_the_fixture_ca(xmpp_server: ServerInfo) -> None:
+    server = xmpp_server
     with trio.fail_after(10):
-        async with connect(prosody) as raw:
+        async with connect(server) as raw:
             await raw.open()
             # The system trust store does not know the test CA: verification must fail.
             with pytest.raises(trio.BrokenResourceError) as exc_info:
@@ -147,41 +152,45 @@ async def login_and_get_roster(server: ServerInfo, user: str) -> dict[str, str]:
         }
 
 
-async def test_accounts_and_mutual_rosters(prosody: ServerInfo) -> None:
-    assert set(prosody.accounts) == {"alice", "bob", "carol"}
-    assert len(set(prosody.accounts.values())) == 3
+async def test_accounts_and_mutual_rosters(xmpp_server: ServerInfo) -> None:
+    server = xmpp_server
+    assert set(server.accounts) == {"alice", "bob", "carol"}
+    assert len(set(server.accounts.values())) == 3
     with trio.fail_after(20):
-        for user in prosody.accounts:
-            roster = await login_and_get_roster(prosody, user)
-            others = {prosody.jid(u) for u in prosody.accounts if u != user}
+        for user in server.accounts:
+            roster = await login_and_get_roster(server, user)
+            others = {server.jid(u) for u in server.accounts if u != user}
             assert roster == dict.fromkeys(others, "both")
 
 
-async def test_wrong_password_is_refused(prosody: ServerInfo) -> None:
-    bad = dataclasses.replace(prosody, accounts={"alice": prosody.password("alice") + "x"})
+async def test_wrong_password_is_refused(xmpp_server: ServerInfo) -> None:
+    server = xmpp_server
+    bad = dataclasses.replace(server, accounts={"alice": server.password("alice") + "x"})
     with trio.fail_after(10), pytest.raises(AssertionError, match="failure"):
         await login_and_get_roster(bad, "alice")
 
 
-async def test_proxy65_accepts_socks5(prosody: ServerInfo) -> None:
-    assert prosody.proxy_jid == "proxy.localhost"
-    assert prosody.proxy_port not in (0, prosody.port)
+async def test_proxy65_accepts_socks5(xmpp_server: ServerInfo) -> None:
+    server = xmpp_server
+    assert server.proxy_jid == "proxy.localhost"
+    assert server.proxy_port not in (0, server.port)
     with trio.fail_after(10):
-        stream = await trio.open_tcp_stream(prosody.proxy_host, prosody.proxy_port)
+        stream = await trio.open_tcp_stream(server.proxy_host, server.proxy_port)
         async with stream:
             await stream.send_all(b"\x05\x01\x00")  # SOCKS5, one method: no authentication
             assert await stream.receive_some(2) == b"\x05\x00"
 
 
-def test_server_info_fields(prosody: ServerInfo) -> None:
-    assert prosody.kind == "prosody"
-    assert prosody.domain == "localhost"
-    assert prosody.host == "127.0.0.1"
-    assert Path(prosody.log_path).is_file()
-    assert Path(prosody.ca_file).is_file()
-    assert prosody.jid("bob") == "bob@localhost"
+def test_server_info_fields(xmpp_server: ServerInfo) -> None:
+    server = xmpp_server
+    assert server.kind in ("prosody", "ejabberd")
+    assert server.domain == "localhost"
+    assert server.host == "127.0.0.1"
+    assert Path(server.log_path).is_file()
+    assert Path(server.ca_file).is_file()
+    assert server.jid("bob") == "bob@localhost"
     with pytest.raises(KeyError):
-        prosody.jid("mallory")
+        server.jid("mallory")
 
 
 def test_factory_kill_and_restart(prosody_factory: ProsodyFactory) -> None:
@@ -200,6 +209,17 @@ def test_factory_kill_and_restart(prosody_factory: ProsodyFactory) -> None:
     assert server.start() == info  # same ports, accounts and data
     socket.create_connection((info.host, info.port), timeout=5).close()
     assert server.stop() == 0  # clean exit on SIGTERM
+
+
+async def test_factory_without_stanza_debug(prosody_factory: ProsodyFactory) -> None:
+    server = prosody_factory(users=["erin", "frank"], stanza_debug=False)
+    config = server.config_path.read_text()
+    assert "stanza_debug" not in config
+    assert "log = { info =" in config
+    with trio.fail_after(20):
+        roster = await login_and_get_roster(server.info, "erin")
+    assert roster == {"frank@localhost": "both"}
+    assert "<iq" not in Path(server.info.log_path).read_text()  # no stanzas in the log
 
 
 async def test_factory_instance_is_independent(
