@@ -9,7 +9,7 @@ and the bytestreams proxy elements (streamhost discovery and activation).  The t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeAlias
@@ -538,31 +538,52 @@ class S5BListener:
                 await trio.aclose_forcefully(stream)
 
     async def _run_handshake(self, stream: trio.SocketStream) -> bool:
-        hs = Socks5Server()
-        while True:
-            try:
-                event = hs.next_event()
-            except Socks5Error:
-                await stream.send_all(hs.data_to_send())
-                raise
-            out = hs.data_to_send()
-            if out:
-                await stream.send_all(out)
-            if event is NEED_DATA:
-                hs.receive_data(await stream.receive_some(hs.bytes_wanted))
-                continue
-            pair = self._queues.get(event.dstaddr)
-            if pair is None or pair[0].statistics().current_buffer_used >= self._max_queued:
-                hs.reject(ReplyCode.NOT_ALLOWED)
-                await stream.send_all(hs.data_to_send())
-                return False
-            hs.accept()
+        def wanted(dst: str) -> bool:
+            pair = self._queues.get(dst)
+            return pair is not None and (
+                pair[0].statistics().current_buffer_used < self._max_queued
+            )
+
+        dst = await serve_socks5_handshake(stream, wanted)
+        pair = self._queues.get(dst) if dst is not None else None
+        if pair is None:
+            return False
+        try:
+            pair[0].send_nowait(stream)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            return False
+        return True
+
+
+async def serve_socks5_handshake(
+    stream: trio.SocketStream, wanted: Callable[[str], bool]
+) -> str | None:
+    """Run the server side of a SOCKS5 CONNECT handshake on ``stream``.
+
+    ``wanted(dstaddr)`` decides whether the connection is taken; the client is answered success
+    or not-allowed accordingly. Returns the DST.ADDR once success was sent, ``None`` if refused.
+    Malformed input raises :class:`~jet_trio._socks5.Socks5Error` after the error reply was sent.
+    """
+    hs = Socks5Server()
+    while True:
+        try:
+            event = hs.next_event()
+        except Socks5Error:
             await stream.send_all(hs.data_to_send())
-            try:
-                pair[0].send_nowait(stream)
-            except (trio.WouldBlock, trio.ClosedResourceError):
-                return False
-            return True
+            raise
+        out = hs.data_to_send()
+        if out:
+            await stream.send_all(out)
+        if event is NEED_DATA:
+            hs.receive_data(await stream.receive_some(hs.bytes_wanted))
+            continue
+        if not wanted(event.dstaddr):
+            hs.reject(ReplyCode.NOT_ALLOWED)
+            await stream.send_all(hs.data_to_send())
+            return None
+        hs.accept()
+        await stream.send_all(hs.data_to_send())
+        return event.dstaddr
 
 
 def _drain_and_close(pair: _Queue) -> None:

@@ -16,7 +16,8 @@ import trio
 
 from .._errors import JetError
 from .._jid import JID
-from .._socks5 import NEED_DATA, ReplyCode, Socks5Error, Socks5Server, dstaddr
+from .._s5b import serve_socks5_handshake
+from .._socks5 import Socks5Error, dstaddr
 
 __all__ = ["ActivationError", "Proxy65", "serve_proxy65"]
 
@@ -101,28 +102,14 @@ class Proxy65:
                 await trio.aclose_forcefully(stream)
 
     async def _run_handshake(self, stream: trio.SocketStream) -> bool:
-        hs = Socks5Server()
-        while True:
-            try:
-                event = hs.next_event()
-            except Socks5Error:
-                await stream.send_all(hs.data_to_send())
-                raise
-            out = hs.data_to_send()
-            if out:
-                await stream.send_all(out)
-            if event is NEED_DATA:
-                hs.receive_data(await stream.receive_some(hs.bytes_wanted))
-                continue
-            waiting = self._waiting.get(event.dstaddr, [])
-            if len(waiting) >= 2 or self.waiting >= self._max_pending:
-                hs.reject(ReplyCode.NOT_ALLOWED)
-                await stream.send_all(hs.data_to_send())
-                return False
-            hs.accept()
-            await stream.send_all(hs.data_to_send())
-            self._waiting.setdefault(event.dstaddr, []).append(stream)
-            return True
+        def wanted(dst: str) -> bool:
+            return len(self._waiting.get(dst, [])) < 2 and self.waiting < self._max_pending
+
+        dst = await serve_socks5_handshake(stream, wanted)
+        if dst is None:
+            return False
+        self._waiting.setdefault(dst, []).append(stream)
+        return True
 
     async def _copy(self, src: trio.SocketStream, dst: trio.SocketStream) -> None:
         try:
