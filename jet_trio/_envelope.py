@@ -98,6 +98,10 @@ class EnvelopeMethod(ABC):
         :class:`~jet_trio.SecurityError`) when the envelope cannot be opened.
         """
 
+    async def start(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Called once by :func:`~jet_trio.open_file_transfer` before support is advertised
+        (e.g. to publish keys). The default does nothing."""
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.namespace}>"
 

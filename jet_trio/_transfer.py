@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,12 +308,13 @@ class IncomingOffer:
         under the target name and the session is terminated with a fitting reason. Cancelling
         (through a cancel scope) terminates the session with ``cancel``.
         """
-        self._check_unanswered()
         dest = Path(destination)
         if await trio.Path(dest).is_dir():
             dest = dest / safe_filename(self.name)
         if await trio.Path(dest).exists() and not overwrite:
+            # Before answering: the offer stays open (accept elsewhere, or reject).
             raise FileExistsError(f"{dest} already exists (pass overwrite=True to replace it)")
+        self._check_unanswered()
         return await self._session.service._run_receive(self, dest, progress)
 
 
@@ -380,8 +381,22 @@ class FileTransfer:
         self.client.register_inline_iq_handler("set", _JINGLE, self._on_jingle)
         for tag in _IBB_TAGS:
             self.client.register_inline_iq_handler("set", tag, self._on_ibb)
+        self._unwatch_presence = self.client.on_presence(self._on_presence)
+
+    def _on_presence(self, presence: etree._Element) -> None:
+        """A peer going offline ends its sessions (``gone``): otherwise a receiver would wait
+        forever for in-band data, or a sender for an answer, that can no longer come."""
+        if presence.get("type") != "unavailable":
+            return
+        with contextlib.suppress(JetError):
+            gone = stanza_from(presence)
+            reason = Reason(ReasonCondition.GONE, "the peer went offline")
+            for peer, sid in [k for k in self._inboxes if k[0] == gone]:
+                msg = JingleMessage(JingleAction.SESSION_TERMINATE, sid, reason=reason)
+                self._deliver(peer, sid, msg)
 
     def _uninstall(self) -> None:
+        self._unwatch_presence()
         self.client.unregister_iq_handler("set", _JINGLE)
         for tag in _IBB_TAGS:
             self.client.unregister_iq_handler("set", tag)
@@ -537,7 +552,10 @@ class FileTransfer:
             return None
         if encrypt != "auto":
             return self.plugins.envelope(encrypt)
-        info = await self.client.features_of(peer)
+        try:
+            info = await self.client.features_of(peer)
+        except StanzaError as exc:
+            raise TransferError(f"cannot ask {peer} what it supports: {exc}", "gone") from None
         for method in self.plugins.envelopes:
             if info.has(*method.features):
                 return method
@@ -843,7 +861,10 @@ class FileTransfer:
         """``wanted``, else the first of our preferences the peer supports, else the envelope
         method's preferred cipher or AES-256-GCM. The XEP-0391 ciphers are assumed with JET;
         any other cipher is used only if the peer advertises its URN."""
-        info = await self.client.features_of(peer)
+        try:
+            info = await self.client.features_of(peer)
+        except StanzaError as exc:
+            raise TransferError(f"cannot ask {peer} what it supports: {exc}", "gone") from None
 
         def usable(urn: str) -> Cipher | None:
             try:
@@ -926,7 +947,7 @@ class FileTransfer:
         sink: trio.abc.SendStream = established.stream
         enc = EncryptingSendStream(sink, secret, expected_size=length) if secret else None
         done = 0
-        with unwrapped_errors():
+        with _typed_errors(session.peer), unwrapped_errors():
             async with trio.open_nursery() as n:
                 n.start_soon(session.watch)
                 with src.open("rb") as f:
@@ -1026,7 +1047,8 @@ class FileTransfer:
             opened = await method.decrypt(info.envelope, session.peer, info.cipher)
             check_envelope_sender(opened, session.jingle.initiator)
         except (SecurityError, JetError) as exc:
-            raise JETError(f"cannot decrypt the transfer from {session.peer}: {exc}") from None
+            # The envelope method's typed error stays available as __cause__.
+            raise JETError(f"cannot decrypt the transfer from {session.peer}: {exc}") from exc
         return opened.secret
 
     async def _run_receive(
@@ -1036,10 +1058,19 @@ class FileTransfer:
         start = time.monotonic()
         size = offer.size
         sha = next((h.digest.hex() for h in offer.file.hashes if h.algo == "sha-256"), None)
-        partial = Partial.create(dest, session.peer, offer.name, size, sha or "", offer.envelope)
+        try:
+            partial = Partial.create(
+                dest, session.peer, offer.name, size, sha or "", offer.envelope
+            )
+        except BaseException as exc:  # e.g. an unwritable directory: still end the session
+            await self._end_after_error(session, exc)
+            self._forget(session)
+            raise
         resumable = sha is not None
         async with contextlib.AsyncExitStack() as cleanup:
             try:
+                if session.jingle.state.name == "ENDED":
+                    await session.expect()  # the peer withdrew the offer: raises its reason
                 secret = await self._open_security(offer._offer.security, session)
                 c = offer._offer.content
                 assert c.description is not None
@@ -1236,15 +1267,20 @@ class FileTransfer:
             )
         done = 0
         total = offset + length
-        with unwrapped_errors():
+        with _typed_errors(session.peer), unwrapped_errors():
             async with trio.open_nursery() as n:
                 n.start_soon(session.watch)
                 with open_part(partial.part, offset) as f:
                     while secret is not None or done < length:
-                        want = CHUNK if secret else min(CHUNK, length - done)
+                        # Plain: one byte more than left, to notice a peer sending too much.
+                        want = CHUNK if secret else min(CHUNK, length - done + 1)
                         chunk = await source.receive_some(want)
                         if not chunk:
                             break
+                        if secret is None and done + len(chunk) > length:
+                            raise IntegrityError(
+                                f"more than the {total} bytes announced arrived", "media-error"
+                            )
                         f.write(chunk)
                         hasher.update(chunk)
                         done += len(chunk)
@@ -1298,6 +1334,22 @@ class _HashingReceiveStream(trio.abc.ReceiveStream):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+@contextlib.contextmanager
+def _typed_errors(peer: JID) -> Iterator[None]:
+    """Data-phase errors as the API's exceptions: a failed JET check (bad tag, truncated or
+    overlong stream) becomes JETError, a broken transport TransportFailed."""
+    try:
+        yield
+    except TransferError:
+        raise
+    except SecurityError as exc:
+        raise JETError(f"encrypted transfer with {peer} refused: {exc}") from exc
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise TransportFailed(
+            f"the transport to {peer} broke: {exc}", "connectivity-error"
+        ) from exc
 
 
 def _hash_prefix(part: Path, length: int, algos: tuple[str, ...]) -> Hasher:
@@ -1389,6 +1441,7 @@ async def open_file_transfer(
     ibb_block_size: int = 16384,
     ibb_window: int = 8,
     cipher_preference: Sequence[str] = (),
+    data_dir: str | os.PathLike[str] | None = None,
     negotiation_timeout: float = 30.0,
     max_pending_offers: int = 16,
 ) -> AsyncIterator[FileTransfer]:
@@ -1400,11 +1453,15 @@ async def open_file_transfer(
     In-band transfers use blocks of ``ibb_block_size`` bytes (the peer may lower it) with up to
     ``ibb_window`` blocks awaiting acknowledgement. ``cipher_preference`` lists cipher URNs to
     use when the peer supports them (e.g. a plugin's ChaCha20-Poly1305); otherwise AES-256-GCM
-    (or the envelope method's preferred cipher) is used.
+    (or the envelope method's preferred cipher) is used. ``data_dir`` is where plugins keep
+    their state (keys, sessions), each in a subdirectory of its own.
     """
     if plugins is None:
         config = PluginConfig(
-            allow_stub_envelope=allow_stub_envelope, account=client.jid, client=client
+            allow_stub_envelope=allow_stub_envelope,
+            account=client.jid,
+            data_dir=None if data_dir is None else Path(data_dir),
+            client=client,
         )
         plugins = PluginManager(config, plugins=extra_plugins)
     listener_cm = open_s5b_listener(direct_host) if direct_host is not None else _no_listener()
@@ -1425,6 +1482,8 @@ async def open_file_transfer(
             )
             ft._install()
             try:
+                for method in plugins.envelopes:
+                    await method.start()  # e.g. publish keys before we advertise support
                 await client.add_features(*ft.features)
                 yield ft
             finally:
