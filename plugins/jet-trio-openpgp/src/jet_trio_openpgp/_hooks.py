@@ -1,0 +1,44 @@
+"""The entry point of the ``jet_trio`` group.
+
+OpenPGP needs an asynchronous set-up (load or make the key, publish it through PEP) that the
+synchronous hooks of jet-trio cannot run. The recommended use is therefore explicit::
+
+    async with open_openpgp(client, data_dir) as pgp, \\
+            open_file_transfer(client, extra_plugins=[pgp]) as ft:
+        ...
+
+Through the entry point alone, the method is offered only when the plugin configuration has a
+``data_dir`` and a connected ``client``; it then starts lazily, on its first use. Options (key
+``"openpgp"`` of ``PluginConfig.options``): ``passphrase``, ``policy`` (``tofu``/``manual``),
+``max_clock_skew`` (seconds). Caveat of the lazy mode: our key is only published on first use, so
+a peer cannot send to us before we have used OpenPGP once; prefer :func:`open_openpgp`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from jet_trio import Client
+from jet_trio.plugin import EnvelopeMethod, PluginConfig, hookimpl
+
+from ._openpgp import OpenPGP, TrustPolicy
+from ._signcrypt import DEFAULT_MAX_CLOCK_SKEW
+
+__all__ = ["jet_register_envelopes"]
+
+
+@hookimpl
+def jet_register_envelopes(config: PluginConfig) -> list[EnvelopeMethod]:
+    """The lazily started OpenPGP envelope, when ``config`` has a data directory and a client."""
+    if config.data_dir is None or not isinstance(config.client, Client):
+        return []
+    opts = config.options.get("openpgp", {})
+    skew = opts.get("max_clock_skew")
+    pgp = OpenPGP(
+        config.client,
+        config.data_dir / "openpgp",
+        passphrase=opts.get("passphrase"),
+        policy=TrustPolicy(opts.get("policy", TrustPolicy.TOFU.value)),
+        max_clock_skew=timedelta(seconds=float(skew)) if skew else DEFAULT_MAX_CLOCK_SKEW,
+    )
+    return [pgp.envelope]
