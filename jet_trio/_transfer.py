@@ -459,6 +459,8 @@ class FileTransfer:
             self._nursery.start_soon(self._refuse, session, "busy", "too many pending offers")
         except (FileTransferError, JingleProtocolError, TransferError) as exc:
             reason = exc.reason if isinstance(exc, TransferError) else "unsupported-applications"
+            if isinstance(exc, FileTransferError):  # a malformed or unsafe <file/>
+                reason = "failed-application"
             self._nursery.start_soon(self._refuse, session, reason, str(exc))
 
     async def _refuse(self, session: _Session, reason: str, text: str) -> None:
