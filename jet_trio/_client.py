@@ -596,14 +596,21 @@ async def open_client(
         mechanisms=mechanisms,
         max_stanza_bytes=max_stanza_bytes,
     )
-    with unwrapped_errors():
-        async with trio.open_nursery() as nursery:
-            client = Client(stream, parser, negotiated.jid, nursery, features=features)
-            nursery.start_soon(client._run_reader, leftover)
-            try:
-                if presence:
-                    await client.send_presence()
-                yield client
-            finally:
-                await client.aclose()
-                nursery.cancel_scope.cancel()
+    client: Client | None = None
+    try:
+        with unwrapped_errors():
+            async with trio.open_nursery() as nursery:
+                client = Client(stream, parser, negotiated.jid, nursery, features=features)
+                nursery.start_soon(client._run_reader, leftover)
+                try:
+                    if presence:
+                        await client.send_presence()
+                    yield client
+                finally:
+                    await client.aclose()
+                    nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Several failures because the connection broke: the lost connection is the cause.
+        if client is not None and client._broken is not None:
+            raise client._broken from group
+        raise

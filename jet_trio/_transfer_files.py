@@ -20,6 +20,7 @@ __all__ = ["HashCache", "Partial", "find_partials", "sha256_file"]
 
 _READ: Final = 1 << 20
 SIDECAR_SUFFIX: Final = ".jet-partial.json"
+_TEMP_STEM_BYTES: Final = 120  # leaves room for ".", ".XXXXXXXX.part" and the sidecar suffix
 
 
 def sha256_file(path: Path, length: int | None = None) -> bytes:
@@ -90,7 +91,10 @@ class Partial:
     def create(
         cls, dest: Path, peer: JID, name: str, size: int, sha256: str, envelope: str | None
     ) -> Partial:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        # The target name may already use the file system's whole 255 bytes: shorten the part
+        # of it that goes into the temporary name.
+        stem = dest.name.encode()[:_TEMP_STEM_BYTES].decode(errors="ignore")
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".part", dir=dest.parent)
         os.close(fd)
         return cls(Path(tmp), dest, peer, name, size, sha256, envelope)
 

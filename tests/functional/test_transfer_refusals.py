@@ -323,22 +323,14 @@ async def test_offer_with_unsafe_name_is_refused(
     assert not list(dest_dir.iterdir())
 
 
-LONG_NAME_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="lead: safe_filename() trims to 255 bytes, but Partial.create() (_transfer_files) "
-    "makes the temporary '.{name}.XXXXXXXX.part' beside it, which is then longer than the "
-    "file system's 255-byte limit: OSError ENAMETOOLONG, the transfer fails",
-)
-
-
 @pytest.mark.parametrize(
     ("offered", "stored"),
     [
         pytest.param("  spaced.bin  ", "spaced.bin", id="spaces"),
         pytest.param(".hidden", ".hidden", id="hidden"),
         pytest.param("ünïcödé ✓.txt", "ünïcödé ✓.txt", id="unicode"),
-        pytest.param("a" * 400 + ".bin", "a" * 251 + ".bin", marks=LONG_NAME_BUG, id="long"),
-        pytest.param("é" * 200, "é" * 127, marks=LONG_NAME_BUG, id="long-multibyte"),
+        pytest.param("a" * 400 + ".bin", "a" * 251 + ".bin", id="long"),
+        pytest.param("é" * 200, "é" * 127, id="long-multibyte"),
     ],
 )
 async def test_offered_name_is_stored_safely(

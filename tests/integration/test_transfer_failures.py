@@ -138,17 +138,9 @@ async def test_cancel_during_data(
     assert_not_stored_maybe_resumable(dest, src)
 
 
-GROUP_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="lead: open_client raises ExceptionGroup([ConnectionLost, TransportFailed]) when "
-    "the body fails because the connection broke (the IBB send fails) while the reader task "
-    "raises ConnectionLost; unwrapped_errors() only unwraps single-leaf groups",
-)
-
-
 @pytest.mark.parametrize(
     "send_kwargs",
-    [pytest.param({}, id="s5b"), pytest.param({"transport": "ibb"}, id="ibb", marks=GROUP_BUG)],
+    [pytest.param({}, id="s5b"), pytest.param({"transport": "ibb"}, id="ibb")],
 )
 async def test_server_killed_mid_transfer(
     prosody_factory: ProsodyFactory, tmp_path: Path, send_kwargs: dict[str, Any]
