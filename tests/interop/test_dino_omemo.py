@@ -30,13 +30,7 @@ PEER = "bob@localhost"
 #: ``item-not-found``, jet-trio finds no device of Dino to encrypt to (C), so Dino never gets a
 #: session with jet-trio's device and sends D's envelope without a key for it. Fetching the node
 #: without an item id (``max_items=1``), as Dino does, makes C and D pass (tried in the lab).
-BUNDLE_ITEM_ID_BUG = pytest.mark.xfail(
-    reason="jet-trio-omemo fetches Dino's legacy OMEMO bundle by item id 'current'; Dino "
-    "publishes it as item '1' (item-not-found)",
-    strict=False,
-)
-
-pytestmark = [pytest.mark.interop, BUNDLE_ITEM_ID_BUG]
+pytestmark = pytest.mark.interop
 
 
 async def _omemo_conversation(lab: Lab) -> None:

@@ -1,0 +1,144 @@
+"""The two OMEMO backends, extended with key transport (an OMEMO message without payload whose
+per-device key material is a key chosen by the caller), and their PEP nodes and XML codecs.
+
+python-omemo builds key transport messages only with a key it draws itself
+(:meth:`~omemo.backend.Backend.encrypt_empty`); JET needs the JET layer's transport secret in
+them. :meth:`SessionManager.encrypt <omemo.session_manager.SessionManager.encrypt>` hands the
+"plaintext" for each backend unchanged to :meth:`encrypt_plaintext`, so a :class:`KeyTransport`
+plaintext (a ``bytes`` subclass carrying the key material) is turned into an empty content plus
+that key material here, while the whole device, trust and session logic of ``encrypt`` is reused.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Final
+
+import oldmemo
+import oldmemo.etree
+import oldmemo.oldmemo
+import twomemo
+import twomemo.etree
+import twomemo.twomemo
+from lxml import etree
+
+__all__ = [
+    "OLDMEMO",
+    "TWOMEMO",
+    "JetOldmemo",
+    "JetTwomemo",
+    "KeyTransport",
+    "NodeSpec",
+    "et_to_lxml",
+    "lxml_to_et",
+    "node_spec",
+]
+
+OLDMEMO: Final = oldmemo.oldmemo.NAMESPACE
+"""``eu.siacs.conversations.axolotl``: legacy OMEMO (0.3), what Dino and Conversations use."""
+TWOMEMO: Final = twomemo.twomemo.NAMESPACE
+"""``urn:xmpp:omemo:2``: OMEMO 0.8+."""
+
+
+class KeyTransport(bytes):
+    """An (empty) plaintext asking the backend for a key transport message.
+
+    ``key`` becomes the per-device key material; ``iv`` the IV of the message (legacy OMEMO puts it
+    in the header; OMEMO 2 has no IV and ignores it).
+    """
+
+    key: bytes
+    iv: bytes
+
+    def __new__(cls, key: bytes, iv: bytes) -> KeyTransport:
+        self = super().__new__(cls, b"")
+        self.key = bytes(key)
+        self.iv = bytes(iv)
+        return self
+
+
+class JetOldmemo(oldmemo.Oldmemo):
+    """Legacy OMEMO backend that can also make key transport messages with a given key and IV."""
+
+    async def encrypt_plaintext(
+        self, plaintext: bytes
+    ) -> tuple[oldmemo.oldmemo.ContentImpl, oldmemo.oldmemo.PlainKeyMaterialImpl]:
+        if isinstance(plaintext, KeyTransport):
+            return (
+                oldmemo.oldmemo.ContentImpl(b"", plaintext.iv),
+                oldmemo.oldmemo.PlainKeyMaterialImpl(plaintext.key, b""),
+            )
+        return await super().encrypt_plaintext(plaintext)
+
+
+class JetTwomemo(twomemo.Twomemo):
+    """OMEMO 2 backend that can also make key transport messages with given key material.
+
+    The key material is split the way the backend splits it on receive (32 bytes "key", the rest
+    "auth tag"), so the receiver gets back exactly ``key`` by concatenating both.
+    """
+
+    async def encrypt_plaintext(
+        self, plaintext: bytes
+    ) -> tuple[twomemo.twomemo.ContentImpl, twomemo.twomemo.PlainKeyMaterialImpl]:
+        if isinstance(plaintext, KeyTransport):
+            size = twomemo.twomemo.PlainKeyMaterialImpl.KEY_LENGTH
+            material = plaintext.key
+            return (
+                twomemo.twomemo.ContentImpl.make_empty(),
+                twomemo.twomemo.PlainKeyMaterialImpl(material[:size], material[size:]),
+            )
+        return await super().encrypt_plaintext(plaintext)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """Where a backend keeps its public data in PEP."""
+
+    device_list_node: str
+    bundle_node_prefix: str
+    """Legacy OMEMO: one node per device, ``prefix + device id``; OMEMO 2: one node, item per
+    device (``bundle_item_per_device``)."""
+    bundle_item_per_device: bool
+
+    def bundle_node(self, device_id: int) -> str:
+        if self.bundle_item_per_device:
+            return self.bundle_node_prefix
+        return f"{self.bundle_node_prefix}{device_id}"
+
+    def bundle_item(self, device_id: int) -> str:
+        return str(device_id) if self.bundle_item_per_device else "current"
+
+    @property
+    def bundle_options(self) -> dict[str, str]:
+        """Publish options: open access; OMEMO 2 keeps one item per device, so no item limit."""
+        opts = {"pubsub#access_model": "open"}
+        if self.bundle_item_per_device:
+            opts["pubsub#max_items"] = "max"
+        return opts
+
+
+_NODES: Final = {
+    OLDMEMO: NodeSpec(f"{OLDMEMO}.devicelist", f"{OLDMEMO}.bundles:", False),
+    TWOMEMO: NodeSpec(f"{TWOMEMO}:devices", f"{TWOMEMO}:bundles", True),
+}
+
+DEVICE_LIST_OPTIONS: Final = {"pubsub#access_model": "open"}
+
+
+def node_spec(namespace: str) -> NodeSpec:
+    """The PEP layout of the backend ``namespace`` (``KeyError`` if unknown)."""
+    return _NODES[namespace]
+
+
+def lxml_to_et(element: etree._Element) -> ET.Element:
+    """Hand an lxml element (already parsed by jet-trio's hardened parser) to the ElementTree
+    based codecs of oldmemo/twomemo. The serialisation carries no DOCTYPE or entity."""
+    return ET.fromstring(etree.tostring(element))
+
+
+def et_to_lxml(element: ET.Element) -> etree._Element:
+    """The reverse of :func:`lxml_to_et`, for elements the codecs built."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    return etree.fromstring(ET.tostring(element), parser)

@@ -1,0 +1,481 @@
+"""JET-OMEMO (XEP-0396) file transfers between jet-trio clients through a real Prosody,
+with the jet-trio-omemo plugin (python-omemo under trio)."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from jet_trio import JETError, SecurityError, TransferResult, open_client
+from jet_trio._client import Client
+from jet_trio._transfer import FileTransfer, open_file_transfer
+from jet_trio.plugin import Cipher, EnvelopeError, PluginManager, TransportSecret
+
+from ._servers import ProsodyFactory, ServerInfo
+
+if os.environ.get("CI") != "true":  # CI installs every plugin: there, a missing one must fail
+    pytest.importorskip("jet_trio_omemo")
+
+import oldmemo.etree
+import oldmemo.oldmemo
+from jet_trio_omemo import (
+    OLDMEMO,
+    TWOMEMO,
+    NoKeyForDevice,
+    OmemoSession,
+    open_omemo,
+)
+from jet_trio_omemo._backends import et_to_lxml
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def server(prosody_factory: ProsodyFactory) -> ServerInfo:
+    """A fresh Prosody per test: OMEMO device lists and bundles start empty."""
+    return prosody_factory().info
+
+
+@dataclass
+class Peer:
+    client: Client
+    omemo: OmemoSession
+    ft: FileTransfer
+
+
+@asynccontextmanager
+async def peer(
+    stack_server: ServerInfo,
+    user: str,
+    resource: str,
+    data_dir: Path,
+    **omemo_kwargs: Any,
+) -> AsyncIterator[Peer]:
+    s = stack_server
+    async with (
+        open_client(
+            f"{s.jid(user)}/{resource}",
+            s.accounts[user],
+            host=s.host,
+            port=s.port,
+            ca_file=s.ca_file,
+        ) as client,
+        open_omemo(client, data_dir, **omemo_kwargs) as omemo,
+        open_file_transfer(client) as ft,
+    ):
+        yield Peer(client, omemo, ft)
+
+
+def make_file(tmp_path: Path, size: int, name: str = "payload.bin") -> Path:
+    src = tmp_path / "src" / name
+    src.parent.mkdir(exist_ok=True)
+    src.write_bytes(os.urandom(size))
+    return src
+
+
+async def transfer(
+    a: Peer, b: Peer, src: Path, dest: Path, **send_kwargs: Any
+) -> tuple[TransferResult, TransferResult]:
+    results: dict[str, TransferResult] = {}
+
+    async def receive() -> None:
+        offer = await b.ft.next_offer()
+        results["recv"] = await offer.accept(dest)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(receive)
+        results["send"] = await a.ft.send_file(src, b.client.jid, **send_kwargs)
+    return results["send"], results["recv"]
+
+
+async def test_oldmemo_both_directions_first_contact(server: ServerInfo, tmp_path: Path) -> None:
+    src = make_file(tmp_path, 100_000)
+    with trio.fail_after(60):
+        async with (
+            peer(server, "alice", "a", tmp_path / "alice") as a,
+            peer(server, "bob", "b", tmp_path / "bob") as b,
+        ):
+            await a.client.wait_available(b.client.jid)
+            await b.client.wait_available(a.client.jid)
+            sent, got = await transfer(a, b, src, tmp_path / "a2b.bin")
+            assert got.envelope == sent.envelope == OLDMEMO
+            assert got.cipher == sent.cipher == "urn:xmpp:ciphers:aes-128-gcm-nopadding"  # Dino's
+            assert (tmp_path / "a2b.bin").read_bytes() == src.read_bytes()
+            assert got.wire_bytes == 100_000 + 16
+            # bob answered alice's pre-key message with an empty OMEMO message; once alice has
+            # processed it her session is confirmed and her next key is a plain (non-prekey) one.
+            bob_device = (await b.omemo.own_device()).device_id
+            cipher = _cipher("urn:xmpp:ciphers:aes-128-gcm-nopadding")
+            while True:
+                envelope = await a.omemo.envelopes[0].encrypt(
+                    TransportSecret.generate(cipher), b.client.jid
+                )
+                (key,) = envelope.iterfind(f"{{{OLDMEMO}}}header/{{{OLDMEMO}}}key")
+                if key.get("prekey") is None:
+                    break
+                await trio.sleep(0.05)
+            assert key.get("rid") == str(bob_device)
+            # The Dino/Conversations key transport shape: header sid, key, 12-byte iv, no payload.
+            assert envelope.find(f"{{{OLDMEMO}}}payload") is None
+            header = envelope.find(f"{{{OLDMEMO}}}header")
+            assert header is not None
+            assert header.get("sid") == str((await a.omemo.own_device()).device_id)
+            assert len(base64.b64decode(header.findtext(f"{{{OLDMEMO}}}iv") or "")) == 12
+            opened = await b.omemo.envelopes[0].decrypt(envelope, a.client.jid, cipher)
+            assert opened.detail.startswith("OMEMO device")
+            # and back, on the sessions just built
+            sent, got = await transfer(b, a, src, tmp_path / "b2a.bin")
+            assert got.envelope == OLDMEMO
+            assert (tmp_path / "b2a.bin").read_bytes() == src.read_bytes()
+
+
+async def refused_transfer(a: Peer, b: Peer, src: Path, dest: Path) -> tuple[str, str]:
+    """A transfer both sides must end with a JETError; returns (sender's, receiver's) messages."""
+    errors: dict[str, str] = {}
+
+    async def receive() -> None:
+        offer = await b.ft.next_offer()
+        with pytest.raises(JETError) as exc:
+            await offer.accept(dest)
+        errors["recv"] = str(exc.value)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(receive)
+        with pytest.raises(JETError) as exc:
+            await a.ft.send_file(src, b.client.jid)
+        errors["send"] = str(exc.value)
+    assert not dest.exists()
+    return errors["send"], errors["recv"]
+
+
+async def both_available(a: Peer, b: Peer) -> None:
+    await a.client.wait_available(b.client.jid)
+    await b.client.wait_available(a.client.jid)
+
+
+async def test_twomemo_transfer(server: ServerInfo, tmp_path: Path) -> None:
+    src = make_file(tmp_path, 50_000)
+    with trio.fail_after(60):
+        async with (
+            peer(server, "alice", "a", tmp_path / "alice") as a,
+            peer(server, "bob", "b", tmp_path / "bob") as b,
+        ):
+            await both_available(a, b)
+            sent, got = await transfer(a, b, src, tmp_path / "a2b.bin", encrypt=TWOMEMO)
+            assert got.envelope == sent.envelope == TWOMEMO
+            assert (tmp_path / "a2b.bin").read_bytes() == src.read_bytes()
+            sent, got = await transfer(b, a, src, tmp_path / "b2a.bin", encrypt=TWOMEMO)
+            assert (tmp_path / "b2a.bin").read_bytes() == src.read_bytes()
+
+
+async def test_state_persists_and_warm_sessions_are_reused(
+    server: ServerInfo, tmp_path: Path
+) -> None:
+    src = make_file(tmp_path, 10_000)
+    with trio.fail_after(60):
+        async with peer(server, "bob", "b", tmp_path / "bob") as b:
+            async with peer(server, "alice", "a", tmp_path / "alice") as a:
+                await both_available(a, b)
+                first_id = (await a.omemo.own_device()).device_id
+                await transfer(a, b, src, tmp_path / "1.bin")
+            # alice comes back with the same data directory: same device, same sessions
+            async with peer(server, "alice", "a", tmp_path / "alice") as a:
+                await both_available(a, b)
+                assert (await a.omemo.own_device()).device_id == first_id
+                ids = [d.device_id for d in await a.omemo.devices(a.client.jid)]
+                assert ids == [first_id]  # not a second device of alice
+                await transfer(a, b, src, tmp_path / "2.bin")
+                await transfer(b, a, src, tmp_path / "3.bin")
+    for name in ("1.bin", "2.bin", "3.bin"):
+        assert (tmp_path / name).read_bytes() == src.read_bytes()
+    assert list((tmp_path / "alice" / "omemo").glob("*.sqlite3"))
+
+
+async def test_manual_trust_refuses_until_verified(server: ServerInfo, tmp_path: Path) -> None:
+    src = make_file(tmp_path, 10_000)
+    with trio.fail_after(60):
+        async with (
+            peer(server, "alice", "a", tmp_path / "alice", trust="manual") as a,
+            peer(server, "bob", "b", tmp_path / "bob", trust="manual") as b,
+        ):
+            await both_available(a, b)
+            bob_fp = (await b.omemo.own_device()).fingerprint
+            alice_fp = (await a.omemo.own_device()).fingerprint
+            # Sending: bob's device is undecided under manual trust -> refused, naming it.
+            with pytest.raises(SecurityError) as sending:
+                await a.ft.send_file(src, b.client.jid)
+            assert bob_fp in str(sending.value)
+            # alice verifies bob's device; bob has not verified alice's yet: he refuses.
+            (bob_dev,) = await a.omemo.devices(b.client.jid)
+            assert bob_dev.fingerprint == bob_fp and bob_dev.trust == "undecided"
+            await a.omemo.set_trust(b.client.jid, bob_fp, True)
+            sent, got = await refused_transfer(a, b, src, tmp_path / "refused.bin")
+            assert alice_fp in got and "not trusted" in got
+            assert "security-error" in sent
+            # bob verifies alice's device by id: the transfer goes through.
+            alice_dev = (await a.omemo.own_device()).device_id
+            await b.omemo.devices(a.client.jid)
+            await b.omemo.set_trust(a.client.jid, alice_dev, True)
+            await transfer(a, b, src, tmp_path / "ok.bin")
+            assert (tmp_path / "ok.bin").read_bytes() == src.read_bytes()
+
+
+async def test_btbv_distrusted_device_is_refused(server: ServerInfo, tmp_path: Path) -> None:
+    src = make_file(tmp_path, 10_000)
+    with trio.fail_after(60):
+        async with (
+            peer(server, "alice", "a", tmp_path / "alice") as a,
+            peer(server, "bob", "b", tmp_path / "bob") as b,
+        ):
+            await both_available(a, b)
+            assert b.omemo.trust_policy.value == "btbv"
+            await transfer(a, b, src, tmp_path / "ok.bin")  # blind trust
+            alice_fp = (await a.omemo.own_device()).fingerprint
+            await b.omemo.set_trust(a.client.jid, alice_fp, False)
+            sent, got = await refused_transfer(a, b, src, tmp_path / "refused.bin")
+            assert alice_fp in got and "untrusted" in got
+            assert alice_fp in sent  # the reason text reaches the sender
+
+
+def _cipher(urn: str) -> Cipher:
+    return PluginManager(entry_points=False).cipher(urn)
+
+
+async def test_tampered_key_is_refused(server: ServerInfo, tmp_path: Path) -> None:
+    cipher = _cipher("urn:xmpp:ciphers:aes-128-gcm-nopadding")
+    with trio.fail_after(60):
+        async with (
+            peer(server, "alice", "a", tmp_path / "alice") as a,
+            peer(server, "bob", "b", tmp_path / "bob") as b,
+        ):
+            await both_available(a, b)
+            secret = TransportSecret.generate(cipher)
+            envelope = await a.omemo.envelopes[0].encrypt(secret, b.client.jid)
+            key = envelope.find(f"{{{OLDMEMO}}}header/{{{OLDMEMO}}}key")
+            assert key is not None and key.text and key.get("prekey") == "true"
+            raw = bytearray(base64.b64decode(key.text))
+            raw[-12] ^= 0x01  # inside the encrypted key, under the MAC
+            key.text = base64.b64encode(bytes(raw)).decode()
+            with pytest.raises(EnvelopeError, match="cannot decrypt"):
+                await b.omemo.envelopes[0].decrypt(envelope, a.client.jid, cipher)
+            # The untouched envelope still opens (the failed attempt changed nothing).
+            envelope = await a.omemo.envelopes[0].encrypt(secret, b.client.jid)
+            opened = await b.omemo.envelopes[0].decrypt(envelope, a.client.jid, cipher)
+            assert opened.secret.key == secret.key and opened.secret.iv == secret.iv
+            assert opened.sender_identity == a.client.jid.bare
+
+
+async def test_key_from_another_jid_is_refused(server: ServerInfo, tmp_path: Path) -> None:
+    """carol's envelope for bob, replayed in a transfer from alice: not a device of alice."""
+    cipher = _cipher("urn:xmpp:ciphers:aes-128-gcm-nopadding")
+    with trio.fail_after(60):
+        async with (
+            peer(server, "alice", "a", tmp_path / "alice") as a,
+            peer(server, "bob", "b", tmp_path / "bob") as b,
+            peer(server, "carol", "c", tmp_path / "carol") as c,
+        ):
+            await both_available(a, b)
+            await both_available(c, b)
+            secret = TransportSecret.generate(cipher)
+            from_carol = await c.omemo.envelopes[0].encrypt(secret, b.client.jid)
+            with pytest.raises(EnvelopeError, match="not a device of alice@"):
+                await b.omemo.envelopes[0].decrypt(from_carol, a.client.jid, cipher)
+            # As carol's own, it opens, and is bound to carol.
+            opened = await b.omemo.envelopes[0].decrypt(from_carol, c.client.jid, cipher)
+            assert opened.sender_identity == c.client.jid.bare
+
+
+async def test_envelope_without_key_for_our_device(server: ServerInfo, tmp_path: Path) -> None:
+    """What Dino sends before any OMEMO exchange: an envelope with no key for the receiver."""
+    cipher = _cipher("urn:xmpp:ciphers:aes-128-gcm-nopadding")
+    with trio.fail_after(60):
+        async with (
+            peer(server, "alice", "a", tmp_path / "alice") as a,
+            peer(server, "bob", "b", tmp_path / "bob") as b,
+        ):
+            await both_available(a, b)
+            envelope = await a.omemo.envelopes[0].encrypt(
+                TransportSecret.generate(cipher), b.client.jid
+            )
+            # bob's second device appears after alice encrypted: nothing in it for that device.
+            async with peer(server, "bob", "b2", tmp_path / "bob2") as b2:
+                own = (await b2.omemo.own_device()).device_id
+                with pytest.raises(NoKeyForDevice, match=f"no key for this device \\(id {own}\\)"):
+                    await b2.omemo.envelopes[0].decrypt(envelope, a.client.jid, cipher)
+
+
+async def test_smack_form_with_payload_is_accepted(server: ServerInfo, tmp_path: Path) -> None:
+    """Smack/aTalk: a full OMEMO message whose payload is base64(key ‖ IV), AES-256-GCM."""
+    cipher = _cipher("urn:xmpp:ciphers:aes-256-gcm-nopadding")
+    with trio.fail_after(60):
+        async with (
+            peer(server, "alice", "a", tmp_path / "alice") as a,
+            peer(server, "bob", "b", tmp_path / "bob") as b,
+        ):
+            await both_available(a, b)
+            secret = TransportSecret.generate(cipher)
+            text = base64.b64encode(secret.to_bytes())
+            await a.omemo.refresh_devices(b.client.jid)
+            messages, _ = await a.omemo.manager.encrypt(
+                frozenset({str(b.client.jid.bare)}),
+                {OLDMEMO: text, TWOMEMO: text},
+                backend_priority_order=[OLDMEMO],
+            )
+            (message,) = messages
+            element = et_to_lxml(oldmemo.etree.serialize_message(message))
+            assert element.find(f"{{{OLDMEMO}}}payload") is not None
+            opened = await b.omemo.envelopes[0].decrypt(element, a.client.jid, cipher)
+            assert opened.secret.to_bytes() == secret.to_bytes()
+
+
+async def test_rotation_runs_in_trio_and_shutdown_is_clean(
+    server: ServerInfo, tmp_path: Path
+) -> None:
+    s = server
+    with trio.fail_after(60):
+        async with open_client(
+            f"{s.jid('alice')}/a", s.accounts["alice"], host=s.host, port=s.port, ca_file=s.ca_file
+        ) as client:
+            omemo = await OmemoSession.start(
+                client, tmp_path / "alice", namespaces=[OLDMEMO], rotation_period=1.0
+            )
+            device = (await omemo.own_device()).device_id
+            node = f"{OLDMEMO}.bundles:{device}"
+
+            async def published_spk_id() -> str:
+                (item,) = await client.get_items(client.jid.bare, node)
+                assert item.payload is not None
+                spk = item.payload.find(f"{{{OLDMEMO}}}signedPreKeyPublic")
+                assert spk is not None
+                return spk.get("signedPreKeyId", "")
+
+            before = await published_spk_id()
+            assert omemo.rotation_running
+            await omemo.wait_rotation()
+            await omemo.wait_rotation()
+            assert omemo.rotations >= 2
+            assert await published_spk_id() != before
+            await omemo.aclose()
+            assert not omemo.rotation_running
+            rotations = omemo.rotations
+            await trio.sleep(2.5)
+            assert omemo.rotations == rotations  # stopped
+            assert await client.ping() >= 0  # the client lives on
+            await omemo.aclose()  # idempotent
+
+
+async def test_device_list_followed_through_pep(server: ServerInfo, tmp_path: Path) -> None:
+    """bob's new device reaches alice by PEP notification (no fetch), and gets the next key."""
+    cipher = _cipher("urn:xmpp:ciphers:aes-128-gcm-nopadding")
+    with trio.fail_after(60):
+        async with (
+            peer(server, "alice", "a", tmp_path / "alice") as a,
+            peer(server, "bob", "b", tmp_path / "bob") as b,
+        ):
+            await both_available(a, b)
+            assert len(await a.omemo.devices(b.client.jid)) == 1
+            async with peer(server, "bob", "b2", tmp_path / "bob2") as b2:
+                new_id = (await b2.omemo.own_device()).device_id
+                for _ in range(200):  # PEP pushes the new list; no fetch here (refresh=False)
+                    listed = await a.omemo.devices(b.client.jid, refresh=False)
+                    if new_id in [d.device_id for d in listed]:
+                        break
+                    await trio.sleep(0.05)
+                else:
+                    pytest.fail("bob's new device never reached alice through PEP")
+                envelope = await a.omemo.envelopes[0].encrypt(
+                    TransportSecret.generate(cipher), b.client.jid
+                )
+                rids = {k.get("rid") for k in envelope.iter(f"{{{OLDMEMO}}}key")}
+                assert rids == {str(new_id), str((await b.omemo.own_device()).device_id)}
+                await b2.omemo.envelopes[0].decrypt(envelope, a.client.jid, cipher)
+
+
+async def test_concurrent_first_contact_transfers(server: ServerInfo, tmp_path: Path) -> None:
+    """Two offers to a new contact at once: one session is built, both transfers succeed."""
+    srcs = [make_file(tmp_path, 20_000, f"f{i}.bin") for i in range(2)]
+    with trio.fail_after(60):
+        async with (
+            peer(server, "alice", "a", tmp_path / "alice") as a,
+            peer(server, "bob", "b", tmp_path / "bob") as b,
+        ):
+            await both_available(a, b)
+            received: list[Path] = []
+
+            async def receive_two() -> None:
+                async with trio.open_nursery() as n:
+                    for _ in range(2):
+                        offer = await b.ft.next_offer()
+                        dest = tmp_path / f"got-{offer.name}"
+                        received.append(dest)
+                        n.start_soon(offer.accept, dest)
+
+            async with trio.open_nursery() as n:
+                n.start_soon(receive_two)
+                for src in srcs:
+                    n.start_soon(a.ft.send_file, src, b.client.jid)
+            assert sorted(p.name for p in received) == ["got-f0.bin", "got-f1.bin"]
+            for src in srcs:
+                assert (tmp_path / f"got-{src.name}").read_bytes() == src.read_bytes()
+
+
+async def test_bundle_published_under_another_item_id(server: ServerInfo, tmp_path: Path) -> None:
+    """Dino 0.4 publishes its legacy bundle as item '1', not 'current': still found."""
+    src = make_file(tmp_path, 10_000)
+    with trio.fail_after(60):
+        async with (
+            peer(server, "alice", "a", tmp_path / "alice") as a,
+            peer(server, "bob", "b", tmp_path / "bob") as b,
+        ):
+            await both_available(a, b)
+            node = f"{OLDMEMO}.bundles:{(await b.omemo.own_device()).device_id}"
+            (item,) = await b.client.get_items(b.client.jid.bare, node)
+            assert item.id == "current" and item.payload is not None
+            await b.client.publish(
+                node, item.payload, item_id="1", options={"pubsub#access_model": "open"}
+            )
+            assert [i.id for i in await a.client.get_items(b.client.jid.bare, node)] == ["1"]
+            sent, _ = await transfer(a, b, src, tmp_path / "got.bin")
+            assert sent.envelope == OLDMEMO
+            assert (tmp_path / "got.bin").read_bytes() == src.read_bytes()
+
+
+async def test_used_pre_key_is_replaced_in_the_published_bundle(
+    server: ServerInfo, tmp_path: Path
+) -> None:
+    cipher = _cipher("urn:xmpp:ciphers:aes-128-gcm-nopadding")
+    with trio.fail_after(60):
+        async with (
+            peer(server, "alice", "a", tmp_path / "alice") as a,
+            peer(server, "bob", "b", tmp_path / "bob") as b,
+        ):
+            await both_available(a, b)
+            node = f"{OLDMEMO}.bundles:{(await b.omemo.own_device()).device_id}"
+
+            async def published_pre_keys() -> set[str]:
+                (item,) = await a.client.get_items(b.client.jid.bare, node)
+                assert item.payload is not None
+                return {
+                    pk.get("preKeyId", "") for pk in item.payload.iter(f"{{{OLDMEMO}}}preKeyPublic")
+                }
+
+            before = await published_pre_keys()
+            assert len(before) == 100
+            envelope = await a.omemo.envelopes[0].encrypt(
+                TransportSecret.generate(cipher), b.client.jid
+            )
+            (key,) = envelope.iter(f"{{{OLDMEMO}}}key")
+            kex, _ = oldmemo.oldmemo.KeyExchangeImpl.parse(base64.b64decode(key.text or ""), False)
+            used = str(kex.pre_key_id)
+            assert used in before
+            await b.omemo.envelopes[0].decrypt(envelope, a.client.jid, cipher)
+            after = await published_pre_keys()
+            assert used not in after and len(after) == 100  # replaced and refilled
