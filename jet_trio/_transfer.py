@@ -545,6 +545,9 @@ class FileTransfer:
             with contextlib.suppress(JetError):
                 if (await self.client.features_of(full)).has(_ns.JINGLE_FT):
                     return full
+                # The caps we saw may predate the peer enabling file transfer: ask afresh.
+                if (await self.client.disco(full)).has(_ns.JINGLE_FT):
+                    return full
         raise TransferError(
             f"{jid} has no available resource that supports Jingle file transfer", "gone"
         )
@@ -1341,17 +1344,29 @@ class _HashingReceiveStream(trio.abc.ReceiveStream):
 @contextlib.contextmanager
 def _typed_errors(peer: JID) -> Iterator[None]:
     """Data-phase errors as the API's exceptions: a failed JET check (bad tag, truncated or
-    overlong stream) becomes JETError, a broken transport TransportFailed."""
+    overlong stream) becomes JETError, a broken transport TransportFailed. When several tasks
+    failed at once, the security failure wins, then a transfer error, then the broken transport.
+    """
     try:
         yield
-    except TransferError:
+    except BaseException as exc:
+        leaves = [e for e in _leaves(exc) if not isinstance(e, trio.Cancelled)]
+        security = [
+            e for e in leaves if isinstance(e, SecurityError) and not isinstance(e, TransferError)
+        ]
+        if security:
+            raise JETError(f"encrypted transfer with {peer} refused: {security[0]}") from exc
+        transfer = [e for e in leaves if isinstance(e, TransferError)]
+        if transfer and transfer[0] is not exc:
+            raise transfer[0] from exc
+        broken = [
+            e for e in leaves if isinstance(e, (trio.BrokenResourceError, trio.ClosedResourceError))
+        ]
+        if not transfer and broken:
+            raise TransportFailed(
+                f"the transport to {peer} broke: {broken[0]}", "connectivity-error"
+            ) from exc
         raise
-    except SecurityError as exc:
-        raise JETError(f"encrypted transfer with {peer} refused: {exc}") from exc
-    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        raise TransportFailed(
-            f"the transport to {peer} broke: {exc}", "connectivity-error"
-        ) from exc
 
 
 def _hash_prefix(part: Path, length: int, algos: tuple[str, ...]) -> Hasher:

@@ -443,6 +443,10 @@ class OpenPGPEnvelope(EnvelopeMethod):
     def __init__(self, service: OpenPGP) -> None:
         self.service = service
 
+    async def start(self) -> None:
+        """Publish our key before support is advertised (called by open_file_transfer)."""
+        await self.service.start()
+
     async def encrypt(self, secret: TransportSecret, peer: JID) -> etree._Element:
         return await self.service.seal(secret, peer)
 

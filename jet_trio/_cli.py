@@ -1,0 +1,412 @@
+"""The ``jet-trio`` command line: option parsing and the run/exit-code shell of every command.
+
+The commands' work lives in ``_cli_demo``, ``_cli_transfer`` and ``_cli_plugins``; what they
+print in ``_cli_output``; exit codes in ``_cli_errors``.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from functools import wraps
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+import click
+import trio
+
+from . import __version__
+from ._cli_account import AccountOptions
+from ._cli_errors import CLIError, ExitCode, Failure, classify
+from ._cli_output import Output, setup_logging
+
+__all__ = ["cli", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+TRANSPORTS = ("auto", "s5b", "ibb")
+
+
+def _run(out: Output, fn: Callable[[], Awaitable[int]]) -> int:
+    """Run ``fn`` under trio; turn any exception into its exit code (and one error line)."""
+    try:
+        return int(trio.run(fn))
+    except BaseException as exc:  # every failure becomes an exit code
+        if isinstance(exc, SystemExit):
+            raise
+        failure = classify(exc)
+        if out.debug:
+            traceback.print_exception(exc)
+        out.failure(failure)
+        return int(failure.code)
+
+
+def _refuse_password(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        raise CLIError(
+            ExitCode.USAGE,
+            "usage",
+            "a password is not accepted on the command line (other users can read it with ps, "
+            "and it stays in the shell history)",
+            "Use --password-file FILE, the JET_TRIO_PASSWORD environment variable, or the prompt.",
+        )
+
+
+def output_options(fn: F) -> F:
+    fn = click.option(
+        "--debug", is_flag=True, help="Log the protocol on standard error; tracebacks on errors."
+    )(fn)
+    fn = click.option(
+        "--json",
+        "json_mode",
+        is_flag=True,
+        help="Print one JSON object per line (per transfer, per error) on standard output.",
+    )(fn)
+    return fn
+
+
+def account_options(fn: F) -> F:
+    options = [
+        click.option(
+            "--account",
+            "-a",
+            envvar="JET_TRIO_ACCOUNT",
+            metavar="JID",
+            help="Your XMPP address (or set JET_TRIO_ACCOUNT).",
+        ),
+        click.option(
+            "--password-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            envvar="JET_TRIO_PASSWORD_FILE",
+            help="Read the password from the first line of this file. Otherwise it comes from "
+            "JET_TRIO_PASSWORD or a prompt; never from an argument.",
+        ),
+        click.option(
+            "--password",
+            hidden=True,
+            expose_value=False,
+            is_eager=True,
+            callback=_refuse_password,
+        ),
+        click.option(
+            "--server",
+            envvar="JET_TRIO_SERVER",
+            metavar="HOST[:PORT]",
+            help="Connect here instead of looking up the domain's SRV records.",
+        ),
+        click.option(
+            "--ca-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            envvar="JET_TRIO_CA_FILE",
+            help="Trust the server certificates issued by this CA (PEM) instead of the system's.",
+        ),
+        click.option(
+            "--direct-tls", is_flag=True, help="TLS from the first byte (XEP-0368), no STARTTLS."
+        ),
+        click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            envvar="JET_TRIO_DATA_DIR",
+            help="Where plugins keep their keys and state (default: $XDG_DATA_HOME/jet-trio, "
+            "one subdirectory per account).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _account(kw: dict[str, Any]) -> AccountOptions:
+    return AccountOptions(
+        account=kw.pop("account"),
+        password_file=kw.pop("password_file"),
+        server=kw.pop("server"),
+        ca_file=kw.pop("ca_file"),
+        direct_tls=kw.pop("direct_tls"),
+        data_dir=kw.pop("data_dir"),
+    )
+
+
+def command(fn: Callable[..., Callable[[Output], Awaitable[int]]]) -> Callable[..., int]:
+    """Wrap a command body returning ``async fn(out) -> exit code`` into the run shell."""
+
+    @wraps(fn)
+    def wrapper(*, json_mode: bool, debug: bool, **kw: Any) -> int:
+        setup_logging(debug)
+        out = Output(json_mode=json_mode, debug=debug)
+        try:
+            body = fn(**kw)
+        except CLIError as exc:
+            out.failure(exc.failure)
+            return int(exc.failure.code)
+        return _run(out, lambda: body(out))
+
+    return wrapper
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, prog_name="jet-trio")
+def cli() -> None:
+    """End-to-end encrypted file transfer over XMPP (XEP-0391 Jingle Encrypted Transports).
+
+    Start with `jet-trio demo`. Exit codes: 0 ok, 1 internal error, 2 usage, 3 connection,
+    4 TLS certificate, 5 login, 6 peer declined/cancelled/offline, 7 transport, 8 encryption,
+    9 integrity, 10 local file, 11 timeout, 12 other transfer failure, 130 interrupted.
+    """
+
+
+@cli.command()
+@click.option(
+    "--size",
+    type=click.IntRange(min=0),
+    default=8 * 1024 * 1024,
+    show_default=True,
+    metavar="BYTES",
+    help="Size of the generated random file.",
+)
+@click.option(
+    "--file",
+    type=click.Path(exists=False, dir_okay=False, path_type=Path),
+    help="Send this file instead of a generated one.",
+)
+@click.option(
+    "--envelope",
+    metavar="NAME",
+    help="omemo, openpgp, stub, a namespace, or none. Default: omemo if installed, else the "
+    "insecure stub (with a warning).",
+)
+@click.option("--transport", type=click.Choice(TRANSPORTS), default="auto", show_default=True)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the received file here (default: a temporary directory, deleted afterwards).",
+)
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds.")
+@output_options
+@command
+def demo(
+    size: int,
+    file: Path | None,
+    envelope: str | None,
+    transport: Literal["auto", "s5b", "ibb"],
+    output_dir: Path | None,
+    timeout: float,
+) -> Callable[[Output], Awaitable[int]]:
+    """Send a file between two accounts of an in-process server on this machine.
+
+    Starts an XMPP server with TLS and a SOCKS5 proxy on 127.0.0.1, logs in alice and bob, and
+    sends a file from alice to bob with JET; shows progress and a summary.
+    """
+    from ._cli_demo import DemoOptions, run_demo
+
+    opts = DemoOptions(size, file, envelope, transport, output_dir, timeout)
+    return lambda out: run_demo(out, opts)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--to", required=True, metavar="JID", help="The recipient (bare or full JID).")
+@click.option(
+    "--envelope",
+    metavar="NAME",
+    help="omemo, openpgp, stub (testing only), a namespace, or none (NOT encrypted). "
+    "Default: omemo if installed, else another installed method.",
+)
+@click.option("--cipher", metavar="URN", help="The JET cipher (default: AES-256-GCM).")
+@click.option("--transport", type=click.Choice(TRANSPORTS), default="auto", show_default=True)
+@click.option(
+    "--wait",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the recipient to be online.",
+)
+@click.option(
+    "--direct-host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="ADDR|none",
+    help="Address offered for direct SOCKS5 connections (none: only the server's proxy).",
+)
+@account_options
+@output_options
+@command
+def send(**kw: Any) -> Callable[[Output], Awaitable[int]]:
+    """Send FILE to another XMPP account, end-to-end encrypted."""
+    from ._cli_transfer import SendOptions, run_send
+
+    account = _account(kw)
+    opts = SendOptions(
+        file=kw["file"],
+        to=kw["to"],
+        envelope=kw["envelope"],
+        cipher=kw["cipher"],
+        transport=kw["transport"],
+        wait=kw["wait"],
+        direct_host=kw["direct_host"],
+    )
+    return lambda out: run_send(out, account, opts)
+
+
+@cli.command()
+@click.option(
+    "--output-dir",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Store received files here (an existing directory).",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Exit after this many offers were handled (0: never).",
+)
+@click.option("--from", "sender", metavar="JID", help="Refuse offers from anyone else.")
+@click.option(
+    "--max-size", type=click.IntRange(min=0), metavar="BYTES", help="Refuse larger files."
+)
+@click.option(
+    "--accept-unencrypted", is_flag=True, help="Also accept files sent without encryption."
+)
+@click.option(
+    "--accept-stub", is_flag=True, help="Accept the insecure stub envelope (testing only)."
+)
+@click.option("--overwrite", is_flag=True, help="Replace existing files of the same name.")
+@click.option("--timeout", type=float, help="Give up after this many seconds.")
+@click.option(
+    "--direct-host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="ADDR|none",
+    help="Address offered for direct SOCKS5 connections (none: only the server's proxy).",
+)
+@account_options
+@output_options
+@command
+def receive(**kw: Any) -> Callable[[Output], Awaitable[int]]:
+    """Wait for files and store them in --output-dir (verified before they get their name)."""
+    from ._cli_transfer import ReceiveOptions, run_receive
+
+    account = _account(kw)
+    opts = ReceiveOptions(
+        output_dir=kw["output_dir"],
+        count=kw["count"],
+        sender=kw["sender"],
+        max_size=kw["max_size"],
+        accept_unencrypted=kw["accept_unencrypted"],
+        accept_stub=kw["accept_stub"],
+        overwrite=kw["overwrite"],
+        timeout=kw["timeout"],
+        direct_host=kw["direct_host"],
+    )
+    return lambda out: run_receive(out, account, opts)
+
+
+@cli.command()
+@account_options
+@output_options
+@command
+def plugins(**kw: Any) -> Callable[[Output], Awaitable[int]]:
+    """List the installed envelope methods and ciphers, their disco features and load errors.
+
+    With --account, logs in first (as send does): envelope methods that need a connection,
+    such as OpenPGP, are only loaded then.
+    """
+    from ._cli_account import connect
+    from ._cli_plugins import describe_plugins, make_plugins
+    from ._cli_sessions import envelope_sessions
+
+    opts = _account(kw)
+
+    async def body(out: Output) -> int:
+        if opts.account:
+            jid = opts.jid()
+            data_dir = opts.account_data_dir(jid)
+            async with connect(opts, jid) as client, envelope_sessions(out, client, data_dir):
+                manager = make_plugins(
+                    account=client.jid, client=client, data_dir=data_dir, allow_stub=True
+                )
+        else:
+            manager = make_plugins(account=None, client=None, data_dir=None, allow_stub=True)
+        info = describe_plugins(manager)
+        info["logged_in"] = bool(opts.account)
+        if out.json_mode:
+            out.emit({"status": "ok", **info})
+        else:
+            _print_plugins(out, info)
+        return ExitCode.OK
+
+    return body
+
+
+def _print_plugins(out: Output, info: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    out.say("[bold]Envelope methods[/] (--envelope NAME)")
+    for env in info["envelopes"]:
+        note = "  [yellow](INSECURE, testing only)[/]" if env["testing_only"] else ""
+        out.say(f"  {env['name']:<8} {escape(env['namespace'])}{note}")
+        out.say(f"           features: {escape(', '.join(env['features']))}")
+        out.say(f"           from {escape(env['provider'])}")
+    if not [e for e in info["envelopes"] if not e["testing_only"]]:
+        out.say(
+            "  [yellow]no real end-to-end encryption method is installed[/] "
+            "(install jet-trio-omemo)"
+        )
+    out.say("[bold]Ciphers[/] (--cipher URN)")
+    for c in info["ciphers"]:
+        aliases = f" (also {', '.join(c['aliases'])})" if c["aliases"] else ""
+        out.say(
+            f"  {escape(c['urn'])}{escape(aliases)}: key {c['key_size']} B, "
+            f"IV {c['iv_size']} B, tag {c['tag_size']} B"
+        )
+    out.say("[bold]Disco features advertised[/]")
+    for feature in info["disco_features"]:
+        out.say(f"  {escape(feature)}")
+    out.say("[bold]Plugins loaded[/]: " + escape(", ".join(info["plugins"])))
+    if info["load_errors"]:
+        out.say("[bold red]Plugins skipped[/]")
+        for err in info["load_errors"]:
+            dist = f" (from {err['distribution']})" if err["distribution"] else ""
+            out.say(f"  {escape(err['plugin'] + dist)}: {escape(err['reason'])}")
+    else:
+        out.say("[bold]Plugins skipped[/]: none")
+    if not info["logged_in"]:
+        out.say(
+            "[dim]Not logged in: envelope methods that need a connection (OMEMO, OpenPGP) are not "
+            "listed; pass --account to see them.[/]"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console script: parse, run, exit with the command's code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    json_mode = "--json" in args
+    try:
+        code = cli.main(args, prog_name="jet-trio", standalone_mode=False)
+    except CLIError as exc:
+        _usage_failure(exc.failure, json_mode)
+        code = exc.failure.code
+    except click.exceptions.Abort:
+        code = ExitCode.INTERRUPTED
+    except click.ClickException as exc:
+        if json_mode:
+            _usage_failure(
+                Failure(ExitCode.USAGE, "usage", exc.format_message(), "See jet-trio --help."),
+                json_mode,
+            )
+        else:
+            exc.show()
+        code = exc.exit_code
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    sys.exit(int(cast(int, code or 0)))
+
+
+def _usage_failure(failure: Failure, json_mode: bool) -> None:
+    out = Output(json_mode=json_mode, debug=False)
+    out.failure(failure)

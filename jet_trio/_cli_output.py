@@ -1,0 +1,197 @@
+"""What the command-line tool prints: human text and progress bars, or JSON lines.
+
+* Standard output carries the results: with ``--json`` one JSON object per line (per finished
+  transfer, per failure), otherwise short human-readable text.
+* Progress bars appear only when standard output is a terminal and ``--json`` is off.
+* Errors and warnings go to standard error, one line each (and as JSON objects on standard
+  output with ``--json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from ._cli_errors import Failure
+from ._transfer_types import ProgressCallback, TransferResult
+
+__all__ = ["Output", "result_json", "setup_logging"]
+
+
+def setup_logging(debug: bool) -> None:
+    """Library log records on standard error: warnings, or everything with ``--debug``.
+
+    The stub envelope's and the plugin loader's own records are left to the tool, which
+    reports them once in its own words (unless ``--debug``).
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = "jet-trio: %(levelname)s: %(name)s: %(message)s" if debug else "jet-trio: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger("jet_trio")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    for name in ("jet_trio.stub_envelope", "jet_trio.plugins"):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.CRITICAL)
+    # Other libraries (those of plugins): only their errors, or everything with --debug.
+    other = logging.StreamHandler(sys.stderr)
+    other.setFormatter(logging.Formatter("jet-trio: %(levelname)s: %(name)s: %(message)s"))
+    logging.root.handlers[:] = [other]
+    logging.root.setLevel(logging.DEBUG if debug else logging.ERROR)
+
+
+def _speed(size: int, seconds: float) -> float:
+    return size / seconds if seconds > 0 else 0.0
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def result_json(result: TransferResult, **extra: object) -> dict[str, object]:
+    """The ``--json`` object of a finished transfer."""
+    out: dict[str, object] = {
+        "status": "ok",
+        "direction": result.direction,
+        "peer": str(result.peer),
+        "name": result.name,
+        "size": result.size,
+        "sha256": result.sha256,
+        "envelope": result.envelope,
+        "cipher": result.cipher,
+        "transport": result.transport,
+        "seconds": round(result.seconds, 6),
+        "bytes_per_second": round(_speed(result.size, result.seconds)),
+        "wire_bytes": result.wire_bytes,
+        "hash_verified": result.hash_verified,
+        "path": str(result.path),
+    }
+    out.update(extra)
+    return out
+
+
+class Output:
+    """The tool's voice for one command run."""
+
+    def __init__(self, *, json_mode: bool, debug: bool) -> None:
+        self.json_mode = json_mode
+        self.debug = debug
+        self.out = Console(highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.interactive = not json_mode and sys.stdout.isatty()
+
+    # -- results -----------------------------------------------------------------------------
+
+    def emit(self, obj: dict[str, Any]) -> None:
+        """Write one JSON object as a line on standard output (``--json`` only)."""
+        if self.json_mode:
+            sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+
+    def say(self, text: str) -> None:
+        """Human-readable text on standard output (nothing with ``--json``). Rich markup."""
+        if not self.json_mode:
+            self.out.print(text)
+
+    def note(self, text: str) -> None:
+        """A progress note: on standard error, so standard output stays parseable."""
+        if not self.json_mode:
+            self.err.print(text, style="dim")
+
+    def warn(self, text: str) -> None:
+        """A warning line on standard error (also with ``--json``)."""
+        self.err.print(f"jet-trio: warning: {escape(text)}", style="yellow")
+
+    def failure(self, failure: Failure) -> None:
+        """Report a failure: one line on standard error, and a JSON object with ``--json``."""
+        self.err.print(f"jet-trio: error: {escape(failure.line())}", style="bold red")
+        self.emit(failure.as_json())
+
+    def transfer(self, result: TransferResult, **extra: object) -> None:
+        """Report one finished transfer."""
+        if self.json_mode:
+            self.emit(result_json(result, **extra))
+            return
+        verb = "sent" if result.direction == "send" else "received"
+        where = "to" if result.direction == "send" else "from"
+        how = (
+            f"encrypted ({_short_envelope(result.envelope)}, {_short_cipher(result.cipher)})"
+            if result.envelope
+            else "NOT encrypted"
+        )
+        self.say(
+            f"[green]{verb}[/] {escape(result.name)} ({human_size(result.size)}) {where} "
+            f"{escape(str(result.peer))}: {how}, {result.transport}, {result.seconds:.2f} s, "
+            f"{human_size(_speed(result.size, result.seconds))}/s, "
+            + ("hash verified" if result.hash_verified else "[yellow]hash NOT verified[/]")
+        )
+        if result.direction == "receive":
+            self.say(f"  saved as {escape(str(result.path))}")
+        self.say(f"  sha-256 {result.sha256}")
+
+    # -- progress ----------------------------------------------------------------------------
+
+    @contextmanager
+    def progress(self) -> Iterator[ProgressBars]:
+        """Progress bars for the duration of the block (no-ops when not on a terminal)."""
+        if not self.interactive:
+            yield ProgressBars(None)
+            return
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=self.out, transient=False) as bars:
+            yield ProgressBars(bars)
+
+
+class ProgressBars:
+    """Makes ``progress(done, total)`` callbacks that drive one bar each."""
+
+    def __init__(self, bars: Progress | None) -> None:
+        self._bars = bars
+
+    def bar(self, description: str, total: int) -> ProgressCallback | None:
+        bars = self._bars
+        if bars is None:
+            return None
+        task = bars.add_task(escape(description), total=total or None)
+
+        def update(done: int, total: int) -> None:
+            bars.update(task, completed=done, total=total or None)
+
+        return update
+
+
+def _short_envelope(namespace: str | None) -> str:
+    from ._cli_plugins import short_envelope_name
+
+    return short_envelope_name(namespace) if namespace else "none"
+
+
+def _short_cipher(urn: str | None) -> str:
+    if urn is None:
+        return "none"
+    return urn.rsplit(":", 1)[-1] if not urn.endswith(":0") else urn.rsplit(":", 2)[-2]

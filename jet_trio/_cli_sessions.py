@@ -1,0 +1,47 @@
+"""Sessions that envelope plugins need around the whole connection.
+
+``EnvelopeMethod.start()`` (awaited by :func:`~jet_trio.open_file_transfer`) covers one-off
+set-up such as publishing keys. ``jet-trio-omemo`` needs more: an OMEMO session that runs for the
+whole connection and must exist before the plugin manager is made (its hook offers the running
+session's envelope methods). The command-line tool opens it here when the plugin is installed,
+imported by name so that it is not a dependency.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ._cli_output import Output
+from ._client import Client
+
+__all__ = ["envelope_sessions"]
+
+
+def _optional(module: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+@asynccontextmanager
+async def envelope_sessions(
+    out: Output, client: Client, data_dir: Path | None
+) -> AsyncIterator[None]:
+    """Run the sessions of installed envelope plugins while the block runs (before plugins load).
+
+    A plugin that fails to start is reported as a warning and left out; the others go on.
+    """
+    async with AsyncExitStack() as stack:
+        omemo: Any = _optional("jet_trio_omemo")
+        if omemo is not None and data_dir is not None and hasattr(omemo, "open_omemo"):
+            try:
+                await stack.enter_async_context(omemo.open_omemo(client, data_dir))
+            except Exception as exc:  # a broken plugin must not stop the others
+                out.warn(f"OMEMO could not start for {client.jid.bare}, it is not used: {exc}")
+        yield

@@ -1,0 +1,148 @@
+"""The examples of the documentation (docs/examples) run and do what the guides say."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import py_compile
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import trio
+
+import jet_trio
+from jet_trio.plugin import PluginConfig, PluginManager
+
+from .conftest import LocalServer
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"docs_example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_local_transfer_runs() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "local_transfer.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "hash verified: True" in proc.stdout
+    assert "alice sent 100000 bytes" in proc.stdout
+
+
+@pytest.mark.parametrize("name", ["send_file", "receive_files"])
+def test_examples_compile(name: str) -> None:
+    py_compile.compile(str(EXAMPLES / f"{name}.py"), doraise=True)
+
+
+async def test_psk_envelope_plugin(local_server: LocalServer, tmp_path: Path) -> None:
+    psk = load("psk_envelope")
+    key = os.urandom(32).hex()
+    src = tmp_path / "secret.txt"
+    src.write_bytes(b"attack at dawn\n" * 1000)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    server = local_server.server
+    login = {"host": server.host, "port": server.port, "ca_file": str(local_server.ca_file)}
+
+    def manager(me: jet_trio.JID, peer: str, peer_key: str) -> PluginManager:
+        config = PluginConfig(account=me, options={psk.NAME: {peer: peer_key}})
+        return PluginManager(config, plugins=[psk])
+
+    async with (
+        jet_trio.open_client("alice@localhost/a", "alice-pw", **login) as alice,  # type: ignore[arg-type]
+        jet_trio.open_client("bob@localhost/b", "bob-pw", **login) as bob,  # type: ignore[arg-type]
+        jet_trio.open_client("carol@localhost/c", "carol-pw", **login) as carol,  # type: ignore[arg-type]
+        jet_trio.open_file_transfer(
+            alice, plugins=manager(alice.jid, "bob@localhost", key)
+        ) as alice_ft,
+        jet_trio.open_file_transfer(
+            bob, plugins=manager(bob.jid, "alice@localhost", key)
+        ) as bob_ft,
+        jet_trio.open_file_transfer(
+            carol, plugins=manager(carol.jid, "bob@localhost", os.urandom(32).hex())
+        ) as carol_ft,
+    ):
+        assert psk.NS in [e.namespace for e in alice_ft.plugins.envelopes]
+        with trio.fail_after(10):
+            await alice.wait_available(bob.jid)
+            await carol.wait_available(bob.jid)
+
+        async def receive(expect_ok: bool) -> None:
+            offer = await bob_ft.next_offer()
+            if expect_ok:
+                result = await offer.accept(inbox, overwrite=True)
+                assert result.envelope == psk.NS
+            else:
+                with pytest.raises(jet_trio.JETError):
+                    await offer.accept(inbox, overwrite=True)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive, True)
+            await alice_ft.send_file(src, bob.jid, encrypt="auto")
+        assert (inbox / src.name).read_bytes() == src.read_bytes()
+
+        # bob shares no key with carol: her envelope is refused and nothing is kept.
+        (inbox / src.name).unlink()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive, False)
+            with pytest.raises(jet_trio.TransferError):
+                await carol_ft.send_file(src, bob.jid, encrypt=psk.NS)
+        assert not (inbox / src.name).exists()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("jet_trio_omemo") is None, reason="jet-trio-omemo is not installed"
+)
+async def test_send_and_receive_examples(local_server: LocalServer, tmp_path: Path) -> None:
+    """send_file.py and receive_files.py transfer a file with OMEMO (the library guide)."""
+    src = tmp_path / "report.txt"
+    src.write_bytes(os.urandom(50_000))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    data = {"JET_TRIO_DATA_DIR": str(tmp_path / "data")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("JET_TRIO_")}
+    receiver = await trio.lowlevel.open_process(
+        [sys.executable, str(EXAMPLES / "receive_files.py"), str(inbox), "1"],
+        env=base | local_server.env("bob") | data,
+        stdout=subprocess.PIPE,
+    )
+    assert receiver.stdout is not None
+    seen = b""
+    try:
+        with trio.fail_after(90):
+            while b"waiting for files" not in seen:
+                chunk = await receiver.stdout.receive_some()
+                assert chunk, "receive_files.py ended before it was ready"
+                seen += chunk
+            sender = await trio.run_process(
+                [sys.executable, str(EXAMPLES / "send_file.py"), str(src), "bob@localhost"],
+                env=base | local_server.env("alice") | data,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+            assert sender.returncode == 0, sender.stderr.decode()
+            assert b"eu.siacs.conversations.axolotl" in sender.stdout
+            while chunk := await receiver.stdout.receive_some():
+                seen += chunk
+            assert await receiver.wait() == 0
+    finally:
+        with trio.CancelScope(shield=True):
+            receiver.kill()
+            await receiver.wait()
+            await receiver.stdout.aclose()
+    assert b"received" in seen
+    assert (inbox / src.name).read_bytes() == src.read_bytes()
