@@ -161,6 +161,7 @@ class _Session:
     checksum_seen: trio.Event = field(default_factory=trio.Event)
     peer_terminated: Reason | None = None
     terminated: JingleMessage | None = None
+    listening: list[str] = field(default_factory=list)  # our direct candidates' DST.ADDRs
 
     @property
     def peer(self) -> JID:
@@ -523,6 +524,10 @@ class FileTransfer:
         inbox = self._inboxes.pop((session.peer, session.jingle.sid), None)
         if inbox is not None:
             inbox.close()
+        if self._listener is not None:
+            for dst in session.listening:
+                self._listener.forget(dst)
+        session.listening.clear()
 
     async def incoming(self) -> AsyncIterator[IncomingOffer]:
         """Offers as they arrive: ``async for offer in ft.incoming(): ...``."""
@@ -590,12 +595,13 @@ class FileTransfer:
             self._proxies = found
         return self._proxies
 
-    async def _our_s5b(self, sid: str, role: Role, peer: JID) -> S5BTransport:
+    async def _our_s5b(self, session: _Session, sid: str) -> S5BTransport:
         me = self.client.jid
-        dst = dstaddr(sid, me, peer)
+        dst = dstaddr(sid, me, session.peer)
         candidates: list[Candidate] = []
         if self._listener is not None and self._direct_host is not None:
             self._listener.expect(dst)
+            session.listening.append(dst)  # forgotten (unused connections closed) at the end
             candidates.append(Candidate(new_sid(), self._direct_host, self._listener.port, me))
         for i, host in enumerate(await self._proxy_hosts()):
             candidates.append(host.to_candidate(new_sid(), 100 - i))
@@ -818,7 +824,7 @@ class FileTransfer:
         start = time.monotonic()
         async with contextlib.AsyncExitStack() as cleanup:
             try:
-                ours = await self._initial_transport(transport, peer)
+                ours = await self._initial_transport(transport, session)
                 content = Content(
                     Role.INITIATOR,
                     CONTENT_NAME,
@@ -891,10 +897,10 @@ class FileTransfer:
                 return chosen
         return self.plugins.cipher(str(getattr(method, "preferred_cipher", DEFAULT_CIPHER)))
 
-    async def _initial_transport(self, transport: Transport, peer: JID) -> etree._Element:
+    async def _initial_transport(self, transport: Transport, session: _Session) -> etree._Element:
         if transport == "ibb":
             return build_ibb(IBBTransport(new_sid(), self._ibb_block_size))
-        return build_s5b(await self._our_s5b(new_sid(), Role.INITIATOR, peer))
+        return build_s5b(await self._our_s5b(session, new_sid()))
 
     async def _responder_transport(
         self, session: _Session, theirs: etree._Element
@@ -903,7 +909,7 @@ class FileTransfer:
             got = parse_ibb(theirs)
             agreed = answer_block_size(got.block_size, self._ibb_block_size)
             return build_ibb(IBBTransport(got.sid, agreed))
-        return build_s5b(await self._our_s5b(parse_s5b(theirs).sid, Role.RESPONDER, session.peer))
+        return build_s5b(await self._our_s5b(session, parse_s5b(theirs).sid))
 
     async def _accept_and_establish(
         self,
@@ -1178,7 +1184,7 @@ class FileTransfer:
         start = time.monotonic()
         async with contextlib.AsyncExitStack() as cleanup:
             try:
-                ours = await self._initial_transport(transport, peer)
+                ours = await self._initial_transport(transport, session)
                 content = Content(
                     Role.INITIATOR,
                     REQUEST_NAME,

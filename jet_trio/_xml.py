@@ -145,6 +145,8 @@ class _MarkupGuard:
                 raise XMLError("processing instructions are not allowed in XMPP", "restricted-xml")
             end = buf.find(b"?>", at)
             if end < 0:
+                if n - at > 1024:  # never carry (and rescan) an endless XML declaration
+                    raise XMLError("XML declaration too long", "policy-violation")
                 self._carry = buf[at:]
                 return
             if buf[at : at + 6] not in (b"<?xml ", b"<?xml\t", b"<?xml\n", b"<?xml\r"):
@@ -213,20 +215,16 @@ class XMLStreamParser:
         except etree.XMLSyntaxError as exc:
             self._done = True
             raise XMLError(f"malformed XML: {exc.msg}", "not-well-formed") from None
-        if self._depth > 1:
-            # Bytes since the current stanza began, counted per chunk: a stanza that began in
-            # this chunk is charged the whole chunk (an overestimate bounded by the chunk size).
-            if self._completed:
-                self._stanza_bytes = len(data)
-            else:
-                self._stanza_bytes += len(data)
-            if self._stanza_bytes > self.max_stanza_bytes:
-                self._done = True
-                raise XMLError(
-                    f"stanza larger than {self.max_stanza_bytes} bytes", "policy-violation"
-                )
+        # Bytes since the last stanza (or the stream header) was completed, counted per chunk:
+        # a chunk that completed one is charged in full to what follows (an overestimate bounded
+        # by the chunk size). This also bounds an unfinished start tag or stream header.
+        if self._completed:
+            self._stanza_bytes = len(data) if self._depth > 1 else 0
         else:
-            self._stanza_bytes = 0
+            self._stanza_bytes += len(data)
+        if self._stanza_bytes > self.max_stanza_bytes:
+            self._done = True
+            raise XMLError(f"stanza larger than {self.max_stanza_bytes} bytes", "policy-violation")
         return events
 
     def _collect(self) -> list[Event]:
@@ -243,6 +241,7 @@ class XMLStreamParser:
                         raise XMLError(f"elements nested deeper than {limit}", "policy-violation")
                     if depth == 1:
                         out.append(self._open(cast(etree._Element, item)))
+                        self._completed = True
                 elif action == "end":
                     depth -= 1
                     if depth == 1:
