@@ -16,6 +16,7 @@ import jet_trio
 from jet_trio import FileTransfer, open_client, open_file_transfer
 from jet_trio._ns import JET_STUB
 from jet_trio._transfer_files import find_partials
+from jet_trio.plugin import Cipher, TransportSecret
 
 from ._servers import ServerInfo
 
@@ -154,3 +155,30 @@ async def test_resume_with_corrupted_partial_fails_the_full_hash(
                 await fetcher.resume(partial, encrypt=JET_STUB)
     assert not dest.exists()
     assert find_partials(tmp_path) == []
+
+
+async def test_every_session_of_a_resumed_download_gets_a_fresh_secret(
+    prosody: ServerInfo, src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[TransportSecret] = []
+    generate = TransportSecret.generate
+
+    def spy(cipher: Cipher) -> TransportSecret:
+        secret = generate(cipher)
+        made.append(secret)
+        return secret
+
+    monkeypatch.setattr(TransportSecret, "generate", staticmethod(spy))
+    dest = tmp_path / "copy.pdf"
+    with trio.fail_after(30):
+        async with pair(prosody) as (holder, fetcher):
+            await holder.share(src)
+            await interrupted_offer(holder, fetcher, src, dest)
+            (partial,) = find_partials(tmp_path)
+            await fetcher.resume(partial, encrypt=JET_STUB)
+    assert dest.read_bytes() == src.read_bytes()
+    assert len(made) >= 2  # the interrupted offer, then the resume request
+    keys = [s.key for s in made]
+    ivs = [s.iv for s in made]
+    assert len(set(keys)) == len(keys) and len(set(ivs)) == len(ivs)
+    assert all(s.key[: len(s.iv)] != s.iv for s in made)
