@@ -1,7 +1,7 @@
 """The ``jet-trio`` command line: option parsing and the run/exit-code shell of every command.
 
-The commands' work lives in ``_cli_demo``, ``_cli_transfer`` and ``_cli_plugins``; what they
-print in ``_cli_output``; exit codes in ``_cli_errors``.
+The commands' work lives in ``_cli_demo``, ``_cli_transfer``, ``_cli_files``, ``_cli_keys`` and
+``_cli_plugins``; what they print in ``_cli_output``; exit codes in ``_cli_errors``.
 """
 
 from __future__ import annotations
@@ -304,6 +304,229 @@ def receive(**kw: Any) -> Callable[[Output], Awaitable[int]]:
         direct_host=kw["direct_host"],
     )
     return lambda out: run_receive(out, account, opts)
+
+
+DIRECT_HOST_HELP = "Address offered for direct SOCKS5 connections (none: only the server's proxy)."
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--to",
+    multiple=True,
+    metavar="JID",
+    help="Serve only these accounts (repeatable). Default: anyone who knows the hash.",
+)
+@click.option("--timeout", type=float, help="Stop serving after this many seconds.")
+@click.option(
+    "--accept-stub", is_flag=True, help="Serve requests made with the insecure stub envelope."
+)
+@click.option(
+    "--direct-host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="ADDR|none",
+    help=DIRECT_HOST_HELP,
+)
+@account_options
+@output_options
+@command
+def share(**kw: Any) -> Callable[[Output], Awaitable[int]]:
+    """Serve FILES to peers who request them by SHA-256 (jet-trio request, resume).
+
+    Prints each file's SHA-256 and name, then serves until --timeout or Ctrl-C. The requester
+    chooses the encryption and makes the key.
+    """
+    from ._cli_files import ShareOptions, run_share
+
+    account = _account(kw)
+    opts = ShareOptions(
+        files=tuple(kw["files"]),
+        to=tuple(kw["to"]),
+        timeout=kw["timeout"],
+        accept_stub=kw["accept_stub"],
+        direct_host=kw["direct_host"],
+    )
+    return lambda out: run_share(out, account, opts)
+
+
+@cli.command()
+@click.argument("sha256")
+@click.option("--from", "sender", required=True, metavar="JID", help="Who shares the file.")
+@click.option(
+    "--output-dir",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Store the file here (an existing directory), under the name the peer gives it.",
+)
+@click.option(
+    "--envelope",
+    metavar="NAME",
+    help="omemo, openpgp, stub (testing only), a namespace, or none (NOT encrypted). "
+    "Default: omemo if installed, else another installed method.",
+)
+@click.option("--cipher", metavar="URN", help="The JET cipher (default: AES-256-GCM).")
+@click.option("--transport", type=click.Choice(TRANSPORTS), default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing file of the same name.")
+@click.option(
+    "--wait",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the peer to be online.",
+)
+@click.option(
+    "--direct-host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="ADDR|none",
+    help=DIRECT_HOST_HELP,
+)
+@account_options
+@output_options
+@command
+def request(**kw: Any) -> Callable[[Output], Awaitable[int]]:
+    """Fetch the file with this SHA256 from a peer running `jet-trio share`, end-to-end
+    encrypted; verified before it gets its name, kept for `jet-trio resume` if interrupted."""
+    from ._cli_files import RequestOptions, run_request
+
+    account = _account(kw)
+    opts = RequestOptions(
+        sha256=kw["sha256"],
+        sender=kw["sender"],
+        output_dir=kw["output_dir"],
+        envelope=kw["envelope"],
+        cipher=kw["cipher"],
+        transport=kw["transport"],
+        overwrite=kw["overwrite"],
+        wait=kw["wait"],
+        direct_host=kw["direct_host"],
+    )
+    return lambda out: run_request(out, account, opts)
+
+
+@cli.command()
+@click.argument("partial", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--list",
+    "list_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="List the partial downloads kept in DIR instead (no login).",
+)
+@click.option(
+    "--envelope",
+    metavar="NAME",
+    help="omemo, openpgp, stub, a namespace, or none. Default: the method of the interrupted "
+    "download if installed, else as for request.",
+)
+@click.option("--cipher", metavar="URN", help="The JET cipher (default: AES-256-GCM).")
+@click.option("--transport", type=click.Choice(TRANSPORTS), default="auto", show_default=True)
+@click.option(
+    "--wait",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the peer to be online.",
+)
+@click.option(
+    "--direct-host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="ADDR|none",
+    help=DIRECT_HOST_HELP,
+)
+@account_options
+@output_options
+@command
+def resume(**kw: Any) -> Callable[[Output], Awaitable[int]]:
+    """Complete an interrupted download (PARTIAL: its .part file or .jet-partial.json sidecar),
+    or list the partial downloads of a directory (--list DIR).
+
+    The peer must share the file (jet-trio share); the rest is requested with a fresh key and
+    the whole file is verified against its SHA-256 before it gets its name.
+    """
+    from ._cli_files import ResumeOptions, run_list_partials, run_resume
+
+    account = _account(kw)
+    partial: Path | None = kw["partial"]
+    list_dir: Path | None = kw["list_dir"]
+    if (partial is None) == (list_dir is None):
+        raise CLIError(
+            ExitCode.USAGE,
+            "usage",
+            "give either a partial download or --list DIR",
+            "See jet-trio resume --help.",
+        )
+    if list_dir is not None:
+
+        async def listing(out: Output) -> int:
+            return run_list_partials(out, list_dir)
+
+        return listing
+    assert partial is not None
+    opts = ResumeOptions(
+        partial=partial,
+        envelope=kw["envelope"],
+        cipher=kw["cipher"],
+        transport=kw["transport"],
+        wait=kw["wait"],
+        direct_host=kw["direct_host"],
+    )
+    return lambda out: run_resume(out, account, opts)
+
+
+KEY_ENVELOPES = ("omemo", "openpgp")
+
+
+@cli.command()
+@click.argument("jids", nargs=-1, metavar="[JID]...")
+@click.option(
+    "--envelope",
+    type=click.Choice(KEY_ENVELOPES),
+    help="Only this method (default: every one installed).",
+)
+@account_options
+@output_options
+@command
+def fingerprints(**kw: Any) -> Callable[[Output], Awaitable[int]]:
+    """Show your OMEMO devices and OpenPGP key, and those of each JID, with their trust."""
+    from ._cli_keys import FingerprintOptions, run_fingerprints
+
+    account = _account(kw)
+    opts = FingerprintOptions(jids=tuple(kw["jids"]), envelope=kw["envelope"])
+    return lambda out: run_fingerprints(out, account, opts)
+
+
+@cli.command()
+@click.argument("jid")
+@click.argument("fingerprint")
+@click.option("--distrust", is_flag=True, help="Refuse this device or key from now on.")
+@click.option(
+    "--envelope",
+    type=click.Choice(KEY_ENVELOPES),
+    help="Only look at this method (default: every one installed).",
+)
+@account_options
+@output_options
+@command
+def trust(**kw: Any) -> Callable[[Output], Awaitable[int]]:
+    """Mark JID's device or key FINGERPRINT verified (or, with --distrust, refused).
+
+    FINGERPRINT as `jet-trio fingerprints JID` shows it (quote it, or leave out the spaces), or
+    an OMEMO device id. Compare it with its owner over another channel first.
+    """
+    from ._cli_keys import TrustOptions, run_trust
+
+    account = _account(kw)
+    opts = TrustOptions(
+        jid=kw["jid"],
+        fingerprint=kw["fingerprint"],
+        distrust=kw["distrust"],
+        envelope=kw["envelope"],
+    )
+    return lambda out: run_trust(out, account, opts)
 
 
 @cli.command()

@@ -26,6 +26,8 @@ from ._file_transfer import FileTransferError, safe_filename
 from ._jid import JID, InvalidJID
 from ._plugins import PluginManager
 from ._transfer import IncomingOffer, open_file_transfer
+from ._transfer_files import find_partials
+from ._transfer_types import TransferError
 
 __all__ = ["ReceiveOptions", "SendOptions", "run_receive", "run_send"]
 
@@ -43,6 +45,19 @@ def _peer_jid(value: str, option: str) -> JID:
 
 def _direct_host(value: str) -> str | None:
     return None if value.lower() == "none" else value
+
+
+def hint_partials(out: Output, directory: Path, sha256: str | None = None) -> None:
+    """After a failed download: say which partial downloads were kept and how to resume them."""
+    try:
+        kept = [p for p in find_partials(directory) if sha256 is None or p.sha256 == sha256]
+    except (OSError, TransferError):
+        return
+    for p in kept:
+        out.warn(
+            f"kept {p.received} of {p.size} bytes of {p.name}: complete it with "
+            f"`jet-trio resume {p.sidecar}` (the sender must run `jet-trio share` with the file)"
+        )
 
 
 def report_load_errors(out: Output, plugins: PluginManager) -> None:
@@ -239,6 +254,9 @@ async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions
                         f"accepting {offer.name} ({human_size(offer.size)}) from {offer.peer}, "
                         f"{how}"
                     )
+                    sha = next(
+                        (h.digest.hex() for h in offer.file.hashes if h.algo == "sha-256"), None
+                    )
                     try:
                         with out.progress() as bars:
                             result = await offer.accept(
@@ -247,11 +265,17 @@ async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions
                                 overwrite=opts.overwrite,
                             )
                     except Exception as exc:
+                        if sha is not None:
+                            hint_partials(out, opts.output_dir, sha)
                         failure = classify(exc)
                         if failure.code is ExitCode.INTERNAL:
                             raise
                         out.failure(failure)
                         first_error = first_error or failure.code
+                    except BaseException:  # Ctrl-C, --timeout
+                        if sha is not None:
+                            hint_partials(out, opts.output_dir, sha)
+                        raise
                     else:
                         out.transfer(result)
                     done += 1

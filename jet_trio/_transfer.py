@@ -1011,7 +1011,11 @@ class FileTransfer:
                     raise
                 finally:
                     self._forget(session)
-        except (JetError, OSError) as exc:  # a failed request must not end the service
+        except Exception as exc:  # a failed request must not end the service
+            # Several tasks may fail at once (an exception group); anything but our typed
+            # errors and I/O errors is a bug and still propagates.
+            if not all(isinstance(e, (JetError, OSError)) for e in _leaves(exc)):
+                raise
             log.info("request from %s failed: %s", session.peer, exc)
 
     async def _serve_request_in(
