@@ -161,3 +161,15 @@ def test_demo_omemo(tmp_path: Path) -> None:
     assert result["envelope"] == OMEMO
     assert result["hash_verified"] is True
     assert "warning" not in ran.stderr
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("jet_trio_openpgp") is None,
+    reason="plugins/jet-trio-openpgp not installed",
+)
+def test_demo_openpgp(tmp_path: Path) -> None:
+    ran = run(["demo", "--envelope", "openpgp", "--size", str(SIZE), "--json"], tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    result = ran.one_json()
+    assert result["envelope"] == "urn:xmpp:openpgp:0"
+    assert result["hash_verified"] is True and result["size"] == SIZE
