@@ -20,7 +20,7 @@ __all__ = ["HashCache", "Partial", "find_partials", "sha256_file"]
 
 _READ: Final = 1 << 20
 SIDECAR_SUFFIX: Final = ".jet-partial.json"
-_TEMP_STEM_BYTES: Final = 120  # leaves room for ".", ".XXXXXXXX.part" and the sidecar suffix
+_TEMP_STEM_BYTES: Final = 120  # leaves room for the random part, ".part" and the sidecar suffix
 
 
 def sha256_file(path: Path, length: int | None = None) -> bytes:
