@@ -144,6 +144,22 @@ def command(fn: Callable[..., Callable[[Output], Awaitable[int]]]) -> Callable[.
     return wrapper
 
 
+# Options shared by several commands.
+direct_host_option = click.option(
+    "--direct-host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="ADDR|none",
+    help="Address offered for direct SOCKS5 connections (none: only the server's proxy).",
+)
+transport_option = click.option(
+    "--transport", type=click.Choice(TRANSPORTS), default="auto", show_default=True
+)
+cipher_option = click.option(
+    "--cipher", metavar="URN", help="The JET cipher (default: AES-256-GCM)."
+)
+
+
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
@@ -177,7 +193,7 @@ def cli() -> None:
     help="omemo, openpgp, stub, a namespace, or none. Default: omemo if installed, else the "
     "insecure stub (with a warning).",
 )
-@click.option("--transport", type=click.Choice(TRANSPORTS), default="auto", show_default=True)
+@transport_option
 @click.option(
     "--output-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -214,8 +230,8 @@ def demo(
     help="omemo, openpgp, stub (testing only), a namespace, or none (NOT encrypted). "
     "Default: omemo if installed, else another installed method.",
 )
-@click.option("--cipher", metavar="URN", help="The JET cipher (default: AES-256-GCM).")
-@click.option("--transport", type=click.Choice(TRANSPORTS), default="auto", show_default=True)
+@cipher_option
+@transport_option
 @click.option(
     "--wait",
     type=float,
@@ -223,13 +239,7 @@ def demo(
     show_default=True,
     help="Seconds to wait for the recipient to be online.",
 )
-@click.option(
-    "--direct-host",
-    default="127.0.0.1",
-    show_default=True,
-    metavar="ADDR|none",
-    help="Address offered for direct SOCKS5 connections (none: only the server's proxy).",
-)
+@direct_host_option
 @account_options
 @output_options
 @command
@@ -277,13 +287,7 @@ def send(**kw: Any) -> Callable[[Output], Awaitable[int]]:
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing files of the same name.")
 @click.option("--timeout", type=float, help="Give up after this many seconds.")
-@click.option(
-    "--direct-host",
-    default="127.0.0.1",
-    show_default=True,
-    metavar="ADDR|none",
-    help="Address offered for direct SOCKS5 connections (none: only the server's proxy).",
-)
+@direct_host_option
 @account_options
 @output_options
 @command
@@ -306,9 +310,6 @@ def receive(**kw: Any) -> Callable[[Output], Awaitable[int]]:
     return lambda out: run_receive(out, account, opts)
 
 
-DIRECT_HOST_HELP = "Address offered for direct SOCKS5 connections (none: only the server's proxy)."
-
-
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -321,13 +322,7 @@ DIRECT_HOST_HELP = "Address offered for direct SOCKS5 connections (none: only th
 @click.option(
     "--accept-stub", is_flag=True, help="Serve requests made with the insecure stub envelope."
 )
-@click.option(
-    "--direct-host",
-    default="127.0.0.1",
-    show_default=True,
-    metavar="ADDR|none",
-    help=DIRECT_HOST_HELP,
-)
+@direct_host_option
 @account_options
 @output_options
 @command
@@ -366,8 +361,8 @@ def share(**kw: Any) -> Callable[[Output], Awaitable[int]]:
     help="omemo, openpgp, stub (testing only), a namespace, or none (NOT encrypted). "
     "Default: omemo if installed, else another installed method.",
 )
-@click.option("--cipher", metavar="URN", help="The JET cipher (default: AES-256-GCM).")
-@click.option("--transport", type=click.Choice(TRANSPORTS), default="auto", show_default=True)
+@cipher_option
+@transport_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing file of the same name.")
 @click.option(
     "--wait",
@@ -376,13 +371,7 @@ def share(**kw: Any) -> Callable[[Output], Awaitable[int]]:
     show_default=True,
     help="Seconds to wait for the peer to be online.",
 )
-@click.option(
-    "--direct-host",
-    default="127.0.0.1",
-    show_default=True,
-    metavar="ADDR|none",
-    help=DIRECT_HOST_HELP,
-)
+@direct_host_option
 @account_options
 @output_options
 @command
@@ -421,8 +410,8 @@ def request(**kw: Any) -> Callable[[Output], Awaitable[int]]:
     help="omemo, openpgp, stub, a namespace, or none. Default: the method of the interrupted "
     "download if installed, else as for request.",
 )
-@click.option("--cipher", metavar="URN", help="The JET cipher (default: AES-256-GCM).")
-@click.option("--transport", type=click.Choice(TRANSPORTS), default="auto", show_default=True)
+@cipher_option
+@transport_option
 @click.option(
     "--wait",
     type=float,
@@ -430,13 +419,7 @@ def request(**kw: Any) -> Callable[[Output], Awaitable[int]]:
     show_default=True,
     help="Seconds to wait for the peer to be online.",
 )
-@click.option(
-    "--direct-host",
-    default="127.0.0.1",
-    show_default=True,
-    metavar="ADDR|none",
-    help=DIRECT_HOST_HELP,
-)
+@direct_host_option
 @account_options
 @output_options
 @command
