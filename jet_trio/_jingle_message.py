@@ -17,6 +17,7 @@ from lxml import etree
 from . import _ns
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._jid import JID, InvalidJID
+from ._stanza import read_error
 
 __all__ = [
     "BAD_REQUEST",
@@ -416,18 +417,10 @@ def build_error(reply: ErrorReply) -> etree._Element:
 
 def parse_error(element: etree._Element) -> ErrorReply:
     """Read the ``<error/>`` of an iq error answering one of our Jingle requests."""
-    condition = "undefined-condition"
-    jingle_condition: str | None = None
-    text: str | None = None
-    for child in element:
-        if not isinstance(child.tag, str):
-            continue
-        qname = etree.QName(child)
-        if qname.namespace == _ns.STANZAS_ERR:
-            if qname.localname == "text":
-                text = child.text
-            else:
-                condition = qname.localname
-        elif qname.namespace == _ns.JINGLE_ERRORS:
-            jingle_condition = qname.localname
-    return ErrorReply(condition, element.get("type", "cancel"), jingle_condition, text)
+    condition, text, others = read_error(element, _ns.STANZAS_ERR)
+    jingle = [
+        etree.QName(c).localname for c in others if etree.QName(c).namespace == _ns.JINGLE_ERRORS
+    ]
+    return ErrorReply(
+        condition, element.get("type", "cancel"), jingle[-1] if jingle else None, text
+    )

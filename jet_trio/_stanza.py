@@ -24,6 +24,7 @@ __all__ = [
     "new_id",
     "parse_stanza_error",
     "parse_stream_error",
+    "read_error",
     "stanza_from",
     "stream_error_element",
 ]
@@ -196,6 +197,25 @@ class StanzaError(JetError):
         self.sender = sender
 
 
+def read_error(
+    element: etree._Element, namespace: str
+) -> tuple[str, str | None, list[etree._Element]]:
+    """The defined condition (in ``namespace``), the text and the other children (application
+    conditions) of an ``<error/>`` or ``<stream:error/>``."""
+    condition, text, others = "undefined-condition", None, []
+    for c in element:
+        if not isinstance(c.tag, str):
+            continue
+        q = etree.QName(c)
+        if q.namespace != namespace:
+            others.append(c)
+        elif q.localname == "text":
+            text = c.text
+        else:
+            condition = q.localname
+    return condition, text, others
+
+
 def parse_stanza_error(stanza: etree._Element) -> StanzaError:
     """Read the ``<error/>`` of an error stanza into a :class:`StanzaError`."""
     err = stanza.find(_ERROR)
@@ -204,18 +224,8 @@ def parse_stanza_error(stanza: etree._Element) -> StanzaError:
         return StanzaError(
             "undefined-condition", "cancel", "error stanza without <error/>", None, None, sender
         )
-    condition, text, app = "undefined-condition", None, None
-    for c in err:
-        if not isinstance(c.tag, str):
-            continue
-        q = etree.QName(c)
-        if q.namespace == _ns.STANZAS_ERR:
-            if q.localname == "text":
-                text = c.text
-            else:
-                condition = q.localname
-        else:
-            app = c.tag
+    condition, text, others = read_error(err, _ns.STANZAS_ERR)
+    app = str(others[-1].tag) if others else None
     return StanzaError(condition, err.get("type", "cancel"), text, app, err, sender)
 
 
@@ -231,16 +241,7 @@ class StreamError(RemoteProtocolError):
 
 def parse_stream_error(element: etree._Element) -> StreamError:
     """Read a ``<stream:error/>`` element."""
-    condition, text = "undefined-condition", None
-    for c in element:
-        if not isinstance(c.tag, str):
-            continue
-        q = etree.QName(c)
-        if q.namespace == _ns.STREAMS_ERR:
-            if q.localname == "text":
-                text = c.text
-            else:
-                condition = q.localname
+    condition, text, _ = read_error(element, _ns.STREAMS_ERR)
     return StreamError(condition, text)
 
 
