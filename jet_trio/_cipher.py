@@ -146,53 +146,62 @@ def _limit_error(cipher: Cipher) -> PlaintextLimitExceeded:
     )
 
 
-class _LimitedEncryptor:
-    __slots__ = ("_cipher", "_done", "_inner", "_remaining")
+class _Limited:
+    """Counts plaintext against the cipher's limit per (key, IV); refuses use after finalize."""
 
-    def __init__(self, inner: StreamEncryptor, cipher: Cipher) -> None:
-        self._inner = inner
+    __slots__ = ("_cipher", "_done", "_remaining")
+    _what = "cipher context"
+
+    def __init__(self, cipher: Cipher) -> None:
         self._cipher = cipher
         self._remaining = cipher.max_plaintext_size
         self._done = False
 
-    def update(self, data: bytes | bytearray | memoryview, /) -> bytes:
+    def _count(self, data: bytes | bytearray | memoryview) -> None:
         if self._done:
-            raise RuntimeError("encryptor already finalized")
+            raise RuntimeError(f"{self._what} already finalized")
         n = len(data)
         if n > self._remaining:
             raise _limit_error(self._cipher)
         self._remaining -= n
+
+    def _finish(self) -> None:
+        if self._done:
+            raise RuntimeError(f"{self._what} already finalized")
+        self._done = True
+
+
+class _LimitedEncryptor(_Limited):
+    __slots__ = ("_inner",)
+    _what = "encryptor"
+
+    def __init__(self, inner: StreamEncryptor, cipher: Cipher) -> None:
+        super().__init__(cipher)
+        self._inner = inner
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> bytes:
+        self._count(data)
         return self._inner.update(data)
 
     def finalize(self) -> bytes:
-        if self._done:
-            raise RuntimeError("encryptor already finalized")
-        self._done = True
+        self._finish()
         return self._inner.finalize()
 
 
-class _LimitedDecryptor:
-    __slots__ = ("_cipher", "_done", "_inner", "_remaining")
+class _LimitedDecryptor(_Limited):
+    __slots__ = ("_inner",)
+    _what = "decryptor"
 
     def __init__(self, inner: StreamDecryptor, cipher: Cipher) -> None:
+        super().__init__(cipher)
         self._inner = inner
-        self._cipher = cipher
-        self._remaining = cipher.max_plaintext_size
-        self._done = False
 
     def update(self, data: bytes | bytearray | memoryview, /) -> bytes:
-        if self._done:
-            raise RuntimeError("decryptor already finalized")
-        n = len(data)
-        if n > self._remaining:
-            raise _limit_error(self._cipher)
-        self._remaining -= n
+        self._count(data)
         return self._inner.update(data)
 
     def finalize(self, tag: bytes, /) -> None:
-        if self._done:
-            raise RuntimeError("decryptor already finalized")
-        self._done = True
+        self._finish()
         if len(tag) != self._cipher.tag_size:
             raise TagMismatch(f"{self._cipher.urn}: tag is {len(tag)} bytes")
         self._inner.finalize(tag)
