@@ -26,6 +26,7 @@ from ._transfer_types import (
     TransferDeclined,
     TransferError,
     TransferResult,
+    TransferTimeout,
     TransportFailed,
 )
 
@@ -64,6 +65,7 @@ __all__ = [
     "TransferDeclined",
     "TransferError",
     "TransferResult",
+    "TransferTimeout",
     "TransportFailed",
     "XMLError",
     "__version__",

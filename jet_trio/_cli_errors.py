@@ -26,6 +26,7 @@ from ._transfer_types import (
     TransferCancelled,
     TransferDeclined,
     TransferError,
+    TransferTimeout,
     TransportFailed,
 )
 
@@ -152,6 +153,10 @@ def _transfer_failure(exc: TransferError) -> Failure:
         return Failure(ExitCode.PEER, "declined", msg, "The peer said no.", jingle)
     if isinstance(exc, TransferCancelled):
         return Failure(ExitCode.PEER, "cancelled", msg, "Start the transfer again.", jingle)
+    if isinstance(exc, TransferTimeout):
+        return Failure(
+            ExitCode.TIMEOUT, "timeout", msg, "The peer stopped responding; try again.", jingle
+        )
     if isinstance(exc, TransportFailed):
         return Failure(
             ExitCode.TRANSPORT,

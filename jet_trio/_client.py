@@ -81,6 +81,7 @@ InlineIqHandler = Callable[[etree._Element], Awaitable[None]]
 
 _STREAM_ERROR: Final = f"{{{_ns.STREAM}}}error"
 _CLOSE_GRACE: Final = 2.0
+_SEND_TIMEOUT: Final = 60.0  # writing one stanza (shielded from cancellation, see send())
 DEFAULT_IDENTITY: Final = Identity("client", "pc", "", "jet-trio")
 BASE_FEATURES: Final = (_ns.DISCO_INFO, _ns.DISCO_ITEMS, _ns.CAPS, _ns.PING)
 
@@ -163,10 +164,23 @@ class Client:
         if self._broken is not None:
             raise ConnectionLost(f"cannot send: {self._broken}")
         async with self._send_lock:
-            try:
-                await self._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise ConnectionLost(f"the connection to the server is gone ({exc})") from None
+            # Once a stanza's first byte is handed to the stream, it must be written whole: a
+            # cancellation in the middle would leave half a stanza in the XML stream, and an
+            # SSLStream whose send_all was cancelled is broken for good (every later send and
+            # receive fails), which would end the connection for every other user of this
+            # client. So cancel only before writing, then write shielded (bounded: a server that
+            # stops reading for that long is treated as gone).
+            await trio.lowlevel.checkpoint_if_cancelled()
+            with trio.move_on_after(_SEND_TIMEOUT, shield=True) as writing:
+                try:
+                    await self._stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise ConnectionLost(f"the connection to the server is gone ({exc})") from None
+            if writing.cancelled_caught:
+                lost = ConnectionLost(f"the server did not read a stanza for {_SEND_TIMEOUT} s")
+                self._fail(lost)
+                await close_forcefully(self._stream)
+                raise lost
 
     async def iq(self, iq: etree._Element) -> etree._Element:
         """Send an ``get``/``set`` iq and wait for its answer.

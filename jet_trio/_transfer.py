@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +92,7 @@ from ._transfer_types import (
     TransferDeclined,
     TransferError,
     TransferResult,
+    TransferTimeout,
     TransportFailed,
     TransportName,
 )
@@ -102,6 +103,7 @@ __all__ = ["FileTransfer", "IncomingOffer", "open_file_transfer"]
 log = logging.getLogger("jet_trio.transfer")
 
 CHUNK: Final = 256 * 1024
+_HASH_BATCH: Final = 1 << 20  # bytes handed to the hashing thread at once
 CONTENT_NAME: Final = "a-file-offer"
 REQUEST_NAME: Final = "a-file-request"
 _JINGLE: Final = f"{{{_ns.JINGLE}}}jingle"
@@ -117,8 +119,10 @@ def _reason_error(reason: Reason | None, who: str) -> TransferError:
     msg = f"{who} ended the transfer ({cond}){text}"
     if cond in ("decline", "busy"):
         return TransferDeclined(msg, cond)
-    if cond in ("cancel", "gone", "expired", "timeout"):
+    if cond in ("cancel", "gone", "expired"):
         return TransferCancelled(msg, cond)
+    if cond == "timeout":
+        return TransferTimeout(msg, cond)
     if cond == "security-error":
         return JETError(msg, cond)
     if cond == "media-error":
@@ -170,7 +174,8 @@ class _Session:
     async def send(self, msg: JingleMessage) -> None:
         iq = make_iq("set", build_jingle(msg), to=self.peer)
         try:
-            await self.service.client.iq(iq)
+            with _within(self.service._timeout, f"{self.peer} did not answer our {msg.action}"):
+                await self.service.client.iq(iq)
         except StanzaError as exc:
             if exc.element is not None:
                 self.jingle.receive_error(msg, parse_error(exc.element))
@@ -236,7 +241,7 @@ class _Session:
             msg = self.jingle.terminate_with(reason)
         except JetError:
             return
-        with trio.move_on_after(3, shield=True):
+        with trio.move_on_after(min(3.0, self.service._timeout), shield=True):
             with contextlib.suppress(JetError):
                 await self.service.client.iq(make_iq("set", build_jingle(msg), to=self.peer))
 
@@ -310,9 +315,19 @@ class IncomingOffer:
         (through a cancel scope) terminates the session with ``cancel``.
         """
         dest = Path(destination)
-        if await trio.Path(dest).is_dir():
-            dest = dest / safe_filename(self.name)
-        if await trio.Path(dest).exists() and not overwrite:
+        try:
+            if await trio.Path(dest).is_dir():
+                dest = dest / safe_filename(self.name)
+            exists = await trio.Path(dest).exists()
+        except trio.Cancelled:
+            # Cancelled before answering: end the session (``cancel``) as for a cancellation
+            # later on; otherwise the sender would wait for an answer that never comes.
+            if not self._answered:
+                self._answered = True
+                await self._session.terminate("cancel")
+                self._session.service._forget(self._session)
+            raise
+        if exists and not overwrite:
             # Before answering: the offer stays open (accept elsewhere, or reject).
             raise FileExistsError(f"{dest} already exists (pass overwrite=True to replace it)")
         self._check_unanswered()
@@ -343,6 +358,7 @@ class FileTransfer:
         ibb_window: int,
         cipher_preference: Sequence[str],
         negotiation_timeout: float,
+        stall_timeout: float | None,
         max_pending_offers: int,
     ) -> None:
         self.client = client
@@ -355,6 +371,7 @@ class FileTransfer:
         self._ibb_window = ibb_window
         self._cipher_preference = tuple(cipher_preference)
         self._timeout = negotiation_timeout
+        self._stall_timeout = stall_timeout
         self._registry = SessionRegistry(client.jid)
         self._inboxes: dict[tuple[JID, str], trio.MemorySendChannel[JingleMessage]] = {}
         self._ibb: dict[tuple[JID, str], IBBStream] = {}
@@ -634,7 +651,10 @@ class FileTransfer:
             await session.send(session.jingle.transport_info([_content(session, transport)]))
             connected.set()
 
-        with trio.fail_after(self._timeout * 2), unwrapped_errors():
+        with (
+            _within(self._timeout * 2, f"{peer} did not finish the SOCKS5 candidate exchange"),
+            unwrapped_errors(),
+        ):
             async with trio.open_nursery() as n:
                 n.start_soon(connect_theirs)
                 their_info = await self._next_s5b_info(session, (CandidateUsed, CandidateError))
@@ -680,13 +700,13 @@ class FileTransfer:
                 await session.send(session.jingle.transport_info([_content(session, info)]))
             else:
                 assert self._listener is not None
-                with trio.fail_after(self._timeout):
+                with _within(self._timeout, f"{session.peer} did not connect to our candidate"):
                     stream = await self._listener.accept(ours.dstaddr)
                 cleanup.push_async_callback(trio.aclose_forcefully, stream)
             return _Established(stream, name, cleanup)
         assert picked is not None
         if cand.type == "proxy":
-            with trio.fail_after(self._timeout):
+            with _within(self._timeout, f"{session.peer} did not activate the SOCKS5 proxy"):
                 await self._next_s5b_info(session, (Activated,))
         return _Established(picked[1], name, cleanup)
 
@@ -742,7 +762,7 @@ class FileTransfer:
             await session.send(
                 session.jingle.transport_replace([_content(session, build_ibb(offer))])
             )
-            with trio.fail_after(self._timeout):
+            with _within(self._timeout, f"{session.peer} did not answer our transport-replace"):
                 answer = await session.expect(
                     JingleAction.TRANSPORT_ACCEPT, JingleAction.TRANSPORT_REJECT
                 )
@@ -756,7 +776,7 @@ class FileTransfer:
             return await self._open_ibb(
                 session, IBBTransport(offer.sid, got.block_size), True, cleanup
             )
-        with trio.fail_after(self._timeout):
+        with _within(self._timeout, f"{session.peer} did not replace the failed transport"):
             replace = await session.expect(JingleAction.TRANSPORT_REPLACE)
         offered = parse_ibb(_transport_of(replace))
         agreed = IBBTransport(
@@ -934,7 +954,7 @@ class FileTransfer:
         return await self._establish(session, ours, theirs, cleanup)
 
     async def _expect_success(self, session: _Session) -> None:
-        with trio.fail_after(self._timeout):
+        with _within(self._timeout, f"{session.peer} did not confirm the transfer"):
             end = await session.expect(JingleAction.SESSION_TERMINATE)
         if end.reason is None or end.reason.condition != "success":
             raise _reason_error(end.reason, str(session.peer))
@@ -958,7 +978,12 @@ class FileTransfer:
         sink: trio.abc.SendStream = established.stream
         enc = EncryptingSendStream(sink, secret, expected_size=length) if secret else None
         done = 0
-        with _typed_errors(session.peer), unwrapped_errors():
+        stalled = f"{session.peer} accepted no data"
+        with (
+            _typed_errors(session.peer),
+            unwrapped_errors(),
+            _stall_guard(self._stall_timeout, stalled) as moved,
+        ):
             async with trio.open_nursery() as n:
                 n.start_soon(session.watch)
                 with src.open("rb") as f:
@@ -969,6 +994,7 @@ class FileTransfer:
                             break
                         await (enc or sink).send_all(chunk)
                         done += len(chunk)
+                        moved()
                         if progress:
                             progress(done, length)
                 if done != length:
@@ -1282,25 +1308,47 @@ class FileTransfer:
             )
         done = 0
         total = offset + length
-        with _typed_errors(session.peer), unwrapped_errors():
+        stalled = f"no data came from {session.peer}"
+        with (
+            _typed_errors(session.peer),
+            unwrapped_errors(),
+            _stall_guard(self._stall_timeout, stalled) as moved,
+        ):
             async with trio.open_nursery() as n:
                 n.start_soon(session.watch)
-                with open_part(partial.part, offset) as f:
-                    while secret is not None or done < length:
-                        # Plain: one byte more than left, to notice a peer sending too much.
-                        want = CHUNK if secret else min(CHUNK, length - done + 1)
-                        chunk = await source.receive_some(want)
-                        if not chunk:
-                            break
-                        if secret is None and done + len(chunk) > length:
-                            raise IntegrityError(
-                                f"more than the {total} bytes announced arrived", "media-error"
-                            )
-                        f.write(chunk)
-                        hasher.update(chunk)
-                        done += len(chunk)
-                        if progress:
-                            progress(offset + done, total)
+                to_hash, hashing = trio.open_memory_channel[list[bytes | bytearray]](2)
+                async with trio.open_nursery() as hash_nursery:
+                    # Hashing runs in a thread (hashlib releases the GIL), overlapping the
+                    # next receive, decryption and write.
+                    hash_nursery.start_soon(_hash_behind, hasher, hashing)
+                    async with to_hash:
+                        batch: list[bytes | bytearray] = []
+                        batched = 0
+                        with open_part(partial.part, offset) as f:
+                            while secret is not None or done < length:
+                                # Plain: one byte more than left, to notice a peer sending
+                                # too much.
+                                want = CHUNK if secret else min(CHUNK, length - done + 1)
+                                chunk = await source.receive_some(want)
+                                if not chunk:
+                                    break
+                                if secret is None and done + len(chunk) > length:
+                                    raise IntegrityError(
+                                        f"more than the {total} bytes announced arrived",
+                                        "media-error",
+                                    )
+                                f.write(chunk)
+                                batch.append(chunk)
+                                batched += len(chunk)
+                                if batched >= _HASH_BATCH:
+                                    await to_hash.send(batch)
+                                    batch, batched = [], 0
+                                done += len(chunk)
+                                moved()
+                                if progress:
+                                    progress(offset + done, total)
+                        if batch:
+                            await to_hash.send(batch)
                 n.cancel_scope.cancel()
         if done != length:
             raise TransportFailed(
@@ -1349,6 +1397,44 @@ class _HashingReceiveStream(trio.abc.ReceiveStream):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+async def _hash_behind(
+    hasher: Hasher, batches: trio.MemoryReceiveChannel[list[bytes | bytearray]]
+) -> None:
+    async with batches:
+        async for batch in batches:
+            await trio.to_thread.run_sync(_update_all, hasher, batch)
+
+
+def _update_all(hasher: Hasher, batch: list[bytes | bytearray]) -> None:
+    for chunk in batch:
+        hasher.update(chunk)
+
+
+@contextlib.contextmanager
+def _stall_guard(seconds: float | None, what: str) -> Iterator[Callable[[], None]]:
+    """Cancel the block when no data moved for ``seconds`` (``None``: never); call the
+    yielded function whenever some did. Raises :class:`TransferTimeout` saying ``what``."""
+    with trio.CancelScope() as scope:
+
+        def moved() -> None:
+            if seconds is not None:
+                scope.deadline = trio.current_time() + seconds
+
+        moved()
+        yield moved
+    if scope.cancelled_caught:
+        raise TransferTimeout(f"{what} for {seconds:g} s", "timeout")
+
+
+@contextlib.contextmanager
+def _within(seconds: float, what: str) -> Iterator[None]:
+    """Like :func:`trio.fail_after`, raising :class:`TransferTimeout` that says ``what``."""
+    with trio.move_on_after(seconds) as scope:
+        yield
+    if scope.cancelled_caught:
+        raise TransferTimeout(f"{what} within {seconds:g} s", "timeout")
 
 
 @contextlib.contextmanager
@@ -1470,6 +1556,7 @@ async def open_file_transfer(
     cipher_preference: Sequence[str] = (),
     data_dir: str | os.PathLike[str] | None = None,
     negotiation_timeout: float = 30.0,
+    stall_timeout: float | None = 60.0,
     max_pending_offers: int = 16,
 ) -> AsyncIterator[FileTransfer]:
     """Jingle file transfer on ``client`` for the duration of the ``async with`` block.
@@ -1482,6 +1569,11 @@ async def open_file_transfer(
     use when the peer supports them (e.g. a plugin's ChaCha20-Poly1305); otherwise AES-256-GCM
     (or the envelope method's preferred cipher) is used. ``data_dir`` is where plugins keep
     their state (keys, sessions), each in a subdirectory of its own.
+
+    ``negotiation_timeout`` bounds every wait for the peer's answer while a session is set up
+    and ended; ``stall_timeout`` ends a transfer during which no data moved for that long (a
+    peer that stopped reading or sending; ``None``: wait forever). Both raise
+    :class:`TransferTimeout` and end the session with the reason ``timeout``.
     """
     if plugins is None:
         config = PluginConfig(
@@ -1505,6 +1597,7 @@ async def open_file_transfer(
                 ibb_window=ibb_window,
                 cipher_preference=cipher_preference,
                 negotiation_timeout=negotiation_timeout,
+                stall_timeout=stall_timeout,
                 max_pending_offers=max_pending_offers,
             )
             ft._install()

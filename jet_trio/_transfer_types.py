@@ -66,6 +66,10 @@ class TransferCancelled(TransferError):
     """The transfer was cancelled, by us (cancel scope) or by the peer."""
 
 
+class TransferTimeout(TransferError):
+    """The peer stopped answering, or no data moved for ``stall_timeout`` seconds."""
+
+
 class TransportFailed(TransferError):
     """No transport could be established, or it broke during the transfer."""
 

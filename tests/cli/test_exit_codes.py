@@ -37,6 +37,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.rst"
         (FileNotFoundError(2, "No such file"), 10, "file"),
         (FileExistsError(17, "exists"), 10, "file"),
         (trio.TooSlowError(), 11, "timeout"),
+        (jet_trio.TransferTimeout("peer silent", "timeout"), 11, "timeout"),
         (jet_trio.TransferError("odd", "general-error"), 12, "transfer"),
         (jet_trio.RemoteProtocolError("bad xml"), 12, "protocol"),
         (jet_trio.InvalidJID("@@"), 2, "usage"),
