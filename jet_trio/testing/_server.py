@@ -102,6 +102,7 @@ class _Connection:
         self.session: Session | None = None
         self.abrupt = False
         self._outbox, self._outbox_receive = trio.open_memory_channel[bytes | _CloseWith](math.inf)
+        self._queued = 0  # bytes in the outbox
         self._writing = False
         self._negotiation = ServerNegotiation(
             server.domain,
@@ -114,7 +115,17 @@ class _Connection:
         self._parser = XMLStreamParser()
 
     def enqueue(self, item: bytes | _CloseWith) -> None:
-        """Queue bytes (or the end of the stream) for the writer; never blocks."""
+        """Queue bytes (or the end of the stream) for the writer; never blocks. A client that
+        does not read what it is sent is disconnected once ``max_queued`` bytes wait for it,
+        with the stream error ``resource-constraint`` (what ejabberd does, too)."""
+        if isinstance(item, bytes):
+            if self._queued + len(item) > self.server.max_queued:
+                if self._queued >= 0:  # once
+                    self._queued = -1
+                    self.server._stats.stream_errors.append("resource-constraint")
+                    self.kick()
+                return
+            self._queued += len(item)
         with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             self._outbox.send_nowait(item)
 
@@ -220,6 +231,7 @@ class _Connection:
             async for item in self._outbox_receive:
                 if isinstance(item, bytes):
                     await self.stream.send_all(item)
+                    self._queued -= len(item)
                     continue
                 if item.condition is not None:
                     self.server._stats.stream_errors.append(item.condition)
@@ -269,6 +281,7 @@ class Server:
         proxy65: Proxy65Like | None,
         allow_plain_without_tls: bool,
         negotiation_timeout: float,
+        max_queued: int,
     ) -> None:
         self.domain = str(JID(domain))
         self.host = host
@@ -278,6 +291,7 @@ class Server:
         self.direct_tls = direct_tls
         self.allow_plain_without_tls = allow_plain_without_tls
         self.negotiation_timeout = negotiation_timeout
+        self.max_queued = max_queued
         self.proxy65 = proxy65
         info = None
         if proxy65 is not None:
@@ -396,13 +410,15 @@ async def serve(
     proxy65: Proxy65Like | None = None,
     allow_plain_without_tls: bool = False,
     negotiation_timeout: float = 30.0,
+    max_queued: int = 16 << 20,
 ) -> AsyncIterator[Server]:
     """Run an in-process XMPP server for ``domain`` on ``host:port`` (0: any free port).
 
     ``tls`` enables STARTTLS (required unless ``require_tls=False``), or TLS from the first byte
     with ``direct_tls``. ``accounts`` maps localparts to passwords; every account is a contact of
-    every other. A connection not bound within ``negotiation_timeout`` seconds is dropped. All
-    connections are closed when the block exits.
+    every other. A connection not bound within ``negotiation_timeout`` seconds is dropped; one
+    that leaves more than ``max_queued`` bytes unread is disconnected. All connections are
+    closed when the block exits.
     """
     if tls is None and (direct_tls or require_tls):
         raise ValueError("direct_tls and require_tls need a tls context")
@@ -416,6 +432,7 @@ async def serve(
         proxy65=proxy65,
         allow_plain_without_tls=allow_plain_without_tls,
         negotiation_timeout=negotiation_timeout,
+        max_queued=max_queued,
     )
     try:
         async with trio.open_nursery() as nursery:

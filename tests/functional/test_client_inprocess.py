@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 
 import jet_trio
 from jet_trio import open_client
+from jet_trio._stanza import MESSAGE, E, make_iq
 from jet_trio.testing import make_tls, serve
 
 
@@ -89,3 +91,57 @@ async def test_kicked_client_sees_connection_lost() -> None:
                     await bob.ping()
                     server.kick("bob@localhost/k")
                     await trio.sleep_forever()
+
+
+BODY = "{jabber:client}body"
+
+
+async def test_server_drops_a_client_that_stops_reading() -> None:
+    """Backpressure on the test server: a client that stops reading (its reader is held by
+    an inline iq handler that never returns) is disconnected with ``resource-constraint``
+    once ``max_queued`` bytes wait for it, instead of the server buffering without bound."""
+    tls = make_tls("localhost")
+    opts: dict[str, Any] = {"ssl_context": tls.client_context, "mechanisms": ["PLAIN"]}
+    stuck = trio.Event()
+
+    async def hold_the_reader(iq: Any) -> None:
+        stuck.set()
+        await trio.sleep_forever()
+
+    with trio.fail_after(10):
+        async with serve(
+            "localhost",
+            tls=tls.server_context,
+            accounts={"alice": "pw", "bob": "pw"},
+            max_queued=1 << 20,
+        ) as server:
+            kw = {"host": server.host, "port": server.port, **opts}
+            async with (
+                open_client("alice@localhost/a", "pw", **kw) as alice,
+                trio.open_nursery() as nursery,
+            ):
+
+                async def bob() -> None:
+                    with trio.CancelScope() as scope:
+                        async with open_client("bob@localhost/b", "pw", **kw) as b:
+                            b.register_inline_iq_handler("get", "{urn:test}hold", hold_the_reader)
+                            bob_up.set()
+                            await trio.sleep_forever()
+                    assert scope.cancelled_caught
+
+                bob_up = trio.Event()
+                nursery.start_soon(bob)
+                await bob_up.wait()
+                await alice.send(make_iq("get", E("{urn:test}hold"), to="bob@localhost/b"))
+                await stuck.wait()
+                body = "x" * 65536
+                for _ in range(600):  # ~39 MB: more than kernel buffers and max_queued
+                    if not server.connected_resources("bob"):
+                        break
+                    msg = E(MESSAGE, {"to": "bob@localhost/b"}, E(BODY, text=body))
+                    await alice.send(msg)
+                    await trio.lowlevel.checkpoint()
+                assert server.connected_resources("bob") == []
+                assert "resource-constraint" in server.stats.stream_errors
+                assert await alice.ping() >= 0  # the server itself is fine
+                nursery.cancel_scope.cancel()
