@@ -40,12 +40,13 @@ from ._hookspecs import PluginConfig
 from ._ibb import IBBError, IBBStream, IBBTransport, answer_block_size, open_ibb_stream
 from ._ibb import build_transport as build_ibb
 from ._ibb import parse_transport as parse_ibb
-from ._jet_stream import DecryptingReceiveStream, EncryptingSendStream
+from ._jet_stream import DecryptingReceiveStream, EncryptingSendStream, TruncatedStream
 from ._jid import JID
 from ._jingle import JingleSession, SessionRegistry, new_sid
 from ._jingle_message import (
     Content,
     JingleAction,
+    JingleLocalError,
     JingleMessage,
     JingleProtocolError,
     Reason,
@@ -221,6 +222,21 @@ class _Session:
             if msg.action in actions:
                 return msg
             self.stash.append(msg)
+
+    def ended_by_peer(self) -> Reason | None:
+        """The peer's reason if its session-terminate has arrived (looked for in the inbox
+        without waiting; other messages are stashed)."""
+        while self.peer_terminated is None:
+            try:
+                msg = self.inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if msg.action is JingleAction.SESSION_TERMINATE:
+                self.terminated = msg
+                self.peer_terminated = msg.reason or Reason(ReasonCondition.GENERAL_ERROR)
+            elif not self._take_info(msg):
+                self.stash.append(msg)
+        return self.peer_terminated
 
     async def watch(self) -> None:
         """Run during data transfer: raises as soon as the peer terminates, unless with
@@ -859,7 +875,8 @@ class FileTransfer:
                 wire = await self._send_data(session, established, src, 0, size, secret, progress)
                 await self._expect_success(session)
             except BaseException as exc:
-                await self._end_after_error(session, exc)
+                if (instead := await self._end_after_error(session, exc)) is not None:
+                    raise instead from exc
                 raise
             finally:
                 self._forget(session)
@@ -959,10 +976,18 @@ class FileTransfer:
         if end.reason is None or end.reason.condition != "success":
             raise _reason_error(end.reason, str(session.peer))
 
-    async def _end_after_error(self, session: _Session, exc: BaseException) -> None:
-        if session.peer_terminated is None:
-            reason, text = _reason_for(exc)
-            await session.terminate(reason, text)
+    async def _end_after_error(self, session: _Session, exc: BaseException) -> TransferError | None:
+        """End the session after ``exc``. Returns the error to raise instead of ``exc`` when
+        the peer had already ended the session and ``exc`` is only a consequence (the peer's
+        session-terminate crossed our next request, or its transport closed first)."""
+        reason = session.ended_by_peer()
+        if reason is None:
+            reason_name, text = _reason_for(exc)
+            await session.terminate(reason_name, text)
+            return None
+        if reason.condition != "success" and _consequence_of_ending(exc):
+            return _reason_error(reason, str(session.peer))
+        return None
 
     async def _send_data(
         self,
@@ -1033,7 +1058,8 @@ class FileTransfer:
                 try:
                     await self._serve_request_in(session, offer, cleanup)
                 except BaseException as exc:
-                    await self._end_after_error(session, exc)
+                    if (instead := await self._end_after_error(session, exc)) is not None:
+                        raise instead from exc
                     raise
                 finally:
                     self._forget(session)
@@ -1126,8 +1152,10 @@ class FileTransfer:
                 partial.discard()
                 await session.terminate("success")
             except BaseException as exc:
-                await self._end_after_error(session, exc)
-                _keep_or_discard(partial, exc, resumable)
+                instead = await self._end_after_error(session, exc)
+                _keep_or_discard(partial, instead or exc, resumable)
+                if instead is not None:
+                    raise instead from exc
                 raise
             finally:
                 self._forget(session)
@@ -1260,9 +1288,11 @@ class FileTransfer:
                 partial.discard()
                 await session.terminate("success")
             except BaseException as exc:
-                await self._end_after_error(session, exc)
+                instead = await self._end_after_error(session, exc)
                 if partial is not None:
-                    _keep_or_discard(partial, exc, True)
+                    _keep_or_discard(partial, instead or exc, True)
+                if instead is not None:
+                    raise instead from exc
                 raise
             finally:
                 self._forget(session)
@@ -1476,6 +1506,24 @@ def _hash_prefix(part: Path, length: int, algos: tuple[str, ...]) -> Hasher:
             hasher.update(chunk)
             left -= len(chunk)
     return hasher
+
+
+def _consequence_of_ending(exc: BaseException) -> bool:
+    """Whether ``exc`` is what a session ended by the peer looks like from here: our next
+    Jingle request impossible or refused, or the transport broken or cut short. A failed
+    integrity check, a bad tag or our own cancellation is never replaced."""
+    if isinstance(exc, IntegrityError) or any(isinstance(e, trio.Cancelled) for e in _leaves(exc)):
+        return False
+    if isinstance(exc, JETError):  # only an early end (no tag at all), not a wrong one
+        cause = exc.__cause__
+        return cause is not None and all(
+            isinstance(e, TruncatedStream)
+            for e in _leaves(cause)
+            if not isinstance(e, trio.Cancelled)
+        )
+    if isinstance(exc, TransferError):
+        return exc.reason in ("general-error", "connectivity-error", "failed-transport")
+    return isinstance(exc, (JingleLocalError, trio.BrokenResourceError, trio.ClosedResourceError))
 
 
 def _keep_or_discard(partial: Partial, exc: BaseException, resumable: bool) -> None:
