@@ -145,8 +145,8 @@ def _transfer_failure(exc: TransferError) -> Failure:
             ExitCode.ENCRYPTION,
             "encryption",
             msg,
-            "The transfer was aborted and nothing was kept; check the encryption set-up of both "
-            "sides (jet-trio plugins).",
+            "The transfer was aborted; nothing was stored under the file's name. Check the "
+            "encryption set-up of both sides (jet-trio plugins).",
             jingle,
         )
     if isinstance(exc, TransferDeclined):

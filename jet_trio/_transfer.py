@@ -1515,20 +1515,31 @@ def _consequence_of_ending(exc: BaseException) -> bool:
     if isinstance(exc, IntegrityError) or any(isinstance(e, trio.Cancelled) for e in _leaves(exc)):
         return False
     if isinstance(exc, JETError):  # only an early end (no tag at all), not a wrong one
-        cause = exc.__cause__
-        return cause is not None and all(
-            isinstance(e, TruncatedStream)
-            for e in _leaves(cause)
-            if not isinstance(e, trio.Cancelled)
-        )
+        return _cut_short(exc)
     if isinstance(exc, TransferError):
         return exc.reason in ("general-error", "connectivity-error", "failed-transport")
     return isinstance(exc, (JingleLocalError, trio.BrokenResourceError, trio.ClosedResourceError))
 
 
+def _cut_short(exc: BaseException) -> bool:
+    """Whether ``exc`` says only that an encrypted stream ended early (before its tag), not
+    that any data failed a check."""
+    if isinstance(exc, TruncatedStream):
+        return True
+    if not isinstance(exc, JETError) or exc.__cause__ is None:
+        return False
+    leaves = [e for e in _leaves(exc.__cause__) if not isinstance(e, trio.Cancelled)]
+    return bool(leaves) and all(isinstance(e, TruncatedStream) for e in leaves)
+
+
 def _keep_or_discard(partial: Partial, exc: BaseException, resumable: bool) -> None:
-    """Keep an interrupted download for resuming, unless its data is known bad."""
-    bad = any(isinstance(e, (IntegrityError, SecurityError, FileExistsError)) for e in _leaves(exc))
+    """Keep an interrupted download for resuming, unless its data is known bad. A stream cut
+    short is kept like a broken connection: the whole file's hash is checked on resume."""
+    bad = any(
+        isinstance(e, (IntegrityError, FileExistsError))
+        or (isinstance(e, SecurityError) and not _cut_short(e))
+        for e in _leaves(exc)
+    )
     if resumable and not bad and partial.received > 0 and partial.sidecar.exists():
         log.info(
             "kept %d bytes of %s for resuming: %s", partial.received, partial.name, partial.sidecar

@@ -2,10 +2,12 @@
 
 Each case ends on both sides with :class:`jet_trio.TransferTimeout` (reason ``timeout``)
 within the configured ``stall_timeout`` / ``negotiation_timeout``, keeps nothing under the
-target name, and is followed by a transfer between the same two clients that completes and
-verifies. "Stops reading" also checks backpressure: the sender's progress stops at what the
-transport can hold in flight (kernel socket buffers, the IBB window), so nothing is buffered
-without bound in the sending process.
+target name, and is followed by a resume of what the receiver kept (or a new transfer when it
+kept nothing) between the same two clients, which completes and verifies.
+
+"Stops reading" also checks backpressure: the sender's progress stops at what the transport
+can hold in flight (kernel socket buffers, the IBB window), so nothing is buffered without
+bound in the sending process.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import trio
 from lxml import etree
 
 import jet_trio
-from jet_trio import TransferError, TransferTimeout
+from jet_trio import TransferError, TransferTimeout, find_partials
 from jet_trio._ns import IBB, JET_STUB, JINGLE
 from jet_trio._transfer import FileTransfer
 
@@ -44,11 +46,24 @@ async def _drop(iq: etree._Element) -> None:
 
 
 async def _transfer_works(fa: FileTransfer, fb: FileTransfer, src: Path, dest: Path) -> None:
-    """After the fault, the same two clients complete a transfer and verify it."""
-    out = await run_transfer(fa, fb, src, dest, encrypt=JET_STUB)
-    assert out.send.result is not None, out.send.error
-    assert out.recv.result is not None and out.recv.result.hash_verified, out.recv.error
+    """After the fault, the same two clients complete the file and verify it: the receiver
+    resumes what it kept (from the sender, which shares the file), or the file is sent again
+    when nothing was kept."""
+    partials = find_partials(dest.parent)
+    if partials:
+        (partial,) = partials
+        kept = partial.received
+        await fa.share(src)
+        with trio.fail_after(10):
+            result = await fb.resume(partial, encrypt=JET_STUB)
+        assert result.hash_verified
+        assert result.wire_bytes == result.size - kept + 16
+    else:
+        out = await run_transfer(fa, fb, src, dest, encrypt=JET_STUB)
+        assert out.send.result is not None, out.send.error
+        assert out.recv.result is not None and out.recv.result.hash_verified, out.recv.error
     assert dest.read_bytes() == src.read_bytes()
+    assert not find_partials(dest.parent)
 
 
 @pytest.mark.parametrize(("ft_kwargs", "send_kwargs", "in_flight"), TRANSPORTS)

@@ -21,6 +21,7 @@ from jet_trio import (
     TransferCancelled,
     TransferError,
     TransportFailed,
+    find_partials,
 )
 from jet_trio._ns import JET_STUB
 from jet_trio.plugin import TagMismatch
@@ -305,18 +306,30 @@ async def test_truncated_encrypted_stream(
     net: Net, tmp_path: Path, dest_dir: Path, keep: int
 ) -> None:
     """The relay forwards only ``keep`` of the SIZE + 16 bytes, then closes towards the
-    receiver: refused (the tag cannot be verified), nothing kept."""
+    receiver: refused (the tag cannot be verified), nothing under the target name. What
+    arrived is kept for resuming, as after a broken connection (the whole file's hash is
+    checked when the resume completes), and the resume completes, also when every byte but
+    the tag had arrived."""
     src = make_file(tmp_path, SIZE)
     dest = dest_dir / "truncated.bin"
     net.relay.cut_after = keep
     async with net.pair(**PROXY_ONLY) as (fa, fb):
         out = await run_transfer(fa, fb, src, dest, encrypt=JET_STUB)
-    err = out.recv.raised(TransferError)
-    assert isinstance(err, JETError | TransportFailed), repr(err)
-    assert "ended" in str(err) or "early" in str(err), err
-    sent = out.send.raised(TransferError)
-    assert sent.reason == err.reason
-    assert_nothing_stored(dest)
+        err = out.recv.raised(TransferError)
+        assert isinstance(err, JETError | TransportFailed), repr(err)
+        assert "ended" in str(err) or "early" in str(err), err
+        sent = out.send.raised(TransferError)
+        assert sent.reason == err.reason
+        assert_not_stored_maybe_resumable(dest, src)
+        partials = find_partials(dest_dir)
+        assert [p.received for p in partials] == ([min(keep, SIZE)] if keep else [])
+        net.relay.cut_after = None
+        if partials:
+            await fa.share(src)
+            with trio.fail_after(5):
+                result = await fb.resume(partials[0], encrypt=JET_STUB)
+            assert result.wire_bytes == SIZE - min(keep, SIZE) + 16
+            assert result.hash_verified and dest.read_bytes() == src.read_bytes()
 
 
 @pytest.mark.parametrize("keep", [SIZE - 1, SIZE // 2, 0])

@@ -147,7 +147,8 @@ async def test_server_killed_mid_transfer(
 ) -> None:
     """Prosody crashes while data moves: both clients report ConnectionLost from their
     ``open_client`` block (the transfers inside are cancelled), nothing is stored under the
-    target name, and nothing hangs."""
+    target name, and nothing hangs. Prosody is then restarted, and the receiver resumes the
+    kept partial from the sender, which shares the file: it completes and verifies."""
     server = prosody_factory()
     info = server.info
     src = make_file(tmp_path, 20_000_000)
@@ -164,7 +165,7 @@ async def test_server_killed_mid_transfer(
     results: dict[str, Any] = {}
 
     def progress(done: int, total: int) -> None:
-        moving.set()
+        moving.set()  # the receiver's: it has written some bytes
 
     async def alice() -> None:
         try:
@@ -174,9 +175,7 @@ async def test_server_killed_mid_transfer(
             ):
                 await bob_ready.wait()
                 await a.wait_available(bob_jid)
-                results["send"] = await fa.send_file(
-                    src, bob_jid, encrypt=JET_STUB, progress=progress, **send_kwargs
-                )
+                results["send"] = await fa.send_file(src, bob_jid, encrypt=JET_STUB, **send_kwargs)
         except Exception as exc:
             results["alice"] = exc
 
@@ -203,3 +202,24 @@ async def test_server_killed_mid_transfer(
     for who in ("alice", "bob"):
         assert isinstance(results.get(who), jet_trio.ConnectionLost), results
     assert_not_stored_maybe_resumable(dest, src)
+    # Kept even when the crash ended the encrypted stream cleanly before its tag (a FIN, not
+    # a reset): the whole file's hash is checked when the resume completes.
+    (partial,) = jet_trio.find_partials(tmp_path)
+    kept = partial.received
+    assert 0 < kept < len(src.read_bytes())
+
+    await trio.to_thread.run_sync(server.start)
+    with trio.fail_after(30):
+        # Reconnecting with the same resources: the partial names the sender's full JID.
+        async with (
+            open_client(info.jid("alice") + "/crash-send", info.accounts["alice"], **opts) as a,
+            open_client(bob_jid, info.accounts["bob"], **opts) as b,
+            open_file_transfer(a, **ft_opts) as fa,
+            open_file_transfer(b, **ft_opts) as fb,
+        ):
+            await b.wait_available(a.jid)
+            await fa.share(src)
+            result = await fb.resume(partial, encrypt=JET_STUB, **send_kwargs)
+    assert result.hash_verified and dest.read_bytes() == src.read_bytes()
+    assert result.wire_bytes == result.size - kept + 16
+    assert not jet_trio.find_partials(tmp_path)
