@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1007,7 +1008,7 @@ class FileTransfer:
         with (
             _typed_errors(session.peer),
             unwrapped_errors(),
-            _stall_guard(self._stall_timeout, stalled) as moved,
+            _stall_guard(self._stall_timeout, stalled) as stall,
         ):
             async with trio.open_nursery() as n:
                 n.start_soon(session.watch)
@@ -1019,7 +1020,7 @@ class FileTransfer:
                             break
                         await (enc or sink).send_all(chunk)
                         done += len(chunk)
-                        moved()
+                        stall.moved()
                         if progress:
                             progress(done, length)
                 if done != length:
@@ -1342,7 +1343,7 @@ class FileTransfer:
         with (
             _typed_errors(session.peer),
             unwrapped_errors(),
-            _stall_guard(self._stall_timeout, stalled) as moved,
+            _stall_guard(self._stall_timeout, stalled) as stall,
         ):
             async with trio.open_nursery() as n:
                 n.start_soon(session.watch)
@@ -1374,7 +1375,7 @@ class FileTransfer:
                                     await to_hash.send(batch)
                                     batch, batched = [], 0
                                 done += len(chunk)
-                                moved()
+                                stall.moved()
                                 if progress:
                                     progress(offset + done, total)
                         if batch:
@@ -1438,24 +1439,39 @@ async def _hash_behind(
 
 
 def _update_all(hasher: Hasher, batch: list[bytes | bytearray]) -> None:
-    for chunk in batch:
-        hasher.update(chunk)
+    # One update per batch: each update releases and retakes the GIL, which the event loop
+    # holds most of the time; many small chunks (a proxy's) would queue on it one by one.
+    hasher.update(batch[0] if len(batch) == 1 else b"".join(batch))
 
 
 @contextlib.contextmanager
-def _stall_guard(seconds: float | None, what: str) -> Iterator[Callable[[], None]]:
-    """Cancel the block when no data moved for ``seconds`` (``None``: never); call the
-    yielded function whenever some did. Raises :class:`TransferTimeout` saying ``what``."""
+def _stall_guard(seconds: float | None, what: str) -> Iterator[_StallWatch]:
+    """Cancel the block when no data moved for ``seconds`` (``None``: never); call the yielded
+    watch's :meth:`~_StallWatch.moved` whenever some did. Raises :class:`TransferTimeout`
+    saying ``what``."""
     with trio.CancelScope() as scope:
-
-        def moved() -> None:
-            if seconds is not None:
-                scope.deadline = trio.current_time() + seconds
-
-        moved()
-        yield moved
+        yield _StallWatch(seconds, scope)
     if scope.cancelled_caught:
         raise TransferTimeout(f"{what} for {seconds:g} s", "timeout")
+
+
+class _StallWatch:
+    def __init__(self, seconds: float | None, scope: trio.CancelScope) -> None:
+        self._seconds = seconds
+        self._scope = scope
+        self._refreshed = -math.inf
+        self.moved()
+
+    def moved(self) -> None:
+        # Moving a cancel scope's deadline costs more than the rest of the receive loop's
+        # bookkeeping, so it moves at most four times per period: it then fires between
+        # 1 and 1.25 periods after the last progress.
+        if self._seconds is None:
+            return
+        now = trio.current_time()
+        if now - self._refreshed >= self._seconds / 4:
+            self._refreshed = now
+            self._scope.deadline = now + self._seconds * 1.25
 
 
 @contextlib.contextmanager
