@@ -9,14 +9,15 @@ Prosody on 127.0.0.1 (tests/integration/_servers.py, without ``stanza_debug`` an
 is compared with a baseline measured in the same run, with the same process layout:
 
 * ``direct``: S5B direct (in-process server, Prosody) vs a plain trio TCP copy between two
-  processes (target >= 0.5);
+  processes (target >= 0.5), with two references: file to file without and with SHA-256;
 * ``proxy``: S5B through Prosody's proxy65 vs a raw SOCKS5 copy through the same proxy (two
   raw SOCKS5 connections, activated by an iq from a jet-trio client) (target >= 0.9);
 * ``ibb``: IBB through Prosody with LAB.md's tuned network settings, 65535-byte blocks with a
   window of 8 vs 4096-byte blocks with a window of 1 (target >= 4), and the same with
   Prosody's default settings; moves ``--ibb-size`` bytes;
 * ``crypto``: AES-256-GCM and AES-128-GCM (stub envelope) vs unencrypted over direct S5B
-  (target >= 0.7), and vs this machine's one-core AES-256-GCM + SHA-256 limit (target >= 0.7);
+  (target >= 0.7), and vs this machine's one-core AES-256-GCM + SHA-256 limit (target >= 0.7;
+  the SHA-256 file-to-file reference against the same limit bounds it);
 * ``rss``: peak RSS (VmHWM) of sender and receiver, encrypted direct S5B at ``--rss-small``
   and SIZE (target < 100 MiB, not growing with the size). Every case prints its peaks too.
 
