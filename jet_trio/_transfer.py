@@ -1214,10 +1214,18 @@ class FileTransfer:
     ) -> TransferResult:
         """Resume an interrupted download (XEP-0391 4.3): request the rest of the file with a
         ``<range offset>`` and a fresh transport secret; the whole file is verified against its
-        SHA-256 before it is renamed to its destination."""
+        SHA-256 before it is renamed to its destination.
+
+        The request goes to the sender's full JID recorded in the partial; if that resource is
+        not available but another resource of the same account is (the sender reconnected
+        under another name), to the best of those that support file transfer."""
         p = partial if isinstance(partial, Partial) else Partial.load(partial)
+        peer = p.peer
+        online = self.client.resources(peer.bare)
+        if not peer.is_bare and peer not in online and online:
+            peer = peer.bare
         return await self._request(
-            p.peer, bytes.fromhex(p.sha256), p.dest, p, encrypt, cipher, transport, progress, False
+            peer, bytes.fromhex(p.sha256), p.dest, p, encrypt, cipher, transport, progress, False
         )
 
     async def _request(

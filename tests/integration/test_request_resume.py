@@ -138,6 +138,31 @@ async def test_interrupted_encrypted_download_resumes_with_fresh_secret(
     assert find_partials(tmp_path) == []
 
 
+async def test_resume_finds_the_sender_under_another_resource(
+    prosody: ServerInfo, src: Path, tmp_path: Path
+) -> None:
+    """The partial names alice/holder; alice comes back as alice/away (and only so):
+    resume() asks her available resource that supports file transfer instead."""
+    dest = tmp_path / "copy.pdf"
+    opts: dict[str, Any] = {"host": prosody.host, "port": prosody.port, "ca_file": prosody.ca_file}
+    with trio.fail_after(30):
+        async with pair(prosody) as (holder, fetcher):
+            await interrupted_offer(holder, fetcher, src, dest)
+        (partial,) = find_partials(tmp_path)
+        assert partial.peer == jet_trio.JID(prosody.jid("alice") + "/holder")
+        async with (
+            open_client(prosody.jid("alice") + "/away", prosody.accounts["alice"], **opts) as a,
+            open_client(prosody.jid("bob") + "/fetcher", prosody.accounts["bob"], **opts) as b,
+            open_file_transfer(a, allow_stub_envelope=True) as holder,
+            open_file_transfer(b, allow_stub_envelope=True) as fetcher,
+        ):
+            await holder.share(src)
+            await b.wait_available(a.jid)
+            result = await fetcher.resume(partial, encrypt=JET_STUB)
+    assert result.peer == a.jid
+    assert result.hash_verified and dest.read_bytes() == src.read_bytes()
+
+
 async def test_resume_with_corrupted_partial_fails_the_full_hash(
     prosody: ServerInfo, src: Path, tmp_path: Path
 ) -> None:
