@@ -86,6 +86,14 @@ DEFAULT_IDENTITY: Final = Identity("client", "pc", "", "jet-trio")
 BASE_FEATURES: Final = (_ns.DISCO_INFO, _ns.DISCO_ITEMS, _ns.CAPS, _ns.PING)
 
 
+@dataclass(eq=False, slots=True)
+class _Batch:
+    """Stanzas queued while another task writes: written together, then ``written`` is set."""
+
+    written: trio.Event = field(default_factory=trio.Event)
+    error: str | None = None
+
+
 @dataclass(slots=True)
 class _Pending:
     expected_from: frozenset[str | None]
@@ -111,7 +119,9 @@ class Client:
         self._parser = parser
         self._jid = jid
         self._nursery = nursery
-        self._send_lock = trio.Lock()
+        self._send_lock = trio.Lock()  # held by the task writing (see send())
+        self._outbox: list[bytes] = []
+        self._batch = _Batch()  # what the stanzas in the outbox will be written with
         self._pending: dict[str, _Pending] = {}
         self._iq_handlers: dict[tuple[str, str], IqHandler] = {}
         self._inline_handlers: dict[tuple[str, str], InlineIqHandler] = {}
@@ -159,28 +169,61 @@ class Client:
     # -- sending ---------------------------------------------------------------------------
 
     async def send(self, stanza: etree._Element) -> None:
-        """Send one stanza. Safe to call from several tasks at once."""
+        """Send one stanza. Safe to call from several tasks at once: stanzas are written in
+        the order of the calls, those queued while another is being written together with
+        one write (one TLS record). The stanza is queued before the call first yields;
+        cancelling the call stops it only until then."""
         data = serialize(stanza)
         if self._broken is not None:
             raise ConnectionLost(f"cannot send: {self._broken}")
-        async with self._send_lock:
-            # Once a stanza's first byte is handed to the stream, it must be written whole: a
-            # cancellation in the middle would leave half a stanza in the XML stream, and an
-            # SSLStream whose send_all was cancelled is broken for good (every later send and
-            # receive fails), which would end the connection for every other user of this
-            # client. So cancel only before writing, then write shielded (bounded: a server that
-            # stops reading for that long is treated as gone).
-            await trio.lowlevel.checkpoint_if_cancelled()
-            with trio.move_on_after(_SEND_TIMEOUT, shield=True) as writing:
-                try:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._outbox.append(data)
+        batch = self._batch
+        if self._send_lock.locked():
+            await batch.written.wait()  # the writing task writes ours too
+        else:
+            self._send_lock.acquire_nowait()  # no checkpoint: the stanza has a writer
+            try:
+                await self._flush()
+            finally:
+                self._send_lock.release()
+        if batch.error is not None:
+            raise ConnectionLost(batch.error)
+
+    async def _flush(self) -> None:
+        """Write the outbox until it is empty; call holding the send lock.
+
+        A stanza handed to the stream must be written whole: a cancellation in the middle
+        would leave half a stanza in the XML stream, and an SSLStream whose send_all was
+        cancelled is broken for good, which would end the connection for every user of this
+        client. So the writes are shielded, and bounded: a server that stops reading for
+        that long is treated as gone.
+        """
+        while self._outbox:
+            data = b"".join(self._outbox)
+            self._outbox.clear()
+            batch, self._batch = self._batch, _Batch()
+            try:
+                with trio.move_on_after(_SEND_TIMEOUT, shield=True) as writing:
                     await self._stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    raise ConnectionLost(f"the connection to the server is gone ({exc})") from None
-            if writing.cancelled_caught:
-                lost = ConnectionLost(f"the server did not read a stanza for {_SEND_TIMEOUT} s")
-                self._fail(lost)
-                await close_forcefully(self._stream)
-                raise lost
+                if writing.cancelled_caught:
+                    batch.error = f"the server did not read a stanza for {_SEND_TIMEOUT} s"
+                    self._fail(ConnectionLost(batch.error))
+                    await close_forcefully(self._stream)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                batch.error = f"the connection to the server is gone ({exc})"
+            finally:
+                batch.written.set()
+            if batch.error is not None:
+                self._fail_queued(batch.error)
+                return
+
+    def _fail_queued(self, error: str) -> None:
+        """Fail every stanza still queued (their tasks raise ConnectionLost)."""
+        self._outbox.clear()
+        batch, self._batch = self._batch, _Batch()
+        batch.error = error
+        batch.written.set()
 
     async def iq(self, iq: etree._Element) -> etree._Element:
         """Send an ``get``/``set`` iq and wait for its answer.
@@ -555,10 +598,13 @@ class Client:
             if self._broken is None:
                 try:
                     async with self._send_lock:
-                        await self._stream.send_all(stream_footer())
+                        await self._flush()  # what other tasks queued goes first
+                        self._outbox.append(stream_footer())
+                        await self._flush()
                     await self._closed_by_server.wait()
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
+        self._fail_queued("the stream is closed")
         await close_forcefully(self._stream)
 
 

@@ -458,13 +458,17 @@ class FileTransfer:
         if incoming.error is not None:
             await self._reply_error(iq, build_error(incoming.error))
             return
-        await self.client.send(make_result(iq))
         if incoming.superseded is not None:
             self._deliver(incoming.superseded.peer, incoming.superseded.sid, None)
         if incoming.is_new_session and incoming.session is not None:
             self._new_incoming(incoming.session, msg)
         else:
             self._deliver(sender, msg.sid, msg)
+        # Answered after delivering, so that the message is in the session's inbox before
+        # anything the peer does once it has our answer (closing the bytestream, say) can be
+        # seen here. send() queues the answer before it first yields: it still goes out
+        # before whatever the session sends in response.
+        await self.client.send(make_result(iq))
 
     def _deliver(self, peer: JID, sid: str, msg: JingleMessage | None) -> None:
         inbox = self._inboxes.get((peer, sid))

@@ -158,3 +158,89 @@ async def test_send_is_independent_of_reader_and_concurrent_safe() -> None:
                 n.start_soon(client.send, E("{jabber:client}message", {"id": str(i)}))
         ids = {(await peer.next()).get("id") for _ in range(20)}
         assert ids == {str(i) for i in range(20)}
+
+
+class GatedStream(trio.abc.Stream):
+    """Records every write; the first one waits for ``gate`` (and may then fail)."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.writes: list[bytes] = []
+        self.gate = trio.Event()
+        self.writing = trio.Event()
+        self.fail = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+        if len(self.writes) == 1:
+            self.writing.set()
+            await self.gate.wait()
+            if self.fail:
+                raise trio.BrokenResourceError("reset by peer")
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@asynccontextmanager
+async def gated_client() -> AsyncIterator[tuple[Client, Peer, GatedStream]]:
+    a, b = trio.testing.memory_stream_pair()
+    gated = GatedStream(a)
+    parser = XMLStreamParser()
+    parser.feed(stream_header())
+    async with trio.open_nursery() as nursery:
+        client = Client(gated, parser, ME, nursery)
+        nursery.start_soon(client._run_reader, [])
+        yield client, Peer(b), gated
+        nursery.cancel_scope.cancel()
+
+
+async def _send_in_turn(
+    client: Client, i: int, turn: list[trio.Event], errors: list[BaseException]
+) -> None:
+    if i:
+        await turn[i - 1].wait()
+    turn[i].set()  # the next sender runs only once this one has queued (send does not yield)
+    try:
+        await client.send(E("{jabber:client}message", {"id": str(i)}))
+    except ConnectionLost as exc:
+        errors.append(exc)
+
+
+async def test_stanzas_queued_during_a_write_go_out_together_in_call_order() -> None:
+    async with gated_client() as (client, peer, gated):
+        turn = [trio.Event() for _ in range(20)]
+        errors: list[BaseException] = []
+        async with trio.open_nursery() as n:
+            for i in range(20):
+                n.start_soon(_send_in_turn, client, i, turn, errors)
+            await gated.writing.wait()
+            await turn[-1].wait()
+            gated.gate.set()
+        ids = [(await peer.next()).get("id") for _ in range(20)]
+    assert ids == [str(i) for i in range(20)] and not errors
+    assert len(gated.writes) == 2  # the first stanza, then the 19 queued behind it at once
+
+
+async def test_a_failed_write_fails_every_stanza_queued_behind_it() -> None:
+    async with gated_client() as (client, _peer, gated):
+        turn = [trio.Event() for _ in range(5)]
+        errors: list[BaseException] = []
+        async with trio.open_nursery() as n:
+            for i in range(5):
+                n.start_soon(_send_in_turn, client, i, turn, errors)
+            await gated.writing.wait()
+            await turn[-1].wait()
+            gated.fail = True
+            gated.gate.set()
+    # The writer's own stanza and the four queued behind it: none is silently lost, and
+    # nothing more is written to the broken stream.
+    assert len(errors) == 5 and all("reset by peer" in str(e) for e in errors), errors
+    assert len(gated.writes) == 1
