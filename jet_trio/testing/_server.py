@@ -103,6 +103,7 @@ class _Connection:
         self.abrupt = False
         self._outbox, self._outbox_receive = trio.open_memory_channel[bytes | _CloseWith](math.inf)
         self._queued = 0  # bytes in the outbox
+        self._overflowed = False
         self._writing = False
         self._negotiation = ServerNegotiation(
             server.domain,
@@ -119,11 +120,12 @@ class _Connection:
         does not read what it is sent is disconnected once ``max_queued`` bytes wait for it,
         with the stream error ``resource-constraint`` (what ejabberd does, too)."""
         if isinstance(item, bytes):
+            if self._overflowed:
+                return
             if self._queued + len(item) > self.server.max_queued:
-                if self._queued >= 0:  # once
-                    self._queued = -1
-                    self.server._stats.stream_errors.append("resource-constraint")
-                    self.kick()
+                self._overflowed = True
+                self.server._stats.stream_errors.append("resource-constraint")
+                self.kick()
                 return
             self._queued += len(item)
         with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
