@@ -214,16 +214,26 @@ async def _send_in_turn(
         errors.append(exc)
 
 
+async def _queue_behind_blocked_write(
+    client: Client, gated: GatedStream, count: int, *, fail: bool
+) -> list[BaseException]:
+    """``count`` tasks send in turn while the first write is held; then it goes on (or
+    fails). Returns the ConnectionLost errors the senders raised."""
+    turn = [trio.Event() for _ in range(count)]
+    errors: list[BaseException] = []
+    async with trio.open_nursery() as n:
+        for i in range(count):
+            n.start_soon(_send_in_turn, client, i, turn, errors)
+        await gated.writing.wait()
+        await turn[-1].wait()
+        gated.fail = fail
+        gated.gate.set()
+    return errors
+
+
 async def test_stanzas_queued_during_a_write_go_out_together_in_call_order() -> None:
     async with gated_client() as (client, peer, gated):
-        turn = [trio.Event() for _ in range(20)]
-        errors: list[BaseException] = []
-        async with trio.open_nursery() as n:
-            for i in range(20):
-                n.start_soon(_send_in_turn, client, i, turn, errors)
-            await gated.writing.wait()
-            await turn[-1].wait()
-            gated.gate.set()
+        errors = await _queue_behind_blocked_write(client, gated, 20, fail=False)
         ids = [(await peer.next()).get("id") for _ in range(20)]
     assert ids == [str(i) for i in range(20)] and not errors
     assert len(gated.writes) == 2  # the first stanza, then the 19 queued behind it at once
@@ -231,15 +241,7 @@ async def test_stanzas_queued_during_a_write_go_out_together_in_call_order() -> 
 
 async def test_a_failed_write_fails_every_stanza_queued_behind_it() -> None:
     async with gated_client() as (client, _peer, gated):
-        turn = [trio.Event() for _ in range(5)]
-        errors: list[BaseException] = []
-        async with trio.open_nursery() as n:
-            for i in range(5):
-                n.start_soon(_send_in_turn, client, i, turn, errors)
-            await gated.writing.wait()
-            await turn[-1].wait()
-            gated.fail = True
-            gated.gate.set()
+        errors = await _queue_behind_blocked_write(client, gated, 5, fail=True)
     # The writer's own stanza and the four queued behind it: none is silently lost, and
     # nothing more is written to the broken stream.
     assert len(errors) == 5 and all("reset by peer" in str(e) for e in errors), errors
