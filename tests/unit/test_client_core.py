@@ -246,3 +246,28 @@ async def test_a_failed_write_fails_every_stanza_queued_behind_it() -> None:
     # nothing more is written to the broken stream.
     assert len(errors) == 5 and all("reset by peer" in str(e) for e in errors), errors
     assert len(gated.writes) == 1
+
+
+async def test_cancelling_a_sender_mid_write_still_writes_its_stanza_whole() -> None:
+    """Regression: a cancellation while a stanza was being written left half of it in the
+    stream (and broke a TLS stream for good, so the whole client). The write is shielded:
+    the stanza goes out whole and the client keeps working."""
+    scope = trio.CancelScope()
+
+    async def sender(client: Client) -> None:
+        with scope:
+            await client.send(E("{jabber:client}message", {"id": "cut"}))
+            await trio.sleep_forever()
+
+    with trio.fail_after(5):
+        async with gated_client() as (client, peer, gated):
+            async with trio.open_nursery() as n:
+                n.start_soon(sender, client)
+                await gated.writing.wait()
+                scope.cancel()  # the sender is blocked inside its write
+                await trio.sleep(0.01)
+                gated.gate.set()
+            assert scope.cancelled_caught
+            assert (await peer.next()).get("id") == "cut"
+            await client.send(E("{jabber:client}message", {"id": "after"}))
+            assert (await peer.next()).get("id") == "after"
