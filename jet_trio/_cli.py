@@ -6,6 +6,7 @@ The commands' work lives in ``_cli_demo``, ``_cli_transfer``, ``_cli_files``, ``
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
@@ -125,6 +126,16 @@ def _account(kw: dict[str, Any]) -> AccountOptions:
         direct_tls=kw.pop("direct_tls"),
         data_dir=kw.pop("data_dir"),
     )
+
+
+_Opts = TypeVar("_Opts")
+
+
+def _options(cls: type[_Opts], kw: dict[str, Any], **given: Any) -> _Opts:
+    """A command's options dataclass from the click values of the same names (``given``
+    supplies the fields that are not plain click values)."""
+    names = [f.name for f in dataclasses.fields(cast(Any, cls))]
+    return cls(**{n: given[n] if n in given else kw[n] for n in names})
 
 
 def command(fn: Callable[..., Callable[[Output], Awaitable[int]]]) -> Callable[..., int]:
@@ -248,15 +259,7 @@ def send(**kw: Any) -> Callable[[Output], Awaitable[int]]:
     from ._cli_transfer import SendOptions, run_send
 
     account = _account(kw)
-    opts = SendOptions(
-        file=kw["file"],
-        to=kw["to"],
-        envelope=kw["envelope"],
-        cipher=kw["cipher"],
-        transport=kw["transport"],
-        wait=kw["wait"],
-        direct_host=kw["direct_host"],
-    )
+    opts = _options(SendOptions, kw)
     return lambda out: run_send(out, account, opts)
 
 
@@ -296,17 +299,7 @@ def receive(**kw: Any) -> Callable[[Output], Awaitable[int]]:
     from ._cli_transfer import ReceiveOptions, run_receive
 
     account = _account(kw)
-    opts = ReceiveOptions(
-        output_dir=kw["output_dir"],
-        count=kw["count"],
-        sender=kw["sender"],
-        max_size=kw["max_size"],
-        accept_unencrypted=kw["accept_unencrypted"],
-        accept_stub=kw["accept_stub"],
-        overwrite=kw["overwrite"],
-        timeout=kw["timeout"],
-        direct_host=kw["direct_host"],
-    )
+    opts = _options(ReceiveOptions, kw)
     return lambda out: run_receive(out, account, opts)
 
 
@@ -335,13 +328,7 @@ def share(**kw: Any) -> Callable[[Output], Awaitable[int]]:
     from ._cli_files import ShareOptions, run_share
 
     account = _account(kw)
-    opts = ShareOptions(
-        files=tuple(kw["files"]),
-        to=tuple(kw["to"]),
-        timeout=kw["timeout"],
-        accept_stub=kw["accept_stub"],
-        direct_host=kw["direct_host"],
-    )
+    opts = _options(ShareOptions, kw)
     return lambda out: run_share(out, account, opts)
 
 
@@ -381,17 +368,7 @@ def request(**kw: Any) -> Callable[[Output], Awaitable[int]]:
     from ._cli_files import RequestOptions, run_request
 
     account = _account(kw)
-    opts = RequestOptions(
-        sha256=kw["sha256"],
-        sender=kw["sender"],
-        output_dir=kw["output_dir"],
-        envelope=kw["envelope"],
-        cipher=kw["cipher"],
-        transport=kw["transport"],
-        overwrite=kw["overwrite"],
-        wait=kw["wait"],
-        direct_host=kw["direct_host"],
-    )
+    opts = _options(RequestOptions, kw)
     return lambda out: run_request(out, account, opts)
 
 
@@ -449,14 +426,7 @@ def resume(**kw: Any) -> Callable[[Output], Awaitable[int]]:
 
         return listing
     assert partial is not None
-    opts = ResumeOptions(
-        partial=partial,
-        envelope=kw["envelope"],
-        cipher=kw["cipher"],
-        transport=kw["transport"],
-        wait=kw["wait"],
-        direct_host=kw["direct_host"],
-    )
+    opts = _options(ResumeOptions, kw, partial=partial)
     return lambda out: run_resume(out, account, opts)
 
 
@@ -478,7 +448,7 @@ def fingerprints(**kw: Any) -> Callable[[Output], Awaitable[int]]:
     from ._cli_keys import FingerprintOptions, run_fingerprints
 
     account = _account(kw)
-    opts = FingerprintOptions(jids=tuple(kw["jids"]), envelope=kw["envelope"])
+    opts = _options(FingerprintOptions, kw)
     return lambda out: run_fingerprints(out, account, opts)
 
 
@@ -503,12 +473,7 @@ def trust(**kw: Any) -> Callable[[Output], Awaitable[int]]:
     from ._cli_keys import TrustOptions, run_trust
 
     account = _account(kw)
-    opts = TrustOptions(
-        jid=kw["jid"],
-        fingerprint=kw["fingerprint"],
-        distrust=kw["distrust"],
-        envelope=kw["envelope"],
-    )
+    opts = _options(TrustOptions, kw)
     return lambda out: run_trust(out, account, opts)
 
 

@@ -865,16 +865,7 @@ class FileTransfer:
         start = time.monotonic()
         async with contextlib.AsyncExitStack() as cleanup:
             try:
-                ours = await self._initial_transport(transport, session)
-                content = Content(
-                    Role.INITIATOR,
-                    CONTENT_NAME,
-                    Senders.INITIATOR,
-                    build_description(desc),
-                    ours,
-                    security,
-                )
-                await session.send(session.jingle.initiate([content]))
+                ours = await self._initiate(session, transport, desc, security, request=False)
                 theirs = _transport_of(await session.expect(JingleAction.SESSION_ACCEPT))
                 established = await self._establish(session, ours, theirs, cleanup)
                 wire = await self._send_data(session, established, src, 0, size, secret, progress)
@@ -938,6 +929,26 @@ class FileTransfer:
             if (chosen := usable(urn)) is not None:
                 return chosen
         return self.plugins.cipher(str(getattr(method, "preferred_cipher", DEFAULT_CIPHER)))
+
+    async def _initiate(
+        self,
+        session: _Session,
+        transport: Transport,
+        file: FileDescription,
+        security: etree._Element | None,
+        *,
+        request: bool,
+    ) -> etree._Element:
+        """Send session-initiate with one content: an offer of ``file`` (we send) or a
+        request for it (the peer sends). Returns our transport element."""
+        ours = await self._initial_transport(transport, session)
+        name, senders = (
+            (REQUEST_NAME, Senders.RESPONDER) if request else (CONTENT_NAME, Senders.INITIATOR)
+        )
+        description = build_description(file, request=request)
+        content = Content(Role.INITIATOR, name, senders, description, ours, security)
+        await session.send(session.jingle.initiate([content]))
+        return ours
 
     async def _initial_transport(self, transport: Transport, session: _Session) -> etree._Element:
         if transport == "ibb":
@@ -1255,16 +1266,7 @@ class FileTransfer:
         start = time.monotonic()
         async with contextlib.AsyncExitStack() as cleanup:
             try:
-                ours = await self._initial_transport(transport, session)
-                content = Content(
-                    Role.INITIATOR,
-                    REQUEST_NAME,
-                    Senders.RESPONDER,
-                    build_description(request, request=True),
-                    ours,
-                    security,
-                )
-                await session.send(session.jingle.initiate([content]))
+                ours = await self._initiate(session, transport, request, security, request=True)
                 accept = await session.expect(JingleAction.SESSION_ACCEPT)
                 file = _accepted_file(accept)
                 assert file.size is not None
