@@ -213,8 +213,7 @@ class _Session:
             except trio.EndOfChannel:
                 raise TransferCancelled("the transfer service closed", "cancel") from None
             if msg.action is JingleAction.SESSION_TERMINATE:
-                self.terminated = msg
-                self.peer_terminated = msg.reason or Reason(ReasonCondition.GENERAL_ERROR)
+                self._ended(msg)
                 if JingleAction.SESSION_TERMINATE in actions:
                     return msg
                 raise _reason_error(msg.reason, str(self.peer))
@@ -223,6 +222,10 @@ class _Session:
             if msg.action in actions:
                 return msg
             self.stash.append(msg)
+
+    def _ended(self, terminate: JingleMessage) -> None:
+        self.terminated = terminate
+        self.peer_terminated = terminate.reason or Reason(ReasonCondition.GENERAL_ERROR)
 
     def ended_by_peer(self) -> Reason | None:
         """The peer's reason if its session-terminate has arrived (looked for in the inbox
@@ -233,8 +236,7 @@ class _Session:
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
             if msg.action is JingleAction.SESSION_TERMINATE:
-                self.terminated = msg
-                self.peer_terminated = msg.reason or Reason(ReasonCondition.GENERAL_ERROR)
+                self._ended(msg)
             elif not self._take_info(msg):
                 self.stash.append(msg)
         return self.peer_terminated
