@@ -7,6 +7,7 @@ raise :class:`FileTransferError` (a :class:`~jet_trio.RemoteProtocolError`) on a
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,6 +58,15 @@ _RECEIVED: Final = f"{{{_FT}}}received"
 _SINGLE: Final = frozenset({"name", "size", "media-type", "date", "range"})
 _DECIMAL = re.compile(r"[0-9]{1,19}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Bidirectional controls (embeddings, overrides, isolates, marks): a name holding one can
+#: display as another.
+_BIDI_CONTROLS: Final = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+#: Controls (C0, C1), line and paragraph separators, lone surrogates, private use.
+_REFUSED_CATEGORIES: Final = frozenset({"Cc", "Zl", "Zp", "Cs", "Co"})
+#: Names of jet-trio's partial-download records (and their temporary files).
+_RECORD_SUFFIXES: Final = (".jet-partial.json", ".jet-partial.json.tmp")
 _DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
@@ -180,21 +190,49 @@ def _name_problem(name: str) -> str | None:
         return "contains a path separator"
     if _CONTROL.search(name):
         return "contains NUL or a control character"
+    return _deceptive(name)
+
+
+def _deceptive(name: str) -> str | None:
+    """Why ``name`` could pass for another name or for a jet-trio record, if it could."""
+    for ch in name:
+        if ch in _BIDI_CONTROLS:
+            return (
+                f"contains the bidirectional control U+{ord(ch):04X}, which makes a name "
+                "display as another"
+            )
+        if unicodedata.category(ch) in _REFUSED_CATEGORIES:
+            return f"contains the control or separator U+{ord(ch):04X}"
+    if name.rstrip().endswith(_RECORD_SUFFIXES):
+        return "takes the name of a jet-trio partial-download record"
     return None
 
 
 def safe_filename(name: str) -> str:
     """A name that is safe to create inside a directory, derived from a received file name.
 
-    Drops any directory part (``/`` or ``\\``), surrounding whitespace, and trims the stem to
-    255 UTF-8 bytes; raises :class:`UnsafeFilename` for an empty name, ``.``, ``..`` or control
-    characters.
+    Drops any directory part (``/`` or ``\\``), surrounding whitespace and invisible format
+    characters (zero-width spaces and joiners, soft hyphens, byte-order marks), shows a leading
+    dot (``.bashrc`` becomes ``_.bashrc``: no hidden files, and no name of jet-trio's own
+    temporary files), and trims the stem to 255 UTF-8 bytes. Raises :class:`UnsafeFilename`
+    for an empty name, ``.``, ``..``, control characters (C0 and C1), line or paragraph
+    separators, bidirectional controls (``invoice`` U+202E ``gpj.exe`` would display as
+    ``invoiceexe.jpg``) and the name of a jet-trio partial-download record.
     """
     base = re.split(r"[/\\]", name)[-1].strip()
     if base in ("", ".", ".."):
         raise UnsafeFilename(f"{name!r} does not name a file")
     if _CONTROL.search(base):
         raise UnsafeFilename(f"{name!r} contains NUL or a control character")
+    if problem := _deceptive(base):
+        raise UnsafeFilename(f"{name!r} {problem}")
+    base = "".join(ch for ch in base if unicodedata.category(ch) != "Cf").strip()
+    if base in ("", ".", ".."):
+        raise UnsafeFilename(f"{name!r} does not name a file")
+    if problem := _deceptive(base):
+        raise UnsafeFilename(f"{name!r} {problem}")
+    if base.startswith("."):
+        base = "_" + base
     if len(base.encode()) > _MAX_FS_NAME:
         stem, dot, ext = base.rpartition(".")
         if not dot or not stem or len(ext.encode()) > 32:

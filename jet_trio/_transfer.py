@@ -1237,6 +1237,11 @@ class FileTransfer:
         not available but another resource of the same account is (the sender reconnected
         under another name), to the best of those that support file transfer."""
         p = partial if isinstance(partial, Partial) else Partial.load(partial)
+        # A record is confined to its directory when loaded; check again (the caller may
+        # have built it) and apply the no-overwrite rule of every download.
+        p.check_confined()
+        if os.path.lexists(p.dest):
+            raise FileExistsError(f"{p.dest} already exists: resuming never replaces a file")
         peer = p.peer
         online = self.client.resources(peer.bare)
         if not peer.is_bare and peer not in online and online:

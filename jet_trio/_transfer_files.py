@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
+import logging
 import os
+import re
+import secrets
+import stat
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -16,11 +21,19 @@ import trio
 from ._jid import JID
 from ._transfer_types import TransferError
 
-__all__ = ["HashCache", "Partial", "find_partials", "sha256_file"]
+__all__ = ["HashCache", "Partial", "RecordError", "find_partials", "sha256_file", "state_dir"]
+
+log = logging.getLogger("jet_trio.transfer")
 
 _READ: Final = 1 << 20
 SIDECAR_SUFFIX: Final = ".jet-partial.json"
 _TEMP_STEM_BYTES: Final = 120  # leaves room for the random part, ".part" and the sidecar suffix
+_RECORD_VERSION: Final = 2  # 1: unauthenticated, absolute paths (refused)
+_MAC_CONTEXT: Final = b"jet-trio partial-download record\x00"
+_KEY_NAME: Final = "partial-records.key"
+_KEY_BYTES: Final = 32
+_MAX_RECORD: Final = 64 * 1024
+_CONTROL_IN_NAME: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def sha256_file(path: Path, length: int | None = None) -> bytes:
@@ -59,12 +72,83 @@ class HashCache:
         return digest
 
 
+class RecordError(TransferError):
+    """A partial-download record that jet-trio did not write, or that points outside its own
+    directory (not a regular file of ours, a symbolic link, a changed name)."""
+
+
+def state_dir() -> Path:
+    """Where jet-trio keeps state that peers must never be able to write: ``$JET_TRIO_STATE_DIR``,
+    else ``$XDG_STATE_HOME/jet-trio``, by default ``~/.local/state/jet-trio``."""
+    explicit = os.environ.get("JET_TRIO_STATE_DIR", "")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+    return base / "jet-trio"
+
+
+def _record_key() -> bytes:
+    """This installation's key for authenticating partial-download records (made on first use,
+    readable by the user only)."""
+    directory = state_dir()
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / _KEY_NAME
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(_KEY_BYTES))
+    key = _read_own_file(path, _KEY_BYTES + 1)
+    if len(key) != _KEY_BYTES:
+        raise RecordError(f"{path} is not a jet-trio record key; remove it to make a new one")
+    return key
+
+
+def _read_own_file(path: Path, limit: int) -> bytes:
+    """The content of ``path`` (at most ``limit`` bytes), which must be a regular file owned by
+    this user and not a symbolic link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise RecordError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        _check_own_regular(path, os.fstat(fd))
+        return f.read(limit)
+
+
+def _check_own_regular(path: Path, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise RecordError(f"{path} is not a regular file")
+    if st.st_uid != os.getuid():
+        raise RecordError(f"{path} belongs to another user")
+
+
+def _plain_name(value: object, what: str) -> str:
+    """A record's file name: one path component, nothing that leaves its directory."""
+    if not isinstance(value, str) or value in ("", ".", "..") or "/" in value or "\\" in value:
+        raise RecordError(f"the record's {what} is not a plain file name: {value!r}")
+    if "\x00" in value or _CONTROL_IN_NAME.search(value):
+        raise RecordError(f"the record's {what} contains control characters")
+    return value
+
+
+def _mac(key: bytes, fields: dict[str, object]) -> str:
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hmac.new(key, _MAC_CONTEXT + canonical.encode(), hashlib.sha256).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class Partial:
     """An interrupted download kept for :meth:`FileTransfer.resume`.
 
     ``part`` holds the bytes received so far (not yet verified: the full-file hash is checked
-    when the download completes); the sidecar JSON file beside it records where it comes from.
+    when the download completes); the record (sidecar JSON file) beside it says where it comes
+    from. Records are authenticated with a key of this installation kept in :func:`state_dir`,
+    so a file a peer delivered cannot pass for one; they name ``part`` and ``dest`` relative to
+    their own directory, and both are confined to it again when a record is loaded.
     """
 
     part: Path
@@ -81,11 +165,15 @@ class Partial:
 
     @property
     def received(self) -> int:
-        """Bytes kept so far (the offset to resume from)."""
+        """Bytes kept so far (the offset to resume from); 0 unless ``part`` is a regular file
+        of ours."""
         try:
-            return min(self.part.stat().st_size, self.size)
+            st = os.lstat(self.part)
         except FileNotFoundError:
             return 0
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+            return 0
+        return min(st.st_size, self.size)
 
     @classmethod
     def create(
@@ -98,33 +186,91 @@ class Partial:
         os.close(fd)
         return cls(Path(tmp), dest, peer, name, size, sha256, envelope)
 
+    def _fields(self) -> dict[str, object]:
+        if self.part.parent != self.dest.parent:
+            raise RecordError("the partial data and its destination must share a directory")
+        return {
+            "version": _RECORD_VERSION,
+            "part": self.part.name,
+            "dest": self.dest.name,
+            "peer": str(self.peer),
+            "name": self.name,
+            "size": self.size,
+            "sha256": self.sha256,
+            "envelope": self.envelope,
+        }
+
     def save(self) -> None:
-        """Write the sidecar atomically."""
-        data = asdict(self)
-        data.update(part=str(self.part), dest=str(self.dest), peer=str(self.peer))
+        """Write the record atomically (readable by the user only), authenticated with this
+        installation's key."""
+        fields = self._fields()
+        data = {**fields, "mac": _mac(_record_key(), fields)}
         tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(data, indent=1))
         os.replace(tmp, self.sidecar)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Partial:
-        """Read a partial download from its sidecar (or its ``.part`` file)."""
+        """Read a partial download from its record (or its ``.part`` file).
+
+        Raises :class:`RecordError` (a :class:`TransferError`) for a record this installation
+        did not write, or one that names anything but a regular file of this user in the
+        record's own directory."""
         p = Path(path)
         if not p.name.endswith(SIDECAR_SUFFIX):
             p = p.with_name(p.name + SIDECAR_SUFFIX)
         try:
-            data = json.loads(p.read_text())
-            return cls(
-                Path(data["part"]),
-                Path(data["dest"]),
+            raw = _read_own_file(p, _MAX_RECORD)
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise RecordError("not a JSON object")
+            mac = data.pop("mac", None)
+            if data.get("version") != _RECORD_VERSION or not isinstance(mac, str):
+                raise RecordError("it was not written by this version of jet-trio")
+            if not hmac.compare_digest(mac, _mac(_record_key(), data)):
+                raise RecordError("it was not written by jet-trio on this installation")
+            part_name = _plain_name(data["part"], "partial file")
+            dest_name = _plain_name(data["dest"], "destination")
+            if p.name != part_name + SIDECAR_SUFFIX:
+                raise RecordError("it was renamed (it belongs to another partial file)")
+            if not part_name.startswith(".") or not part_name.endswith(".part"):
+                raise RecordError(f"{part_name!r} is not a name jet-trio gives partial files")
+            size = data["size"]
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise RecordError("the size is not a number of bytes")
+            envelope = data.get("envelope")
+            if envelope is not None and not isinstance(envelope, str):
+                raise RecordError("the envelope is not a namespace")
+            partial = cls(
+                p.parent / part_name,
+                p.parent / dest_name,
                 JID(data["peer"]),
                 str(data["name"]),
-                int(data["size"]),
+                size,
                 str(data["sha256"]),
-                data.get("envelope"),
+                envelope,
             )
+            partial.check_confined()
+            return partial
+        except RecordError as exc:
+            raise RecordError(f"{p} is not a resumable download: {exc}") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise TransferError(f"{p} is not a resumable download: {exc}") from None
+            raise RecordError(f"{p} is not a resumable download: {exc}") from None
+
+    def check_confined(self) -> None:
+        """Raise :class:`RecordError` unless ``part`` is a regular file of this user (not a
+        symbolic link) in the record's directory, and ``dest`` is not a symbolic link."""
+        directory = self.sidecar.parent
+        if self.part.parent != directory or self.dest.parent != directory:
+            raise RecordError("the record names files outside its own directory")
+        _check_own_regular(self.part, os.lstat(self.part))
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISLNK(os.lstat(self.dest).st_mode):
+                raise RecordError(f"{self.dest} is a symbolic link")
 
     def discard(self) -> None:
         """Remove the partial data and its sidecar."""
@@ -134,13 +280,28 @@ class Partial:
 
 
 def find_partials(directory: str | os.PathLike[str]) -> list[Partial]:
-    """Interrupted downloads kept in ``directory``."""
-    return [Partial.load(p) for p in sorted(Path(directory).glob(f".*{SIDECAR_SUFFIX}"))]
+    """Interrupted downloads kept in ``directory``: those whose records jet-trio wrote and that
+    name files of this directory. Anything else that looks like a record (a file a peer
+    delivered, say) is skipped with a warning in the log."""
+    found = []
+    for p in sorted(Path(directory).glob(f".*{SIDECAR_SUFFIX}")):
+        try:
+            found.append(Partial.load(p))
+        except RecordError as exc:
+            log.warning("ignoring %s", exc)
+    return found
 
 
 def open_part(part: Path, offset: int) -> BinaryIO:
-    """The partial file positioned at ``offset``, anything after it cut off."""
-    f = part.open("r+b")
+    """The partial file positioned at ``offset``, anything after it cut off (a regular file of
+    this user, never through a symbolic link)."""
+    fd = os.open(part, os.O_RDWR | os.O_NOFOLLOW)
+    try:
+        _check_own_regular(part, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    f = os.fdopen(fd, "r+b")
     f.truncate(offset)
     f.seek(offset)
     return f

@@ -299,6 +299,10 @@ def raw_name(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         "..",
         ".",
         "del\x7f",
+        "invoice\u202egpj.exe",
+        "csi\x9b31m",
+        "line\u2028sep",
+        ".X.part.jet-partial.json",
     ],
 )
 async def test_offer_with_unsafe_name_is_refused(
@@ -327,7 +331,9 @@ async def test_offer_with_unsafe_name_is_refused(
     ("offered", "stored"),
     [
         pytest.param("  spaced.bin  ", "spaced.bin", id="spaces"),
-        pytest.param(".hidden", ".hidden", id="hidden"),
+        pytest.param(".hidden", "_.hidden", id="hidden"),
+        pytest.param(".X.part", "_.X.part", id="temporary-name"),
+        pytest.param("zero\u200bwidth.txt", "zerowidth.txt", id="zero-width"),
         pytest.param("ünïcödé ✓.txt", "ünïcödé ✓.txt", id="unicode"),
         pytest.param("a" * 400 + ".bin", "a" * 251 + ".bin", id="long"),
         pytest.param("é" * 200, "é" * 127, id="long-multibyte"),

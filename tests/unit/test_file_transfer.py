@@ -246,15 +246,46 @@ def test_range_validation_and_defaults() -> None:
         ("../../etc/passwd", "passwd"),
         ("..\\..\\boot.ini", "boot.ini"),
         ("  spaced.txt ", "spaced.txt"),
-        (".hidden", ".hidden"),
+        (".hidden", "_.hidden"),  # dotfiles are stored visibly
+        (".bashrc", "_.bashrc"),
+        (".X.part", "_.X.part"),  # never the name of a temporary file
+        ("zero\u200bwidth\u2060.txt", "zerowidth.txt"),  # invisible format characters dropped
+        ("\ufeffbom.txt", "bom.txt"),
         ("naïve résumé.txt", "naïve résumé.txt"),
+        ("فا\u200cیل.txt", "فایل.txt"),
     ],
 )
 def test_safe_filename(name: str, safe: str) -> None:
     assert safe_filename(name) == safe
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", "a/..", "dir/", "a\\.", "   ", "x\x00y", "b\x1fc"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        ".",
+        "..",
+        "a/..",
+        "dir/",
+        "a\\.",
+        "   ",
+        "x\x00y",
+        "b\x1fc",
+        "invoice\u202egpj.exe",  # right-to-left override: shows as invoiceexe.jpg
+        "a\u202ab",
+        "a\u2066b\u2069",
+        "mark\u200f.txt",
+        "csi\x9b31m",  # C1 controls
+        "nel\x85.txt",
+        "line\u2028sep",
+        "para\u2029sep",
+        "\u200b",  # nothing left once the invisible characters are gone
+        "x.part.jet-partial.json",  # a partial-download record's name
+        ".X.part.jet-partial.json",
+        "y.jet-partial.json.tmp",
+        "private\ue000use",
+    ],
+)
 def test_safe_filename_rejects(name: str) -> None:
     with pytest.raises(UnsafeFilename):
         safe_filename(name)
