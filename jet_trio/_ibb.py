@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import math
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -320,7 +321,9 @@ class IBBStream(trio.abc.Stream):
         window: int,
         receive_buffer: int,
         max_unacked: int,
+        close_timeout: float = math.inf,
     ) -> None:
+        self._close_timeout = close_timeout
         self._conn = conn
         self._sender = sender
         self._nursery = nursery
@@ -525,15 +528,22 @@ class IBBStream(trio.abc.Stream):
     # -- closing ---------------------------------------------------------------------------
 
     async def _send_close(self) -> None:
-        try:
-            if self._in_flight:
-                await self._drained.wait()
-            if self._conn.state is State.OPEN and not self._peer_closed and self._broken is None:
-                await self._sender.send_iq(self._conn.send_close())
-        except (JetError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the peer may already have given up; we are closed either way
-        finally:
-            self._close_done.set()
+        # Bounded: a peer that never acknowledges the last blocks or never answers <close>
+        # must not hold the stream (and whoever closes it) for ever.
+        with trio.move_on_after(self._close_timeout):
+            try:
+                if self._in_flight:
+                    await self._drained.wait()
+                if (
+                    self._conn.state is State.OPEN
+                    and not self._peer_closed
+                    and self._broken is None
+                ):
+                    await self._sender.send_iq(self._conn.send_close())
+            except (JetError, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the peer may already have given up; we are closed either way
+            finally:
+                self._close_done.set()
 
     def _close_locally(self) -> None:
         self._closed = True
@@ -545,7 +555,8 @@ class IBBStream(trio.abc.Stream):
         self._buffer.clear()
 
     async def aclose(self) -> None:
-        """Close the bytestream: flush the window, send ``<close>``, wait for its answer.
+        """Close the bytestream: flush the window, send ``<close>``, wait for its answer (at
+        most ``close_timeout`` seconds for both together).
 
         If cancelled, the stream is closed anyway and ``<close>`` still goes out from the
         stream's nursery.
@@ -592,6 +603,7 @@ async def open_ibb_stream(
     receive_buffer: int = 256 * 1024,
     max_unacked: int = 64,
     initial_seq: int = 0,
+    close_timeout: float = math.inf,
 ) -> AsyncIterator[IBBStream]:
     """Create an IBB stream for ``sid`` within a nursery.
 
@@ -600,7 +612,9 @@ async def open_ibb_stream(
     gets the peer's ``<open>`` through :meth:`IBBStream.feed`.  At most
     ``window`` data iqs are in flight; received data beyond ``receive_buffer`` bytes delays
     acknowledgements; a peer with more than ``max_unacked`` unacknowledged blocks is cut off.
-    On a normal exit the stream is closed gracefully, on an exception it is aborted.
+    On a normal exit the stream is closed gracefully (waiting at most ``close_timeout`` seconds
+    for the peer to acknowledge the last blocks and the ``<close>``), on an exception it is
+    aborted.
     """
     if window < 1:
         raise ValueError("window must be >= 1")
@@ -614,10 +628,13 @@ async def open_ibb_stream(
                 window=window,
                 receive_buffer=receive_buffer,
                 max_unacked=max_unacked,
+                close_timeout=close_timeout,
             )
             try:
                 yield stream
                 await stream.aclose()
+                # Blocks the peer never acknowledged within close_timeout: given up.
+                nursery.cancel_scope.cancel()
             except BaseException:
                 stream.abort()
                 nursery.cancel_scope.cancel()

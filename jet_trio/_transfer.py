@@ -23,6 +23,7 @@ from lxml import etree
 from . import _ns
 from ._cipher import Cipher, TransportSecret
 from ._client import Client
+from ._disco import DiscoInfo
 from ._envelope import EnvelopeMethod, check_envelope_sender
 from ._errors import JetError, SecurityError
 from ._file_transfer import (
@@ -588,14 +589,21 @@ class FileTransfer:
             return jid
         for full in reversed(self.client.resources(jid)):
             with contextlib.suppress(JetError):
-                if (await self.client.features_of(full)).has(_ns.JINGLE_FT):
+                if (await self._features_of(full)).has(_ns.JINGLE_FT):
                     return full
                 # The caps we saw may predate the peer enabling file transfer: ask afresh.
-                if (await self.client.disco(full)).has(_ns.JINGLE_FT):
+                with _within(self._timeout, f"{full} did not answer our disco#info"):
+                    fresh = await self.client.disco(full)
+                if fresh.has(_ns.JINGLE_FT):
                     return full
         raise TransferError(
             f"{jid} has no available resource that supports Jingle file transfer", "gone"
         )
+
+    async def _features_of(self, peer: JID) -> DiscoInfo:
+        """What ``peer`` supports (its caps, or a disco#info query bounded by the timeout)."""
+        with _within(self._timeout, f"{peer} did not say what it supports"):
+            return await self.client.features_of(peer)
 
     async def _choose_envelope(self, peer: JID, encrypt: str | None) -> EnvelopeMethod | None:
         if encrypt is None:
@@ -603,7 +611,7 @@ class FileTransfer:
         if encrypt != "auto":
             return self.plugins.envelope(encrypt)
         try:
-            info = await self.client.features_of(peer)
+            info = await self._features_of(peer)
         except StanzaError as exc:
             raise TransferError(f"cannot ask {peer} what it supports: {exc}", "gone") from None
         for method in self.plugins.envelopes:
@@ -712,11 +720,15 @@ class FileTransfer:
         if nomination.offered_by == role.value:
             assert ours.dstaddr is not None
             if cand.type == "proxy":
-                stream: trio.abc.Stream = await connect_candidate(
-                    cand.host, cand.port, ours.dstaddr
-                )
+                with _within(self._timeout, f"the SOCKS5 proxy {cand.jid} did not connect us"):
+                    stream: trio.abc.Stream = await connect_candidate(
+                        cand.host, cand.port, ours.dstaddr
+                    )
                 cleanup.push_async_callback(trio.aclose_forcefully, stream)
-                await self.client.request("set", build_activate(ours.sid, session.peer), cand.jid)
+                with _within(self._timeout, f"the SOCKS5 proxy {cand.jid} did not activate"):
+                    await self.client.request(
+                        "set", build_activate(ours.sid, session.peer), cand.jid
+                    )
                 info = build_s5b(
                     S5BTransport(ours.sid, info=Activated(cand.cid)), include_mode=False
                 )
@@ -766,13 +778,20 @@ class FileTransfer:
                 return await client.iq(make_iq("set", payload, to=peer))
 
         stream = await cleanup.enter_async_context(
-            open_ibb_stream(Sender(), transport.sid, transport.block_size, window=self._ibb_window)
+            open_ibb_stream(
+                Sender(),
+                transport.sid,
+                transport.block_size,
+                window=self._ibb_window,
+                close_timeout=self._timeout,
+            )
         )
         key = (peer, transport.sid)
         self._ibb[key] = stream
         cleanup.callback(self._ibb.pop, key, None)
         if opener:
-            await stream.open()
+            with _within(self._timeout, f"{peer} did not answer our IBB <open>"):
+                await stream.open()
         return _Established(stream, "ibb", cleanup)
 
     async def _fallback_to_ibb(
@@ -900,7 +919,8 @@ class FileTransfer:
         if method is None:
             return None, None
         secret = TransportSecret.generate(await self._choose_cipher(method, cipher, peer))
-        envelope = await method.encrypt(secret, peer)
+        with _within(self._timeout, f"encrypting the transport secret for {peer} took too long"):
+            envelope = await method.encrypt(secret, peer)
         return secret, build_security(content_name, secret.cipher, envelope)
 
     async def _choose_cipher(self, method: EnvelopeMethod, wanted: str | None, peer: JID) -> Cipher:
@@ -908,7 +928,7 @@ class FileTransfer:
         method's preferred cipher or AES-256-GCM. The XEP-0391 ciphers are assumed with JET;
         any other cipher is used only if the peer advertises its URN."""
         try:
-            info = await self.client.features_of(peer)
+            info = await self._features_of(peer)
         except StanzaError as exc:
             raise TransferError(f"cannot ask {peer} what it supports: {exc}", "gone") from None
 
@@ -1129,7 +1149,8 @@ class FileTransfer:
         try:
             info = parse_security(security, self.plugins)
             method = self.plugins.envelope(info.envelope_type)
-            opened = await method.decrypt(info.envelope, session.peer, info.cipher)
+            with _within(self._timeout, f"opening the envelope of {session.peer} took too long"):
+                opened = await method.decrypt(info.envelope, session.peer, info.cipher)
             check_envelope_sender(opened, session.jingle.initiator)
         except (SecurityError, JetError) as exc:
             # The envelope method's typed error stays available as __cause__.
@@ -1240,7 +1261,7 @@ class FileTransfer:
         # A record is confined to its directory when loaded; check again (the caller may
         # have built it) and apply the no-overwrite rule of every download.
         p.check_confined()
-        if os.path.lexists(p.dest):
+        if await trio.Path(p.dest).exists():  # (not a symbolic link: checked)
             raise FileExistsError(f"{p.dest} already exists: resuming never replaces a file")
         peer = p.peer
         online = self.client.resources(peer.bare)
@@ -1274,7 +1295,8 @@ class FileTransfer:
         async with contextlib.AsyncExitStack() as cleanup:
             try:
                 ours = await self._initiate(session, transport, request, security, request=True)
-                accept = await session.expect(JingleAction.SESSION_ACCEPT)
+                with _within(self._timeout, f"{peer} did not answer our file request"):
+                    accept = await session.expect(JingleAction.SESSION_ACCEPT)
                 file = _accepted_file(accept)
                 assert file.size is not None
                 if partial is None:

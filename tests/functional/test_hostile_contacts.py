@@ -4,15 +4,27 @@ of Jingle messages, ambiguous encryption, too many offers (issue: hostile contac
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
+from lxml import etree
 
-from jet_trio import find_partials
-from jet_trio._ns import JET_STUB
+import jet_trio
+from jet_trio import TransferTimeout, find_partials
+from jet_trio._ibb import IBBStream
+from jet_trio._ns import DISCO_INFO, IBB, JET_STUB, JINGLE
+from jet_trio._stanza import make_result
 from jet_trio._transfer_files import Partial
 
-from .conftest import Net, make_file
+from .conftest import (
+    TEST_ENVELOPE_NS,
+    Net,
+    TestEnvelope,
+    TestEnvelopePlugin,
+    make_file,
+    run_transfer,
+)
 
 
 def interrupted(dest: Path, src: Path, peer: object, kept: int) -> Partial:
@@ -21,7 +33,12 @@ def interrupted(dest: Path, src: Path, peer: object, kept: int) -> Partial:
 
     data = src.read_bytes()
     p = Partial.create(
-        dest, peer, dest.name, len(data), hashlib.sha256(data).hexdigest(), JET_STUB  # type: ignore[arg-type]
+        dest,
+        peer,
+        dest.name,
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        JET_STUB,  # type: ignore[arg-type]
     )
     p.part.write_bytes(data[:kept])
     p.save()
@@ -66,3 +83,92 @@ async def test_resume_of_a_kept_partial_completes(net: Net, tmp_path: Path, dest
         with trio.fail_after(5), pytest.raises(Exception, match="hash"):
             await fb.resume(forged.sidecar, encrypt=JET_STUB)
     assert not dest.exists()
+
+
+# -- 2. every wait on a peer is bounded ------------------------------------------------------------
+
+
+def silence(client: jet_trio.Client, type_: str, tag: str, *, ack: bool = False) -> None:
+    """Make ``client`` take iqs with payload ``tag`` and never act on them (with ``ack``:
+    answer the iq, then do nothing)."""
+
+    async def swallow(iq: etree._Element) -> None:
+        if ack:
+            await client.send(make_result(iq))
+
+    client.register_inline_iq_handler(type_, tag, swallow)  # type: ignore[arg-type]
+
+
+async def test_receive_ends_when_the_sender_never_answers_our_ibb_close(
+    net: Net, tmp_path: Path, dest_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender that never closes the in-band bytestream nor answers our <close>: the file
+    lands, and accept() returns within the negotiation timeout (it used to wait for ever)."""
+    src = make_file(tmp_path, 30_000)
+    real_aclose = IBBStream.aclose
+    async with net.pair(receiver={"negotiation_timeout": 1}) as (fa, fb):
+        silence(fa.client, "set", f"{{{IBB}}}close")
+
+        async def aclose(self: IBBStream) -> None:
+            if self in fa._ibb.values():
+                await trio.sleep_forever()  # the hostile sender never closes
+            await real_aclose(self)
+
+        monkeypatch.setattr(IBBStream, "aclose", aclose)
+        async with trio.open_nursery() as n:
+            n.start_soon(lambda: fa.send_file(src, fb.client.jid, encrypt=None, transport="ibb"))
+            with trio.fail_after(10):
+                offer = await fb.next_offer()
+                result = await offer.accept(dest_dir)
+            n.cancel_scope.cancel()
+    assert result.path.read_bytes() == src.read_bytes()
+
+
+async def test_sender_gives_up_when_the_ibb_open_is_never_answered(
+    net: Net, tmp_path: Path, dest_dir: Path
+) -> None:
+    src = make_file(tmp_path, 30_000)
+    async with net.pair(negotiation_timeout=1) as (fa, fb):
+        silence(fb.client, "set", f"{{{IBB}}}open")
+        out = await run_transfer(fa, fb, src, dest_dir, encrypt=None, transport="ibb")
+    assert "IBB <open>" in str(out.send.raised(TransferTimeout))
+
+
+async def test_request_gives_up_when_the_holder_never_accepts(net: Net, tmp_path: Path) -> None:
+    """The holder acknowledges our session-initiate and then stays silent."""
+    async with net.pair(negotiation_timeout=1) as (fa, fb):
+        silence(fa.client, "set", f"{{{JINGLE}}}jingle", ack=True)
+        with trio.fail_after(10), pytest.raises(TransferTimeout, match="file request"):
+            await fb.request_file(fa.client.jid, "ab" * 32, tmp_path, encrypt=None)
+
+
+async def test_sending_gives_up_when_the_peer_never_answers_disco(
+    net: Net, tmp_path: Path, dest_dir: Path
+) -> None:
+    src = make_file(tmp_path, 1000)
+    async with net.pair(negotiation_timeout=1) as (fa, fb):
+        silence(fb.client, "get", f"{{{DISCO_INFO}}}query")
+        fa.client._peer_caps.clear()  # nothing cached: the peer must be asked
+        with trio.fail_after(10), pytest.raises(TransferTimeout, match="what it supports"):
+            await fa.send_file(src, fb.client.jid)
+
+
+class StuckEnvelope(TestEnvelope):
+    """An envelope method that never finishes opening (say, a key fetch the peer stalls)."""
+
+    __test__ = False
+
+    async def decrypt(self, element: Any, sender: Any, cipher: Any) -> Any:
+        await trio.sleep_forever()
+
+
+async def test_receiving_gives_up_when_the_envelope_never_opens(
+    net: Net, tmp_path: Path, dest_dir: Path
+) -> None:
+    src = make_file(tmp_path, 1000)
+    receiver = {"negotiation_timeout": 1, "extra_plugins": [TestEnvelopePlugin(StuckEnvelope())]}
+    sender = {"extra_plugins": [TestEnvelopePlugin(TestEnvelope())]}
+    async with net.pair(sender=sender, receiver=receiver) as (fa, fb):
+        out = await run_transfer(fa, fb, src, dest_dir / "x.bin", encrypt=TEST_ENVELOPE_NS)
+    assert "took too long" in str(out.recv.error)
+    assert not (dest_dir / "x.bin").exists()

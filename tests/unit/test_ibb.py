@@ -477,3 +477,38 @@ def test_receive_fuzz_only_typed_errors(tag: str, attrs: dict[str, str], text: s
         }
     else:
         assert isinstance(event, (Opened, DataReceived, Closed))
+
+
+class NeverAnswersClose(FakeIQPeer):
+    """A peer that takes our ``<close>`` and never answers it."""
+
+    async def send_iq(self, payload: etree._Element) -> etree._Element:
+        if etree.QName(payload).localname == "close":
+            await trio.sleep_forever()
+        return await super().send_iq(payload)
+
+
+class NeverAcks(FakeIQPeer):
+    """A peer that takes our data blocks and never acknowledges them."""
+
+    async def send_iq(self, payload: etree._Element) -> etree._Element:
+        if etree.QName(payload).localname == "data":
+            await trio.sleep_forever()
+        return await super().send_iq(payload)
+
+
+@pytest.mark.parametrize("peer", [NeverAnswersClose, NeverAcks])
+async def test_close_is_bounded_when_the_peer_never_answers(peer: type[FakeIQPeer]) -> None:
+    """Closing waits for the last blocks' and the ``<close>``'s answers at most
+    ``close_timeout`` seconds (a peer that never answers used to hang the closer for ever)."""
+    to_b, to_a = peer(), FakeIQPeer()
+    async with open_ibb_stream(to_a, "s", 10) as b:
+        to_b.peer = b
+        start = trio.current_time()
+        with trio.fail_after(10):
+            async with open_ibb_stream(to_b, "s", 10, close_timeout=1) as a:
+                to_a.peer = a
+                await a.open()
+                await a.send_all(b"abc")
+        assert 1 <= trio.current_time() - start < 5
+        b.abort()
