@@ -27,7 +27,7 @@ from .conftest import (
 )
 
 
-def interrupted(dest: Path, src: Path, peer: object, kept: int) -> Partial:
+def interrupted(dest: Path, src: Path, peer: jet_trio.JID, kept: int) -> Partial:
     """A partial download of ``src`` into ``dest`` holding its first ``kept`` bytes."""
     import hashlib
 
@@ -38,7 +38,7 @@ def interrupted(dest: Path, src: Path, peer: object, kept: int) -> Partial:
         dest.name,
         len(data),
         hashlib.sha256(data).hexdigest(),
-        JET_STUB,  # type: ignore[arg-type]
+        JET_STUB,
     )
     p.part.write_bytes(data[:kept])
     p.save()
@@ -96,7 +96,7 @@ def silence(client: jet_trio.Client, type_: str, tag: str, *, ack: bool = False)
         if ack:
             await client.send(make_result(iq))
 
-    client.register_inline_iq_handler(type_, tag, swallow)  # type: ignore[arg-type]
+    client.register_inline_iq_handler(type_, tag, swallow)
 
 
 async def test_receive_ends_when_the_sender_never_answers_our_ibb_close(
