@@ -4,7 +4,7 @@ of Jingle messages, ambiguous encryption, too many offers (issue: hostile contac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import trio
@@ -88,7 +88,9 @@ async def test_resume_of_a_kept_partial_completes(net: Net, tmp_path: Path, dest
 # -- 2. every wait on a peer is bounded ------------------------------------------------------------
 
 
-def silence(client: jet_trio.Client, type_: str, tag: str, *, ack: bool = False) -> None:
+def silence(
+    client: jet_trio.Client, type_: Literal["get", "set"], tag: str, *, ack: bool = False
+) -> None:
     """Make ``client`` take iqs with payload ``tag`` and never act on them (with ``ack``:
     answer the iq, then do nothing)."""
 
