@@ -515,7 +515,7 @@ def plugins(**kw: Any) -> Callable[[Output], Awaitable[int]]:
 
 
 def _print_plugins(out: Output, info: dict[str, Any]) -> None:
-    from rich.markup import escape
+    from ._cli_output import shown as escape
 
     out.say("[bold]Envelope methods[/] (--envelope NAME)")
     for env in info["envelopes"]:

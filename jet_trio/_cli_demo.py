@@ -20,7 +20,7 @@ import trio
 
 from . import _ns
 from ._cli_errors import CLIError, ExitCode
-from ._cli_output import Output, human_size
+from ._cli_output import Output, human_size, shown
 from ._cli_plugins import (
     loaded_omemo,
     make_plugins,
@@ -266,6 +266,6 @@ def _summary(out: Output, received: TransferResult, sent: TransferResult, kept: 
         ),
         ("received file", str(received.path) if kept else "deleted (pass --output-dir to keep it)"),
     ]
-    out.say(f"[bold]{received.peer} -> {sent.peer}: transfer complete[/]")
+    out.say(f"[bold]{shown(received.peer)} -> {shown(sent.peer)}: transfer complete[/]")
     for key, value in rows:
-        out.say(f"  {key + ':':<19}{value}")
+        out.say(f"  {key + ':':<19}{shown(value)}")

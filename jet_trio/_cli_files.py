@@ -21,7 +21,7 @@ import trio
 from . import _ns
 from ._cli_account import AccountOptions, connect
 from ._cli_errors import CLIError, ExitCode
-from ._cli_output import Output, human_size
+from ._cli_output import Output, human_size, shown
 from ._cli_plugins import make_plugins, short_envelope_name, wants_stub
 from ._cli_sessions import envelope_sessions
 from ._cli_transfer import (
@@ -147,7 +147,7 @@ async def _serve_shared(
                     "to": None if allowed is None else [str(j) for j in allowed],
                 }
             )
-            out.say(f"{sha}  {f.name}")
+            out.say(f"{sha}  {shown(f.name)}")
         await client.send_presence()  # requesters see us once the files are shared
         who = ", ".join(str(j) for j in allowed) if allowed else "anyone who knows the hash"
         until = "Ctrl-C" if opts.timeout is None else f"{opts.timeout:g} s or Ctrl-C"
@@ -304,10 +304,10 @@ def run_list_partials(out: Output, directory: Path) -> int:
         out.emit(partial_json(p))
         percent = 100 * p.received / p.size if p.size else 100.0
         out.say(
-            f"{p.name}: {human_size(p.received)} of {human_size(p.size)} ({percent:.0f} %) "
-            f"from {p.peer.bare}"
+            f"{shown(p.name)}: {human_size(p.received)} of {human_size(p.size)} "
+            f"({percent:.0f} %) from {shown(p.peer.bare)}"
         )
-        out.say(f"  jet-trio resume {p.sidecar}")
+        out.say(f"  jet-trio resume {shown(p.sidecar)}")
     if not partials:
         out.note(f"no partial downloads in {directory}")
     return ExitCode.OK

@@ -17,7 +17,7 @@ from typing import Any
 
 from ._cli_account import AccountOptions, connect
 from ._cli_errors import CLIError, ExitCode
-from ._cli_output import Output
+from ._cli_output import Output, shown
 from ._cli_sessions import envelope_sessions
 from ._cli_transfer import _peer_jid
 from ._client import Client
@@ -171,7 +171,7 @@ def _row_text(row: KeyRow) -> str:
         "tofu": "trusted on first use",
     }.get(row.trust, row.trust)
     gone = "" if row.active else "  [dim](inactive)[/]"
-    return f"  {row.jid}  {device}{row.fingerprint}  {trust}{gone}"
+    return f"  {shown(row.jid)}  {device}{shown(row.fingerprint)}  {trust}{gone}"
 
 
 _TITLES = {"omemo": "OMEMO devices", "openpgp": "OpenPGP keys"}
@@ -201,7 +201,7 @@ async def run_fingerprints(out: Output, account: AccountOptions, opts: Fingerpri
                 for row in rows:
                     out.say(_row_text(row))
                 if not rows:
-                    out.say(f"  {jid}  none published")
+                    out.say(f"  {shown(jid)}  none published")
     out.emit({"status": "ok", "account": str(me), "keys": [asdict(r) for r in all_rows]})
     if any(r.trust == "undecided" for r in all_rows):
         out.note(
@@ -268,5 +268,5 @@ async def run_trust(out: Output, account: AccountOptions, opts: TrustOptions) ->
     for row in changed:
         out.emit({"status": "ok", **asdict(row)})
         what = f"OMEMO device {row.device_id}" if row.device_id is not None else "OpenPGP key"
-        out.say(f"{row.jid}'s {what} {row.fingerprint} is now {row.trust}")
+        out.say(f"{shown(row.jid)}'s {what} {shown(row.fingerprint)} is now {shown(row.trust)}")
     return ExitCode.OK

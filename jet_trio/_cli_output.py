@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,7 +31,39 @@ from rich.progress import (
 from ._cli_errors import Failure
 from ._transfer_types import ProgressCallback, TransferResult
 
-__all__ = ["Output", "result_json", "setup_logging"]
+__all__ = ["Output", "plain", "result_json", "setup_logging", "shown"]
+
+#: Characters never written to the terminal as they are: controls (C0, C1: escape sequences),
+#: format characters (bidirectional overrides, zero-width), line and paragraph separators,
+#: surrogates and private use.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co"})
+
+
+def plain(text: object, *, keep: str = "") -> str:
+    """``text`` with every character that could rewrite the terminal or disguise the text
+    written as a visible ``\\uXXXX`` (``keep``: characters left alone, e.g. newlines)."""
+    s = str(text)
+    if all(ch.isprintable() or ch in keep for ch in s):
+        return s
+    return "".join(
+        f"\\u{ord(ch):04x}"
+        if ch not in keep and unicodedata.category(ch) in _HIDDEN_CATEGORIES
+        else ch
+        for ch in s
+    )
+
+
+def shown(text: object) -> str:
+    """Text that came from elsewhere (a peer's JID, file name, reason, a plugin's message),
+    ready for a Rich markup string: controls neutralised (:func:`plain`), markup escaped."""
+    return escape(plain(text))
+
+
+class _PlainFormatter(logging.Formatter):
+    """Log records on a terminal: nothing a peer put in a message can rewrite it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return plain(super().format(record), keep="\n\t")
 
 
 def setup_logging(debug: bool) -> None:
@@ -41,7 +74,7 @@ def setup_logging(debug: bool) -> None:
     """
     handler = logging.StreamHandler(sys.stderr)
     fmt = "jet-trio: %(levelname)s: %(name)s: %(message)s" if debug else "jet-trio: %(message)s"
-    handler.setFormatter(logging.Formatter(fmt))
+    handler.setFormatter(_PlainFormatter(fmt))
     root = logging.getLogger("jet_trio")
     root.handlers[:] = [handler]
     root.propagate = False
@@ -50,7 +83,7 @@ def setup_logging(debug: bool) -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.CRITICAL)
     # Other libraries (those of plugins): only their errors, or everything with --debug.
     other = logging.StreamHandler(sys.stderr)
-    other.setFormatter(logging.Formatter("jet-trio: %(levelname)s: %(name)s: %(message)s"))
+    other.setFormatter(_PlainFormatter("jet-trio: %(levelname)s: %(name)s: %(message)s"))
     logging.root.handlers[:] = [other]
     logging.root.setLevel(logging.DEBUG if debug else logging.ERROR)
 
@@ -95,8 +128,9 @@ class Output:
     def __init__(self, *, json_mode: bool, debug: bool) -> None:
         self.json_mode = json_mode
         self.debug = debug
-        self.out = Console(highlight=False, soft_wrap=True)
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        # No emoji codes: ":warning:" in a peer's text stays as it is.
+        self.out = Console(highlight=False, soft_wrap=True, emoji=False)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
         self.interactive = not json_mode and sys.stdout.isatty()
 
     # -- results -----------------------------------------------------------------------------
@@ -108,22 +142,24 @@ class Output:
             sys.stdout.flush()
 
     def say(self, text: str) -> None:
-        """Human-readable text on standard output (nothing with ``--json``). Rich markup."""
+        """Human-readable text on standard output (nothing with ``--json``). Rich markup: pass
+        anything that came from elsewhere through :func:`shown`."""
         if not self.json_mode:
             self.out.print(text)
 
     def note(self, text: str) -> None:
-        """A progress note: on standard error, so standard output stays parseable."""
+        """A progress note: on standard error, so standard output stays parseable. Plain
+        text (no markup: notes quote JIDs, file names and other text from peers)."""
         if not self.json_mode:
-            self.err.print(text, style="dim")
+            self.err.print(shown(text), style="dim")
 
     def warn(self, text: str) -> None:
-        """A warning line on standard error (also with ``--json``)."""
-        self.err.print(f"jet-trio: warning: {escape(text)}", style="yellow")
+        """A warning line on standard error (also with ``--json``). Plain text."""
+        self.err.print(f"jet-trio: warning: {shown(text)}", style="yellow")
 
     def failure(self, failure: Failure) -> None:
         """Report a failure: one line on standard error, and a JSON object with ``--json``."""
-        self.err.print(f"jet-trio: error: {escape(failure.line())}", style="bold red")
+        self.err.print(f"jet-trio: error: {shown(failure.line())}", style="bold red")
         self.emit(failure.as_json())
 
     def transfer(self, result: TransferResult, **extra: object) -> None:
@@ -139,13 +175,13 @@ class Output:
             else "NOT encrypted"
         )
         self.say(
-            f"[green]{verb}[/] {escape(result.name)} ({human_size(result.size)}) {where} "
-            f"{escape(str(result.peer))}: {how}, {result.transport}, {result.seconds:.2f} s, "
+            f"[green]{verb}[/] {shown(result.name)} ({human_size(result.size)}) {where} "
+            f"{shown(result.peer)}: {how}, {result.transport}, {result.seconds:.2f} s, "
             f"{human_size(_speed(result.size, result.seconds))}/s, "
             + ("hash verified" if result.hash_verified else "[yellow]hash NOT verified[/]")
         )
         if result.direction == "receive":
-            self.say(f"  saved as {escape(str(result.path))}")
+            self.say(f"  saved as {shown(result.path)}")
         self.say(f"  sha-256 {result.sha256}")
 
     # -- progress ----------------------------------------------------------------------------
@@ -177,7 +213,7 @@ class ProgressBars:
         bars = self._bars
         if bars is None:
             return None
-        task = bars.add_task(escape(description), total=total or None)
+        task = bars.add_task(shown(description), total=total or None)
 
         def update(done: int, total: int) -> None:
             bars.update(task, completed=done, total=total or None)
