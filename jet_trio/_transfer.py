@@ -46,7 +46,9 @@ from ._jet_stream import DecryptingReceiveStream, EncryptingSendStream, Truncate
 from ._jid import JID
 from ._jingle import JingleSession, SessionRegistry, new_sid
 from ._jingle_message import (
+    OUT_OF_ORDER,
     Content,
+    ErrorReply,
     JingleAction,
     JingleLocalError,
     JingleMessage,
@@ -113,6 +115,22 @@ _JINGLE: Final = f"{{{_ns.JINGLE}}}jingle"
 _IBB_TAGS: Final = tuple(f"{{{_ns.IBB}}}{n}" for n in ("open", "data", "close"))
 DEFAULT_CIPHER: Final = _ns.CIPHER_AES256_GCM
 _STANDARD_CIPHERS: Final = frozenset({_ns.CIPHER_AES128_GCM, _ns.CIPHER_AES256_GCM})
+#: Actions a session may wait for after they arrived (kept until then, while setting up).
+_STASHED: Final = frozenset(
+    {
+        JingleAction.SESSION_ACCEPT,
+        JingleAction.TRANSPORT_INFO,
+        JingleAction.TRANSPORT_ACCEPT,
+        JingleAction.TRANSPORT_REJECT,
+        JingleAction.TRANSPORT_REPLACE,
+    }
+)
+#: Messages held per session (queued or stashed) before more are refused: a session needs a
+#: handful (candidate-used, activated, a transport-replace...), a peer could send thousands.
+_MAX_BACKLOG: Final = 16
+_BACKLOG_FULL: Final = ErrorReply(
+    "resource-constraint", "wait", text="too many unanswered Jingle messages for this session"
+)
 Transport = Literal["auto", "s5b", "ibb"]
 
 
@@ -169,6 +187,21 @@ class _Session:
     peer_terminated: Reason | None = None
     terminated: JingleMessage | None = None
     listening: list[str] = field(default_factory=list)  # our direct candidates' DST.ADDRs
+    #: Set once data flows: the transport is settled, transport and accept messages are
+    #: refused (out-of-order) instead of kept.
+    data_phase: bool = False
+
+    def backlog(self) -> int:
+        """Messages from the peer held for this session (queued and stashed)."""
+        return self.inbox.statistics().current_buffer_used + len(self.stash)
+
+    def _keep(self, msg: JingleMessage) -> None:
+        """Stash ``msg`` if a later step of the session may ask for it; drop anything else
+        (the peer had its answer; nothing here waits for it)."""
+        if msg.action in _STASHED and not self.data_phase:
+            self.stash.append(msg)
+        else:
+            log.debug("dropping %s from %s: not needed now", msg.action, self.peer)
 
     @property
     def peer(self) -> JID:
@@ -222,7 +255,7 @@ class _Session:
                 continue
             if msg.action in actions:
                 return msg
-            self.stash.append(msg)
+            self._keep(msg)
 
     def _ended(self, terminate: JingleMessage) -> None:
         self.terminated = terminate
@@ -239,7 +272,7 @@ class _Session:
             if msg.action is JingleAction.SESSION_TERMINATE:
                 self._ended(msg)
             elif not self._take_info(msg):
-                self.stash.append(msg)
+                self._keep(msg)
         return self.peer_terminated
 
     async def watch(self) -> None:
@@ -394,6 +427,7 @@ class FileTransfer:
         self._stall_timeout = stall_timeout
         self._registry = SessionRegistry(client.jid)
         self._inboxes: dict[tuple[JID, str], trio.MemorySendChannel[JingleMessage]] = {}
+        self._sessions: dict[tuple[JID, str], _Session] = {}
         self._ibb: dict[tuple[JID, str], IBBStream] = {}
         self._offers_in, self._offers_out = trio.open_memory_channel[IncomingOffer](
             max_pending_offers
@@ -457,6 +491,11 @@ class FileTransfer:
         except JingleProtocolError as exc:
             await self._reply_error(iq, build_error(exc.reply))
             return
+        # Before the session's state machine sees it: a refused message changes nothing.
+        refusal = self._refusal(sender, msg)
+        if refusal is not None:
+            await self._reply_error(iq, build_error(refusal))
+            return
         incoming = self._registry.receive(msg, sender)
         if incoming.error is not None:
             await self._reply_error(iq, build_error(incoming.error))
@@ -472,6 +511,19 @@ class FileTransfer:
         # seen here. send() queues the answer before it first yields: it still goes out
         # before whatever the session sends in response.
         await self.client.send(make_result(iq))
+
+    def _refusal(self, peer: JID, msg: JingleMessage) -> ErrorReply | None:
+        """Why a message for an existing session is answered with an error instead of being
+        kept for it: nothing needs it any more (the data is flowing), or the session holds
+        too many already. Memory per session stays bounded whatever the peer sends."""
+        session = self._sessions.get((peer, msg.sid))
+        if session is None or msg.action is JingleAction.SESSION_TERMINATE:
+            return None
+        if session.data_phase and msg.action in _STASHED:
+            return OUT_OF_ORDER.with_text(f"{msg.action} while the data is being transferred")
+        if session.backlog() >= _MAX_BACKLOG:
+            return _BACKLOG_FULL
+        return None
 
     def _deliver(self, peer: JID, sid: str, msg: JingleMessage | None) -> None:
         inbox = self._inboxes.get((peer, sid))
@@ -559,10 +611,14 @@ class FileTransfer:
     def _open_session(self, jingle: JingleSession) -> _Session:
         send, receive = trio.open_memory_channel[JingleMessage](64)
         self._inboxes[(jingle.peer, jingle.sid)] = send
-        return _Session(self, jingle, receive)
+        session = _Session(self, jingle, receive)
+        self._sessions[(jingle.peer, jingle.sid)] = session
+        return session
 
     def _forget(self, session: _Session) -> None:
         inbox = self._inboxes.pop((session.peer, session.jingle.sid), None)
+        self._sessions.pop((session.peer, session.jingle.sid), None)
+        session.stash.clear()
         if inbox is not None:
             inbox.close()
         if self._listener is not None:
@@ -1039,6 +1095,7 @@ class FileTransfer:
     ) -> int:
         """Send ``length`` bytes of ``src`` from ``offset`` (encrypted if ``secret``)."""
         sink: trio.abc.SendStream = established.stream
+        session.data_phase = True
         enc = EncryptingSendStream(sink, secret, expected_size=length) if secret else None
         done = 0
         stalled = f"{session.peer} accepted no data"
@@ -1382,6 +1439,7 @@ class FileTransfer:
             )
         done = 0
         total = offset + length
+        session.data_phase = True
         stalled = f"no data came from {session.peer}"
         with (
             _typed_errors(session.peer),

@@ -3,18 +3,21 @@ of Jingle messages, ambiguous encryption, too many offers (issue: hostile contac
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 import trio
+import trio.testing
 from lxml import etree
 
 import jet_trio
 from jet_trio import TransferTimeout, find_partials
 from jet_trio._ibb import IBBStream
-from jet_trio._ns import DISCO_INFO, IBB, JET_STUB, JINGLE
-from jet_trio._stanza import make_result
+from jet_trio._ns import DISCO_INFO, IBB, JET_STUB, JINGLE, JINGLE_S5B
+from jet_trio._stanza import StanzaError, make_iq, make_result
 from jet_trio._transfer_files import Partial
 
 from .conftest import (
@@ -83,6 +86,12 @@ async def test_resume_of_a_kept_partial_completes(net: Net, tmp_path: Path, dest
         with trio.fail_after(5), pytest.raises(Exception, match="hash"):
             await fb.resume(forged.sidecar, encrypt=JET_STUB)
     assert not dest.exists()
+
+
+async def quietly(fn: Any) -> None:
+    """Run ``fn()``, ignoring how it fails (a side the test does not look at)."""
+    with contextlib.suppress(Exception):
+        await fn()
 
 
 # -- 2. every wait on a peer is bounded ------------------------------------------------------------
@@ -174,3 +183,89 @@ async def test_receiving_gives_up_when_the_envelope_never_opens(
         out = await run_transfer(fa, fb, src, dest_dir / "x.bin", encrypt=TEST_ENVELOPE_NS)
     assert "took too long" in str(out.recv.error)
     assert not (dest_dir / "x.bin").exists()
+
+
+# -- 5. a session's memory is bounded ------------------------------------------------------------
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def transport_info(sid: str, pad: int) -> etree._Element:
+    """A transport-info for session ``sid`` carrying ``pad`` bytes of junk."""
+    jingle = etree.Element(f"{{{JINGLE}}}jingle", action="transport-info", sid=sid)
+    content = etree.SubElement(
+        jingle, f"{{{JINGLE}}}content", creator="initiator", name="a-file-offer"
+    )
+    transport = etree.SubElement(content, f"{{{JINGLE_S5B}}}transport", sid="t")
+    etree.SubElement(transport, f"{{{JINGLE_S5B}}}candidate-used", cid="c")
+    etree.SubElement(transport, "{urn:example:pad}pad").text = "A" * pad
+    return jingle
+
+
+async def flood(client: jet_trio.Client, to: jet_trio.JID, sid: str, n: int, pad: int) -> list[str]:
+    """Send ``n`` padded transport-infos; the error condition (or "ok") of each answer."""
+    answers = []
+    for _ in range(n):
+        try:
+            await client.iq(make_iq("set", transport_info(sid, pad), to=to))
+            answers.append("ok")
+        except StanzaError as exc:
+            answers.append(exc.condition)
+    return answers
+
+
+async def test_transport_infos_during_the_data_phase_are_refused_not_kept(
+    net: Net, tmp_path: Path, dest_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The red team's flood: 100 KiB transport-infos for a session whose data is flowing.
+    Each is answered out-of-order and none is kept (they used to pile up in the session's
+    stash: +150 MB per 1000)."""
+    src = make_file(tmp_path, 30_000)
+    async with net.pair() as (fa, fb):
+        sending = trio.Event()
+
+        async def hang(session: Any, *args: Any) -> int:
+            session.data_phase = True
+            sending.set()
+            await trio.sleep_forever()
+            raise AssertionError
+
+        monkeypatch.setattr(fa, "_send_data", hang)
+        async with trio.open_nursery() as n:
+            n.start_soon(lambda: fa.send_file(src, fb.client.jid, encrypt=None, transport="ibb"))
+            with trio.fail_after(10):
+                offer = await fb.next_offer()
+                n.start_soon(offer.accept, dest_dir)
+                await sending.wait()
+                session = offer._session
+                await trio.testing.wait_all_tasks_blocked(0.05)
+                assert session.data_phase
+            before = rss()
+            with trio.fail_after(60):
+                answers = await flood(fa.client, fb.client.jid, session.jingle.sid, 300, 100_000)
+            grown = rss() - before
+            assert set(answers) == {"unexpected-request"}, answers[:3]
+            assert session.backlog() == 0 and session.stash == []
+            assert grown < 20 << 20, f"memory grew by {grown >> 20} MiB"
+            n.cancel_scope.cancel()
+
+
+async def test_a_session_holds_a_bounded_number_of_messages(
+    net: Net, tmp_path: Path, dest_dir: Path
+) -> None:
+    """An offer nobody has answered yet: its session keeps at most a few messages; the rest
+    are refused with resource-constraint (the peer may try again later)."""
+    src = make_file(tmp_path, 1000)
+    async with net.pair() as (fa, fb), trio.open_nursery() as n:
+        n.start_soon(quietly, lambda: fa.send_file(src, fb.client.jid, encrypt=None))
+        with trio.fail_after(10):
+            offer = await fb.next_offer()
+            answers = await flood(fa.client, fb.client.jid, offer._session.jingle.sid, 40, 10)
+        assert answers.count("ok") == 16, answers
+        assert set(answers[16:]) == {"resource-constraint"}, answers
+        assert offer._session.backlog() == 16
+        await offer.reject()
+        n.cancel_scope.cancel()
