@@ -222,16 +222,25 @@ def content_security(msg: JingleMessage, content: Content) -> etree._Element | N
 
     Its own child if it has one; otherwise a ``<security/>`` placed under ``<jingle/>``
     (Conversations 2.13.0-2.13.3) whose ``name`` is the content name, or the only one there
-    if the message has a single content.
+    if the message has a single content. Fails closed: raises :class:`JingleProtocolError`
+    when more than one could apply, when an unnamed one under ``<jingle/>`` could belong to
+    several contents, or when one names no content of the message (never read as "no
+    encryption").
     """
-    if content.security is not None:
-        return content.security
+    names = {c.name for c in msg.contents}
+    strays = [el.get("name") for el in msg.security if el.get("name") not in (None, *names)]
+    if strays:
+        raise JingleProtocolError(f"a <security/> names no content of the message: {strays[0]!r}")
     named = [el for el in msg.security if el.get("name") == content.name]
-    if len(named) == 1:
-        return named[0]
-    if not named and len(msg.security) == 1 and len(msg.contents) == 1:
-        return msg.security[0]
-    return None
+    unnamed = [el for el in msg.security if el.get("name") is None]
+    if unnamed and len(msg.contents) > 1:
+        raise JingleProtocolError("a <security/> without a name, and several contents")
+    found = ([content.security] if content.security is not None else []) + named + unnamed
+    if len(found) > 1:
+        raise JingleProtocolError(
+            f"{len(found)} <security/> elements apply to content {content.name!r}: ambiguous"
+        )
+    return found[0] if found else None
 
 
 def find_jingle(iq: etree._Element) -> etree._Element | None:

@@ -584,7 +584,26 @@ class FileTransfer:
             f"{{{_ns.JINGLE_IBB}}}transport",
         ):
             raise TransferError("no supported transport offered", "unsupported-transports")
-        return _Offer(content, file, content_security(msg, content), request)
+        try:
+            security = content_security(msg, content)
+        except JingleProtocolError as exc:
+            raise TransferError(f"ambiguous encryption: {exc}", "security-error") from None
+        if security is not None and not request and file.size is not None:
+            # Refused before session-accept rather than failing at the limit.
+            cipher = self._cipher_if_known(security.get("cipher"))
+            if cipher is not None and file.size > cipher.max_plaintext_size:
+                raise TransferError(
+                    f"the offered {file.size} bytes exceed what {cipher.urn} may encrypt under "
+                    f"one key ({cipher.max_plaintext_size} bytes)",
+                    "failed-application",
+                )
+        return _Offer(content, file, security, request)
+
+    def _cipher_if_known(self, urn: str | None) -> Cipher | None:
+        try:
+            return self.plugins.cipher((urn or "").strip())
+        except SecurityError:
+            return None  # refused when the envelope is opened, with its own reason
 
     async def _on_ibb(self, iq: etree._Element) -> None:
         sender = stanza_from(iq)

@@ -4,6 +4,8 @@ of Jingle messages, ambiguous encryption, too many offers (issue: hostile contac
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -15,8 +17,9 @@ from lxml import etree
 
 import jet_trio
 from jet_trio import TransferTimeout, find_partials
+from jet_trio._builtin_ciphers import AESGCMCipher
 from jet_trio._ibb import IBBStream
-from jet_trio._ns import DISCO_INFO, IBB, JET_STUB, JINGLE, JINGLE_S5B
+from jet_trio._ns import DISCO_INFO, IBB, JET, JET_STUB, JINGLE, JINGLE_S5B
 from jet_trio._stanza import StanzaError, make_iq, make_result
 from jet_trio._transfer_files import Partial
 
@@ -269,3 +272,52 @@ async def test_a_session_holds_a_bounded_number_of_messages(
         assert offer._session.backlog() == 16
         await offer.reject()
         n.cancel_scope.cancel()
+
+
+# -- 6. ambiguous encryption ---------------------------------------------------------------------
+
+
+async def test_two_security_elements_are_refused_not_taken_as_unencrypted(
+    net: Net, tmp_path: Path, dest_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An offer with two <security> under <jingle> (none in the content): even a receiver
+    that accepts unencrypted files refuses it, before the application sees it."""
+    src = make_file(tmp_path, 1000)
+    real = jet_trio._transfer.build_jingle  # type: ignore[attr-defined]
+
+    def build(msg: Any) -> etree._Element:
+        el = real(msg)
+        if msg.action.value == "session-initiate":
+            for security in el.iter(f"{{{JET}}}security"):
+                security.getparent().remove(security)
+                security.attrib.pop("name")
+                el.append(security)
+                el.append(copy.deepcopy(security))
+                break
+        return el
+
+    monkeypatch.setattr(jet_trio._transfer, "build_jingle", build)
+    async with net.pair() as (fa, fb):
+        out = await run_transfer(fa, fb, src, dest_dir / "x.bin", encrypt=JET_STUB, deadline=5)
+    assert out.recv.offer is None, out.recv.offer
+    err = out.send.raised(jet_trio.TransferError)
+    assert err.reason == "security-error" and "ambiguous" in str(err)
+    assert not (dest_dir / "x.bin").exists()
+
+
+async def test_an_offer_beyond_the_cipher_limit_is_refused_before_accepting(
+    net: Net, tmp_path: Path, dest_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = make_file(tmp_path, 1000)
+    limit = AESGCMCipher(32, "x").max_plaintext_size
+    real = jet_trio._transfer.build_description  # type: ignore[attr-defined]
+
+    def build(file: Any, *, request: bool = False) -> Any:
+        return real(dataclasses.replace(file, size=limit + 1), request=request)
+
+    monkeypatch.setattr(jet_trio._transfer, "build_description", build)
+    async with net.pair() as (fa, fb):
+        out = await run_transfer(fa, fb, src, dest_dir / "x.bin", encrypt=JET_STUB, deadline=5)
+    assert out.recv.offer is None, out.recv.offer
+    err = out.send.raised(jet_trio.TransferError)
+    assert err.reason == "failed-application" and "may encrypt" in str(err)

@@ -314,19 +314,20 @@ def test_parse_error_without_client_namespace_and_defaults() -> None:
     )
 
 
-def test_content_security_finds_the_element_wherever_it_is() -> None:
-    def sec(**attrs: str) -> etree._Element:
-        return etree.Element(f"{{{_ns.JET}}}security", attrib=attrs)
+def sec(**attrs: str) -> etree._Element:
+    return etree.Element(f"{{{_ns.JET}}}security", attrib=attrs)
 
+
+def test_content_security_finds_the_element_wherever_it_is() -> None:
     inner = sec()
     own = Content(Role.INITIATOR, "f", security=inner)
     plain = Content(Role.INITIATOR, "f")
     other = Content(Role.INITIATOR, "g")
-    msg = JingleMessage(JingleAction.SESSION_INITIATE, "s", contents=(own,), security=(sec(),))
+    msg = JingleMessage(JingleAction.SESSION_INITIATE, "s", contents=(own,))
     assert content_security(msg, own) is inner
     named = sec(name="f")
     two = JingleMessage(
-        JingleAction.SESSION_INITIATE, "s", contents=(plain, other), security=(sec(), named)
+        JingleAction.SESSION_INITIATE, "s", contents=(plain, other), security=(named,)
     )
     assert content_security(two, plain) is named
     assert content_security(two, other) is None
@@ -335,6 +336,41 @@ def test_content_security_finds_the_element_wherever_it_is() -> None:
     assert content_security(one, plain) is lone
     bare = JingleMessage(JingleAction.SESSION_INITIATE, "s", contents=(plain,))
     assert content_security(bare, plain) is None
+
+
+def test_content_security_fails_closed_when_ambiguous() -> None:
+    """Two candidates for one content (the red team's two <security> under <jingle>, taken
+    as "unencrypted" before), an unnamed one with several contents, one naming no content."""
+    plain = Content(Role.INITIATOR, "f")
+    other = Content(Role.INITIATOR, "g")
+    own = Content(Role.INITIATOR, "f", security=sec())
+    cases = [
+        JingleMessage(
+            JingleAction.SESSION_INITIATE, "s", contents=(plain,), security=(sec(), sec())
+        ),
+        JingleMessage(
+            JingleAction.SESSION_INITIATE, "s", contents=(plain,), security=(sec(name="f"), sec())
+        ),
+        JingleMessage(
+            JingleAction.SESSION_INITIATE,
+            "s",
+            contents=(plain,),
+            security=(sec(name="f"), sec(name="f")),
+        ),
+        JingleMessage(JingleAction.SESSION_INITIATE, "s", contents=(own,), security=(sec(),)),
+        JingleMessage(
+            JingleAction.SESSION_INITIATE, "s", contents=(own,), security=(sec(name="f"),)
+        ),
+        JingleMessage(
+            JingleAction.SESSION_INITIATE, "s", contents=(plain, other), security=(sec(),)
+        ),
+        JingleMessage(
+            JingleAction.SESSION_INITIATE, "s", contents=(plain,), security=(sec(name="zz"),)
+        ),
+    ]
+    for msg in cases:
+        with pytest.raises(JingleProtocolError):
+            content_security(msg, msg.contents[0])
 
 
 _attr = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=12)
