@@ -289,7 +289,9 @@ async def test_two_security_elements_are_refused_not_taken_as_unencrypted(
         el = real(msg)
         if msg.action.value == "session-initiate":
             for security in el.iter(f"{{{JET}}}security"):
-                security.getparent().remove(security)
+                parent = security.getparent()
+                assert parent is not None
+                parent.remove(security)
                 security.attrib.pop("name")
                 el.append(security)
                 el.append(copy.deepcopy(security))
