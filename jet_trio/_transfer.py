@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import time
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -190,6 +191,8 @@ class _Session:
     #: Set once data flows: the transport is settled, transport and accept messages are
     #: refused (out-of-order) instead of kept.
     data_phase: bool = False
+    #: What this session counts against its peer's quotas until it is forgotten.
+    quota: Literal["offer", "transfer"] | None = None
 
     def backlog(self) -> int:
         """Messages from the peer held for this session (queued and stashed)."""
@@ -325,6 +328,7 @@ class IncomingOffer:
         self.envelope = envelope
         self.cipher = cipher
         self._answered = False
+        self._expiry = trio.CancelScope()  # cancelled once the application takes the offer
 
     @property
     def name(self) -> str:
@@ -384,7 +388,13 @@ class IncomingOffer:
             # Before answering: the offer stays open (accept elsewhere, or reject).
             raise FileExistsError(f"{dest} already exists (pass overwrite=True to replace it)")
         self._check_unanswered()
-        return await self._session.service._run_receive(self, dest, progress)
+        service = self._session.service
+        if not service._start_transfer(self._session):
+            text = f"{self.peer.bare} has {service._max_transfers_per_peer} transfers running"
+            await self._session.terminate("busy", text)
+            service._forget(self._session)
+            raise TransferDeclined(f"refused {self.name!r}: {text}", "busy")
+        return await service._run_receive(self, dest, progress)
 
 
 @dataclass(slots=True)
@@ -413,6 +423,11 @@ class FileTransfer:
         negotiation_timeout: float,
         stall_timeout: float | None,
         max_pending_offers: int,
+        max_offers_per_peer: int = 4,
+        max_transfers_per_peer: int = 4,
+        offer_timeout: float | None = 120.0,
+        min_throughput: float | None = None,
+        throughput_window: float = 60.0,
     ) -> None:
         self.client = client
         self.plugins = plugins
@@ -429,9 +444,17 @@ class FileTransfer:
         self._inboxes: dict[tuple[JID, str], trio.MemorySendChannel[JingleMessage]] = {}
         self._sessions: dict[tuple[JID, str], _Session] = {}
         self._ibb: dict[tuple[JID, str], IBBStream] = {}
-        self._offers_in, self._offers_out = trio.open_memory_channel[IncomingOffer](
-            max_pending_offers
-        )
+        self._max_pending_offers = max_pending_offers
+        self._max_offers_per_peer = max_offers_per_peer
+        self._max_transfers_per_peer = max_transfers_per_peer
+        self._offer_timeout = offer_timeout
+        self._min_throughput = min_throughput
+        self._throughput_window = throughput_window
+        self._queue: deque[IncomingOffer] = deque()
+        self._queued = trio.Event()  # set when an offer is queued or the service closes
+        self._closed = False
+        self._offers_of: Counter[JID] = Counter()  # unanswered offers per bare JID
+        self._transfers_of: Counter[JID] = Counter()  # transfers running per bare JID
         self._proxies: list[StreamHost] | None = None
         self._hashes = HashCache()
         self._shares: dict[bytes, tuple[Path, frozenset[JID] | None]] = {}
@@ -472,7 +495,8 @@ class FileTransfer:
         self.client.unregister_iq_handler("set", _JINGLE)
         for tag in _IBB_TAGS:
             self.client.unregister_iq_handler("set", tag)
-        self._offers_in.close()
+        self._closed = True
+        self._queued.set()
         for inbox in self._inboxes.values():
             inbox.close()
 
@@ -541,21 +565,85 @@ class FileTransfer:
         session = self._open_session(jingle)
         try:
             offer = self._parse_offer(msg)
+            busy = self._over_quota(session.peer.bare, request=offer.request)
+            if busy is not None:
+                self._nursery.start_soon(self._refuse, session, "busy", busy)
+                return
             if offer.request:
+                self._start_transfer(session)
                 self._nursery.start_soon(self._serve_request, session, offer)
                 return
             envelope = cipher = None
             if offer.security is not None:
                 envelope = offer.security.get("type")
                 cipher = offer.security.get("cipher")
-            self._offers_in.send_nowait(IncomingOffer(session, offer, envelope, cipher))
-        except trio.WouldBlock:
-            self._nursery.start_soon(self._refuse, session, "busy", "too many pending offers")
+            self._enqueue(IncomingOffer(session, offer, envelope, cipher))
         except (FileTransferError, JingleProtocolError, TransferError) as exc:
             reason = exc.reason if isinstance(exc, TransferError) else "unsupported-applications"
             if isinstance(exc, FileTransferError):  # a malformed or unsafe <file/>
                 reason = "failed-application"
             self._nursery.start_soon(self._refuse, session, reason, str(exc))
+
+    # -- offers waiting for the application, and per-peer quotas ---------------------------
+
+    def _over_quota(self, peer: JID, *, request: bool) -> str | None:
+        """Why a new session from ``peer`` (a bare JID) is refused with ``busy``, if it is."""
+        if self._transfers_of[peer] >= self._max_transfers_per_peer:
+            return f"too many transfers from {peer} at once"
+        if request:
+            return None
+        if self._offers_of[peer] >= self._max_offers_per_peer:
+            return f"too many offers from {peer} waiting for an answer"
+        if len(self._queue) >= self._max_pending_offers:
+            return "too many pending offers"
+        return None
+
+    def _enqueue(self, offer: IncomingOffer) -> None:
+        session = offer._session
+        session.quota = "offer"
+        self._offers_of[session.peer.bare] += 1
+        self._queue.append(offer)
+        self._queued.set()
+        if self._offer_timeout is not None:
+            self._nursery.start_soon(self._expire, offer, self._offer_timeout)
+
+    async def _expire(self, offer: IncomingOffer, seconds: float) -> None:
+        """Refuse ``offer`` (reason ``timeout``) if the application has not taken it within
+        ``seconds``: a queued offer never holds its place, nor its sender, for ever."""
+        with offer._expiry:
+            await trio.sleep(seconds)
+            if offer in self._queue and not offer._answered:
+                self._queue.remove(offer)
+                offer._answered = True
+                self._release_quota(offer._session)  # its place is free at once
+                await self._refuse(
+                    offer._session, "timeout", f"the offer was not answered within {seconds:g} s"
+                )
+
+    def _start_transfer(self, session: _Session) -> bool:
+        """Count ``session`` as a running transfer of its peer (no longer as an offer);
+        ``False`` if the peer already has as many as it may."""
+        peer = session.peer.bare
+        if session.quota == "offer":
+            self._offers_of[peer] -= 1
+            session.quota = None
+        if session.quota is None:
+            if self._transfers_of[peer] >= self._max_transfers_per_peer:
+                return False
+            self._transfers_of[peer] += 1
+            session.quota = "transfer"
+        return True
+
+    def _release_quota(self, session: _Session) -> None:
+        peer = session.peer.bare
+        counter = {"offer": self._offers_of, "transfer": self._transfers_of}.get(
+            session.quota or ""
+        )
+        if counter is not None:
+            counter[peer] -= 1
+            if counter[peer] <= 0:
+                del counter[peer]
+        session.quota = None
 
     async def _refuse(self, session: _Session, reason: str, text: str) -> None:
         log.info("refusing offer from %s: %s", session.peer, text)
@@ -638,6 +726,7 @@ class FileTransfer:
         inbox = self._inboxes.pop((session.peer, session.jingle.sid), None)
         self._sessions.pop((session.peer, session.jingle.sid), None)
         session.stash.clear()
+        self._release_quota(session)
         if inbox is not None:
             inbox.close()
         if self._listener is not None:
@@ -647,12 +736,26 @@ class FileTransfer:
 
     async def incoming(self) -> AsyncIterator[IncomingOffer]:
         """Offers as they arrive: ``async for offer in ft.incoming(): ...``."""
-        async for offer in self._offers_out:
+        while True:
+            try:
+                offer = await self.next_offer()
+            except trio.EndOfChannel:
+                return
             yield offer
 
     async def next_offer(self) -> IncomingOffer:
-        """Wait for the next offer."""
-        return await self._offers_out.receive()
+        """Wait for the next offer (the oldest one queued). Offers not taken within the
+        service's ``offer_timeout`` are refused on their own; raises
+        :class:`trio.EndOfChannel` once the service is closing."""
+        while not self._queue:
+            if self._closed:
+                raise trio.EndOfChannel
+            if self._queued.is_set():
+                self._queued = trio.Event()
+            await self._queued.wait()
+        offer = self._queue.popleft()
+        offer._expiry.cancel()
+        return offer
 
     # -- choosing peers, envelopes, ciphers ------------------------------------------------
 
@@ -1089,6 +1192,11 @@ class FileTransfer:
         if end.reason is None or end.reason.condition != "success":
             raise _reason_error(end.reason, str(session.peer))
 
+    def _stall_guard(self, what: str) -> contextlib.AbstractContextManager[_StallWatch]:
+        return _stall_guard(
+            self._stall_timeout, what, self._min_throughput, self._throughput_window
+        )
+
     async def _end_after_error(self, session: _Session, exc: BaseException) -> TransferError | None:
         """End the session after ``exc``. Returns the error to raise instead of ``exc`` when
         the peer had already ended the session and ``exc`` is only a consequence (the peer's
@@ -1121,7 +1229,7 @@ class FileTransfer:
         with (
             _typed_errors(session.peer),
             unwrapped_errors(),
-            _stall_guard(self._stall_timeout, stalled) as stall,
+            self._stall_guard(stalled) as stall,
         ):
             async with trio.open_nursery() as n:
                 n.start_soon(session.watch)
@@ -1133,7 +1241,7 @@ class FileTransfer:
                             break
                         await (enc or sink).send_all(chunk)
                         done += len(chunk)
-                        stall.moved()
+                        stall.moved(len(chunk))
                         if progress:
                             progress(done, length)
                 if done != length:
@@ -1463,7 +1571,7 @@ class FileTransfer:
         with (
             _typed_errors(session.peer),
             unwrapped_errors(),
-            _stall_guard(self._stall_timeout, stalled) as stall,
+            self._stall_guard(stalled) as stall,
         ):
             async with trio.open_nursery() as n:
                 n.start_soon(session.watch)
@@ -1495,7 +1603,7 @@ class FileTransfer:
                                     await to_hash.send(batch)
                                     batch, batched = [], 0
                                 done += len(chunk)
-                                stall.moved()
+                                stall.moved(len(chunk))
                                 if progress:
                                     progress(offset + done, total)
                         if batch:
@@ -1565,30 +1673,65 @@ def _update_all(hasher: Hasher, batch: list[bytes | bytearray]) -> None:
 
 
 @contextlib.contextmanager
-def _stall_guard(seconds: float | None, what: str) -> Iterator[_StallWatch]:
-    """Cancel the block when no data moved for ``seconds`` (``None``: never); call the yielded
-    watch's :meth:`~_StallWatch.moved` whenever some did. Raises :class:`TransferTimeout`
-    saying ``what``."""
+def _stall_guard(
+    seconds: float | None,
+    what: str,
+    min_rate: float | None = None,
+    window: float = 60.0,
+) -> Iterator[_StallWatch]:
+    """Cancel the block when no data moved for ``seconds`` (``None``: never), or when less
+    than ``min_rate`` bytes per second moved over ``window`` seconds (``None``: no minimum);
+    call the yielded watch's :meth:`~_StallWatch.moved` whenever some did. Raises
+    :class:`TransferTimeout` saying ``what``."""
     with trio.CancelScope() as scope:
-        yield _StallWatch(seconds, scope)
+        watch = _StallWatch(seconds, scope, min_rate, window)
+        yield watch
     if scope.cancelled_caught:
+        if watch.too_slow is not None:
+            raise TransferTimeout(
+                f"{what} fast enough: {watch.too_slow:.0f} bytes/s over {window:g} s, below "
+                f"the minimum of {min_rate:g}",
+                "timeout",
+            )
         raise TransferTimeout(f"{what} for {seconds:g} s", "timeout")
 
 
 class _StallWatch:
-    def __init__(self, seconds: float | None, scope: trio.CancelScope) -> None:
+    def __init__(
+        self,
+        seconds: float | None,
+        scope: trio.CancelScope,
+        min_rate: float | None = None,
+        window: float = 60.0,
+    ) -> None:
         self._seconds = seconds
         self._scope = scope
         self._refreshed = -math.inf
+        self._min_rate = min_rate
+        self._window = window
+        self._window_start = trio.current_time()
+        self._window_bytes = 0
+        self.too_slow: float | None = None  # the rate that ended the transfer
         self.moved()
 
-    def moved(self) -> None:
+    def moved(self, n: int = 0) -> None:
+        now = trio.current_time()
+        if self._min_rate is not None:
+            # Throughput over the last window: a peer dripping a byte just before each
+            # stall period would otherwise hold the transfer (and its resources) for ever.
+            self._window_bytes += n
+            elapsed = now - self._window_start
+            if elapsed >= self._window:
+                rate = self._window_bytes / elapsed
+                if rate < self._min_rate:
+                    self.too_slow = rate
+                    self._scope.cancel()
+                self._window_start, self._window_bytes = now, 0
         # Moving a cancel scope's deadline costs more than the rest of the receive loop's
         # bookkeeping, so it moves at most four times per period: it then fires between
         # 1 and 1.25 periods after the last progress.
         if self._seconds is None:
             return
-        now = trio.current_time()
         if now - self._refreshed >= self._seconds / 4:
             self._refreshed = now
             self._scope.deadline = now + self._seconds * 1.25
@@ -1753,6 +1896,11 @@ async def open_file_transfer(
     negotiation_timeout: float = 30.0,
     stall_timeout: float | None = 60.0,
     max_pending_offers: int = 16,
+    max_offers_per_peer: int = 4,
+    max_transfers_per_peer: int = 4,
+    offer_timeout: float | None = 120.0,
+    min_throughput: float | None = 1024.0,
+    throughput_window: float = 60.0,
 ) -> AsyncIterator[FileTransfer]:
     """Jingle file transfer on ``client`` for the duration of the ``async with`` block.
 
@@ -1767,8 +1915,16 @@ async def open_file_transfer(
 
     ``negotiation_timeout`` bounds every wait for the peer's answer while a session is set up
     and ended; ``stall_timeout`` ends a transfer during which no data moved for that long (a
-    peer that stopped reading or sending; ``None``: wait forever). Both raise
+    peer that stopped reading or sending; ``None``: wait forever), and ``min_throughput``
+    (bytes per second, ``None``: no minimum) one whose data moved slower than that over any
+    ``throughput_window`` seconds (a peer dripping a byte now and then). These raise
     :class:`TransferTimeout` and end the session with the reason ``timeout``.
+
+    What one contact may hold of a receiver is bounded: at most ``max_pending_offers`` offers
+    wait for the application (from all contacts), at most ``max_offers_per_peer`` unanswered
+    offers and ``max_transfers_per_peer`` running transfers (received files and served
+    requests) per contact (bare JID); more are refused with ``busy``. An offer the
+    application has not taken within ``offer_timeout`` seconds is refused with ``timeout``.
     """
     if plugins is None:
         config = PluginConfig(
@@ -1794,6 +1950,11 @@ async def open_file_transfer(
                 negotiation_timeout=negotiation_timeout,
                 stall_timeout=stall_timeout,
                 max_pending_offers=max_pending_offers,
+                max_offers_per_peer=max_offers_per_peer,
+                max_transfers_per_peer=max_transfers_per_peer,
+                offer_timeout=offer_timeout,
+                min_throughput=min_throughput,
+                throughput_window=throughput_window,
             )
             ft._install()
             try:

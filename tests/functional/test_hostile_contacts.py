@@ -21,6 +21,7 @@ from jet_trio._builtin_ciphers import AESGCMCipher
 from jet_trio._ibb import IBBStream
 from jet_trio._ns import DISCO_INFO, IBB, JET, JET_STUB, JINGLE, JINGLE_S5B
 from jet_trio._stanza import StanzaError, make_iq, make_result
+from jet_trio._transfer import FileTransfer, open_file_transfer
 from jet_trio._transfer_files import Partial
 
 from .conftest import (
@@ -323,3 +324,113 @@ async def test_an_offer_beyond_the_cipher_limit_is_refused_before_accepting(
     assert out.recv.offer is None, out.recv.offer
     err = out.send.raised(jet_trio.TransferError)
     assert err.reason == "failed-application" and "may encrypt" in str(err)
+
+
+# -- 4. one contact cannot monopolise a receiver -------------------------------------------------
+
+
+async def send_capturing(
+    ft: FileTransfer,
+    src: Path,
+    to: jet_trio.JID,
+    errors: list[BaseException],
+    failed: trio.Event | None = None,
+    when: int = 0,
+) -> None:
+    """Send ``src``; a failure goes to ``errors`` (``failed`` is set once there are ``when``)."""
+    try:
+        await ft.send_file(src, to, encrypt=None)
+    except Exception as exc:
+        errors.append(exc)
+        if failed is not None and len(errors) >= when:
+            failed.set()
+
+
+async def test_one_contact_cannot_crowd_out_another(
+    net: Net, tmp_path: Path, dest_dir: Path
+) -> None:
+    """Alice's offers beyond her quota are refused busy; Carol's offer still gets in."""
+    src = make_file(tmp_path, 1000)
+    errors: list[BaseException] = []
+    async with (
+        net.pair(receiver={"max_offers_per_peer": 2, "max_pending_offers": 3}) as (fa, fb),
+        net.client("carol", "c") as c,
+        open_file_transfer(c) as fc,
+        trio.open_nursery() as n,
+    ):
+        with trio.fail_after(10):
+            await c.wait_available(fb.client.jid)
+            three_refused = trio.Event()
+            for _ in range(5):
+                n.start_soon(send_capturing, fa, src, fb.client.jid, errors, three_refused, 3)
+            await three_refused.wait()
+            n.start_soon(send_capturing, fc, src, fb.client.jid, errors)
+            offers = [await fb.next_offer() for _ in range(3)]
+        assert sorted(str(o.peer.bare) for o in offers) == [
+            "alice@localhost",
+            "alice@localhost",
+            "carol@localhost",
+        ]
+        assert all(getattr(e, "reason", None) == "busy" for e in errors), errors
+        assert "too many offers from alice@localhost" in str(errors[0])
+        for offer in offers:
+            await offer.reject()
+    assert fb._offers_of == fb._transfers_of == {}
+
+
+async def test_queued_offers_expire(net: Net, tmp_path: Path) -> None:
+    """An offer the application never takes is refused (timeout) and frees its place."""
+    src = make_file(tmp_path, 1000)
+    async with net.pair(receiver={"offer_timeout": 0.5}) as (fa, fb):
+        with trio.fail_after(10), pytest.raises(TransferTimeout, match="not answered within"):
+            await fa.send_file(src, fb.client.jid, encrypt=None)
+        assert not fb._queue and fb._offers_of == {}
+
+
+async def test_running_transfers_per_contact_are_bounded(
+    net: Net, tmp_path: Path, dest_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = make_file(tmp_path, 1000)
+    errors: list[BaseException] = []
+    async with net.pair(receiver={"max_transfers_per_peer": 1}) as (fa, fb):
+        sending = trio.Event()
+
+        async def hang(session: Any, *args: Any) -> int:
+            sending.set()
+            await trio.sleep_forever()
+            raise AssertionError
+
+        monkeypatch.setattr(fa, "_send_data", hang)
+        async with trio.open_nursery() as n:
+            n.start_soon(send_capturing, fa, src, fb.client.jid, errors)
+            with trio.fail_after(10):
+                offer = await fb.next_offer()
+                n.start_soon(quietly, lambda: offer.accept(dest_dir))
+                await sending.wait()
+                await send_capturing(fa, src, fb.client.jid, errors)
+            assert len(errors) == 1 and "too many transfers" in str(errors[0]), errors
+            assert fb._transfers_of == {fa.client.jid.bare: 1}
+            n.cancel_scope.cancel()
+
+
+async def test_a_dripping_sender_is_cut_off_by_the_minimum_throughput(
+    net: Net, tmp_path: Path, dest_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A byte every 0.2 s keeps a 1 s stall timeout from firing, but not the minimum
+    throughput (the red team's byte every 59 s against the 60 s stall timeout, scaled)."""
+    src = make_file(tmp_path, 100_000)
+    receiver = {"stall_timeout": 1, "min_throughput": 1000, "throughput_window": 1}
+
+    async def drip(session: Any, established: Any, *args: Any) -> int:
+        for _ in range(100):
+            await established.stream.send_all(b"x")
+            await trio.sleep(0.2)
+        raise AssertionError("the receiver went on taking the drip")
+
+    async with net.pair(receiver=receiver) as (fa, fb):
+        monkeypatch.setattr(fa, "_send_data", drip)
+        start = trio.current_time()
+        out = await run_transfer(fa, fb, src, dest_dir / "x.bin", encrypt=None, deadline=15)
+    err = out.recv.raised(TransferTimeout)
+    assert "below the minimum" in str(err)
+    assert trio.current_time() - start < 5
