@@ -290,6 +290,13 @@ def send(**kw: Any) -> Callable[[Output], Awaitable[int]]:
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing files of the same name.")
 @click.option("--timeout", type=float, help="Give up after this many seconds.")
+@click.option(
+    "--parallel",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Receive up to this many files at once.",
+)
 @direct_host_option
 @account_options
 @output_options

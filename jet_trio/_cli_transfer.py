@@ -13,7 +13,7 @@ import trio
 from . import _ns
 from ._cli_account import AccountOptions, connect
 from ._cli_errors import CLIError, ExitCode, classify
-from ._cli_output import Output, human_size
+from ._cli_output import Output, ProgressBars, human_size
 from ._cli_plugins import (
     default_envelope,
     make_plugins,
@@ -162,6 +162,7 @@ class ReceiveOptions:
     overwrite: bool
     timeout: float | None
     direct_host: str
+    parallel: int = 4
 
 
 def _refusal(
@@ -190,6 +191,58 @@ def _refusal(
     if (opts.output_dir / name).exists() and not opts.overwrite:
         return f"{opts.output_dir / name} already exists (pass --overwrite to replace it)"
     return None
+
+
+def _report_refusal(out: Output, offer: IncomingOffer, why: str) -> None:
+    out.warn(f"refused {offer.name!r} from {offer.peer}: {why}")
+    out.emit(
+        {
+            "status": "refused",
+            "peer": str(offer.peer),
+            "name": offer.name,
+            "size": offer.size,
+            "envelope": offer.envelope,
+            "reason": why,
+        }
+    )
+
+
+async def _reject_quietly(offer: IncomingOffer, why: str) -> None:
+    with contextlib.suppress(Exception):
+        await offer.reject("decline", f"refused: {why}")
+
+
+async def _receive_one(
+    out: Output, opts: ReceiveOptions, offer: IncomingOffer, bars: ProgressBars
+) -> ExitCode:
+    """Accept ``offer`` and report how it ended; the exit code it calls for."""
+    how = (
+        f"encrypted with {short_envelope_name(offer.envelope)}"
+        if offer.envelope
+        else "NOT encrypted"
+    )
+    out.note(f"accepting {offer.name} ({human_size(offer.size)}) from {offer.peer}, {how}")
+    sha = next((h.digest.hex() for h in offer.file.hashes if h.algo == "sha-256"), None)
+    try:
+        result = await offer.accept(
+            opts.output_dir,
+            progress=bars.bar(f"receiving {offer.name}", offer.size),
+            overwrite=opts.overwrite,
+        )
+    except Exception as exc:
+        if sha is not None:
+            hint_partials(out, opts.output_dir, sha)
+        failure = classify(exc)
+        if failure.code is ExitCode.INTERNAL:
+            raise
+        out.failure(failure)
+        return failure.code
+    except BaseException:  # Ctrl-C, --timeout
+        if sha is not None:
+            hint_partials(out, opts.output_dir, sha)
+        raise
+    out.transfer(result)
+    return ExitCode.OK
 
 
 async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions) -> int:
@@ -226,59 +279,33 @@ async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions
             from_ = f" from {sender}" if sender else ""
             out.note(f"logged in as {client.jid}; waiting for {wanted}{from_}")
             deadline = math.inf if opts.timeout is None else trio.current_time() + opts.timeout
-            with trio.move_on_at(deadline) as waiting:
-                while not opts.count or done < opts.count:
-                    offer = await ft.next_offer()
-                    why = _refusal(offer, opts, sender, plugins)
-                    if why is not None:
-                        out.warn(f"refused {offer.name!r} from {offer.peer}: {why}")
-                        out.emit(
-                            {
-                                "status": "refused",
-                                "peer": str(offer.peer),
-                                "name": offer.name,
-                                "size": offer.size,
-                                "envelope": offer.envelope,
-                                "reason": why,
-                            }
-                        )
-                        with contextlib.suppress(Exception):
-                            await offer.reject("decline", f"refused: {why}")
-                        continue
-                    how = (
-                        f"encrypted with {short_envelope_name(offer.envelope)}"
-                        if offer.envelope
-                        else "NOT encrypted"
-                    )
-                    out.note(
-                        f"accepting {offer.name} ({human_size(offer.size)}) from {offer.peer}, "
-                        f"{how}"
-                    )
-                    sha = next(
-                        (h.digest.hex() for h in offer.file.hashes if h.algo == "sha-256"), None
-                    )
-                    try:
-                        with out.progress() as bars:
-                            result = await offer.accept(
-                                opts.output_dir,
-                                progress=bars.bar(f"receiving {offer.name}", offer.size),
-                                overwrite=opts.overwrite,
-                            )
-                    except Exception as exc:
-                        if sha is not None:
-                            hint_partials(out, opts.output_dir, sha)
-                        failure = classify(exc)
-                        if failure.code is ExitCode.INTERNAL:
-                            raise
-                        out.failure(failure)
-                        first_error = first_error or failure.code
-                    except BaseException:  # Ctrl-C, --timeout
-                        if sha is not None:
-                            hint_partials(out, opts.output_dir, sha)
-                        raise
-                    else:
-                        out.transfer(result)
-                    done += 1
+            # Offers are answered as they come, and up to --parallel received at once: one
+            # slow or silent sender does not hold up the others.
+            slots = trio.Semaphore(opts.parallel)
+            accepted = 0
+            with trio.move_on_at(deadline) as waiting, out.progress() as bars:
+                async with trio.open_nursery() as nursery:
+                    while not opts.count or accepted < opts.count:
+                        await slots.acquire()
+                        offer = await ft.next_offer()
+                        why = _refusal(offer, opts, sender, plugins)
+                        if why is not None:
+                            slots.release()
+                            _report_refusal(out, offer, why)
+                            nursery.start_soon(_reject_quietly, offer, why)
+                            continue
+                        accepted += 1
+
+                        async def take(offer: IncomingOffer = offer) -> None:
+                            nonlocal first_error, done
+                            try:
+                                code = await _receive_one(out, opts, offer, bars)
+                            finally:
+                                slots.release()
+                            first_error = first_error or code
+                            done += 1
+
+                        nursery.start_soon(take)
             if waiting.cancelled_caught and opts.count:
                 raise CLIError(
                     ExitCode.TIMEOUT,

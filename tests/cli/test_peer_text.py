@@ -6,8 +6,12 @@ from __future__ import annotations
 import io
 import logging
 import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 from rich.console import Console
 
@@ -15,8 +19,25 @@ import jet_trio
 from jet_trio._cli_output import Output, plain, setup_logging, shown
 from jet_trio._transfer import open_file_transfer
 
-from ._run import arun
+from ._run import Ran, arun
 from .conftest import LocalServer
+
+
+@asynccontextmanager
+async def client_of(
+    server: LocalServer, user: str, resource: str
+) -> AsyncIterator[jet_trio.Client]:
+    tls = ssl.create_default_context(cafile=str(server.ca_file))
+    async with jet_trio.open_client(
+        server.server.jid(user, resource),
+        server.accounts[user],
+        host=server.server.host,
+        port=server.server.port,
+        ssl_context=tls,
+        mechanisms=["PLAIN"],
+    ) as client:
+        yield client
+
 
 HOSTILE = "[bold red]evil[/] [link=https://evil.example]click[/link] :warning: phone[/]"
 
@@ -106,3 +127,67 @@ async def test_receive_prints_a_hostile_resource_and_name_as_is(
     assert "alice@localhost/phone[/]" in ran.stderr  # type: ignore[attr-defined]
     assert name in ran.stdout  # type: ignore[attr-defined]
     assert (inbox / name).read_bytes() == src.read_bytes()
+
+
+async def test_receive_takes_offers_concurrently(
+    tmp_path: Path, local_server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alice's transfer hangs (she never sends the data); Carol's offer, arriving meanwhile,
+    is received at once: ``receive`` no longer handles offers one at a time."""
+    src = tmp_path / "payload.bin"
+    src.write_bytes(b"x" * 5000)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    results: dict[str, Ran] = {}
+
+    async def receive() -> None:
+        results["ran"] = await arun(
+            [
+                "receive",
+                "-o",
+                str(inbox),
+                "--accept-unencrypted",
+                "--count",
+                "2",
+                "--timeout",
+                "25",
+                "--json",
+            ],
+            tmp_path,
+            local_server.env("bob"),
+        )
+
+    async with trio.open_nursery() as n:
+        n.start_soon(receive)
+        async with (
+            client_of(local_server, "alice", "a") as a,
+            open_file_transfer(a) as fa,
+            client_of(local_server, "carol", "c") as c,
+            open_file_transfer(c) as fc,
+        ):
+            hanging = trio.Event()
+
+            async def hang(session: Any, *args: Any) -> int:
+                hanging.set()
+                await trio.sleep_forever()
+                raise AssertionError
+
+            monkeypatch.setattr(fa, "_send_data", hang)
+            with trio.fail_after(30):
+                bob = await a.wait_available(local_server.server.jid("bob"))
+                await c.wait_available(bob)
+            async with trio.open_nursery() as senders:
+                senders.start_soon(
+                    lambda: fa.send_file(src, bob, encrypt=None, name="from-alice.bin")
+                )
+                with trio.fail_after(30):
+                    await hanging.wait()
+                with trio.fail_after(15):
+                    await fc.send_file(src, bob, encrypt=None, name="from-carol.bin")
+                senders.cancel_scope.cancel()
+    ran = results["ran"]
+    assert (inbox / "from-carol.bin").read_bytes() == src.read_bytes()
+    assert not (inbox / "from-alice.bin").exists()
+    statuses = {(o.get("name"), o["status"]) for o in ran.json_lines()}
+    assert ("from-carol.bin", "ok") in statuses, ran.stdout
+    assert ran.returncode != 0  # alice's transfer, cut off, counts as failed
