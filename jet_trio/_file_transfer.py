@@ -63,8 +63,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BIDI_CONTROLS: Final = frozenset(
     "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 )
-#: Controls (C0, C1), line and paragraph separators, lone surrogates, private use.
-_REFUSED_CATEGORIES: Final = frozenset({"Cc", "Zl", "Zp", "Cs", "Co"})
+#: Controls (C0, C1), line and paragraph separators, lone surrogates.
+_REFUSED_CATEGORIES: Final = frozenset({"Cc", "Zl", "Zp", "Cs"})
 #: Names of jet-trio's partial-download records (and their temporary files).
 _RECORD_SUFFIXES: Final = (".jet-partial.json", ".jet-partial.json.tmp")
 _DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
