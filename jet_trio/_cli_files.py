@@ -269,8 +269,8 @@ def load_partial(path: Path) -> Partial:
             ExitCode.FILE,
             "file",
             str(exc),
-            "The sidecar file is damaged; delete the partial download and fetch the file "
-            "again (jet-trio request).",
+            "jet-trio did not write this sidecar here, or it is damaged: delete the partial "
+            "download and fetch the file again (jet-trio request).",
         ) from None
 
 

@@ -230,7 +230,9 @@ class Partial:
                 raise RecordError("not a JSON object")
             mac = data.pop("mac", None)
             if data.get("version") != _RECORD_VERSION or not isinstance(mac, str):
-                raise RecordError("it was not written by this version of jet-trio")
+                raise RecordError(
+                    "it was not written by jet-trio on this installation (or by an older version)"
+                )
             if not hmac.compare_digest(mac, _mac(_record_key(), data)):
                 raise RecordError("it was not written by jet-trio on this installation")
             part_name = _plain_name(data["part"], "partial file")
@@ -288,7 +290,7 @@ def find_partials(directory: str | os.PathLike[str]) -> list[Partial]:
         try:
             found.append(Partial.load(p))
         except RecordError as exc:
-            log.warning("ignoring %s", exc)
+            log.warning("%s (ignored)", exc)
     return found
 
 

@@ -253,3 +253,37 @@ def test_resume_errors(tmp_path: Path) -> None:
     assert (ran.returncode, ran.one_json()["reason"]) == (10, "file")
     assert run(["resume"], tmp_path).returncode == 2
     assert run(["resume", str(broken), "--list", str(tmp_path)], tmp_path).returncode == 2
+
+
+def test_a_planted_record_is_neither_listed_nor_resumed(tmp_path: Path) -> None:
+    """The red team's record, delivered as a file: it names ~/.bashrc as its target and
+    authorized_keys as its data. ``resume --list`` shows nothing of it and ``resume`` refuses
+    it before logging in; neither file is touched."""
+    inbox, home = tmp_path / "inbox", tmp_path / "home"
+    inbox.mkdir()
+    home.mkdir()
+    for victim in (".bashrc", "authorized_keys"):
+        (home / victim).write_text("precious")
+    planted = inbox / ".X.part.jet-partial.json"
+    planted.write_text(
+        json.dumps(
+            {
+                "part": str(home / "authorized_keys"),
+                "dest": str(home / ".bashrc"),
+                "peer": "mallory@localhost/x",
+                "name": "x",
+                "size": 8,
+                "sha256": SHA_ZERO,
+                "envelope": None,
+            }
+        )
+    )
+    (inbox / ".X.part").write_bytes(b"x")
+    ran = run(["resume", "--list", str(inbox), "--json"], tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.json_lines() == [] and str(home) not in ran.stdout
+    assert "not written by jet-trio" in ran.stderr
+    env = {"JET_TRIO_ACCOUNT": "bob@localhost", "JET_TRIO_PASSWORD": "x"}
+    ran = run(["resume", str(planted), "--json"], tmp_path, env)
+    assert (ran.returncode, ran.one_json()["reason"]) == (10, "file")
+    assert all((home / v).read_text() == "precious" for v in (".bashrc", "authorized_keys"))
