@@ -369,7 +369,9 @@ class IncomingOffer:
         Data goes to a temporary file beside the target; only after the size, the hash and (for
         JET) the GCM tag verified is it renamed to the target. On any failure nothing is left
         under the target name and the session is terminated with a fitting reason. Cancelling
-        (through a cancel scope) terminates the session with ``cancel``.
+        (through a cancel scope) terminates the session with ``cancel``. When the sender
+        already has ``max_transfers_per_peer`` transfers running here, the offer is refused
+        with ``busy`` and :class:`TransferDeclined` raised.
         """
         dest = Path(destination)
         try:
