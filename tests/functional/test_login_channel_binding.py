@@ -137,7 +137,7 @@ async def tls_relay(
     server_ctx = pki.proxy_context(max_tls12=max_tls12)
 
     async def pump(src: trio.abc.Stream, dst: trio.abc.Stream, edit: Rewrite | None) -> None:
-        while data := await src.receive_some(65536):
+        while data := bytes(await src.receive_some(65536)):
             if edit is None:
                 seen.append(data)
             await dst.send_all(edit(data) if edit is not None else data)
