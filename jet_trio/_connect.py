@@ -244,7 +244,9 @@ def _combined(
     if len(failures) == 1:
         return failures[0][1]
     last = failures[-1][1]
-    detail = "; ".join(f"{t.host}:{t.port}: {e}" for t, e in failures)
+    detail = "; ".join(
+        str(e) if str(e).startswith(t.host) else f"{t.host}:{t.port}: {e}" for t, e in failures
+    )
     if all(isinstance(e, DNSError) for _, e in failures):
         return DNSError(f"could not find the server: {detail}")
     if isinstance(last, LoginTimeout):
@@ -349,6 +351,9 @@ async def _next_actions(
     negotiator: ClientNegotiator,
     leftover: list[Event],
 ) -> list[RestartStream | SendBytes | StartTLS | Negotiated]:
+    """Read until the negotiator has something to do or moved to its next stage (so that the
+    caller starts that stage's clock)."""
+    stage = negotiator.stage
     while True:
         data = await stream.receive_some(RECEIVE_SIZE)
         if not data:
@@ -362,5 +367,5 @@ async def _next_actions(
                 return actions
             if any(isinstance(a, (RestartStream, StartTLS)) for a in actions):
                 return actions  # the rest of this parser's stream is over
-        if actions:
+        if actions or negotiator.stage != stage:
             return actions
