@@ -158,7 +158,9 @@ async def _open_tcp(target: _Target) -> trio.SocketStream:
     except socket.gaierror as exc:
         raise DNSError(f"{target.host}: cannot resolve the name ({exc.strerror or exc})") from None
     except OSError as exc:
-        raise ConnectionFailed(f"{target.host}:{target.port}: {exc.strerror or exc}") from None
+        raise ConnectionFailed(
+            f"{target.host}:{target.port}: could not connect: {exc.strerror or exc}"
+        ) from None
 
 
 async def close_forcefully(stream: trio.abc.AsyncResource) -> None:

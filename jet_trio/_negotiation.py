@@ -313,17 +313,22 @@ class ClientNegotiator:
         offered = [] if mechs is None else [(m.text or "").strip() for m in mechs]
         server_types = _binding_types(el)
         binding = self._choose_binding(server_types)
+        plus_offered = any(m.upper().endswith("-PLUS") for m in offered)
         name = choose_mechanism(
             offered,
             allowed=self._mechanisms,
             secure=self._tls is not None,
-            binding=binding is not None and any(m.upper().endswith("-PLUS") for m in offered),
+            binding=binding is not None and plus_offered,
         )
-        if not name.endswith("-PLUS") and server_types is not None and binding is None:
-            # The server binds, but to nothing we can compute: honestly say we do not bind.
-            cb = None
-        else:
+        cb: tuple[str, bytes] | None
+        if name.endswith("-PLUS"):
             cb = binding
+        elif plus_offered:
+            cb = None  # the server binds, but to nothing we can compute: say so ("n")
+        else:
+            # "y": we could bind but the server offered no -PLUS; a server that does bind
+            # (the offer was stripped on the way) then refuses the login.
+            cb = self._tls.bindings[0] if self._tls is not None and self._tls.bindings else None
         self._sasl = SaslMechanism(
             name,
             self._jid.local or "",
@@ -340,13 +345,16 @@ class ClientNegotiator:
         return [SendBytes(etree.tostring(auth))]
 
     def _choose_binding(self, server_types: Sequence[str] | None) -> tuple[str, bytes] | None:
-        """The strongest channel binding we have that the server takes (XEP-0440); without
-        XEP-0440, ``tls-unique`` on TLS 1.2 (RFC 5802's default), else ``tls-server-end-point``."""
+        """The strongest channel binding we have that the server takes (XEP-0440). Without
+        XEP-0440 the server's type is the default: ``tls-unique`` on TLS 1.2 (RFC 5802), and on
+        TLS 1.3 ``tls-exporter`` (RFC 9266), which Python's ``ssl`` cannot compute: none."""
         if self._tls is None:
             return None
         have = dict(self._tls.bindings)
+        if server_types is None:
+            server_types = ["tls-unique"] if self._tls.version == "TLSv1.2" else []
         for kind in BINDING_TYPES:
-            if kind in have and (server_types is None or kind in server_types):
+            if kind in have and kind in server_types:
                 return kind, have[kind]
         return None
 

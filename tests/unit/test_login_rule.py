@@ -190,11 +190,13 @@ def first_gs2(info: TLSInfo, *mechs: str, cb: tuple[str, ...] | None = None) -> 
 @pytest.mark.parametrize(
     ("info", "mechs", "cb", "expected"),
     [
-        # TLS 1.3, no XEP-0440: tls-server-end-point (tls-exporter cannot be computed)
+        # TLS 1.3, no XEP-0440: the default tls-exporter cannot be computed: no binding, "n"
+        (VERIFIED, ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"), None, ("SCRAM-SHA-256", b"n,,")),
+        # TLS 1.3, XEP-0440 names tls-server-end-point
         (
             VERIFIED,
             ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"),
-            None,
+            ("tls-exporter", "tls-server-end-point"),
             ("SCRAM-SHA-256-PLUS", b"p=tls-server-end-point,,"),
         ),
         # TLS 1.2, no XEP-0440: RFC 5802's default tls-unique
@@ -235,7 +237,11 @@ def test_plus_exchange_against_scramp_server() -> None:
     server = m.make_server(lambda _: auth_info, channel_binding=("tls-server-end-point", data))
     neg = ClientNegotiator(ACCOUNT, "pw", tls=VERIFIED)
     neg.receive(OPEN)
-    server.set_client_first(auth_payload(neg.receive(features("SCRAM-SHA-256-PLUS"))).decode())
+    server.set_client_first(
+        auth_payload(
+            neg.receive(features("SCRAM-SHA-256-PLUS", cb=("tls-server-end-point",)))
+        ).decode()
+    )
     first = base64.b64encode(server.get_server_first().encode()).decode()
     (resp,) = [
         etree.fromstring(a.data)
