@@ -13,10 +13,11 @@ attacker saw.
     nothing), ``trickle`` (sends a stream header, then one space every 2 s, never the features),
     ``reset`` (accepts and resets the connection at once).
 ``python _attacker.py proxy --listen ADDR:PORT --upstream HOST:PORT --cert PEM --key PEM
---ca PEM --log FILE [--max-tls12]``
+--ca PEM --log FILE [--client-max-tls12] [--upstream-max-tls12] [--strip-plus]``
     A relaying TLS proxy in front of a direct-TLS server: it holds a certificate the client
     trusts, terminates the client's TLS, opens its own TLS to the server and relays the
     plaintext both ways, logging it (``>`` client to server, ``<`` server to client).
+    ``--strip-plus`` removes the SCRAM ``-PLUS`` mechanisms from what the server offers.
 
 Each prints ``ready`` on standard output once it listens.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import socket
 import ssl
 import struct
@@ -144,13 +146,17 @@ async def run_proxy(args: argparse.Namespace, log: Log) -> None:
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(args.cert, args.key)
     client_ctx = ssl.create_default_context(cafile=args.ca)
-    if args.max_tls12:
-        server_ctx.maximum_version = client_ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    if args.client_max_tls12:
+        server_ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    if args.upstream_max_tls12:
+        client_ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     up_host, up_port = split(args.upstream)
 
     async def pump(src: trio.abc.Stream, dst: trio.abc.Stream, tag: bytes) -> None:
-        while data := await src.receive_some(65536):
-            log.write(tag, bytes(data))
+        while data := bytes(await src.receive_some(65536)):
+            log.write(tag, data)
+            if args.strip_plus and tag == b"< ":
+                data = re.sub(rb"<mechanism>SCRAM-[A-Z0-9-]+-PLUS</mechanism>", b"", data)
             await dst.send_all(data)
         await dst.aclose()
 
@@ -190,7 +196,9 @@ def main() -> None:
     for name in ("--listen", "--upstream", "--cert", "--key", "--ca"):
         p.add_argument(name, required=True)
     p.add_argument("--log", type=Path, required=True)
-    p.add_argument("--max-tls12", action="store_true")
+    p.add_argument("--client-max-tls12", action="store_true")
+    p.add_argument("--upstream-max-tls12", action="store_true")
+    p.add_argument("--strip-plus", action="store_true")
     args = parser.parse_args()
     if args.mode == "dns":
         run_dns(args.listen, args.records)

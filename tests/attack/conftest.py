@@ -23,6 +23,9 @@ from typing import Any
 import pytest
 
 from tests.integration._servers import missing_server
+from tests.integration.conftest import prosody_factory, xmpp_ca
+
+__all__ = ["prosody_factory", "xmpp_ca"]
 
 ATTACKER = Path(__file__).with_name("_attacker.py")
 DOMAIN = "example.test"
@@ -151,3 +154,28 @@ def secrets_in(data: bytes) -> list[str]:
     if scram_user in data:
         found.append("SCRAM client-first")
     return found
+
+
+def start_local(args: Sequence[str]) -> subprocess.Popen[bytes]:
+    """Start an attacker program on loopback (outside any namespace); wait until ready."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ATTACKER), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != b"ready":
+        proc.kill()
+        err = proc.stderr.read() if proc.stderr else b""
+        raise RuntimeError(f"attacker {args[0]} did not start: {err.decode(errors='replace')}")
+    return proc
+
+
+def stop_local(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
