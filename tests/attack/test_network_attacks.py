@@ -80,3 +80,16 @@ def test_stalling_server_is_left_in_bounded_time_for_the_next_target(
     assert b"connection" in first.read_bytes() and b"connection" in second.read_bytes()
     assert ran.seconds < 9 + 20  # the bound, plus starting Python twice on a loaded machine
     assert_saw_nothing(first.read_bytes() + second.read_bytes())
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["starttls", "direct-tls"])
+def test_server_option_to_a_rogue_plain_server_sends_no_credential(
+    attacker_net: Netns, direct: bool
+) -> None:
+    """``--server`` skips the SRV lookup, not the rule."""
+    attacker_net.dns({})  # only the address of the host
+    log = attacker_net.rogue(5222, "plain-scram")
+    flags = ["--direct-tls"] if direct else []
+    ran = attacker_net.jet_trio("plugins", "--server", f"{HOST}:5222", *flags, "--json", env=ENV)
+    assert ran.returncode == 4, ran.stderr
+    assert_saw_nothing(log.read_bytes())
