@@ -207,7 +207,10 @@ async def test_trustme_certificates_have_sans_and_work() -> None:
     ca.issue_cert("localhost").configure_cert(server_ctx)
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
-    async with serve(tls=server_ctx, accounts={"alice": "pw"}) as server, open_client(
-        "alice@localhost", "pw", host=server.host, port=server.port, ssl_context=client_ctx
-    ) as client:
+    async with (
+        serve(tls=server_ctx, accounts={"alice": "pw"}) as server,
+        open_client(
+            "alice@localhost", "pw", host=server.host, port=server.port, ssl_context=client_ctx
+        ) as client,
+    ):
         assert client.jid.bare == jet_trio.JID("alice@localhost")
