@@ -27,6 +27,10 @@ from jet_trio.testing import make_tls, serve
 async def stalling_server(behaviour: str, seen: list[bytes]) -> AsyncIterator[int]:
     async def handle(stream: trio.SocketStream) -> None:
         async with stream:
+            if behaviour == "spaces":
+                while True:
+                    await trio.sleep(0.3)
+                    await stream.send_all(b" ")
             if behaviour == "header-then-trickle":
                 await stream.send_all(
                     b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
@@ -48,6 +52,7 @@ async def stalling_server(behaviour: str, seen: list[bytes]) -> AsyncIterator[in
     ("behaviour", "security", "stage"),
     [
         ("silent", "starttls", "stream header"),
+        ("spaces", "starttls", "stream header"),
         ("header-then-trickle", "starttls", "stream features"),
         ("silent", "direct", "TLS handshake"),
     ],
