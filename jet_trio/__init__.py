@@ -1,7 +1,7 @@
 """jet-trio: end-to-end encrypted file transfer over XMPP (XEP-0391) on trio."""
 
 from ._client import Client, IqHandler, open_client
-from ._connect import ConnectionFailed, DNSError
+from ._connect import INSECURE_TEST_ONLY, ConnectionFailed, DNSError, LoginTimeout
 from ._disco import DiscoInfo, DiscoItem, Identity
 from ._errors import (
     JetError,
@@ -14,7 +14,7 @@ from ._errors import (
 from ._jid import JID, InvalidJID
 from ._negotiation import ConnectionLost, TLSError
 from ._pubsub import PubSubEvent, PubSubItem
-from ._sasl import AuthenticationError, NoCommonMechanism
+from ._sasl import AuthenticationError, DowngradeDetected, NoCommonMechanism
 from ._stanza import StanzaError, StreamError
 from ._transfer import FileTransfer, IncomingOffer, open_file_transfer
 from ._transfer_files import Partial, find_partials
@@ -33,6 +33,7 @@ from ._transfer_types import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "INSECURE_TEST_ONLY",
     "JID",
     "AuthenticationError",
     "Client",
@@ -41,6 +42,7 @@ __all__ = [
     "DNSError",
     "DiscoInfo",
     "DiscoItem",
+    "DowngradeDetected",
     "FileTransfer",
     "Identity",
     "IncomingOffer",
@@ -50,6 +52,7 @@ __all__ = [
     "JETError",
     "JetError",
     "LocalProtocolError",
+    "LoginTimeout",
     "NoCommonMechanism",
     "Partial",
     "ProgressCallback",

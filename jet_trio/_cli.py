@@ -21,6 +21,7 @@ from . import __version__
 from ._cli_account import AccountOptions
 from ._cli_errors import CLIError, ExitCode, Failure, classify
 from ._cli_output import Output, setup_logging
+from ._connect import DEFAULT_LOGIN_TIMEOUT
 
 __all__ = ["cli", "main"]
 
@@ -102,7 +103,26 @@ def account_options(fn: F) -> F:
             help="Trust the server certificates issued by this CA (PEM) instead of the system's.",
         ),
         click.option(
-            "--direct-tls", is_flag=True, help="TLS from the first byte (XEP-0368), no STARTTLS."
+            "--direct-tls",
+            is_flag=True,
+            help="TLS from the first byte (XEP-0368); servers found without it must offer "
+            "STARTTLS.",
+        ),
+        click.option(
+            "--login-timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=DEFAULT_LOGIN_TIMEOUT,
+            show_default=True,
+            envvar="JET_TRIO_LOGIN_TIMEOUT",
+            metavar="SECONDS",
+            help="Give up logging in after this long; each stage of one server (connect, TLS, "
+            "stream, SASL, bind) gets a third of it before the next server is tried.",
+        ),
+        click.option(
+            "--no-plain",
+            is_flag=True,
+            envvar="JET_TRIO_NO_PLAIN",
+            help="Never send the password with SASL PLAIN, even over TLS (SCRAM only).",
         ),
         click.option(
             "--data-dir",
@@ -125,6 +145,8 @@ def _account(kw: dict[str, Any]) -> AccountOptions:
         ca_file=kw.pop("ca_file"),
         direct_tls=kw.pop("direct_tls"),
         data_dir=kw.pop("data_dir"),
+        login_timeout=kw.pop("login_timeout"),
+        allow_plain=not kw.pop("no_plain"),
     )
 
 

@@ -8,7 +8,9 @@ variable, or a prompt on the terminal, in that order.
 from __future__ import annotations
 
 import getpass
+import logging
 import os
+import stat
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,11 +21,13 @@ import trio
 
 from ._cli_errors import CLIError, ExitCode
 from ._client import Client, open_client
+from ._connect import DEFAULT_LOGIN_TIMEOUT
 from ._jid import JID, InvalidJID
 
 __all__ = ["AccountOptions", "connect", "default_data_dir"]
 
 PASSWORD_ENV = "JET_TRIO_PASSWORD"
+log = logging.getLogger("jet_trio.cli")
 
 
 def default_data_dir() -> Path:
@@ -62,6 +66,8 @@ class AccountOptions:
     ca_file: Path | None
     direct_tls: bool
     data_dir: Path | None
+    login_timeout: float = DEFAULT_LOGIN_TIMEOUT
+    allow_plain: bool = True
 
     def jid(self) -> JID:
         if not self.account:
@@ -104,6 +110,7 @@ class AccountOptions:
     def password(self, jid: JID) -> str:
         if self.password_file is not None:
             try:
+                _warn_if_readable_by_others(self.password_file)
                 text = self.password_file.read_text(encoding="utf-8")
             except OSError as exc:
                 raise CLIError(
@@ -139,6 +146,19 @@ class AccountOptions:
         )
 
 
+def _warn_if_readable_by_others(path: Path) -> None:
+    """As ssh does for private keys: a password file others can read is worth a word."""
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning(
+            "the password file %s can be read or changed by other users (mode %s); "
+            "make it private: chmod 600 %s",
+            path,
+            stat.filemode(mode),
+            path,
+        )
+
+
 @asynccontextmanager
 async def connect(
     opts: AccountOptions, jid: JID, *, presence: bool = True
@@ -166,5 +186,7 @@ async def connect(
         security="direct" if opts.direct_tls else "starttls",
         ca_file=ca_file,
         presence=presence,
+        allow_plain=opts.allow_plain,
+        login_timeout=opts.login_timeout,
     ) as client:
         yield client

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import trio
 
-from ._connect import ConnectionFailed, DNSError
+from ._connect import ConnectionFailed, DNSError, LoginTimeout
 from ._envelope import EnvelopeSenderMismatch, UntrustedEnvelope
 from ._errors import JetError, ProtocolError, SecurityError
 from ._jid import InvalidJID
@@ -231,6 +231,14 @@ def _classify_one(exc: BaseException) -> Failure:
             "dns",
             msg,
             "Check the domain of the account, or give the server with --server HOST:PORT.",
+        )
+    if isinstance(exc, LoginTimeout):
+        return Failure(
+            ExitCode.CONNECTION,
+            "connection",
+            msg,
+            "The server did not answer in time; check the server and your network, or allow "
+            "more time with --login-timeout.",
         )
     if isinstance(exc, ConnectionFailed):
         return Failure(

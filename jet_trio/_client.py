@@ -19,6 +19,7 @@ from lxml import etree
 
 from . import _ns
 from ._connect import (
+    DEFAULT_LOGIN_TIMEOUT,
     RECEIVE_SIZE,
     Security,
     close_forcefully,
@@ -138,6 +139,9 @@ class Client:
         self._closing = False
         self._closed_by_server = trio.Event()
         self._broken: BaseException | None = None
+        #: How the login authenticated: the SASL mechanism and the channel-binding type.
+        self.sasl_mechanism: str | None = None
+        self.channel_binding: str | None = None
         self.register_iq_handler("get", f"{{{_ns.DISCO_INFO}}}query", self._on_disco_info)
         self.register_iq_handler("get", f"{{{_ns.DISCO_ITEMS}}}query", self._on_disco_items)
         self.register_iq_handler("get", f"{{{_ns.PING}}}ping", self._on_ping)
@@ -628,24 +632,37 @@ async def open_client(
     ca_file: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
     mechanisms: Sequence[str] = DEFAULT_MECHANISMS,
+    allow_plain: bool = True,
     features: Iterable[str] = (),
     presence: bool = True,
     max_stanza_bytes: int = DEFAULT_MAX_STANZA_BYTES,
+    login_timeout: float = DEFAULT_LOGIN_TIMEOUT,
+    stage_timeout: float | None = None,
 ) -> AsyncIterator[Client]:
     """Connect and log in; the client lives as long as the ``async with`` block.
 
-    ``host``/``port`` override the SRV lookup. ``security`` is ``"starttls"`` (required, the
-    default), ``"direct"`` (TLS from the first byte, XEP-0368) or ``"none"`` (unencrypted; only for
-    test servers). Certificates are verified against the system store, or ``ca_file``, or the
-    given ``ssl_context``. With ``presence`` (default) initial presence with our caps is sent.
-    Bound the login time with a cancel scope, e.g. ``with trio.fail_after(30):``.
+    ``host``/``port`` override the SRV lookup. ``security`` is ``"starttls"`` (the default) or
+    ``"direct"`` (TLS from the first byte, XEP-0368; SRV targets without direct TLS then need
+    STARTTLS). Whatever the path, nothing of the account is sent before TLS is established and
+    the certificate verified for the account's domain (against the system store, ``ca_file``,
+    or the given ``ssl_context``; subject alternative names only). ``INSECURE_TEST_ONLY`` lets
+    SCRAM run without TLS against a test server; never use it elsewhere. ``allow_plain=False``
+    refuses SASL PLAIN even over TLS. SCRAM ``-PLUS`` with channel binding is used when the
+    server offers it. With ``presence`` (default) initial presence with our caps is sent.
 
-    Errors: :class:`DNSError`, :class:`ConnectionFailed`, :class:`TLSError`,
-    :class:`AuthenticationError` (and :class:`NoCommonMechanism`), :class:`StreamError`,
-    :class:`ConnectionLost`, :class:`XMLError`: each raised alone, not in an exception group.
+    The whole login takes at most ``login_timeout`` seconds; each stage of one attempt
+    (connect, TLS, stream header, features, SASL, bind) at most ``stage_timeout`` (default: a
+    third of ``login_timeout``), after which the next SRV target is tried.
+
+    Errors: :class:`DNSError`, :class:`ConnectionFailed` (and :class:`LoginTimeout`),
+    :class:`TLSError`, :class:`AuthenticationError` (and :class:`NoCommonMechanism`,
+    :class:`DowngradeDetected`), :class:`StreamError`, :class:`ConnectionLost`,
+    :class:`XMLError`, :class:`RemoteProtocolError`: each raised alone, not in an exception group.
     """
     jid = JID(jid)
     ctx = ssl_context or make_ssl_context(ca_file)
+    if not allow_plain:
+        mechanisms = [m for m in mechanisms if m.upper() != "PLAIN"]
     stream, parser, negotiated, leftover = await connect_stream(
         jid,
         password,
@@ -655,12 +672,16 @@ async def open_client(
         ssl_context=ctx,
         mechanisms=mechanisms,
         max_stanza_bytes=max_stanza_bytes,
+        login_timeout=login_timeout,
+        stage_timeout=stage_timeout,
     )
     client: Client | None = None
     try:
         with unwrapped_errors():
             async with trio.open_nursery() as nursery:
                 client = Client(stream, parser, negotiated.jid, nursery, features=features)
+                client.sasl_mechanism = negotiated.mechanism
+                client.channel_binding = negotiated.channel_binding
                 nursery.start_soon(client._run_reader, leftover)
                 try:
                     if presence:

@@ -1,4 +1,10 @@
-"""Opening a negotiated c2s stream: SRV lookup, TCP, STARTTLS or direct TLS, SASL, bind."""
+"""Opening a negotiated c2s stream: SRV lookup, TCP, STARTTLS or direct TLS, SASL, bind.
+
+Every wait of the login is bounded: the whole login by ``login_timeout`` and each stage of one
+attempt (TCP connect, TLS handshake, stream header, features, SASL, bind) by ``stage_timeout``,
+so a silent or trickling server ends that attempt with :class:`LoginTimeout` and the next SRV
+target is tried. Whether credentials may be sent is decided by the sans-IO negotiator alone.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal, get_args
 
 import dns.asyncresolver
 import dns.exception
@@ -27,17 +33,32 @@ from ._negotiation import (
     SendBytes,
     StartTLS,
     TLSError,
+    TLSInfo,
 )
 from ._sasl import DEFAULT_MECHANISMS
-from ._stanza import stream_error_element
+from ._stanza import StreamError, stream_error_element
 from ._xml import DEFAULT_MAX_STANZA_BYTES, Event, XMLStreamParser, serialize, stream_footer
 
-__all__ = ["ConnectionFailed", "DNSError", "Security", "connect_stream", "make_ssl_context"]
+__all__ = [
+    "DEFAULT_LOGIN_TIMEOUT",
+    "INSECURE_TEST_ONLY",
+    "ConnectionFailed",
+    "DNSError",
+    "LoginTimeout",
+    "Security",
+    "connect_stream",
+    "make_ssl_context",
+]
 
 log = logging.getLogger("jet_trio.client")
 
-Security = Literal["starttls", "direct", "none"]
+#: The opt-out for test servers: SCRAM over plain TCP when the server offers no STARTTLS.
+#: Never reached by default, never offered by the command line.
+INSECURE_TEST_ONLY: Final = "INSECURE-plaintext-test-servers-only"
+Security = Literal["starttls", "direct", "INSECURE-plaintext-test-servers-only"]
 RECEIVE_SIZE = 65536
+#: Seconds for the whole login (every SRV target tried included).
+DEFAULT_LOGIN_TIMEOUT: Final = 30.0
 
 
 class ConnectionFailed(JetError):
@@ -46,6 +67,19 @@ class ConnectionFailed(JetError):
 
 class DNSError(ConnectionFailed):
     """The server's address could not be looked up."""
+
+
+class LoginTimeout(ConnectionFailed):
+    """A stage of the login did not finish in time (a silent, slow or trickling server).
+
+    ``server`` is ``host:port`` (or the domain for the DNS lookup), ``stage`` names the wait.
+    """
+
+    def __init__(self, server: str, stage: str, seconds: float) -> None:
+        super().__init__(f"{server} did not complete the {stage} within {seconds:g} s")
+        self.server = server
+        self.stage = stage
+        self.seconds = seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +93,7 @@ def make_ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
     """A client TLS context verifying certificates (against ``ca_file`` if given)."""
     ctx = ssl.create_default_context(cafile=ca_file)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.hostname_checks_common_name = False  # RFC 9525: the names in the SAN only
     return ctx
 
 
@@ -102,7 +137,7 @@ async def _resolve(
 
 async def _tls_wrap(
     stream: trio.abc.Stream, ctx: ssl.SSLContext, domain: str
-) -> trio.SSLStream[trio.abc.Stream]:
+) -> tuple[trio.SSLStream[trio.abc.Stream], TLSInfo]:
     tls = trio.SSLStream(stream, ctx, server_hostname=domain)
     try:
         await tls.do_handshake()
@@ -114,24 +149,18 @@ async def _tls_wrap(
                 " (use ca_file= for a private CA)"
             ) from None
         raise TLSError(f"TLS handshake with {domain} failed: {cause or exc}") from None
-    return tls
+    return tls, TLSInfo.from_ssl_object(tls, domain)
 
 
-async def _open_tcp(targets: Sequence[_Target]) -> tuple[trio.SocketStream, _Target]:
-    errors: list[str] = []
-    unresolved = 0
-    for target in targets:
-        try:
-            return await trio.open_tcp_stream(target.host, target.port), target
-        except socket.gaierror as exc:
-            errors.append(f"{target.host}: cannot resolve the name ({exc.strerror or exc})")
-            unresolved += 1
-        except OSError as exc:
-            errors.append(f"{target.host}:{target.port}: {exc.strerror or exc}")
-    detail = "; ".join(errors)
-    if unresolved == len(targets):
-        raise DNSError(f"could not find the server: {detail}")
-    raise ConnectionFailed(f"could not connect to the server ({detail})")
+async def _open_tcp(target: _Target) -> trio.SocketStream:
+    try:
+        return await trio.open_tcp_stream(target.host, target.port)
+    except socket.gaierror as exc:
+        raise DNSError(f"{target.host}: cannot resolve the name ({exc.strerror or exc})") from None
+    except OSError as exc:
+        raise ConnectionFailed(
+            f"{target.host}:{target.port}: could not connect: {exc.strerror or exc}"
+        ) from None
 
 
 async def close_forcefully(stream: trio.abc.AsyncResource) -> None:
@@ -162,53 +191,159 @@ async def connect_stream(
     ssl_context: ssl.SSLContext | None = None,
     mechanisms: Sequence[str] = DEFAULT_MECHANISMS,
     max_stanza_bytes: int = DEFAULT_MAX_STANZA_BYTES,
+    login_timeout: float = DEFAULT_LOGIN_TIMEOUT,
+    stage_timeout: float | None = None,
 ) -> tuple[trio.abc.Stream, XMLStreamParser, Negotiated, list[Event]]:
     """Connect, secure, authenticate and bind.
 
+    The targets (SRV records, or ``host``) are tried in order until one logs in; a target that
+    cannot be reached, fails TLS, closes, or lets a stage time out (``stage_timeout``, by
+    default a third of ``login_timeout``) is left for the next. The whole login takes at most
+    ``login_timeout`` seconds.
+
     Returns the stream, its parser, the outcome, and any stanzas that arrived right after binding.
     """
-    targets = await _resolve(jid.domain, host, port, security)
-    tcp, target = await _open_tcp(targets)
-    stream: trio.abc.Stream = tcp
+    if security not in get_args(Security):
+        raise ValueError(f"security={security!r}: use 'starttls' or 'direct'")
+    if not login_timeout > 0 or (stage_timeout is not None and not stage_timeout > 0):
+        raise ValueError("login_timeout and stage_timeout must be positive")
+    stage_timeout = login_timeout / 3 if stage_timeout is None else stage_timeout
+    deadline = trio.current_time() + login_timeout
+    with trio.move_on_at(deadline) as dns_scope:
+        targets = await _resolve(jid.domain, host, port, security)
+    if dns_scope.cancelled_caught:
+        raise LoginTimeout(jid.domain, "DNS lookup", login_timeout)
     ctx = ssl_context or make_ssl_context()
+    ctx.hostname_checks_common_name = False  # RFC 9525, also for a context given to us
+    failures: list[tuple[_Target, JetError]] = []
+    for target in targets:
+        if trio.current_time() >= deadline:
+            break
+        try:
+            return await _attempt(
+                target,
+                jid,
+                password,
+                ctx,
+                insecure=security == INSECURE_TEST_ONLY,
+                mechanisms=mechanisms,
+                max_stanza_bytes=max_stanza_bytes,
+                stage_timeout=stage_timeout,
+                deadline=deadline,
+            )
+        except (ConnectionFailed, ConnectionLost, TLSError, StreamError) as exc:
+            log.info("login via %s:%s failed: %s", target.host, target.port, exc)
+            failures.append((target, exc))
+    raise _combined(failures, jid.domain, login_timeout)
+
+
+def _combined(
+    failures: list[tuple[_Target, JetError]], domain: str, login_timeout: float
+) -> JetError:
+    """One error for every target tried: the last one's type, every target's reason."""
+    if not failures:
+        return LoginTimeout(domain, "login", login_timeout)
+    if len(failures) == 1:
+        return failures[0][1]
+    last = failures[-1][1]
+    detail = "; ".join(
+        str(e) if str(e).startswith(t.host) else f"{t.host}:{t.port}: {e}" for t, e in failures
+    )
+    if all(isinstance(e, DNSError) for _, e in failures):
+        return DNSError(f"could not find the server: {detail}")
+    if isinstance(last, LoginTimeout):
+        combined: JetError = LoginTimeout(last.server, last.stage, last.seconds)
+        combined.args = (f"every server of {domain} failed: {detail}",)
+        return combined
+    if isinstance(last, StreamError):
+        return ConnectionFailed(f"every server of {domain} failed: {detail}")
     try:
-        if target.direct_tls:
-            stream = await _tls_wrap(stream, ctx, jid.domain)
-        negotiator = ClientNegotiator(
-            jid,
-            password,
-            starttls=security == "starttls",
-            tls_active=target.direct_tls,
-            mechanisms=mechanisms,
-        )
-        parser = XMLStreamParser(max_stanza_bytes=max_stanza_bytes)
-        leftover: list[Event] = []
-        actions = negotiator.start()
-        while True:
-            for action in actions:
-                if isinstance(action, SendBytes):
-                    await stream.send_all(action.data)
-                elif isinstance(action, RestartStream):
-                    parser = XMLStreamParser(max_stanza_bytes=max_stanza_bytes)
-                elif isinstance(action, StartTLS):
-                    stream = await _tls_wrap(stream, ctx, jid.domain)
-                    actions = negotiator.tls_established()
-                    break
+        return type(last)(f"every server of {domain} failed: {detail}")
+    except TypeError:
+        return ConnectionFailed(f"every server of {domain} failed: {detail}")
+
+
+async def _attempt(
+    target: _Target,
+    jid: JID,
+    password: str,
+    ctx: ssl.SSLContext,
+    *,
+    insecure: bool,
+    mechanisms: Sequence[str],
+    max_stanza_bytes: int,
+    stage_timeout: float,
+    deadline: float,
+) -> tuple[trio.abc.Stream, XMLStreamParser, Negotiated, list[Event]]:
+    """One login attempt at ``target``; each stage bounded by ``stage_timeout``."""
+    where = f"{target.host}:{target.port}"
+    stage = "TCP connect"
+    started = trio.current_time()
+    scope = trio.CancelScope()
+
+    def begin(name: str) -> None:
+        nonlocal stage, started
+        stage, started = name, trio.current_time()
+        scope.deadline = min(started + stage_timeout, deadline)
+
+    def timed_out() -> LoginTimeout:
+        return LoginTimeout(where, stage, round(trio.current_time() - started, 1))
+
+    stream: trio.abc.Stream | None = None
+    try:
+        with scope:
+            begin("TCP connect")
+            stream = await _open_tcp(target)
+            tls: TLSInfo | None = None
+            if target.direct_tls:
+                begin("TLS handshake")
+                stream, tls = await _tls_wrap(stream, ctx, jid.domain)
+            negotiator = ClientNegotiator(
+                jid, password, tls=tls, mechanisms=mechanisms, insecure_plaintext_for_tests=insecure
+            )
+            parser = XMLStreamParser(max_stanza_bytes=max_stanza_bytes)
+            leftover: list[Event] = []
+            actions = negotiator.start()
+            begin(negotiator.stage)
+            while True:
+                for action in actions:
+                    if isinstance(action, SendBytes):
+                        await stream.send_all(action.data)
+                    elif isinstance(action, RestartStream):
+                        parser = XMLStreamParser(max_stanza_bytes=max_stanza_bytes)
+                    elif isinstance(action, StartTLS):
+                        begin("TLS handshake")
+                        stream, tls = await _tls_wrap(stream, ctx, jid.domain)
+                        actions = negotiator.tls_established(tls)
+                        begin(negotiator.stage)
+                        break
+                    else:
+                        assert isinstance(action, Negotiated)
+                        log.info(
+                            "logged in as %s using %s (channel binding: %s)",
+                            action.jid,
+                            action.mechanism,
+                            action.channel_binding or "none",
+                        )
+                        return stream, parser, action, leftover
                 else:
-                    assert isinstance(action, Negotiated)
-                    log.info("logged in as %s using %s", action.jid, negotiator.mechanism)
-                    return stream, parser, action, leftover
-            else:
-                actions = await _next_actions(stream, parser, negotiator, leftover)
+                    before = negotiator.stage
+                    actions = await _next_actions(stream, parser, negotiator, leftover)
+                    if negotiator.stage != before:
+                        begin(negotiator.stage)
+        raise timed_out()
     except XMLError as exc:
-        await send_stream_error(stream, exc.condition, str(exc))
-        await close_forcefully(stream)
+        if stream is not None:
+            await send_stream_error(stream, exc.condition, str(exc))
+            await close_forcefully(stream)
         raise
     except trio.BrokenResourceError as exc:
-        await close_forcefully(stream)
+        if stream is not None:
+            await close_forcefully(stream)
         raise ConnectionLost(f"the connection broke during login: {exc.__cause__ or exc}") from None
     except BaseException:
-        await close_forcefully(stream)
+        if stream is not None:
+            await close_forcefully(stream)
         raise
 
 
@@ -218,6 +353,9 @@ async def _next_actions(
     negotiator: ClientNegotiator,
     leftover: list[Event],
 ) -> list[RestartStream | SendBytes | StartTLS | Negotiated]:
+    """Read until the negotiator has something to do or moved to its next stage (so that the
+    caller starts that stage's clock)."""
+    stage = negotiator.stage
     while True:
         data = await stream.receive_some(RECEIVE_SIZE)
         if not data:
@@ -231,5 +369,5 @@ async def _next_actions(
                 return actions
             if any(isinstance(a, (RestartStream, StartTLS)) for a in actions):
                 return actions  # the rest of this parser's stream is over
-        if actions:
+        if actions or negotiator.stage != stage:
             return actions

@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import hashlib
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import scramp
@@ -23,6 +24,8 @@ from .._xml import serialize, stream_footer, stream_header
 from ._elements import IQ, Element, StanzaError, error_reply, make, qname, stanza, stream_error, sub
 
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1")
+PLUS_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS")
+SASL_CB = "urn:xmpp:sasl-cb:0"  # XEP-0440
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,11 @@ class ServerNegotiation:
     """One client connection's negotiation state (TLS, SASL, bind), sans-IO.
 
     ``password_of(localpart)`` returns the account's password or ``None``.
+
+    Channel binding: the shell puts the binding data of the TLS layer into :attr:`bindings`
+    (type -> data); the ``-PLUS`` mechanisms are then offered, for the types in
+    ``binding_types``. ``announce_bindings`` advertises them (XEP-0440); ``downgrade_protection``
+    adds the XEP-0474 ``h`` attribute to the SCRAM server-first message.
     """
 
     def __init__(
@@ -91,8 +99,18 @@ class ServerNegotiation:
         tls_required: bool = False,
         secure: bool = False,
         allow_plain_without_tls: bool = False,
+        binding_types: Sequence[str] = ("tls-unique", "tls-server-end-point"),
+        announce_bindings: bool = True,
+        downgrade_protection: bool = True,
     ) -> None:
         self.domain = domain
+        self.bindings: dict[str, bytes] = {}
+        self.binding_types = tuple(binding_types)
+        self.announce_bindings = announce_bindings
+        self.downgrade_protection = downgrade_protection
+        #: The SASL mechanism and channel-binding type of the successful login.
+        self.mechanism: str | None = None
+        self.channel_binding: str | None = None
         self.phase = Phase.HEADER
         self.secure = secure
         self.user: str | None = None
@@ -183,10 +201,17 @@ class ServerNegotiation:
         """The SASL mechanisms offered right now."""
         if self._tls_required:
             return []
-        mechs = list(SCRAM_MECHANISMS)
+        mechs = list(PLUS_MECHANISMS) if self._binding_types() else []
+        mechs += SCRAM_MECHANISMS
         if self.secure or self._allow_plain_without_tls:
             mechs.append("PLAIN")
         return mechs
+
+    def _binding_types(self) -> list[str]:
+        """The channel-binding types this connection can check."""
+        if not self.secure:
+            return []
+        return [t for t in self.binding_types if t in self.bindings]
 
     def _features(self) -> Element:
         features = etree.Element(qname(ns.STREAM, "features"), nsmap={"stream": ns.STREAM})
@@ -204,6 +229,11 @@ class ServerNegotiation:
             mechs = sub(features, qname(ns.SASL, "mechanisms"))
             for name in mechanisms:
                 sub(mechs, qname(ns.SASL, "mechanism"), text=name)
+        types = self._binding_types()
+        if types and self.announce_bindings:
+            cb = sub(features, qname(SASL_CB, "sasl-channel-binding"))
+            for kind in types:
+                sub(cb, qname(SASL_CB, "channel-binding"), {"type": kind})
         return features
 
     def _starttls(self) -> list[Action]:
@@ -281,9 +311,16 @@ class ServerNegotiation:
             text = payload.decode()
             if self._scram is None:
                 mechanism = scramp.ScramMechanism(self._pending_mechanism)
-                self._scram = mechanism.make_server(self._auth_info(mechanism))
+                cb = self._channel_binding_for(text)
+                self._scram = mechanism.make_server(self._auth_info(mechanism), channel_binding=cb)
                 self._scram.set_client_first(text)
-                challenge = self._scram.get_server_first().encode()
+                first = self._scram.get_server_first()
+                if self.downgrade_protection:
+                    # XEP-0474; scramp signs what it keeps in server_first, so keep it there.
+                    first += ",h=" + self._downgrade_hash(mechanism.name)
+                    self._scram.server_first = first
+                self.channel_binding = cb[0] if cb is not None and text.startswith("p=") else None
+                challenge = first.encode()
                 return [Send(serialize(make(qname(ns.SASL, "challenge"), text=_b64(challenge))))]
             self._scram.set_client_final(text)
             final = self._scram.get_server_final().encode()
@@ -291,12 +328,35 @@ class ServerNegotiation:
             return self._fail()
         return self._succeed(self._scram_user, final)
 
+    def _channel_binding_for(self, client_first: str) -> tuple[str, bytes] | None:
+        """What scramp checks the client's GS2 header against: the type the client asked for,
+        or (for ``y``) any type we support, so that scramp refuses the downgrade."""
+        flag = client_first.split(",", 1)[0]
+        types = self._binding_types()
+        if flag.startswith("p="):
+            kind = flag[2:]
+            if kind not in types:
+                raise ValueError(f"unsupported channel binding {kind}")
+            return kind, self.bindings[kind]
+        if flag == "y" and types:
+            return types[0], self.bindings[types[0]]
+        return None
+
+    def _downgrade_hash(self, mechanism: str) -> str:
+        text = "\x1e".join(sorted(self.mechanisms()))
+        types = self._binding_types()
+        if types and self.announce_bindings:
+            text += "\x1f" + "\x1e".join(sorted(types))
+        algo = "sha256" if mechanism.startswith("SCRAM-SHA-256") else "sha1"
+        return base64.b64encode(hashlib.new(algo, text.encode()).digest()).decode()
+
     def _fail(self) -> list[Action]:
         self.auth_failures += 1
         return self._sasl_failure("not-authorized")
 
     def _succeed(self, user: str, additional: bytes | None) -> list[Action]:
         self.user = user
+        self.mechanism = self._pending_mechanism or "PLAIN"
         self._scram = None
         self._pending_mechanism = None
         self._header_sent = False

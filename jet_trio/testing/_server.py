@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
@@ -15,6 +15,7 @@ import trio
 
 from .._errors import XMLError
 from .._jid import JID, InvalidJID
+from .._negotiation import _end_point_hash
 from .._xml import (
     StanzaReceived,
     StreamClosed,
@@ -83,6 +84,8 @@ class ServerStats:
     caps_queries: int = 0
     notifications: int = 0
     activations: int = 0
+    #: (SASL mechanism, channel-binding type or None) of each successful login.
+    logins: list[tuple[str, str | None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,9 @@ class _Connection:
             tls_required=server.require_tls,
             secure=server.direct_tls,
             allow_plain_without_tls=server.allow_plain_without_tls,
+            binding_types=server.binding_types,
+            announce_bindings=server.announce_bindings,
+            downgrade_protection=server.downgrade_protection,
         )
         self._parser = XMLStreamParser()
 
@@ -190,6 +196,8 @@ class _Connection:
                 self._parser = XMLStreamParser()
             elif isinstance(action, Restart):
                 stats.auth_successes += 1
+                neg = self._negotiation
+                stats.logins.append((neg.mechanism or "?", neg.channel_binding))
                 self._parser = XMLStreamParser()
             elif isinstance(action, Close):
                 if self._negotiation.error_condition is not None:
@@ -249,6 +257,14 @@ class _Connection:
         self.stream = tls_stream
         await tls_stream.do_handshake()
         self.server._stats.tls_handshakes += 1
+        bindings = self._negotiation.bindings
+        bindings.clear()
+        if tls_stream.version() == "TLSv1.2":  # tls-unique is undefined for TLS 1.3
+            unique = tls_stream.get_channel_binding("tls-unique")
+            if unique:
+                bindings["tls-unique"] = unique
+        if self.server.tls_certificate is not None:
+            bindings["tls-server-end-point"] = _end_point_hash(self.server.tls_certificate)
 
     def _leave(self) -> None:
         session, self.session = self.session, None
@@ -284,8 +300,16 @@ class Server:
         allow_plain_without_tls: bool,
         negotiation_timeout: float,
         max_queued: int,
+        tls_certificate: bytes | None = None,
+        binding_types: tuple[str, ...] = ("tls-unique", "tls-server-end-point"),
+        announce_bindings: bool = True,
+        downgrade_protection: bool = True,
     ) -> None:
         self.domain = str(JID(domain))
+        self.tls_certificate = tls_certificate
+        self.binding_types = binding_types
+        self.announce_bindings = announce_bindings
+        self.downgrade_protection = downgrade_protection
         self.host = host
         self.port = 0
         self.tls = tls
@@ -353,6 +377,7 @@ class Server:
             caps_queries=routed.caps_queries,
             notifications=routed.notifications,
             activations=self._stats.activations,
+            logins=list(self._stats.logins),
         )
 
     # -- internals ------------------------------------------------------------------------------
@@ -413,6 +438,10 @@ async def serve(
     allow_plain_without_tls: bool = False,
     negotiation_timeout: float = 30.0,
     max_queued: int = 16 << 20,
+    tls_certificate: bytes | None = None,
+    binding_types: Sequence[str] = ("tls-unique", "tls-server-end-point"),
+    announce_bindings: bool = True,
+    downgrade_protection: bool = True,
 ) -> AsyncIterator[Server]:
     """Run an in-process XMPP server for ``domain`` on ``host:port`` (0: any free port).
 
@@ -421,6 +450,12 @@ async def serve(
     every other. A connection not bound within ``negotiation_timeout`` seconds is dropped; one
     that leaves more than ``max_queued`` bytes unread is disconnected. All connections are
     closed when the block exits.
+
+    Channel binding: over TLS 1.2 the server offers SCRAM ``-PLUS`` with ``tls-unique``; with
+    ``tls_certificate`` (the DER certificate of ``tls``, e.g. :attr:`TestTLS.certificate_der`)
+    also with ``tls-server-end-point``. ``binding_types`` limits the types offered,
+    ``announce_bindings`` advertises them (XEP-0440), ``downgrade_protection`` adds XEP-0474's
+    hash to SCRAM.
     """
     if tls is None and (direct_tls or require_tls):
         raise ValueError("direct_tls and require_tls need a tls context")
@@ -435,6 +470,10 @@ async def serve(
         allow_plain_without_tls=allow_plain_without_tls,
         negotiation_timeout=negotiation_timeout,
         max_queued=max_queued,
+        tls_certificate=tls_certificate,
+        binding_types=tuple(binding_types),
+        announce_bindings=announce_bindings,
+        downgrade_protection=downgrade_protection,
     )
     try:
         async with trio.open_nursery() as nursery:

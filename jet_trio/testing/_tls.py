@@ -17,6 +17,8 @@ class TestTLS:
     client_context: ssl.SSLContext
     ca_pem: bytes
     ca_file: Path | None
+    #: The server certificate (DER), for ``serve(tls_certificate=...)`` (channel binding).
+    certificate_der: bytes = b""
 
 
 def make_tls(domain: str = "localhost", *, ca_file: str | Path | None = None) -> TestTLS:
@@ -32,11 +34,13 @@ def make_tls(domain: str = "localhost", *, ca_file: str | Path | None = None) ->
         ) from exc
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(domain).configure_cert(server_context)
+    leaf = ca.issue_cert(domain)
+    leaf.configure_cert(server_context)
     client_context = ssl.create_default_context()
     ca.configure_trust(client_context)
     path = None
     if ca_file is not None:
         path = Path(ca_file)
         ca.cert_pem.write_to_path(str(path))
-    return TestTLS(server_context, client_context, ca.cert_pem.bytes(), path)
+    der = ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
+    return TestTLS(server_context, client_context, ca.cert_pem.bytes(), path, der)

@@ -53,7 +53,7 @@ async def test_plain_not_sent_without_tls() -> None:
                     "pw",
                     host=server.host,
                     port=server.port,
-                    security="none",
+                    security=jet_trio.INSECURE_TEST_ONLY,
                     mechanisms=["PLAIN"],
                 ):
                     pass

@@ -96,7 +96,7 @@ async def test_unresolvable_host_is_dns_error(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(trio, "open_tcp_stream", fail)
     with pytest.raises(DNSError, match="cannot resolve"):
-        await _open_tcp([_Target("nowhere.example", 5222, False)])
+        await _open_tcp(_Target("nowhere.example", 5222, False))
 
 
 async def test_refused_connection_is_connection_failed() -> None:
@@ -104,5 +104,5 @@ async def test_refused_connection_is_connection_failed() -> None:
         await s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(ConnectionFailed, match=f"127.0.0.1:{port}") as info:
-        await _open_tcp([_Target("127.0.0.1", port, False)])
+        await _open_tcp(_Target("127.0.0.1", port, False))
     assert not isinstance(info.value, DNSError)

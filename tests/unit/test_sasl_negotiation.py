@@ -19,6 +19,7 @@ from jet_trio._negotiation import (
     SendBytes,
     StartTLS,
     TLSError,
+    TLSInfo,
 )
 from jet_trio._sasl import SaslMechanism, choose_mechanism
 from jet_trio._xml import StanzaReceived, StreamClosed, StreamOpened
@@ -118,7 +119,7 @@ def login_until_bind(neg: ClientNegotiator, password: str = "pw") -> etree._Elem
     (starttls,) = sent(neg.receive(TLS_FEATURES))
     assert starttls.tag == "{urn:ietf:params:xml:ns:xmpp-tls}starttls"
     assert neg.receive(el("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")) == [StartTLS()]
-    actions = neg.tls_established()
+    actions = neg.tls_established(TLSInfo("example.org", "TLSv1.3"))
     assert isinstance(actions[0], RestartStream)
     neg.receive(OPEN)
     (auth,) = sent(neg.receive(sasl_features("SCRAM-SHA-1", "PLAIN")))
@@ -166,7 +167,7 @@ def test_no_starttls_offered_is_refused() -> None:
 
 
 def test_sasl_failure_is_authentication_error() -> None:
-    neg = ClientNegotiator(JID("alice@example.org"), "pw", starttls=False, tls_active=True)
+    neg = ClientNegotiator(JID("alice@example.org"), "pw", tls=TLSInfo("example.org"))
     neg.receive(OPEN)
     neg.receive(sasl_features("PLAIN"))
     fail = el(f"<failure xmlns='{SASL}'><not-authorized/><text>nope</text></failure>")

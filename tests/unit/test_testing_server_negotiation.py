@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import scramp
 from lxml import etree
@@ -40,7 +41,7 @@ def last_element(actions: list[Action]) -> etree._Element:
     return etree.fromstring(data.replace(b"</stream:stream>", b""))
 
 
-def negotiation(**kwargs: bool) -> ServerNegotiation:
+def negotiation(**kwargs: Any) -> ServerNegotiation:
     return ServerNegotiation("localhost", {"alice": "pw"}.get, **kwargs)
 
 
