@@ -145,10 +145,12 @@ async def test_overwrite_does_not_replace_a_directory(
     src = make_file(tmp_path, SIZE, "d.bin")
     dest = dest_dir / "d.bin"
 
+    def make_dir_once(done: int, total: int) -> None:
+        if not dest.exists():
+            _make_dir(dest)
+
     async def accept(offer: IncomingOffer) -> jet_trio.TransferResult:
-        return await offer.accept(
-            dest, overwrite=True, progress=lambda d, t: dest.exists() or _make_dir(dest)
-        )
+        return await offer.accept(dest, overwrite=True, progress=make_dir_once)
 
     async with net.pair() as (fa, fb):
         out = await run_transfer(fa, fb, src, dest, accept=accept, encrypt=JET_STUB)
@@ -184,10 +186,11 @@ async def test_overwrite_replaces_atomically(net: Net, tmp_path: Path, dest_dir:
     src = make_file(tmp_path, SIZE, "o.bin")
     dest = dest_dir / "o.bin"
 
+    def write_old(done: int, total: int) -> None:
+        dest.write_bytes(b"old")
+
     async def accept(offer: IncomingOffer) -> jet_trio.TransferResult:
-        return await offer.accept(
-            dest, overwrite=True, progress=lambda d, t: dest.write_bytes(b"old")
-        )
+        return await offer.accept(dest, overwrite=True, progress=write_old)
 
     async with net.pair() as (fa, fb):
         out = await run_transfer(fa, fb, src, dest, accept=accept, encrypt=JET_STUB)

@@ -47,7 +47,7 @@ def _no_hard_links(monkeypatch: pytest.MonkeyPatch) -> None:
     def link(*args: Any, **kwargs: Any) -> None:
         raise OSError(errno.EPERM, "hard links not supported here")
 
-    monkeypatch.setattr(tf.os, "link", link)
+    monkeypatch.setattr(os, "link", link)
 
 
 @pytest.fixture(params=["renameat2", "link", "placeholder"])
