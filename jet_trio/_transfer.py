@@ -319,13 +319,7 @@ class IncomingOffer:
             self.peer,
         )
         with contextlib.suppress(RuntimeError, trio.RunFinishedError):
-            service._token.run_sync_soon(
-                service._nursery.start_soon,
-                service._refuse,
-                self._session,
-                "decline",
-                "the offer was dropped without an answer",
-            )
+            service._token.run_sync_soon(service._refuse_soon, self._session)
 
     @property
     def safe_name(self) -> str:
@@ -516,9 +510,10 @@ class FileTransfer:
     async def _reject_unanswered(self) -> None:
         """Answer every offer still open when the service ends (queued or held by the
         application), so that no sender is left waiting."""
+        queued: list[IncomingOffer] = []
         while True:
             try:
-                self._unanswered.add(self._offers_out.receive_nowait())
+                queued.append(self._offers_out.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
         offers = [o for o in self._unanswered if not o._answered]
@@ -607,6 +602,15 @@ class FileTransfer:
             if isinstance(exc, FileTransferError):  # a malformed or unsafe <file/>
                 reason = "failed-application"
             self._nursery.start_soon(self._refuse, session, reason, str(exc))
+
+    def _refuse_soon(self, session: _Session) -> None:
+        """Decline a dropped offer (called soon after its garbage collection)."""
+        try:
+            self._nursery.start_soon(
+                self._refuse, session, "decline", "the offer was dropped without an answer"
+            )
+        except RuntimeError:  # the service has ended (and answered its offers)
+            pass
 
     async def _refuse(self, session: _Session, reason: str, text: str) -> None:
         log.info("refusing offer from %s: %s", session.peer, text)
@@ -1919,8 +1923,8 @@ async def open_file_transfer(
                 await client.add_features(*ft.features)
                 yield ft
             finally:
+                ft._uninstall()  # no new offers from here on
                 await ft._reject_unanswered()
-                ft._uninstall()
                 nursery.cancel_scope.cancel()
 
 
