@@ -605,12 +605,10 @@ class FileTransfer:
 
     def _refuse_soon(self, session: _Session) -> None:
         """Decline a dropped offer (called soon after its garbage collection)."""
-        try:
+        with contextlib.suppress(RuntimeError):  # the service ended (and answered its offers)
             self._nursery.start_soon(
                 self._refuse, session, "decline", "the offer was dropped without an answer"
             )
-        except RuntimeError:  # the service has ended (and answered its offers)
-            pass
 
     async def _refuse(self, session: _Session, reason: str, text: str) -> None:
         log.info("refusing offer from %s: %s", session.peer, text)
