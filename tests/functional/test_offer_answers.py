@@ -83,7 +83,7 @@ async def test_sender_stops_waiting_after_accept_timeout(
     terminates the session; an accept after that fails and stores nothing."""
     src = make_file(tmp_path, 10_000)
     dest = dest_dir / src.name
-    late: list[BaseException] = []
+    late: list[jet_trio.TransferError] = []
 
     async def accept_too_late(offer: IncomingOffer) -> None:
         await trio.sleep(2.5)
