@@ -39,6 +39,7 @@ JET_OMEMO = "urn:xmpp:jingle:jet-omemo:0"
 
 class FakeOmemo(TestEnvelope):
     __test__ = False
+    features: tuple[str, ...]  # type: ignore[assignment]  # two features here
 
     def __init__(self, namespace: str) -> None:
         super().__init__()
