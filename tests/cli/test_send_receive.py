@@ -375,13 +375,15 @@ def test_prosody_errors(prosody: ServerInfo, tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not HAVE_OMEMO, reason="jet-trio-omemo is not installed")
 async def test_omemo_is_the_default(tmp_path: Path, local_server: LocalServer) -> None:
-    """With the OMEMO plugin installed, send and receive use it without being asked."""
+    """With the OMEMO plugin installed, send and receive use it without being asked: OMEMO 2,
+    the strongest method both jet-trio sides advertise, with AES-256-GCM."""
     src = payload(tmp_path)
     sent, received = await send_and_receive(tmp_path, local_server, [str(src)], [])
     assert sent.returncode == 0, sent.stderr
     assert received.returncode == 0, received.stderr
     for result in (sent.one_json(), received.one_json()):
-        assert result["envelope"] == "eu.siacs.conversations.axolotl"
+        assert result["envelope"] == "urn:xmpp:omemo:2"
+        assert result["cipher"] == "urn:xmpp:ciphers:aes-256-gcm-nopadding"
         assert result["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     # Each account keeps its OMEMO state in its own data directory.
     assert (tmp_path / "xdg" / "jet-trio" / "alice@localhost").is_dir()

@@ -243,3 +243,45 @@ async def test_concurrent_offers_of_one_name(net: Net, tmp_path: Path, dest_dir:
     assert got["alice@localhost"].read_bytes() == a_src.read_bytes()
     assert got["carol@localhost"].read_bytes() == c_src.read_bytes()
     assert not leftovers(dest_dir)
+
+
+async def test_resume_never_replaces_a_name_taken_meanwhile(
+    net: Net, tmp_path: Path, dest_dir: Path
+) -> None:
+    """A download is cut, the user saves another file under its name, the download is
+    resumed: the user's file stays, the completed download is kept as ``name (1).ext``."""
+    src = make_file(tmp_path, SIZE, "big.iso")
+    dest = dest_dir / "big.iso"
+    net.relay.cut_after = SIZE // 2
+    async with net.pair(direct_host=None) as (fa, fb):
+        out = await run_transfer(fa, fb, src, dest_dir, encrypt=JET_STUB)
+        assert isinstance(out.recv.error, jet_trio.TransferError), out.recv.error
+        (partial,) = jet_trio.find_partials(dest_dir)
+        net.relay.cut_after = None
+        dest.write_bytes(b"the user's own big.iso")
+        await fa.share(src)
+        with trio.fail_after(10), pytest.raises(NameTaken) as info:
+            await fb.resume(partial, encrypt=JET_STUB)
+    assert dest.read_bytes() == b"the user's own big.iso"
+    assert info.value.kept == dest_dir / "big (1).iso"
+    assert info.value.kept.read_bytes() == src.read_bytes()
+    assert info.value.result is not None and info.value.result.path == info.value.kept
+    assert not leftovers(dest_dir)
+
+
+async def test_request_never_replaces_a_name_taken_during_the_transfer(
+    net: Net, tmp_path: Path, dest_dir: Path
+) -> None:
+    src = make_file(tmp_path, SIZE, "shared.bin")
+    dest = dest_dir / "shared.bin"
+
+    def take(done: int, total: int) -> None:
+        if not dest.exists():
+            dest.write_bytes(b"mine")
+
+    async with net.pair() as (fa, fb):
+        sha = await fa.share(src)
+        with trio.fail_after(10), pytest.raises(NameTaken) as info:
+            await fb.request_file(fa.client.jid, sha, dest_dir, encrypt=JET_STUB, progress=take)
+    assert dest.read_bytes() == b"mine"
+    assert info.value.kept.read_bytes() == src.read_bytes()
