@@ -399,6 +399,8 @@ class IncomingOffer:
         """
         self._check_unanswered()
         try:
+            if (withdrawn := self._session.ended_by_peer()) is not None:
+                raise _reason_error(withdrawn, str(self.peer))  # e.g. its accept_timeout
             dest = await trio.to_thread.run_sync(
                 lambda: self.target(destination, rename=rename and not overwrite)
             )
