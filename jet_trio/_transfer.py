@@ -310,7 +310,7 @@ class IncomingOffer:
         session.service._unanswered.add(self)
 
     def __del__(self) -> None:
-        if self._answered:
+        if getattr(self, "_answered", True):
             return
         service = self._session.service
         log.warning(

@@ -135,11 +135,15 @@ def test_part_gone_because_the_directory_was_swapped(tmp_path: Path) -> None:
     assert list(elsewhere.iterdir()) == []
 
 
-def test_not_one_directory(tmp_path: Path) -> None:
-    part = _part(tmp_path)
-    (tmp_path / "sub").mkdir()
-    with pytest.raises(ValueError, match="not in one directory"):
-        deliver(part, tmp_path / "sub" / "x.bin", overwrite=False)
+def test_part_in_another_directory(tmp_path: Path, method: str) -> None:
+    """A partial download kept elsewhere (another directory, same file system) still gets its
+    name without clobbering."""
+    (tmp_path / "records").mkdir()
+    part = _part(tmp_path / "records")
+    (tmp_path / "x.bin").write_bytes(b"precious")
+    got = deliver(part, tmp_path / "x.bin", overwrite=False, rename=True)
+    assert got == tmp_path / "x (1).bin" and got.read_bytes() == b"verified"
+    assert (tmp_path / "x.bin").read_bytes() == b"precious" and not part.exists()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
