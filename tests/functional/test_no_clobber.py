@@ -285,3 +285,28 @@ async def test_request_never_replaces_a_name_taken_during_the_transfer(
             await fb.request_file(fa.client.jid, sha, dest_dir, encrypt=JET_STUB, progress=take)
     assert dest.read_bytes() == b"mine"
     assert info.value.kept.read_bytes() == src.read_bytes()
+
+
+async def test_unwritable_directory_found_at_the_end(
+    net: Net, tmp_path: Path, dest_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directory refuses the final name (EACCES; simulated: the tests may run as root):
+    the sender is told (failed-application), nothing appears under the name, and the verified
+    data is kept for resuming."""
+    import errno
+
+    from jet_trio import _transfer_files
+
+    def refuse(*args: Any) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(_transfer_files, "_no_clobber", refuse)
+    src = make_file(tmp_path, SIZE, "u.bin")
+    async with net.pair() as (fa, fb):
+        out = await run_transfer(fa, fb, src, dest_dir, encrypt=JET_STUB)
+    assert isinstance(out.recv.error, PermissionError), out.recv.error
+    err = out.send.raised(jet_trio.TransferError)
+    assert err.reason == "failed-application" and "Permission denied" in str(err)
+    assert not (dest_dir / "u.bin").exists()
+    (partial,) = jet_trio.find_partials(dest_dir)
+    assert partial.part.read_bytes() == src.read_bytes()
