@@ -138,3 +138,44 @@ async def test_unusable_destination_answers_the_offer(net: Net, tmp_path: Path) 
         out = await run_transfer(fa, fb, src, missing, accept=accept, encrypt=JET_STUB)
     assert isinstance(out.recv.error, FileNotFoundError), out.recv.error
     assert out.send.raised(jet_trio.TransferError).reason == "failed-application"
+
+
+async def test_peer_answering_twice_is_refused(net: Net, tmp_path: Path, dest_dir: Path) -> None:
+    """A second session-accept (a peer answering twice) is refused with an iq error by the
+    sender's Jingle state machine; the transfer itself completes."""
+    from jet_trio._jingle_message import JingleAction, JingleMessage, build_jingle
+    from jet_trio._stanza import make_iq
+
+    src = make_file(tmp_path, 1_500_000)
+    refused: list[BaseException] = []
+
+    async def accept_twice(offer: IncomingOffer) -> jet_trio.TransferResult:
+        session = offer._session
+        content = offer._offer.content
+        again = JingleMessage(JingleAction.SESSION_ACCEPT, session.jingle.sid, contents=(content,))
+        sent_again = False
+
+        async def answer_again() -> None:
+            try:
+                await offer._session.service.client.iq(
+                    make_iq("set", build_jingle(again), to=offer.peer)
+                )
+            except jet_trio.StanzaError as exc:
+                refused.append(exc)
+
+        async with trio.open_nursery() as n:
+
+            def progress(done: int, total: int) -> None:
+                nonlocal sent_again
+                if not sent_again:
+                    sent_again = True
+                    n.start_soon(answer_again)
+
+            return await offer.accept(dest_dir, progress=progress)
+
+    async with net.pair() as (fa, fb):
+        out = await run_transfer(fa, fb, src, dest_dir, accept=accept_twice, encrypt=JET_STUB)
+    assert out.send.error is None and out.recv.error is None, (out.send.error, out.recv.error)
+    assert len(refused) == 1, refused
+    assert "out-of-order" in str(refused[0]) or "unexpected" in str(refused[0]), refused
+    assert (dest_dir / src.name).read_bytes() == src.read_bytes()
