@@ -1443,8 +1443,8 @@ class FileTransfer:
                 if partial is None:
                     if await trio.Path(dest).is_dir():
                         dest = dest / safe_filename(file.name or want.hex())
-                    if await trio.Path(dest).exists() and not overwrite:
-                        raise FileExistsError(f"{dest} already exists")
+                    if not overwrite and await trio.to_thread.run_sync(os.path.lexists, dest):
+                        raise FileExistsError(errno.EEXIST, f"{dest} already exists")
                     partial = Partial.create(
                         dest,
                         peer,
