@@ -16,11 +16,12 @@ from ._negotiation import ConnectionLost, TLSError
 from ._pubsub import PubSubEvent, PubSubItem
 from ._sasl import AuthenticationError, DowngradeDetected, NoCommonMechanism
 from ._stanza import StanzaError, StreamError
-from ._transfer import FileTransfer, IncomingOffer, open_file_transfer
+from ._transfer import FileTransfer, IncomingOffer, envelope_strength, open_file_transfer
 from ._transfer_files import Partial, find_partials
 from ._transfer_types import (
     IntegrityError,
     JETError,
+    NameTaken,
     ProgressCallback,
     TransferCancelled,
     TransferDeclined,
@@ -53,6 +54,7 @@ __all__ = [
     "JetError",
     "LocalProtocolError",
     "LoginTimeout",
+    "NameTaken",
     "NoCommonMechanism",
     "Partial",
     "ProgressCallback",
@@ -72,6 +74,7 @@ __all__ = [
     "TransportFailed",
     "XMLError",
     "__version__",
+    "envelope_strength",
     "find_partials",
     "open_client",
     "open_file_transfer",

@@ -272,6 +272,14 @@ def demo(
     show_default=True,
     help="Seconds to wait for the recipient to be online.",
 )
+@click.option(
+    "--accept-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Give up when the recipient has not accepted or declined within this time.",
+)
 @direct_host_option
 @account_options
 @output_options
@@ -311,6 +319,11 @@ def send(**kw: Any) -> Callable[[Output], Awaitable[int]]:
     "--accept-stub", is_flag=True, help="Accept the insecure stub envelope (testing only)."
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing files of the same name.")
+@click.option(
+    "--rename",
+    is_flag=True,
+    help='Store a file whose name is taken as "name (1).ext", "name (2).ext"...',
+)
 @click.option("--timeout", type=float, help="Give up after this many seconds.")
 @click.option(
     "--parallel",

@@ -23,6 +23,7 @@ from ._stanza import StreamError
 from ._transfer_types import (
     IntegrityError,
     JETError,
+    NameTaken,
     TransferCancelled,
     TransferDeclined,
     TransferError,
@@ -132,6 +133,15 @@ def classify(exc: BaseException) -> Failure:
 
 def _transfer_failure(exc: TransferError) -> Failure:
     msg, jingle = str(exc), exc.reason
+    if isinstance(exc, NameTaken):
+        return Failure(
+            ExitCode.FILE,
+            "name-taken",
+            msg,
+            "Nothing was replaced and the received file was kept under the name shown; pass "
+            "--rename to store files under a free name without an error.",
+            jingle,
+        )
     if isinstance(exc, IntegrityError):
         return Failure(
             ExitCode.INTEGRITY,

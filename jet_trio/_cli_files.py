@@ -22,12 +22,13 @@ from . import _ns
 from ._cli_account import AccountOptions, connect
 from ._cli_errors import CLIError, ExitCode
 from ._cli_output import Output, human_size, shown
-from ._cli_plugins import make_plugins, short_envelope_name, wants_stub
+from ._cli_plugins import make_plugins, wants_stub
 from ._cli_sessions import envelope_sessions
 from ._cli_transfer import (
     Transport,
     _choose_envelope,
     _direct_host,
+    _how,
     _peer_jid,
     hint_partials,
     report_load_errors,
@@ -220,7 +221,7 @@ async def run_request(out: Output, account: AccountOptions, opts: RequestOptions
         await client.send_presence()
         out.note(f"logged in as {client.jid}; waiting for {peer} to be online")
         full = await _wait_for(client, peer, opts.wait)
-        how = short_envelope_name(namespace) if namespace else "no end-to-end encryption"
+        how = _how(namespace)
         out.note(f"requesting {sha} from {full} ({how})")
         try:
             with out.progress() as bars:
@@ -357,7 +358,7 @@ async def run_resume(out: Output, account: AccountOptions, opts: ResumeOptions) 
         out.note(f"logged in as {client.jid}; waiting for {peer} to be online")
         full = await _wait_for(client, peer, opts.wait)
         offset = partial.received
-        how = short_envelope_name(namespace) if namespace else "no end-to-end encryption"
+        how = _how(namespace)
         out.note(
             f"resuming {partial.name} from {full} at {human_size(offset)} of "
             f"{human_size(partial.size)} ({how})"

@@ -111,6 +111,7 @@ def result_json(result: TransferResult, **extra: object) -> dict[str, object]:
         "sha256": result.sha256,
         "envelope": result.envelope,
         "cipher": result.cipher,
+        "choice": result.choice,
         "transport": result.transport,
         "seconds": round(result.seconds, 6),
         "bytes_per_second": round(_speed(result.size, result.seconds)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -74,6 +75,7 @@ class SendOptions:
     transport: Transport
     wait: float
     direct_host: str
+    accept_timeout: float
 
 
 def _choose_envelope(out: Output, name: str | None, plugins: PluginManager) -> str | None:
@@ -87,7 +89,7 @@ def _choose_envelope(out: Output, name: str | None, plugins: PluginManager) -> s
                 "Install the OMEMO plugin (pip install plugins/jet-trio-omemo), or pass "
                 "--envelope none to send without end-to-end encryption.",
             )
-        return namespace
+        return "auto"  # the strongest method both sides support (OMEMO 2 before legacy OMEMO)
     namespace = resolve_envelope(name, plugins)
     if namespace is None:
         out.warn(
@@ -99,6 +101,12 @@ def _choose_envelope(out: Output, name: str | None, plugins: PluginManager) -> s
             "confidentiality (testing only)"
         )
     return namespace
+
+
+def _how(namespace: str | None) -> str:
+    if namespace == "auto":
+        return "the strongest end-to-end encryption both sides support"
+    return short_envelope_name(namespace) if namespace else "no end-to-end encryption"
 
 
 async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> int:
@@ -136,7 +144,7 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
                     "Check that the recipient is online (and that you are in each other's "
                     "contact lists), or wait longer with --wait.",
                 ) from None
-            how = short_envelope_name(namespace) if namespace else "no end-to-end encryption"
+            how = _how(namespace)
             out.note(f"offering {opts.file.name} to {peer} ({how})")
             with out.progress() as bars:
                 result = await ft.send_file(
@@ -146,6 +154,7 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
                     cipher=opts.cipher,
                     transport=opts.transport,
                     progress=bars.bar(f"sending {opts.file.name}", opts.file.stat().st_size),
+                    accept_timeout=opts.accept_timeout,
                 )
     out.transfer(result)
     return ExitCode.OK
@@ -160,6 +169,7 @@ class ReceiveOptions:
     accept_unencrypted: bool
     accept_stub: bool
     overwrite: bool
+    rename: bool
     timeout: float | None
     direct_host: str
     parallel: int = 4
@@ -188,8 +198,11 @@ def _refusal(
         name = safe_filename(offer.name)
     except FileTransferError as exc:
         return f"its file name is unusable: {exc}"
-    if (opts.output_dir / name).exists() and not opts.overwrite:
-        return f"{opts.output_dir / name} already exists (pass --overwrite to replace it)"
+    if os.path.lexists(opts.output_dir / name) and not (opts.overwrite or opts.rename):
+        return (
+            f"{opts.output_dir / name} already exists (pass --rename to store it under a free "
+            "name, or --overwrite to replace it)"
+        )
     return None
 
 
@@ -228,6 +241,7 @@ async def _receive_one(
             opts.output_dir,
             progress=bars.bar(f"receiving {offer.name}", offer.size),
             overwrite=opts.overwrite,
+            rename=opts.rename,
         )
     except Exception as exc:
         if sha is not None:

@@ -7,10 +7,12 @@ are sans-IO or self-contained; this module is the trio shell that wires them to 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
 import time
+import weakref
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -89,10 +91,11 @@ from ._s5b import parse_transport as parse_s5b
 from ._security import build_security, parse_security
 from ._socks5 import Socks5Error, dstaddr
 from ._stanza import IQ, E, StanzaError, make_iq, make_result, stanza_from
-from ._transfer_files import HashCache, Partial, open_part
+from ._transfer_files import HashCache, Partial, deliver, open_part, unique_name
 from ._transfer_types import (
     IntegrityError,
     JETError,
+    NameTaken,
     ProgressCallback,
     TransferCancelled,
     TransferDeclined,
@@ -104,7 +107,7 @@ from ._transfer_types import (
 )
 from ._trio_util import unwrapped_errors
 
-__all__ = ["FileTransfer", "IncomingOffer", "open_file_transfer"]
+__all__ = ["FileTransfer", "IncomingOffer", "envelope_strength", "open_file_transfer"]
 
 log = logging.getLogger("jet_trio.transfer")
 
@@ -133,6 +136,15 @@ _BACKLOG_FULL: Final = ErrorReply(
     "resource-constraint", "wait", text="too many unanswered Jingle messages for this session"
 )
 Transport = Literal["auto", "s5b", "ibb"]
+DEFAULT_ACCEPT_TIMEOUT: Final = 300.0
+"""Seconds a sender waits for the receiver to accept or decline (a person deciding)."""
+
+
+class _Default:
+    """The type of a "use the service's setting" default."""
+
+
+_DEFAULT: Final = _Default()
 
 
 def _reason_error(reason: Reason | None, who: str) -> TransferError:
@@ -316,8 +328,12 @@ class IncomingOffer:
     """A file offered to us. :meth:`accept` to receive it, or :meth:`reject`.
 
     ``peer`` is the sender's full JID, ``file`` the description (``file.name`` is the name the
-    peer proposed; the accepted file is stored under a sanitised name), ``envelope`` the JET
-    envelope namespace (``None``: unencrypted), ``cipher`` the cipher URN.
+    peer proposed; the accepted file is stored under :attr:`safe_name`, see :meth:`target`),
+    ``envelope`` the JET envelope namespace (``None``: unencrypted), ``cipher`` the cipher URN.
+
+    Every offer gets an answer: one that is garbage-collected unanswered, or still unanswered
+    when its :func:`open_file_transfer` block ends, is rejected (``decline``) with a warning
+    logged; the sender also stops waiting after its ``accept_timeout``.
     """
 
     def __init__(self, session: _Session, offer: _Offer, envelope: str | None, cipher: str | None):
@@ -329,6 +345,41 @@ class IncomingOffer:
         self.cipher = cipher
         self._answered = False
         self._expiry = trio.CancelScope()  # cancelled once the application takes the offer
+        session.service._unanswered.add(self)
+
+    def __del__(self) -> None:
+        if getattr(self, "_answered", True):
+            return
+        service = self._session.service
+        log.warning(
+            "an offer of %r from %s was dropped without an answer: rejecting it",
+            self.name,
+            self.peer,
+        )
+        with contextlib.suppress(RuntimeError, trio.RunFinishedError):
+            service._token.run_sync_soon(service._refuse_soon, self._session)
+
+    @property
+    def safe_name(self) -> str:
+        """The name the file gets inside a directory: :attr:`name` without any directory part,
+        control characters or surrounding blanks, within 255 bytes."""
+        return safe_filename(self.name)
+
+    def target(self, destination: str | os.PathLike[str], *, rename: bool = False) -> Path:
+        """The path :meth:`accept` with these arguments would store the file at, were it
+        accepted now: ``destination/safe_name`` for a directory, else ``destination`` itself;
+        with ``rename=True`` the first of ``name (1).ext``, ``name (2).ext``... that is free if
+        the name is taken. (A quick blocking ``stat``: another program may still take the name
+        before the transfer ends; :meth:`accept` never replaces it then.)"""
+        dest = Path(destination)
+        if dest.is_dir():
+            dest = dest / self.safe_name
+        if rename:
+            n = 0
+            while os.path.lexists(dest if n == 0 else dest.with_name(unique_name(dest.name, n))):
+                n += 1
+            dest = dest if n == 0 else dest.with_name(unique_name(dest.name, n))
+        return dest
 
     @property
     def name(self) -> str:
@@ -349,13 +400,17 @@ class IncomingOffer:
     async def reject(self, reason: str = "decline", text: str | None = None) -> None:
         """Decline the offer."""
         self._check_unanswered()
-        await self._session.terminate(reason, text)
-        self._session.service._forget(self._session)
+        await self._end(reason, text)
 
     def _check_unanswered(self) -> None:
         if self._answered:
             raise TransferError("this offer was already accepted or rejected", "general-error")
         self._answered = True
+        self._session.service._unanswered.discard(self)
+
+    async def _end(self, reason: str, text: str | None) -> None:
+        await self._session.terminate(reason, text)
+        self._session.service._forget(self._session)
 
     async def accept(
         self,
@@ -363,40 +418,55 @@ class IncomingOffer:
         *,
         progress: ProgressCallback | None = None,
         overwrite: bool = False,
+        rename: bool = False,
     ) -> TransferResult:
         """Receive the file into ``destination`` (a directory, or the file path to create).
 
         Data goes to a temporary file beside the target; only after the size, the hash and (for
-        JET) the GCM tag verified is it renamed to the target. On any failure nothing is left
-        under the target name and the session is terminated with a fitting reason. Cancelling
-        (through a cancel scope) terminates the session with ``cancel``. When the sender
+        JET) the GCM tag verified is it given the target name, with an operation that fails if
+        the name exists: nothing is ever replaced unless ``overwrite=True`` (then atomically).
+        ``rename=True`` stores it under the first free ``name (1).ext``, ``name (2).ext``... if
+        the name is taken, when accepting or when the transfer ends. Without either, a name
+        taken when accepting raises :class:`FileExistsError`, and a name taken during the
+        transfer raises :class:`NameTaken` (the verified file is kept under a unique name).
+
+        Any error answers the offer: the session is terminated with a reason the sender sees
+        (an :class:`OSError` here, ``FileExistsError`` included: ``failed-application``); the
+        offer cannot be accepted again. Cancelling (through a cancel scope) terminates the
+        session with ``cancel``. When the sender
         already has ``max_transfers_per_peer`` transfers running here, the offer is refused
         with ``busy`` and :class:`TransferDeclined` raised.
         """
-        dest = Path(destination)
-        try:
-            if await trio.Path(dest).is_dir():
-                dest = dest / safe_filename(self.name)
-            exists = await trio.Path(dest).exists()
-        except trio.Cancelled:
-            # Cancelled before answering: end the session (``cancel``) as for a cancellation
-            # later on; otherwise the sender would wait for an answer that never comes.
-            if not self._answered:
-                self._answered = True
-                await self._session.terminate("cancel")
-                self._session.service._forget(self._session)
-            raise
-        if exists and not overwrite:
-            # Before answering: the offer stays open (accept elsewhere, or reject).
-            raise FileExistsError(f"{dest} already exists (pass overwrite=True to replace it)")
         self._check_unanswered()
+        try:
+            if (withdrawn := self._session.ended_by_peer()) is not None:
+                raise _reason_error(withdrawn, str(self.peer))  # e.g. its accept_timeout
+            dest = await trio.to_thread.run_sync(
+                lambda: self.target(destination, rename=rename and not overwrite)
+            )
+            if not overwrite and await trio.to_thread.run_sync(os.path.lexists, dest):
+                raise FileExistsError(
+                    errno.EEXIST,
+                    f"{dest} already exists (pass overwrite=True to replace it, or "
+                    "rename=True to store the file under a free name)",
+                )
+        except BaseException as exc:
+            # Not accepted after all: answer the offer, so the sender is not left waiting.
+            if isinstance(exc, FileExistsError):
+                reason, text = "failed-application", f"{self.safe_name} already exists here"
+            elif any(isinstance(e, trio.Cancelled) for e in _leaves(exc)):
+                reason, text = "cancel", None
+            else:
+                reason, text = _reason_for(exc)
+                text = f"the offer could not be accepted: {text}" if text else None
+            await self._end(reason, text)
+            raise
         service = self._session.service
         if not service._start_transfer(self._session):
             text = f"{self.peer.bare} has {service._max_transfers_per_peer} transfers running"
-            await self._session.terminate("busy", text)
-            service._forget(self._session)
+            await self._end("busy", text)
             raise TransferDeclined(f"refused {self.name!r}: {text}", "busy")
-        return await service._run_receive(self, dest, progress)
+        return await service._run_receive(self, dest, progress, overwrite=overwrite, rename=rename)
 
 
 @dataclass(slots=True)
@@ -430,6 +500,7 @@ class FileTransfer:
         offer_timeout: float | None = 120.0,
         min_throughput: float | None = None,
         throughput_window: float = 60.0,
+        accept_timeout: float | None = DEFAULT_ACCEPT_TIMEOUT,
     ) -> None:
         self.client = client
         self.plugins = plugins
@@ -442,6 +513,9 @@ class FileTransfer:
         self._cipher_preference = tuple(cipher_preference)
         self._timeout = negotiation_timeout
         self._stall_timeout = stall_timeout
+        self._accept_timeout = accept_timeout
+        self._token = trio.lowlevel.current_trio_token()
+        self._unanswered: weakref.WeakSet[IncomingOffer] = weakref.WeakSet()
         self._registry = SessionRegistry(client.jid)
         self._inboxes: dict[tuple[JID, str], trio.MemorySendChannel[JingleMessage]] = {}
         self._sessions: dict[tuple[JID, str], _Session] = {}
@@ -491,6 +565,26 @@ class FileTransfer:
             for peer, sid in [k for k in self._inboxes if k[0] == gone]:
                 msg = JingleMessage(JingleAction.SESSION_TERMINATE, sid, reason=reason)
                 self._deliver(peer, sid, msg)
+
+    async def _reject_unanswered(self) -> None:
+        """Answer every offer still open when the service ends (queued or held by the
+        application), so that no sender is left waiting."""
+        offers = [o for o in (*self._queue, *self._unanswered) if not o._answered]
+        self._queue.clear()
+        offers = list(dict.fromkeys(offers))
+        if not offers:
+            return
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as n:
+                for offer in offers:
+                    log.warning(
+                        "the offer of %r from %s was not answered before the file transfer "
+                        "service ended: rejecting it",
+                        offer.name,
+                        offer.peer,
+                    )
+                    offer._check_unanswered()
+                    n.start_soon(offer._end, "decline", "the receiver stopped receiving files")
 
     def _uninstall(self) -> None:
         self._unwatch_presence()
@@ -617,6 +711,7 @@ class FileTransfer:
             if offer in self._queue and not offer._answered:
                 self._queue.remove(offer)
                 offer._answered = True
+                self._unanswered.discard(offer)
                 self._release_quota(offer._session)  # its place is free at once
                 await self._refuse(
                     offer._session, "timeout", f"the offer was not answered within {seconds:g} s"
@@ -646,6 +741,13 @@ class FileTransfer:
             if counter[peer] <= 0:
                 del counter[peer]
         session.quota = None
+
+    def _refuse_soon(self, session: _Session) -> None:
+        """Decline a dropped offer (called soon after its garbage collection)."""
+        with contextlib.suppress(RuntimeError):  # the service ended (and answered its offers)
+            self._nursery.start_soon(
+                self._refuse, session, "decline", "the offer was dropped without an answer"
+            )
 
     async def _refuse(self, session: _Session, reason: str, text: str) -> None:
         log.info("refusing offer from %s: %s", session.peer, text)
@@ -785,18 +887,28 @@ class FileTransfer:
         with _within(self._timeout, f"{peer} did not say what it supports"):
             return await self.client.features_of(peer)
 
-    async def _choose_envelope(self, peer: JID, encrypt: str | None) -> EnvelopeMethod | None:
+    async def _choose_envelope(
+        self, peer: JID, encrypt: str | None
+    ) -> tuple[EnvelopeMethod | None, str]:
+        """The envelope method to use and why: ``encrypt`` itself, or for ``"auto"`` the
+        strongest one (:func:`envelope_strength`) that the peer advertises, the earliest
+        installed on a tie."""
         if encrypt is None:
-            return None
+            return None, "not encrypted: encrypt=None"
         if encrypt != "auto":
-            return self.plugins.envelope(encrypt)
+            return self.plugins.envelope(encrypt), "envelope asked for"
         try:
             info = await self._features_of(peer)
         except StanzaError as exc:
             raise TransferError(f"cannot ask {peer} what it supports: {exc}", "gone") from None
-        for method in self.plugins.envelopes:
-            if info.has(*method.features):
-                return method
+        common = [m for m in self.plugins.envelopes if info.has(*m.features)]
+        if common:
+            best = max(common, key=envelope_strength)  # max keeps the first of equals
+            others = [m.namespace for m in common if m is not best]
+            why = f"the strongest envelope {peer} advertises"
+            if others:
+                why += f" (also common: {', '.join(others)})"
+            return best, why
         raise JETError(
             f"{peer} supports none of our JET envelope methods "
             f"({', '.join(m.namespace for m in self.plugins.envelopes) or 'none loaded'}); "
@@ -1038,11 +1150,19 @@ class FileTransfer:
         name: str | None = None,
         media_type: str | None = None,
         progress: ProgressCallback | None = None,
+        accept_timeout: float | _Default | None = _DEFAULT,
     ) -> TransferResult:
         """Offer the file at ``path`` to ``to`` and send it once accepted.
 
-        ``encrypt`` is ``"auto"`` (the first JET envelope method both sides support; an error if
-        there is none), an envelope namespace, or ``None`` for an explicit unencrypted transfer.
+        ``encrypt`` is ``"auto"`` (the strongest JET envelope method both sides support, see
+        :func:`envelope_strength`; an error if there is none), an envelope namespace, or
+        ``None`` for an explicit unencrypted transfer. ``cipher`` defaults to AES-256-GCM unless
+        only the envelope method's own preference is safe (legacy OMEMO to a peer that does not
+        advertise AES-256-GCM: AES-128-GCM, as Dino and Conversations need);
+        :attr:`TransferResult.choice` says which was used and why.
+        ``accept_timeout`` bounds the wait for the receiver to accept or decline (default: the
+        service's, 300 s; ``None``: no bound): then :class:`TransferTimeout` is raised and the
+        session is terminated with ``timeout``.
         ``transport`` is ``"auto"`` (SOCKS5, falling back to in-band), ``"s5b"`` or ``"ibb"``.
         The file's SHA-256 is computed first (in a thread, cached) and sent in the offer, so the
         receiver can verify and resume. Cancel with a cancel scope: the session is then
@@ -1052,8 +1172,9 @@ class FileTransfer:
         if not await trio.Path(src).is_file():
             raise FileNotFoundError(f"{src} is not a file")
         peer = await self.resolve_peer(to)
-        method = await self._choose_envelope(peer, encrypt)
-        secret, security = await self._make_security(method, cipher, peer, CONTENT_NAME)
+        method, why = await self._choose_envelope(peer, encrypt)
+        secret, security, why_cipher = await self._make_security(method, cipher, peer, CONTENT_NAME)
+        choice = _describe_choice(method, secret, why, why_cipher)
         size = (await trio.Path(src).stat()).st_size
         digest = await self._hashes.sha256(src)
         desc = FileDescription(
@@ -1067,7 +1188,12 @@ class FileTransfer:
         async with contextlib.AsyncExitStack() as cleanup:
             try:
                 ours = await self._initiate(session, transport, desc, security, request=False)
-                theirs = _transport_of(await session.expect(JingleAction.SESSION_ACCEPT))
+                wait = (
+                    self._accept_timeout if isinstance(accept_timeout, _Default) else accept_timeout
+                )
+                with _within_or_never(wait, f"{peer} did not accept or decline the offer"):
+                    answer = await session.expect(JingleAction.SESSION_ACCEPT)
+                theirs = _transport_of(answer)
                 established = await self._establish(session, ours, theirs, cleanup)
                 wire = await self._send_data(session, established, src, 0, size, secret, progress)
                 await self._expect_success(session)
@@ -1090,23 +1216,30 @@ class FileTransfer:
             src,
             wire,
             True,
+            choice,
         )
 
     async def _make_security(
         self, method: EnvelopeMethod | None, cipher: str | None, peer: JID, content_name: str
-    ) -> tuple[TransportSecret | None, etree._Element | None]:
-        """A fresh transport secret and its ``<security>`` element (none if unencrypted)."""
+    ) -> tuple[TransportSecret | None, etree._Element | None, str]:
+        """A fresh transport secret and its ``<security>`` element (none if unencrypted), and
+        why that cipher."""
         if method is None:
-            return None, None
-        secret = TransportSecret.generate(await self._choose_cipher(method, cipher, peer))
+            return None, None, ""
+        chosen, why = await self._choose_cipher(method, cipher, peer)
+        secret = TransportSecret.generate(chosen)
         with _within(self._timeout, f"encrypting the transport secret for {peer} took too long"):
             envelope = await method.encrypt(secret, peer)
-        return secret, build_security(content_name, secret.cipher, envelope)
+        return secret, build_security(content_name, secret.cipher, envelope), why
 
-    async def _choose_cipher(self, method: EnvelopeMethod, wanted: str | None, peer: JID) -> Cipher:
-        """``wanted``, else the first of our preferences the peer supports, else the envelope
-        method's preferred cipher or AES-256-GCM. The XEP-0391 ciphers are assumed with JET;
-        any other cipher is used only if the peer advertises its URN."""
+    async def _choose_cipher(
+        self, method: EnvelopeMethod, wanted: str | None, peer: JID
+    ) -> tuple[Cipher, str]:
+        """``wanted``, else the first of our preferences the peer supports, else AES-256-GCM
+        unless the envelope method prefers another cipher (legacy OMEMO: AES-128-GCM, the only
+        one Dino and Conversations accept) and the peer does not advertise AES-256-GCM. The
+        XEP-0391 ciphers are assumed with JET; any other cipher is used only if the peer
+        advertises its URN. Returns the cipher and why it was chosen."""
         try:
             info = await self._features_of(peer)
         except StanzaError as exc:
@@ -1126,11 +1259,23 @@ class FileTransfer:
                 raise JETError(
                     f"{peer} does not support the cipher {wanted}", "unsupported-applications"
                 )
-            return chosen
+            return chosen, "cipher asked for"
         for urn in self._cipher_preference:
             if (chosen := usable(urn)) is not None:
-                return chosen
-        return self.plugins.cipher(str(getattr(method, "preferred_cipher", DEFAULT_CIPHER)))
+                return chosen, "first of cipher_preference the peer supports"
+        preferred = str(getattr(method, "preferred_cipher", DEFAULT_CIPHER))
+        if self.plugins.cipher(preferred).urn == DEFAULT_CIPHER:
+            return self.plugins.cipher(DEFAULT_CIPHER), "the strongest standard cipher"
+        if info.has(DEFAULT_CIPHER):
+            return (
+                self.plugins.cipher(DEFAULT_CIPHER),
+                f"the strongest standard cipher, advertised by {peer}",
+            )
+        return (
+            self.plugins.cipher(preferred),
+            f"the cipher {method.namespace} prefers; {peer} does not advertise AES-256-GCM "
+            "(Dino and Conversations accept only AES-128-GCM)",
+        )
 
     async def _initiate(
         self,
@@ -1344,7 +1489,13 @@ class FileTransfer:
         return opened.secret
 
     async def _run_receive(
-        self, offer: IncomingOffer, dest: Path, progress: ProgressCallback | None
+        self,
+        offer: IncomingOffer,
+        dest: Path,
+        progress: ProgressCallback | None,
+        *,
+        overwrite: bool,
+        rename: bool,
     ) -> TransferResult:
         session = offer._session
         start = time.monotonic()
@@ -1373,7 +1524,11 @@ class FileTransfer:
                     session, established, partial, 0, size, secret, progress, offer.file
                 )
                 verified = await self._verify_hash(session, offer.file, digests)
-                os.replace(partial.part, dest)
+                taken: NameTaken | None = None
+                try:
+                    dest = await _deliver(partial, overwrite, rename)
+                except NameTaken as exc:
+                    taken, dest = exc, exc.kept
                 partial.discard()
                 await session.terminate("success")
             except BaseException as exc:
@@ -1384,7 +1539,7 @@ class FileTransfer:
                 raise
             finally:
                 self._forget(session)
-        return TransferResult(
+        result = TransferResult(
             "receive",
             session.peer,
             offer.name,
@@ -1397,7 +1552,12 @@ class FileTransfer:
             dest,
             size + (secret.cipher.tag_size if secret else 0),
             verified,
+            f"chosen by the sender {session.peer}" if secret else "the sender did not encrypt",
         )
+        if taken is not None:
+            taken.result = result
+            raise taken
+        return result
 
     async def request_file(
         self,
@@ -1470,8 +1630,9 @@ class FileTransfer:
         overwrite: bool,
     ) -> TransferResult:
         peer = await self.resolve_peer(to)
-        method = await self._choose_envelope(peer, encrypt)
-        secret, security = await self._make_security(method, cipher, peer, REQUEST_NAME)
+        method, why = await self._choose_envelope(peer, encrypt)
+        secret, security, why_cipher = await self._make_security(method, cipher, peer, REQUEST_NAME)
+        choice = _describe_choice(method, secret, why, why_cipher)
         offset = partial.received if partial is not None else 0
         request = FileDescription(
             hashes=(Hash("sha-256", want),), range=Range(offset) if offset else None
@@ -1488,8 +1649,8 @@ class FileTransfer:
                 if partial is None:
                     if await trio.Path(dest).is_dir():
                         dest = dest / safe_filename(file.name or want.hex())
-                    if await trio.Path(dest).exists() and not overwrite:
-                        raise FileExistsError(f"{dest} already exists")
+                    if not overwrite and await trio.to_thread.run_sync(os.path.lexists, dest):
+                        raise FileExistsError(errno.EEXIST, f"{dest} already exists")
                     partial = Partial.create(
                         dest,
                         peer,
@@ -1514,7 +1675,11 @@ class FileTransfer:
                     expected,
                 )
                 await self._verify_hash(session, expected, digests)
-                os.replace(partial.part, partial.dest)
+                taken: NameTaken | None = None
+                try:
+                    dest = await _deliver(partial, overwrite, False)
+                except NameTaken as exc:
+                    taken, dest = exc, exc.kept
                 partial.discard()
                 await session.terminate("success")
             except BaseException as exc:
@@ -1526,7 +1691,7 @@ class FileTransfer:
                 raise
             finally:
                 self._forget(session)
-        return TransferResult(
+        result = TransferResult(
             "receive",
             peer,
             partial.name,
@@ -1536,10 +1701,15 @@ class FileTransfer:
             method.namespace if method else None,
             secret.cipher.urn if secret else None,
             time.monotonic() - start,
-            partial.dest,
+            dest,
             partial.size - offset + (secret.cipher.tag_size if secret else 0),
             True,
+            choice,
         )
+        if taken is not None:
+            taken.result = result
+            raise taken
+        return result
 
     async def _receive_into(
         self,
@@ -1739,6 +1909,40 @@ class _StallWatch:
             self._scope.deadline = now + self._seconds * 1.25
 
 
+_ENVELOPE_STRENGTH: Final = {
+    "urn:xmpp:omemo:2": 30,
+    "eu.siacs.conversations.axolotl": 20,
+    "urn:xmpp:openpgp:0": 20,
+    _ns.JET_STUB: 0,
+}
+
+
+def envelope_strength(method: EnvelopeMethod) -> int:
+    """How ``encrypt="auto"`` ranks an envelope method: its ``strength`` attribute if it has
+    one, else OMEMO 2 30, legacy OMEMO and OpenPGP 20, other methods 10, the stub 0."""
+    strength = getattr(method, "strength", None)
+    if isinstance(strength, int):
+        return strength
+    return _ENVELOPE_STRENGTH.get(method.namespace, 10)
+
+
+def _describe_choice(
+    method: EnvelopeMethod | None, secret: TransportSecret | None, why: str, why_cipher: str
+) -> str:
+    if method is None or secret is None:
+        return why
+    return f"{method.namespace}: {why}; {secret.cipher.urn}: {why_cipher}"
+
+
+@contextlib.contextmanager
+def _within_or_never(seconds: float | None, what: str) -> Iterator[None]:
+    if seconds is None:
+        yield
+        return
+    with _within(seconds, what):
+        yield
+
+
 @contextlib.contextmanager
 def _within(seconds: float, what: str) -> Iterator[None]:
     """Like :func:`trio.fail_after`, raising :class:`TransferTimeout` that says ``what``."""
@@ -1774,6 +1978,14 @@ def _typed_errors(peer: JID) -> Iterator[None]:
                 f"the transport to {peer} broke: {broken[0]}", "connectivity-error"
             ) from exc
         raise
+
+
+async def _deliver(partial: Partial, overwrite: bool, rename: bool) -> Path:
+    """Give the verified download its name (never replacing anything unless ``overwrite``)."""
+    part, dest = partial.part, partial.dest
+    return await trio.to_thread.run_sync(
+        lambda: deliver(part, dest, overwrite=overwrite, rename=rename)
+    )
 
 
 def _hash_prefix(part: Path, length: int, algos: tuple[str, ...]) -> Hasher:
@@ -1903,6 +2115,7 @@ async def open_file_transfer(
     offer_timeout: float | None = 120.0,
     min_throughput: float | None = 1024.0,
     throughput_window: float = 60.0,
+    accept_timeout: float | None = DEFAULT_ACCEPT_TIMEOUT,
 ) -> AsyncIterator[FileTransfer]:
     """Jingle file transfer on ``client`` for the duration of the ``async with`` block.
 
@@ -1919,7 +2132,9 @@ async def open_file_transfer(
     and ended; ``stall_timeout`` ends a transfer during which no data moved for that long (a
     peer that stopped reading or sending; ``None``: wait forever), and ``min_throughput``
     (bytes per second, ``None``: no minimum) one whose data moved slower than that over any
-    ``throughput_window`` seconds (a peer dripping a byte now and then). These raise
+    ``throughput_window`` seconds (a peer dripping a byte now and then). ``accept_timeout``
+    bounds how long :meth:`~FileTransfer.send_file` waits for the receiver to accept or decline
+    (a person deciding: 300 s by default; ``None``: wait forever). All raise
     :class:`TransferTimeout` and end the session with the reason ``timeout``.
 
     What one contact may hold of a receiver is bounded: at most ``max_pending_offers`` offers
@@ -1927,6 +2142,7 @@ async def open_file_transfer(
     offers and ``max_transfers_per_peer`` running transfers (received files and served
     requests) per contact (bare JID); more are refused with ``busy``. An offer the
     application has not taken within ``offer_timeout`` seconds is refused with ``timeout``.
+    When the block ends, offers still unanswered are rejected (``decline``).
     """
     if plugins is None:
         config = PluginConfig(
@@ -1957,6 +2173,7 @@ async def open_file_transfer(
                 offer_timeout=offer_timeout,
                 min_throughput=min_throughput,
                 throughput_window=throughput_window,
+                accept_timeout=accept_timeout,
             )
             ft._install()
             try:
@@ -1965,7 +2182,8 @@ async def open_file_transfer(
                 await client.add_features(*ft.features)
                 yield ft
             finally:
-                ft._uninstall()
+                ft._uninstall()  # no new offers from here on
+                await ft._reject_unanswered()
                 nursery.cancel_scope.cancel()
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import errno
 import hashlib
 import hmac
 import json
@@ -12,6 +15,7 @@ import re
 import secrets
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -19,9 +23,18 @@ from typing import BinaryIO, Final
 import trio
 
 from ._jid import JID
-from ._transfer_types import TransferError
+from ._transfer_types import NameTaken, TransferError
 
-__all__ = ["HashCache", "Partial", "RecordError", "find_partials", "sha256_file", "state_dir"]
+__all__ = [
+    "HashCache",
+    "Partial",
+    "RecordError",
+    "deliver",
+    "find_partials",
+    "sha256_file",
+    "state_dir",
+    "unique_name",
+]
 
 log = logging.getLogger("jet_trio.transfer")
 
@@ -307,3 +320,136 @@ def open_part(part: Path, offset: int) -> BinaryIO:
     f.truncate(offset)
     f.seek(offset)
     return f
+
+
+# -- giving a verified file its name ----------------------------------------------------------
+
+_MAX_NAME_BYTES: Final = 255
+_MAX_UNIQUE: Final = 1000
+_RENAME_NOREPLACE: Final = 1
+_EXT = re.compile(r"(\.[A-Za-z0-9]{1,4}){1,2}$")
+
+
+def _load_renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
+    path = ctypes.util.find_library("c")
+    if path is None:
+        return None
+    try:
+        fn = ctypes.CDLL(path, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not Linux, or a libc older than glibc 2.28
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2 = _load_renameat2()
+
+
+def unique_name(name: str, n: int) -> str:
+    """The ``n``-th alternative to the file name ``name``: ``report (1).pdf``,
+    ``archive (2).tar.gz``, ``.bashrc (3)``; kept within 255 UTF-8 bytes."""
+    ext = _EXT.search(name[1:])
+    stem, suffix = (name[: ext.start() + 1], ext.group()) if ext else (name, "")
+    tag = f" ({n}){suffix}"
+    room = _MAX_NAME_BYTES - len(tag.encode())
+    return stem.encode()[:room].decode(errors="ignore") + tag
+
+
+def _no_clobber(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
+    """Rename ``src`` (in the directory ``src_fd``) to ``dst`` (in ``dst_fd``), failing with
+    :class:`FileExistsError` if ``dst`` exists (a file, a directory, a symlink, a fifo...).
+
+    ``renameat2(RENAME_NOREPLACE)`` where the kernel and file system have it; else a hard
+    link (which never replaces either) and unlinking the temporary name; else, on a file system
+    without hard links, an exclusively created placeholder replaced by the file."""
+    if _renameat2 is not None:
+        if _renameat2(src_fd, os.fsencode(src), dst_fd, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
+            raise OSError(err, os.strerror(err), dst)
+    try:
+        os.link(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        # No hard links here (FAT, some network file systems): reserve the name exclusively,
+        # then put the file over our own placeholder.
+        fd = os.open(
+            dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dst_fd
+        )
+        os.close(fd)
+        try:
+            os.replace(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(dst, dir_fd=dst_fd)
+            raise
+        return
+    os.unlink(src, dir_fd=src_fd)
+
+
+def _open_dir(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise TransferError(
+            f"cannot open the directory {path} to store the received file: {exc}",
+            "failed-application",
+        ) from exc
+
+
+def deliver(part: Path, dest: Path, *, overwrite: bool, rename: bool = False) -> Path:
+    """Give the verified file ``part`` the name ``dest``; returns the path it now has.
+    Blocking: run it in a thread.
+
+    The directories are opened once and the file moved relative to them: when ``part`` is
+    beside ``dest`` (as jet-trio makes it), a directory swapped for a symlink meanwhile cannot
+    redirect the file elsewhere (``part`` is then not found and :class:`TransferError` is
+    raised). ``overwrite=True`` replaces ``dest`` atomically (``os.replace``; never a
+    directory). Otherwise ``dest`` is never replaced, whatever took the name meanwhile: with
+    ``rename=True`` the first free ``name (1).ext``... is used; without, the file is kept under
+    that unique name and :class:`NameTaken` is raised."""
+    src_fd = _open_dir(part.parent)
+    try:
+        dst_fd = src_fd if dest.parent == part.parent else _open_dir(dest.parent)
+        try:
+            return _deliver_at(src_fd, part, dst_fd, dest, overwrite, rename)
+        finally:
+            if dst_fd != src_fd:
+                os.close(dst_fd)
+    finally:
+        os.close(src_fd)
+
+
+def _deliver_at(
+    src_fd: int, part: Path, dst_fd: int, dest: Path, overwrite: bool, rename: bool
+) -> Path:
+    try:
+        os.stat(part.name, dir_fd=src_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise TransferError(
+            f"the received data is no longer in {part.parent} (the directory was moved or "
+            "replaced during the transfer); nothing was stored",
+            "failed-application",
+        ) from None
+    if overwrite:
+        os.replace(part.name, dest.name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+        return dest
+    for n in range(_MAX_UNIQUE + 1):
+        name = dest.name if n == 0 else unique_name(dest.name, n)
+        try:
+            _no_clobber(src_fd, part.name, dst_fd, name)
+        except FileExistsError:
+            continue
+        if n == 0:
+            return dest
+        if rename:
+            return dest.with_name(name)
+        raise NameTaken(dest, dest.with_name(name))
+    raise TransferError(
+        f"{dest} and {_MAX_UNIQUE} alternative names are all taken; the received file "
+        f"was left as {part}",
+        "failed-application",
+    )

@@ -13,11 +13,13 @@ from ._jid import JID
 __all__ = [
     "IntegrityError",
     "JETError",
+    "NameTaken",
     "ProgressCallback",
     "TransferCancelled",
     "TransferDeclined",
     "TransferError",
     "TransferResult",
+    "TransferTimeout",
     "TransportFailed",
 ]
 
@@ -48,6 +50,9 @@ class TransferResult:
     path: Path
     wire_bytes: int
     hash_verified: bool
+    choice: str = ""
+    """Why this envelope and cipher were used (sender: chosen by ``encrypt="auto"`` or asked
+    for; receiver: what the sender chose), or why the transfer was not encrypted."""
 
 
 class TransferError(JetError):
@@ -68,6 +73,24 @@ class TransferCancelled(TransferError):
 
 class TransferTimeout(TransferError):
     """The peer stopped answering, or no data moved for ``stall_timeout`` seconds."""
+
+
+class NameTaken(TransferError):
+    """The target name was taken while the file was being received (a concurrent transfer,
+    another program, a directory, a fifo...): nothing was replaced. The verified file was kept
+    beside it under the unique name ``kept`` (``name (1).ext``...); ``path`` is the name that was
+    taken. The transfer itself succeeded (the sender was told so); ``result`` describes it.
+    """
+
+    def __init__(self, path: Path, kept: Path) -> None:
+        super().__init__(
+            f"{path} appeared during the transfer and was not replaced; the received file was "
+            f"kept as {kept}",
+            "failed-application",
+        )
+        self.path = path
+        self.kept = kept
+        self.result: TransferResult | None = None
 
 
 class TransportFailed(TransferError):

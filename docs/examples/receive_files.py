@@ -1,7 +1,8 @@
 """Receive files into a directory until interrupted: ``python receive_files.py DIR``.
 
 Same environment variables as ``send_file.py``. Accepts only encrypted offers from contacts
-listed in ``ALLOWED`` (all, if empty), smaller than 1 GiB.
+listed in ``ALLOWED`` (all, if empty), smaller than 1 GiB. A file whose name is taken (before
+or during the transfer) is stored as ``name (1).ext``, ``name (2).ext``...: nothing is replaced.
 """
 
 from __future__ import annotations
@@ -46,9 +47,13 @@ async def main(directory: str, count: int = 0) -> None:
             ):
                 await offer.reject()
                 continue
+            # The sanitised name and the path the file would get, before accepting.
+            wanted = offer.target(directory)
+            if wanted.exists():
+                print(f"{wanted.name} exists: storing {offer.safe_name!r} under a free name")
             try:
-                result = await offer.accept(directory)
-            except jet_trio.TransferError as exc:
+                result = await offer.accept(directory, rename=True)
+            except (jet_trio.TransferError, OSError) as exc:  # the sender is told either way
                 print(f"{offer.name} from {offer.peer} failed: {exc}", flush=True)
             else:
                 print(f"received {result.path} from {result.peer} ({result.envelope})", flush=True)

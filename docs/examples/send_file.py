@@ -1,9 +1,10 @@
-"""Send one file: ``python send_file.py FILE RECIPIENT``.
+"""Send one file: ``python send_file.py FILE RECIPIENT [SECONDS]``.
 
 The account comes from ``JET_TRIO_ACCOUNT`` and ``JET_TRIO_PASSWORD``; ``JET_TRIO_SERVER``
 (``host:port``) and ``JET_TRIO_CA_FILE`` are optional (SRV lookup and the system's CAs
 otherwise). The file is encrypted with OMEMO (jet-trio-omemo), which runs for the whole
-connection; ``encrypt="auto"`` picks it when the recipient supports it.
+connection; ``encrypt="auto"`` picks the strongest form the recipient supports (OMEMO 2 over
+legacy OMEMO). The recipient has SECONDS (default 120) to accept or decline.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import jet_trio
 DATA_DIR = Path(os.environ.get("JET_TRIO_DATA_DIR", "~/.local/share/jet-trio")).expanduser()
 
 
-async def main(path: str, recipient: str) -> int:
+async def main(path: str, recipient: str, accept_timeout: float = 120) -> int:
     server = os.environ.get("JET_TRIO_SERVER")
     host, _, port = server.rpartition(":") if server else ("", "", "")
     try:
@@ -42,9 +43,14 @@ async def main(path: str, recipient: str) -> int:
             def progress(done: int, total: int) -> None:
                 print(f"\r{done}/{total} bytes", end="", file=sys.stderr)
 
-            result = await ft.send_file(path, recipient, encrypt="auto", progress=progress)
+            result = await ft.send_file(
+                path, recipient, encrypt="auto", progress=progress, accept_timeout=accept_timeout
+            )
     except jet_trio.TransferDeclined:
         print("\nthe recipient declined the file", file=sys.stderr)
+        return 1
+    except jet_trio.TransferTimeout as exc:  # no answer in time (the offer was withdrawn)
+        print(f"\nno answer: {exc}", file=sys.stderr)
         return 1
     except jet_trio.JETError as exc:  # encryption failed: nothing was sent in the clear
         print(f"\nencryption failed: {exc}", file=sys.stderr)
@@ -52,8 +58,10 @@ async def main(path: str, recipient: str) -> int:
     print(
         f"\nsent {result.name} ({result.size} bytes) with {result.envelope} over {result.transport}"
     )
+    print(f"encryption: {result.choice}")  # which envelope and cipher, and why
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(trio.run(main, *sys.argv[1:3]))
+    timeout = float(sys.argv[3]) if len(sys.argv) > 3 else 120
+    sys.exit(trio.run(main, sys.argv[1], sys.argv[2], timeout))

@@ -107,11 +107,14 @@ async def test_psk_envelope_plugin(local_server: LocalServer, tmp_path: Path) ->
     importlib.util.find_spec("jet_trio_omemo") is None, reason="jet-trio-omemo is not installed"
 )
 async def test_send_and_receive_examples(local_server: LocalServer, tmp_path: Path) -> None:
-    """send_file.py and receive_files.py transfer a file with OMEMO (the library guide)."""
+    """send_file.py and receive_files.py transfer a file with OMEMO 2 (the strongest form both
+    advertise, the library guide); the receiver keeps a file already there and stores the new
+    one under a free name."""
     src = tmp_path / "report.txt"
     src.write_bytes(os.urandom(50_000))
     inbox = tmp_path / "inbox"
     inbox.mkdir()
+    (inbox / "report.txt").write_bytes(b"an older report")
     data = {"JET_TRIO_DATA_DIR": str(tmp_path / "data")}
     base = {k: v for k, v in os.environ.items() if not k.startswith("JET_TRIO_")}
     receiver = await trio.lowlevel.open_process(
@@ -135,7 +138,8 @@ async def test_send_and_receive_examples(local_server: LocalServer, tmp_path: Pa
                 check=False,
             )
             assert sender.returncode == 0, sender.stderr.decode()
-            assert b"eu.siacs.conversations.axolotl" in sender.stdout
+            assert b"with urn:xmpp:omemo:2" in sender.stdout
+            assert b"urn:xmpp:ciphers:aes-256-gcm-nopadding" in sender.stdout
             while chunk := await receiver.stdout.receive_some():
                 seen += chunk
             assert await receiver.wait() == 0
@@ -144,5 +148,60 @@ async def test_send_and_receive_examples(local_server: LocalServer, tmp_path: Pa
             receiver.kill()
             await receiver.wait()
             await receiver.stdout.aclose()
+    assert b"report.txt exists: storing 'report.txt' under a free name" in seen
     assert b"received" in seen
-    assert (inbox / src.name).read_bytes() == src.read_bytes()
+    assert (inbox / "report (1).txt").read_bytes() == src.read_bytes()
+    assert (inbox / "report.txt").read_bytes() == b"an older report"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("jet_trio_omemo") is None, reason="jet-trio-omemo is not installed"
+)
+async def test_send_example_gives_up_after_its_timeout(
+    local_server: LocalServer, tmp_path: Path
+) -> None:
+    """send_file.py with a 3 s bound, to a recipient that never answers: a TransferTimeout,
+    reported, and the recipient's offer is withdrawn (its late accept fails)."""
+    from jet_trio_omemo import open_omemo
+
+    src = tmp_path / "report.txt"
+    src.write_bytes(os.urandom(10_000))
+    server = local_server.server
+    base = {k: v for k, v in os.environ.items() if not k.startswith("JET_TRIO_")}
+    data = {"JET_TRIO_DATA_DIR": str(tmp_path / "data")}
+    async with (
+        jet_trio.open_client(
+            "bob@localhost/quiet",
+            "bob-pw",
+            host=server.host,
+            port=server.port,
+            ca_file=str(local_server.ca_file),
+        ) as bob,
+        open_omemo(bob, tmp_path / "bob-omemo"),
+        jet_trio.open_file_transfer(bob) as ft,
+    ):
+        await bob.send_presence()
+        held: list[jet_trio.IncomingOffer] = []
+
+        async def hold() -> None:
+            held.append(await ft.next_offer())  # looked at, never answered
+
+        with trio.fail_after(150):  # two OMEMO set-ups on a loaded machine
+            async with trio.open_nursery() as n:
+                n.start_soon(hold)
+                sender = await trio.run_process(
+                    [sys.executable, str(EXAMPLES / "send_file.py"), str(src), str(bob.jid), "3"],
+                    env=base | local_server.env("alice") | data,
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                )
+                n.cancel_scope.cancel()  # no offer came if the sender failed before
+            assert sender.returncode == 1, sender.stderr.decode()
+            assert b"no answer" in sender.stderr, sender.stderr.decode()
+            assert b"within 3 s" in sender.stderr
+            inbox = tmp_path / "inbox"
+            inbox.mkdir()
+            with pytest.raises(jet_trio.TransferTimeout):
+                await held[0].accept(inbox)
+    assert list(inbox.iterdir()) == []

@@ -375,14 +375,99 @@ def test_prosody_errors(prosody: ServerInfo, tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not HAVE_OMEMO, reason="jet-trio-omemo is not installed")
 async def test_omemo_is_the_default(tmp_path: Path, local_server: LocalServer) -> None:
-    """With the OMEMO plugin installed, send and receive use it without being asked."""
+    """With the OMEMO plugin installed, send and receive use it without being asked: OMEMO 2,
+    the strongest method both jet-trio sides advertise, with AES-256-GCM."""
     src = payload(tmp_path)
     sent, received = await send_and_receive(tmp_path, local_server, [str(src)], [])
     assert sent.returncode == 0, sent.stderr
     assert received.returncode == 0, received.stderr
     for result in (sent.one_json(), received.one_json()):
-        assert result["envelope"] == "eu.siacs.conversations.axolotl"
+        assert result["envelope"] == "urn:xmpp:omemo:2"
+        assert result["cipher"] == "urn:xmpp:ciphers:aes-256-gcm-nopadding"
         assert result["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     # Each account keeps its OMEMO state in its own data directory.
     assert (tmp_path / "xdg" / "jet-trio" / "alice@localhost").is_dir()
     assert (tmp_path / "xdg" / "jet-trio" / "bob@localhost").is_dir()
+
+
+async def _two_receivers_one_directory(
+    tmp_path: Path, server: LocalServer, receive_args: list[str]
+) -> tuple[dict[str, Path], dict[str, Ran], dict[str, Ran]]:
+    """alice and carol each send a different ``same.bin`` at once, each to its own
+    ``jet-trio receive`` process of bob's; both processes store into one directory."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for d in ("alice", "carol", "r1", "r2"):
+        (tmp_path / d).mkdir()
+    srcs = {u: payload(tmp_path / u, 3_000_000, "same.bin") for u in ("alice", "carol")}
+    target = {"alice": "r1", "carol": "r2"}
+    received: dict[str, Ran] = {}
+    sent: dict[str, Ran] = {}
+
+    async def receive(resource: str) -> None:
+        env = server.env("bob") | {"JET_TRIO_ACCOUNT": f"bob@localhost/{resource}"}
+        received[resource] = await arun(
+            [
+                *("receive", "-o", str(inbox), "--accept-stub", "--timeout", "25", "--json"),
+                *receive_args,
+            ],
+            tmp_path / resource,
+            env,
+        )
+
+    async def send(user: str) -> None:
+        sent[user] = await arun(
+            [
+                *("send", str(srcs[user]), "--to", f"bob@localhost/{target[user]}"),
+                *("--envelope", "stub", "--json", "--wait", "30"),
+            ],
+            tmp_path / user,
+            server.env(user),
+        )
+
+    async with trio.open_nursery() as n:
+        for resource in ("r1", "r2"):
+            n.start_soon(receive, resource)
+        for user in srcs:
+            n.start_soon(send, user)
+    return srcs, sent, received
+
+
+async def test_two_receive_processes_one_directory_rename(
+    tmp_path: Path, local_server: LocalServer
+) -> None:
+    """With --rename, both files are stored, neither replaces the other."""
+    srcs, sent, received = await _two_receivers_one_directory(tmp_path, local_server, ["--rename"])
+    for ran in (*sent.values(), *received.values()):
+        assert ran.returncode == 0, ran.stderr
+    paths = sorted(Path(r.one_json()["path"]) for r in received.values())
+    inbox = tmp_path / "inbox"
+    assert paths == [inbox / "same (1).bin", inbox / "same.bin"]
+    stored = sorted(p.read_bytes() for p in paths)
+    assert stored == sorted(s.read_bytes() for s in srcs.values())
+    assert sorted(p.name for p in inbox.iterdir()) == ["same (1).bin", "same.bin"]
+
+
+async def test_two_receive_processes_one_directory_no_clobber(
+    tmp_path: Path, local_server: LocalServer
+) -> None:
+    """Without --rename or --overwrite, nothing is replaced and nothing is lost: the second
+    file is either refused before it is accepted (the sender is told) or, if both were
+    accepted while the name was free, kept as "same (1).bin" with a name-taken error."""
+    srcs, sent, received = await _two_receivers_one_directory(tmp_path, local_server, [])
+    inbox = tmp_path / "inbox"
+    contents = {p.name: p.read_bytes() for p in inbox.iterdir()}
+    assert "same.bin" in contents
+    winner = next(u for u, s in srcs.items() if s.read_bytes() == contents["same.bin"])
+    loser = "carol" if winner == "alice" else "alice"
+    loser_rx = received["r2" if loser == "carol" else "r1"]
+    if "same (1).bin" in contents:
+        assert contents["same (1).bin"] == srcs[loser].read_bytes()
+        assert loser_rx.returncode == 10, loser_rx.stderr
+        assert loser_rx.json_lines()[-1]["reason"] == "name-taken"
+        assert sent[loser].returncode == 0
+    else:
+        assert sorted(contents) == ["same.bin"]
+        assert "already exists" in loser_rx.stdout
+        assert sent[loser].returncode == 6, sent[loser].stderr  # declined: it knows
+    assert sent[winner].returncode == 0, sent[winner].stderr

@@ -358,34 +358,36 @@ async def test_offered_name_is_stored_safely(
 
 
 async def test_existing_target_without_overwrite(net: Net, tmp_path: Path, dest_dir: Path) -> None:
-    """FileExistsError before anything is accepted; the offer is still open: it can be
-    accepted elsewhere (and the existing file is untouched)."""
+    """FileExistsError, and the offer is answered at once: the sender learns why (it used to
+    stay open, and a receiver that only logged the error left the sender waiting for ever)."""
     src = make_file(tmp_path, 10_000)
     dest = dest_dir / "exists.bin"
     dest.write_bytes(b"precious")
-    other = dest_dir / "other.bin"
     raised: list[BaseException] = []
 
     async def accept(offer: IncomingOffer) -> jet_trio.TransferResult:
         with pytest.raises(FileExistsError) as info:
-            await offer.accept(dest)
+            await offer.accept(dest_dir)  # a directory: the offered name exists there
         raised.append(info.value)
-        with pytest.raises(FileExistsError):
-            await offer.accept(dest_dir)  # a directory: the offered name exists too
-        return await offer.accept(other)
+        with pytest.raises(jet_trio.TransferError, match="already accepted or rejected"):
+            await offer.accept(dest_dir / "other.bin")
+        raise info.value
 
     async with net.pair() as (fa, fb):
-        out = await run_transfer(
-            fa, fb, src, dest, accept=accept, encrypt=JET_STUB, name="exists.bin"
-        )
+        with trio.fail_after(10):
+            out = await run_transfer(
+                fa, fb, src, dest, accept=accept, encrypt=JET_STUB, name="exists.bin"
+            )
     assert "exists.bin" in str(raised[0]) and "overwrite" in str(raised[0])
-    assert out.send.error is None and out.recv.error is None, (out.send.error, out.recv.error)
+    err = out.send.raised(jet_trio.TransferError)
+    assert err.reason == "failed-application" and "already exists" in str(err)
     assert dest.read_bytes() == b"precious"
-    assert other.read_bytes() == src.read_bytes()
+    assert not (dest_dir / "other.bin").exists()
     assert not leftovers(dest_dir)
 
 
 async def test_existing_target_then_reject(net: Net, tmp_path: Path, dest_dir: Path) -> None:
+    """After a failed accept the offer is answered: a late reject is refused."""
     src = make_file(tmp_path, 10_000)
     dest = dest_dir / "exists.bin"
     dest.write_bytes(b"precious")
@@ -393,10 +395,11 @@ async def test_existing_target_then_reject(net: Net, tmp_path: Path, dest_dir: P
     async def accept(offer: IncomingOffer) -> None:
         with pytest.raises(FileExistsError):
             await offer.accept(dest)
-        await offer.reject()
+        with pytest.raises(jet_trio.TransferError, match="already accepted or rejected"):
+            await offer.reject()
 
     async with net.pair() as (fa, fb):
         out = await run_transfer(fa, fb, src, dest, accept=accept, encrypt=None)
-    assert out.send.raised(TransferDeclined).reason == "decline"
+    assert out.send.raised(jet_trio.TransferError).reason == "failed-application"
     assert dest.read_bytes() == b"precious"
     assert not leftovers(dest_dir)
