@@ -248,20 +248,26 @@ async def test_concurrent_offers_of_one_name(net: Net, tmp_path: Path, dest_dir:
 async def test_resume_never_replaces_a_name_taken_meanwhile(
     net: Net, tmp_path: Path, dest_dir: Path
 ) -> None:
-    """A download is cut, the user saves another file under its name, the download is
-    resumed: the user's file stays, the completed download is kept as ``name (1).ext``."""
+    """A download is cut and resumed; while the rest arrives, the user saves another file
+    under its name: the user's file stays, the completed download is kept as ``name (1).ext``.
+    (A name taken before the resume starts is refused up front, as for an offer:
+    ``test_hostile_contacts.py::test_resume_never_replaces_an_existing_file``.)"""
     src = make_file(tmp_path, SIZE, "big.iso")
     dest = dest_dir / "big.iso"
     net.relay.cut_after = SIZE // 2
+
+    def take(done: int, total: int) -> None:
+        if not dest.exists():
+            dest.write_bytes(b"the user's own big.iso")
+
     async with net.pair(direct_host=None) as (fa, fb):
         out = await run_transfer(fa, fb, src, dest_dir, encrypt=JET_STUB)
         assert isinstance(out.recv.error, jet_trio.TransferError), out.recv.error
         (partial,) = jet_trio.find_partials(dest_dir)
         net.relay.cut_after = None
-        dest.write_bytes(b"the user's own big.iso")
         await fa.share(src)
         with trio.fail_after(10), pytest.raises(NameTaken) as info:
-            await fb.resume(partial, encrypt=JET_STUB)
+            await fb.resume(partial, encrypt=JET_STUB, progress=take)
     assert dest.read_bytes() == b"the user's own big.iso"
     assert info.value.kept == dest_dir / "big (1).iso"
     assert info.value.kept.read_bytes() == src.read_bytes()
