@@ -110,8 +110,9 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
     data_dir = account.account_data_dir(jid)
     async with (
         connect(account, jid, presence=False) as client,
-        envelope_sessions(out, client, data_dir),
+        envelope_sessions(out, client, data_dir) as sessions,
     ):
+        sessions.check_send_envelope(opts.envelope)
         plugins = make_plugins(
             account=client.jid,
             client=client,
