@@ -151,13 +151,14 @@ def prosody_path_encode(value: str) -> str:
     return re.sub(r"[^a-zA-Z0-9]", lambda m: "".join(f"%{b:02x}" for b in m[0].encode()), value)
 
 
-def roster_lua(owner: str, contacts: Iterable[str], domain: str) -> str:
-    """A Prosody 0.12 ``roster`` store file: mutual (``both``) subscriptions with ``contacts``."""
+def roster_lua(owner: str, contacts: Iterable[str], domain: str, remote: Iterable[str] = ()) -> str:
+    """A Prosody 0.12 ``roster`` store file: mutual (``both``) subscriptions with ``contacts``
+    (local parts on ``domain``) and ``remote`` (bare JIDs on other servers)."""
     lines = ["return {", '\t[false] = { ["version"] = 1; ["pending"] = {}; };']
-    for contact in contacts:
-        if contact == owner:
-            continue
-        jid = lua_string(f"{contact}@{domain}")
+    entries = [(c, f"{c}@{domain}") for c in contacts if c != owner]
+    entries += [(j.partition("@")[0], j) for j in remote]
+    for contact, bare in entries:
+        jid = lua_string(bare)
         lines.append(
             f'\t[{jid}] = {{ ["subscription"] = "both"; ["groups"] = {{}}; '
             f'["name"] = {lua_string(contact)}; }};'
@@ -438,6 +439,12 @@ class PrivateProsody(PrivateServer):
 
     ``tuned_network`` adds LAB.md's ``network_settings`` (faster IBB); ``stanza_debug=False``
     drops the debug log of every stanza (for benchmarks; the log is then at ``info`` level).
+
+    Federation: ``s2s_dns`` (``ip@port`` of a DNS server on loopback, see ``_dns.py``) turns
+    server-to-server on, on a port of its own (:attr:`s2s_port`), over TLS with certificates of
+    the test CA only (``s2s_secure_auth``: no dialback), and makes every DNS lookup of the
+    server go to that address and nowhere else. ``remote_contacts`` (bare JIDs on other
+    servers) are put in every account's roster with mutual subscriptions.
     """
 
     kind = "prosody"
@@ -453,6 +460,8 @@ class PrivateProsody(PrivateServer):
         tuned_network: bool = False,
         stanza_debug: bool = True,
         extra_config: str = "",
+        s2s_dns: str | None = None,
+        remote_contacts: Sequence[str] = (),
     ) -> None:
         found = find_prosody()
         if found is None:
@@ -462,6 +471,9 @@ class PrivateProsody(PrivateServer):
         self.tuned_network = tuned_network
         self.stanza_debug = stanza_debug
         self.extra_config = extra_config
+        self.s2s_dns = s2s_dns
+        self.remote_contacts = tuple(remote_contacts)
+        self.s2s_port = 0
         self.config_path = self.base_dir / "prosody.cfg.lua"
         self.data_dir = self.base_dir / "data"
         self.certs_dir = self.base_dir / "certs"
@@ -470,11 +482,37 @@ class PrivateProsody(PrivateServer):
     def _command(self) -> list[str]:
         return [self._prosody, "-F", "--config", str(self.config_path)]
 
+    def _pick_ports(self) -> None:
+        if self.s2s_dns is None:
+            super()._pick_ports()
+        else:
+            self.c2s_port, self.proxy_port, self.s2s_port = free_ports(3)
+
     def _ready_lines(self) -> list[str]:
-        return [
+        lines = [
             f"Activated service 'c2s' on [127.0.0.1]:{self.c2s_port}",
             f"Activated service 'proxy65' on [127.0.0.1]:{self.proxy_port}",
         ]
+        if self.s2s_dns is not None:
+            lines.append(f"Activated service 's2s' on [127.0.0.1]:{self.s2s_port}")
+        return lines
+
+    def _s2s_config(self) -> str:
+        if self.s2s_dns is None:
+            return 's2s_ports = { }\nmodules_disabled = { "s2s" }\n'
+        # libunbound refuses to look up localhost (the forwarder) and answers the special-use
+        # TLD test. itself (NXDOMAIN) unless told otherwise.
+        return f"""\
+s2s_ports = {{ {self.s2s_port} }}
+s2s_require_encryption = true
+s2s_secure_auth = true
+unbound = {{
+    hoststxt = false;
+    resolvconf = false;
+    forward = {lua_string(self.s2s_dns)};
+    options = {{ ["do-not-query-localhost:"] = "no"; ["local-zone:"] = "test. transparent" }};
+}}
+"""
 
     def _write_config(self) -> None:
         net = f"network_settings = {TUNED_NETWORK_SETTINGS}\n" if self.tuned_network else ""
@@ -498,17 +536,15 @@ local_interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {self.c2s_port} }}
 c2s_direct_tls_ports = {{ }}
 legacy_ssl_ports = {{ }}
-s2s_ports = {{ }}
-component_ports = {{ }}
+{self._s2s_config()}component_ports = {{ }}
 http_ports = {{ }}
 https_ports = {{ }}
-modules_disabled = {{ "s2s" }}
 c2s_require_encryption = true
 allow_unencrypted_plain_auth = false
 authentication = "internal_hashed"
 storage = "internal"
 modules_enabled = {{ {modules} }}
-ssl = {{ certificate = {cert}; key = {key} }}
+ssl = {{ certificate = {cert}; key = {key}; cafile = {lua_string(str(self.ca_file))} }}
 proxy65_ports = {{ {self.proxy_port} }}
 proxy65_interfaces = {{ "127.0.0.1" }}
 {net}{self.extra_config}
@@ -533,7 +569,8 @@ Component {lua_string(self.proxy_jid)} "proxy65"
         roster_dir.mkdir(parents=True, exist_ok=True)
         for user in self.users:
             (roster_dir / f"{prosody_path_encode(user)}.dat").write_text(
-                roster_lua(user, self.users, self.domain), encoding="utf-8"
+                roster_lua(user, self.users, self.domain, self.remote_contacts),
+                encoding="utf-8",
             )
 
     def _prosodyctl_run(self, *args: str) -> None:
