@@ -60,13 +60,23 @@ class Federation:
 @pytest.fixture
 def federation(tmp_path: Path, xmpp_ca: trustme.CA) -> Iterator[Federation]:
     """Prosody for a.test and for b.test, each with the other's user in its rosters."""
+    yield from _federation(tmp_path, xmpp_ca, xmpp_ca)
+
+
+@pytest.fixture
+def federation_foreign_ca(tmp_path: Path, xmpp_ca: trustme.CA) -> Iterator[Federation]:
+    """The same, but b.test's certificate comes from a CA a.test does not trust (and back)."""
+    yield from _federation(tmp_path, xmpp_ca, trustme.CA())
+
+
+def _federation(tmp_path: Path, ca_a: trustme.CA, ca_b: trustme.CA) -> Iterator[Federation]:
     if find_prosody() is None:
         missing_server("prosody is not installed (apt-get install prosody lua-unbound)")
     dns = LoopbackDNS()
     with dns.running():
         a = PrivateProsody(
             tmp_path / "a",
-            xmpp_ca,
+            ca_a,
             users=("alice",),
             domain="a.test",
             s2s_dns=dns.forward,
@@ -74,7 +84,7 @@ def federation(tmp_path: Path, xmpp_ca: trustme.CA) -> Iterator[Federation]:
         )
         b = PrivateProsody(
             tmp_path / "b",
-            xmpp_ca,
+            ca_b,
             users=("bob",),
             domain="b.test",
             s2s_dns=dns.forward,
@@ -236,3 +246,22 @@ async def test_each_servers_proxy_used_by_both(federation: Federation, tmp_path:
                 assert got.envelope == OLDMEMO
                 assert _activations(proxy, marks[0]) == 1
                 assert _activations(other, marks[1]) == 0
+
+
+async def test_server_with_untrusted_certificate_is_refused(
+    federation_foreign_ca: Federation, tmp_path: Path
+) -> None:
+    """A peer server whose certificate the test CA did not issue gets no federation."""
+    fed = federation_foreign_ca
+    with trio.fail_after(30):
+        async with peer(fed.alice, tmp_path) as alice:
+            with pytest.raises(jet_trio.StanzaError) as info:
+                await alice.client.disco("bob@b.test")
+    # Prosody 0.12 answers the queued stanzas with remote-server-timeout in this case.
+    assert info.value.condition in ("remote-server-not-found", "remote-server-timeout")
+    log = fed.a.log_since(0)
+    assert (
+        "Forbidding insecure connection to/from b.test because its certificate is not trusted"
+        in log
+    )
+    assert "SASL EXTERNAL with b.test succeeded" not in log
