@@ -2,8 +2,9 @@
 
 Each test gets a fresh server (OMEMO device lists and PEP nodes start empty) and moves a file in
 both directions with legacy OMEMO, OMEMO 2 and OpenPGP, over S5B with a direct candidate, S5B
-through the server's proxy65, and IBB. ejabberd 23.01 rejects ``pubsub#max_items`` in
-publish-options (OMEMO 2 bundles need it): these tests fail if the client does not negotiate.
+through the server's proxy65, IBB, and the fallback from S5B (no candidate) to IBB. ejabberd
+23.01 rejects ``pubsub#max_items`` in publish-options (OMEMO 2 bundles need it): these tests
+fail if the client does not negotiate.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ TRANSPORTS: list[tuple[dict[str, Any], dict[str, Any], str]] = [
     ({}, {}, "s5b-direct"),
     ({"direct_host": None}, {}, "s5b-proxy"),
     ({}, {"transport": "ibb"}, "ibb"),
+    ({"direct_host": None, "use_proxies": False}, {}, "ibb"),  # no S5B candidate: fallback
 ]
 
 
@@ -126,13 +128,13 @@ async def both_ways(
     src = tmp_path / "payload.bin"
     src.write_bytes(os.urandom(SIZE))
     done: list[tuple[str, str, str]] = []
-    for ft_kwargs, send_kwargs, transport in TRANSPORTS:
+    for i, (ft_kwargs, send_kwargs, transport) in enumerate(TRANSPORTS):
         async with (
             open_file_transfer(alice.client, extra_plugins=alice.plugins, **ft_kwargs) as fa,
             open_file_transfer(bob.client, extra_plugins=bob.plugins, **ft_kwargs) as fb,
         ):
             for name, x, y in (("a2b", fa, fb), ("b2a", fb, fa)):
-                dest = tmp_path / f"{name}-{transport}.bin"
+                dest = tmp_path / f"{name}-{i}-{transport}.bin"
                 sent, got = await transfer(x, y, src, dest, encrypt=envelope, **send_kwargs)
                 assert dest.read_bytes() == src.read_bytes()
                 assert sent.transport == got.transport == transport
