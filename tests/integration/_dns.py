@@ -7,15 +7,21 @@ no lookup leaves the machine. It answers from a fixed table: SRV and A records i
 empty answer for other types of a known name, NXDOMAIN for everything else. Every question is
 recorded (:attr:`queries`) so a test can show which lookups were made.
 
-Plain threads and a blocking UDP socket, like the rest of the server fixtures.
+Plain threads and a blocking UDP socket, like the rest of the server fixtures. Run as a
+program (``python -m tests.integration._dns --record NAME TYPE DATA ...``) it serves until its
+standard input closes, then prints the questions it was asked as JSON: that is how a test runs
+it inside a network namespace.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import socket
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import dns.flags
@@ -113,3 +119,20 @@ class LoopbackDNS:
 
 def _absolute(name: str) -> str:
     return dns.name.from_text(name).to_text().lower()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="a DNS server for tests, on one address")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=53)
+    parser.add_argument("--record", nargs=3, action="append", default=[])
+    args = parser.parse_args(argv)
+    server = LoopbackDNS([Record(*r) for r in args.record], args.host, args.port)
+    with server.running():
+        print(json.dumps({"port": server.port}), flush=True)
+        sys.stdin.read()  # until the test closes our standard input
+    print(json.dumps({"queries": server.queries}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -242,6 +242,7 @@ class PrivateServer:
         self.stdout_path = self.base_dir / "server.stdout"
         self.c2s_port = 0
         self.proxy_port = 0
+        self.host = "127.0.0.1"
         self._proc: subprocess.Popen[bytes] | None = None
         self._prepared = False
         self._ca = ca
@@ -270,6 +271,10 @@ class PrivateServer:
 
     def _after_start(self) -> None:
         pass
+
+    def _probe(self) -> bool:
+        """Whether the proxy and c2s answer (from here: on 127.0.0.1)."""
+        return tcp_probe(self.proxy_port) and xmpp_probe(self.c2s_port, self.domain)
 
     # -- shared ---------------------------------------------------------------------------------
 
@@ -300,12 +305,12 @@ class PrivateServer:
     def info(self) -> ServerInfo:
         return ServerInfo(
             domain=self.domain,
-            host="127.0.0.1",
+            host=self.host,
             port=self.c2s_port,
             ca_file=str(self.ca_file),
             accounts=dict(self.accounts),
             proxy_jid=self.proxy_jid,
-            proxy_host="127.0.0.1",
+            proxy_host=self.host,
             proxy_port=self.proxy_port,
             log_path=str(self.log_path),
             kind=self.kind,
@@ -364,11 +369,7 @@ class PrivateServer:
             log = _read_from(self.log_path, log_offset)
             if self._port_taken_line in log:
                 raise ServerUnavailable("a port was already in use")
-            if (
-                all(line in log for line in self._ready_lines())
-                and tcp_probe(self.proxy_port)
-                and xmpp_probe(self.c2s_port, self.domain)
-            ):
+            if all(line in log for line in self._ready_lines()) and self._probe():
                 return
             if time.monotonic() > deadline:
                 raise ServerUnavailable(f"not ready within {timeout} s")
@@ -445,6 +446,10 @@ class PrivateProsody(PrivateServer):
     the test CA only (``s2s_secure_auth``: no dialback), and makes every DNS lookup of the
     server go to that address and nowhere else. ``remote_contacts`` (bare JIDs on other
     servers) are put in every account's roster with mutual subscriptions.
+
+    ``netns`` runs the server inside that network namespace (``ip netns exec``), listening on
+    ``host`` (an address of the namespace) instead of 127.0.0.1; readiness is then read from
+    the log only, as the namespace is not reachable from here.
     """
 
     kind = "prosody"
@@ -462,6 +467,8 @@ class PrivateProsody(PrivateServer):
         extra_config: str = "",
         s2s_dns: str | None = None,
         remote_contacts: Sequence[str] = (),
+        host: str = "127.0.0.1",
+        netns: str | None = None,
     ) -> None:
         found = find_prosody()
         if found is None:
@@ -474,13 +481,19 @@ class PrivateProsody(PrivateServer):
         self.s2s_dns = s2s_dns
         self.remote_contacts = tuple(remote_contacts)
         self.s2s_port = 0
+        self.host = host
+        self.netns = netns
         self.config_path = self.base_dir / "prosody.cfg.lua"
         self.data_dir = self.base_dir / "data"
         self.certs_dir = self.base_dir / "certs"
         self.pid_path = self.base_dir / "prosody.pid"
 
     def _command(self) -> list[str]:
-        return [self._prosody, "-F", "--config", str(self.config_path)]
+        command = [self._prosody, "-F", "--config", str(self.config_path)]
+        return command if self.netns is None else ["ip", "netns", "exec", self.netns, *command]
+
+    def _probe(self) -> bool:
+        return self.netns is not None or super()._probe()
 
     def _pick_ports(self) -> None:
         if self.s2s_dns is None:
@@ -490,11 +503,11 @@ class PrivateProsody(PrivateServer):
 
     def _ready_lines(self) -> list[str]:
         lines = [
-            f"Activated service 'c2s' on [127.0.0.1]:{self.c2s_port}",
-            f"Activated service 'proxy65' on [127.0.0.1]:{self.proxy_port}",
+            f"Activated service 'c2s' on [{self.host}]:{self.c2s_port}",
+            f"Activated service 'proxy65' on [{self.host}]:{self.proxy_port}",
         ]
         if self.s2s_dns is not None:
-            lines.append(f"Activated service 's2s' on [127.0.0.1]:{self.s2s_port}")
+            lines.append(f"Activated service 's2s' on [{self.host}]:{self.s2s_port}")
         return lines
 
     def _s2s_config(self) -> str:
@@ -531,8 +544,8 @@ pidfile = {lua_string(str(self.pid_path))}
 data_path = {lua_string(str(self.data_dir))}
 certificates = {lua_string(str(self.certs_dir))}
 log = {{ {level} = {lua_string(str(self.log_path))} }}
-interfaces = {{ "127.0.0.1" }}
-local_interfaces = {{ "127.0.0.1" }}
+interfaces = {{ {lua_string(self.host)} }}
+local_interfaces = {{ {lua_string(self.host)} }}
 c2s_ports = {{ {self.c2s_port} }}
 c2s_direct_tls_ports = {{ }}
 legacy_ssl_ports = {{ }}
@@ -546,12 +559,12 @@ storage = "internal"
 modules_enabled = {{ {modules} }}
 ssl = {{ certificate = {cert}; key = {key}; cafile = {lua_string(str(self.ca_file))} }}
 proxy65_ports = {{ {self.proxy_port} }}
-proxy65_interfaces = {{ "127.0.0.1" }}
+proxy65_interfaces = {{ {lua_string(self.host)} }}
 {net}{self.extra_config}
 VirtualHost {lua_string(self.domain)}
 
 Component {lua_string(self.proxy_jid)} "proxy65"
-    proxy65_address = "127.0.0.1"
+    proxy65_address = {lua_string(self.host)}
 """
         self.config_path.write_text(config, encoding="utf-8")
 
