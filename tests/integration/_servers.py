@@ -624,6 +624,12 @@ class PrivateEjabberd(PrivateServer):
 
     The directory must be reachable by the ``ejabberd`` user, so it is created with
     :func:`tempfile.mkdtemp` (not under pytest's private temp dir) and removed by :meth:`close`.
+
+    Federation, as for :class:`PrivateProsody`: ``s2s_dns`` (``ip@port`` of the test DNS
+    server) turns on server-to-server connections on :attr:`s2s_port`, STARTTLS required,
+    authenticated by certificates of the test CA only (no dialback module), and makes the
+    Erlang resolver ask that server and nothing else (no ``/etc/hosts``, no
+    ``/etc/resolv.conf``). ``remote_contacts`` go into every account's roster.
     """
 
     kind = "ejabberd"
@@ -635,6 +641,8 @@ class PrivateEjabberd(PrivateServer):
         *,
         users: Sequence[str] = DEFAULT_USERS,
         domain: str = DEFAULT_DOMAIN,
+        s2s_dns: str | None = None,
+        remote_contacts: Sequence[str] = (),
     ) -> None:
         ctl = find_ejabberd()
         if ctl is None:
@@ -654,9 +662,13 @@ class PrivateEjabberd(PrivateServer):
         self.node = f"jettest{secrets.token_hex(4)}@localhost"
         self.dist_port = 0
         self.api_port = 0
+        self.s2s_port = 0
+        self.s2s_dns = s2s_dns
+        self.remote_contacts = tuple(remote_contacts)
 
     def _pick_ports(self) -> None:
-        self.c2s_port, self.proxy_port, self.dist_port, self.api_port = free_ports(4)
+        ports = free_ports(5)
+        self.c2s_port, self.proxy_port, self.dist_port, self.api_port, self.s2s_port = ports
 
     def _prepare(self) -> None:
         for d in (self.conf_dir, self.spool_dir, self.logs_dir):
@@ -664,7 +676,16 @@ class PrivateEjabberd(PrivateServer):
         chain, key = self._issue_certificate()
         (self.conf_dir / "server.pem").write_bytes(chain + key)
         inetrc = Path("/etc/ejabberd/inetrc")
-        if inetrc.is_file():
+        if self.s2s_dns is not None:
+            ip, _, port = self.s2s_dns.partition("@")
+            (self.conf_dir / "inetrc").write_text(
+                "{lookup, [dns]}.\n"
+                '{resolv_conf, ""}.\n'
+                '{hosts_file, ""}.\n'
+                f"{{nameserver, {{{ip.replace('.', ',')}}}, {int(port or 53)}}}.\n",
+                encoding="utf-8",
+            )
+        elif inetrc.is_file():
             shutil.copyfile(inetrc, self.conf_dir / "inetrc")
         self.base_dir.chmod(0o755)
         for path in (self.base_dir, *self.base_dir.rglob("*")):
@@ -702,7 +723,7 @@ listen:
     module: ejabberd_http
     request_handlers:
       /api: mod_http_api
-api_permissions:
+{self._s2s_listener()}api_permissions:
   "test set-up from loopback":
     from:
       - ejabberd_ctl
@@ -710,8 +731,7 @@ api_permissions:
     who:
       ip: 127.0.0.1/32
     what: "*"
-s2s_access: none
-auth_method: internal
+{self._s2s_options()}auth_method: internal
 auth_password_format: scram
 disable_sasl_mechanisms:
   - "digest-md5"
@@ -753,6 +773,28 @@ modules:
         for name in ("ejabberdctl.cfg", "ejabberd.yml"):
             os.chown(self.conf_dir / name, self._pw.pw_uid, self._pw.pw_gid)
 
+    def _s2s_listener(self) -> str:
+        if self.s2s_dns is None:
+            return ""
+        return f"""\
+  -
+    port: {self.s2s_port}
+    ip: "127.0.0.1"
+    module: ejabberd_s2s_in
+    max_stanza_size: 524288
+"""
+
+    def _s2s_options(self) -> str:
+        if self.s2s_dns is None:
+            return "s2s_access: none\n"
+        return f"""\
+s2s_access: all
+s2s_use_starttls: required
+s2s_cafile: {json.dumps(str(self.ca_file))}
+s2s_dns_timeout: 5
+s2s_dns_retries: 1
+"""
+
     def _ctl_command(self, *args: str) -> list[str]:
         return [
             self._ctl,
@@ -782,12 +824,17 @@ modules:
         return kwargs
 
     def _ready_lines(self) -> list[str]:
-        return [
+        lines = [
             f"Start accepting TCP connections at 127.0.0.1:{self.c2s_port} for ejabberd_c2s",
             f"Start accepting TCP connections at 127.0.0.1:{self.proxy_port} "
             "for mod_proxy65_stream",
             f"Start accepting TCP connections at 127.0.0.1:{self.api_port} for ejabberd_http",
         ]
+        if self.s2s_dns is not None:
+            lines.append(
+                f"Start accepting TCP connections at 127.0.0.1:{self.s2s_port} for ejabberd_s2s_in"
+            )
+        return lines
 
     def api(self, command: str, **arguments: object) -> object:
         """Call an ejabberd admin command through mod_http_api (loopback only, test set-up)."""
@@ -811,18 +858,19 @@ modules:
         for user, password in self.accounts.items():
             self.api("register", user=user, host=self.domain, password=password)
         for user in self.users:
-            for other in self.users:
-                if other != user:
-                    self.api(
-                        "add_rosteritem",
-                        localuser=user,
-                        localhost=self.domain,
-                        user=other,
-                        host=self.domain,
-                        nick=other,
-                        group="",
-                        subs="both",
-                    )
+            contacts = [(o, self.domain) for o in self.users if o != user]
+            contacts += [(j.partition("@")[0], j.partition("@")[2]) for j in self.remote_contacts]
+            for other, host in contacts:
+                self.api(
+                    "add_rosteritem",
+                    localuser=user,
+                    localhost=self.domain,
+                    user=other,
+                    host=host,
+                    nick=other,
+                    group="",
+                    subs="both",
+                )
         self._accounts_created = True
 
     _accounts_created = False
