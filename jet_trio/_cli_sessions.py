@@ -10,6 +10,7 @@ imported by name so that it is not a dependency.
 from __future__ import annotations
 
 import importlib
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from ._cli_output import Output
 from ._cli_plugins import ENVELOPE_NAMES
 from ._client import Client
 
-__all__ = ["EnvelopeSessions", "envelope_sessions"]
+__all__ = ["EnvelopeSessions", "check_send_envelope", "envelope_sessions"]
 
 
 @dataclass
@@ -53,6 +54,15 @@ class EnvelopeSessions:
         )
 
 
+_RUNNING: weakref.WeakKeyDictionary[Client, EnvelopeSessions] = weakref.WeakKeyDictionary()
+
+
+def check_send_envelope(client: object, envelope: str | None) -> None:
+    """:meth:`EnvelopeSessions.check_send_envelope` for the sessions running on ``client``."""
+    if isinstance(client, Client) and client in _RUNNING:
+        _RUNNING[client].check_send_envelope(envelope)
+
+
 def _optional(module: str) -> ModuleType | None:
     try:
         return importlib.import_module(module)
@@ -67,11 +77,13 @@ async def envelope_sessions(
     """Run the sessions of installed envelope plugins while the block runs (before plugins load).
 
     A plugin that fails to start is left out, with a warning naming the cause and what it
-    means for this run, and recorded in the result (``send`` then refuses to fall back to
-    another method on its own); the others go on.
+    means for this run, and recorded (:func:`check_send_envelope`: a command that sends then
+    refuses to fall back to another method on its own); the others go on.
     """
     sessions = EnvelopeSessions()
     async with AsyncExitStack() as stack:
+        _RUNNING[client] = sessions
+        stack.callback(_RUNNING.pop, client, None)
         omemo: Any = _optional("jet_trio_omemo")
         if omemo is not None and data_dir is not None and hasattr(omemo, "open_omemo"):
             try:

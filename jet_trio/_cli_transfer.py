@@ -21,7 +21,7 @@ from ._cli_plugins import (
     short_envelope_name,
     wants_stub,
 )
-from ._cli_sessions import envelope_sessions
+from ._cli_sessions import check_send_envelope, envelope_sessions
 from ._file_transfer import FileTransferError, safe_filename
 from ._jid import JID, InvalidJID
 from ._plugins import PluginManager
@@ -77,6 +77,7 @@ class SendOptions:
 
 
 def _choose_envelope(out: Output, name: str | None, plugins: PluginManager) -> str | None:
+    check_send_envelope(plugins.config.client, name)  # no quiet stand-in for a failed OMEMO
     if name is None:
         namespace = default_envelope(plugins)
         if namespace is None:
@@ -110,9 +111,8 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
     data_dir = account.account_data_dir(jid)
     async with (
         connect(account, jid, presence=False) as client,
-        envelope_sessions(out, client, data_dir) as sessions,
+        envelope_sessions(out, client, data_dir),
     ):
-        sessions.check_send_envelope(opts.envelope)
         plugins = make_plugins(
             account=client.jid,
             client=client,

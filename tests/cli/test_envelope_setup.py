@@ -61,6 +61,23 @@ async def test_send_refuses_to_drop_omemo_silently(
         assert "--envelope" in failure["hint"]
 
 
+async def test_request_refuses_to_drop_omemo_silently(
+    tmp_path: Path, local_server: LocalServer
+) -> None:
+    """``request`` chooses its envelope as ``send`` does: the same refusal."""
+    break_omemo_store(tmp_path, "alice@localhost")
+    out = tmp_path / "downloads"
+    out.mkdir()
+    ran = await arun(
+        ["request", "ab" * 32, "--from", "bob@localhost", "-o", str(out), "--json", "--wait", "1"],
+        tmp_path,
+        local_server.env("alice"),
+    )
+    failure = ran.one_json()
+    assert (ran.returncode, failure["reason"]) == (8, "encryption"), ran.stderr
+    assert "cannot open the OMEMO store" in failure["message"]
+
+
 async def test_other_method_chosen_explicitly_goes_on(
     tmp_path: Path, local_server: LocalServer
 ) -> None:
