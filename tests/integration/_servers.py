@@ -2,7 +2,9 @@
 
 Everything a server needs lives in one temporary directory: its config file, data, pidfile,
 certificate and logs. Nothing of the system installation (``/etc/prosody``, the system service)
-is used. See ``shared/LAB.md`` for the settings this is built on.
+is used. See ``shared/LAB.md`` for the settings this is built on. For federation tests a server
+can also talk server-to-server (``s2s_dns``, resolving through ``_dns.py`` only), and a Prosody
+can run inside a network namespace on one of its addresses (``netns``, ``host``).
 
 The module is plain synchronous code (``subprocess`` and blocking sockets) so that pytest
 fixtures built on it work the same under pytest-trio as anywhere else.
