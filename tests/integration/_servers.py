@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime
+import glob
 import json
 import os
 import pwd
@@ -116,6 +117,16 @@ def find_prosody() -> tuple[str, str] | None:
     if prosody is None or prosodyctl is None:
         return None
     return prosody, prosodyctl
+
+
+def have_lua_unbound() -> bool:
+    """Whether Prosody can use libunbound (Debian package ``lua-unbound``)."""
+    patterns = (
+        "/usr/lib/*/lua/*/lunbound.so",
+        "/usr/lib/lua/*/lunbound.so",
+        "/usr/local/lib/lua/*/lunbound.so",
+    )
+    return any(glob.glob(pattern) for pattern in patterns)
 
 
 def free_ports(count: int) -> list[int]:
@@ -480,6 +491,10 @@ class PrivateProsody(PrivateServer):
         self.tuned_network = tuned_network
         self.stanza_debug = stanza_debug
         self.extra_config = extra_config
+        if s2s_dns is not None and not have_lua_unbound():
+            # Without it Prosody resolves with its old resolver, from /etc/resolv.conf: the
+            # lookups of the federation tests would leave the machine.
+            raise ServerUnavailable("federation needs lua-unbound (apt-get install lua-unbound)")
         self.s2s_dns = s2s_dns
         self.remote_contacts = tuple(remote_contacts)
         self.s2s_port = 0

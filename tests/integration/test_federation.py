@@ -34,6 +34,7 @@ from ._servers import (
     ServerUnavailable,
     find_ejabberd,
     find_prosody,
+    have_lua_unbound,
     missing_server,
 )
 from ._servers import on_ci as _on_ci
@@ -85,6 +86,8 @@ def _federation(
 ) -> Iterator[Federation]:
     if find_prosody() is None:
         missing_server("prosody is not installed (apt-get install prosody lua-unbound)")
+    if not have_lua_unbound():  # else Prosody would ask the system's resolvers
+        missing_server("federation tests need lua-unbound (apt-get install lua-unbound)")
     if kind_b == "ejabberd" and find_ejabberd() is None:
         missing_server("ejabberd is not installed (apt-get install ejabberd)")
     dns = LoopbackDNS()

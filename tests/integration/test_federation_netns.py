@@ -28,7 +28,14 @@ from pathlib import Path
 import pytest
 import trustme
 
-from ._servers import PrivateProsody, ServerInfo, find_prosody, missing_server, on_ci
+from ._servers import (
+    PrivateProsody,
+    ServerInfo,
+    find_prosody,
+    have_lua_unbound,
+    missing_server,
+    on_ci,
+)
 
 if not on_ci():  # CI installs every plugins/*/ distribution: there, a missing one fails
     pytest.importorskip("jet_trio_omemo", reason="plugins/jet-trio-omemo is not installed")
@@ -167,6 +174,8 @@ def test_jet_omemo_both_directions_between_two_hosts(
 ) -> None:
     if find_prosody() is None:
         missing_server("prosody is not installed (apt-get install prosody lua-unbound)")
+    if not have_lua_unbound():  # else Prosody would ask the system's resolvers
+        missing_server("federation tests need lua-unbound (apt-get install lua-unbound)")
     dns_at = f"{ADDR_A}@53"
     a = PrivateProsody(
         tmp_path / "a",
