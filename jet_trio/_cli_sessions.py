@@ -10,16 +10,57 @@ imported by name so that it is not a dependency.
 from __future__ import annotations
 
 import importlib
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ._cli_errors import CLIError, ExitCode
 from ._cli_output import Output
+from ._cli_plugins import ENVELOPE_NAMES
 from ._client import Client
 
-__all__ = ["envelope_sessions"]
+__all__ = ["EnvelopeSessions", "check_send_envelope", "envelope_sessions"]
+
+
+@dataclass
+class EnvelopeSessions:
+    """What :func:`envelope_sessions` could not start, for the commands to act on."""
+
+    failures: dict[str, str] = field(default_factory=dict)
+    """Short envelope name (``omemo``) -> why its set-up failed in this run."""
+
+    def check_send_envelope(self, envelope: str | None) -> None:
+        """Refuse a send that would silently lose the envelope whose set-up failed.
+
+        ``envelope`` is the ``--envelope`` value (``None``: the default, OMEMO). Sending with
+        another method than the one asked for, or than the default, is never done quietly.
+        """
+        cause = self.failures.get("omemo")
+        if cause is None:
+            return
+        key = None if envelope is None else envelope.strip().lower()
+        if key is not None and key != "omemo" and key not in ENVELOPE_NAMES["omemo"]:
+            return  # another method was chosen explicitly
+        raise CLIError(
+            ExitCode.ENCRYPTION,
+            "encryption",
+            f"OMEMO could not be set up, so this transfer cannot use it: {cause}",
+            "Fix the cause and try again, or choose another method explicitly with "
+            "--envelope (openpgp: understood by jet-trio peers only).",
+        )
+
+
+_RUNNING: weakref.WeakKeyDictionary[Client, EnvelopeSessions] = weakref.WeakKeyDictionary()
+
+
+def check_send_envelope(client: object, envelope: str | None) -> None:
+    """:meth:`EnvelopeSessions.check_send_envelope` for the sessions running on ``client``."""
+    if isinstance(client, Client) and client in _RUNNING:
+        _RUNNING[client].check_send_envelope(envelope)
 
 
 def _optional(module: str) -> ModuleType | None:
@@ -32,16 +73,26 @@ def _optional(module: str) -> ModuleType | None:
 @asynccontextmanager
 async def envelope_sessions(
     out: Output, client: Client, data_dir: Path | None
-) -> AsyncIterator[None]:
+) -> AsyncIterator[EnvelopeSessions]:
     """Run the sessions of installed envelope plugins while the block runs (before plugins load).
 
-    A plugin that fails to start is reported as a warning and left out; the others go on.
+    A plugin that fails to start is left out, with a warning naming the cause and what it
+    means for this run, and recorded (:func:`check_send_envelope`: a command that sends then
+    refuses to fall back to another method on its own); the others go on.
     """
+    sessions = EnvelopeSessions()
     async with AsyncExitStack() as stack:
+        _RUNNING[client] = sessions
+        stack.callback(_RUNNING.pop, client, None)
         omemo: Any = _optional("jet_trio_omemo")
         if omemo is not None and data_dir is not None and hasattr(omemo, "open_omemo"):
             try:
                 await stack.enter_async_context(omemo.open_omemo(client, data_dir))
             except Exception as exc:  # a broken plugin must not stop the others
-                out.warn(f"OMEMO could not start for {client.jid.bare}, it is not used: {exc}")
-        yield
+                sessions.failures["omemo"] = str(exc)
+                out.warn(
+                    f"OMEMO is NOT available in this run: its set-up for {client.jid.bare} "
+                    f"failed: {exc}. OMEMO-encrypted offers are refused; other methods "
+                    "are used only when chosen with --envelope."
+                )
+        yield sessions

@@ -22,7 +22,7 @@ from ._cli_plugins import (
     short_envelope_name,
     wants_stub,
 )
-from ._cli_sessions import envelope_sessions
+from ._cli_sessions import check_send_envelope, envelope_sessions
 from ._file_transfer import FileTransferError, safe_filename
 from ._jid import JID, InvalidJID
 from ._plugins import PluginManager
@@ -79,6 +79,7 @@ class SendOptions:
 
 
 def _choose_envelope(out: Output, name: str | None, plugins: PluginManager) -> str | None:
+    check_send_envelope(plugins.config.client, name)  # no quiet stand-in for a failed OMEMO
     if name is None:
         namespace = default_envelope(plugins)
         if namespace is None:

@@ -33,11 +33,14 @@ from ._errors import JetError, RemoteProtocolError, XMLError
 from ._jid import JID, InvalidJID
 from ._negotiation import ConnectionLost
 from ._pubsub import (
+    PublishRecovery,
     PubSubEvent,
     PubSubItem,
     configure_request,
+    create_request,
     items_request,
     parse_event,
+    publish_recovery,
     publish_request,
     retract_request,
 )
@@ -136,6 +139,7 @@ class Client:
         self._presence_changed = trio.Event()
         self._peer_caps: dict[JID, tuple[str, str, str]] = {}
         self._caps_cache: dict[str, DiscoInfo] = {}
+        self._options_refused: set[frozenset[str]] = set()  # publish-options the server refused
         self._closing = False
         self._closed_by_server = trio.Event()
         self._broken: BaseException | None = None
@@ -426,17 +430,59 @@ class Client:
     ) -> None:
         """Publish ``payload`` to our PEP ``node`` with optional publish-options.
 
-        If the node exists with another configuration (``precondition-not-met``), it is
-        reconfigured to ``options`` and the publish is retried once.
+        Servers differ in which publish-options they take, so they are negotiated: if the node
+        exists with another configuration (``precondition-not-met``), it is reconfigured to
+        ``options`` and the publish is retried once; if the server refuses the publish-options
+        form itself (ejabberd 23.01 takes no ``pubsub#max_items`` there), the node is
+        configured (or created configured) first and the item published without the form,
+        which is done directly for later publishes with the same option fields. The item is
+        never published to a node the options could not be applied to: that raises the
+        server's :class:`StanzaError`.
         """
-        req = publish_request(node, payload, item_id, options)
+        if options and frozenset(options) in self._options_refused:
+            await self._configure_node(node, options, None)
+            await self.request("set", publish_request(node, payload, item_id))
+            return
         try:
-            await self.request("set", req)
-        except StanzaError as exc:
-            if not options or exc.app_condition != f"{{{_ns.PUBSUB_ERRORS}}}precondition-not-met":
-                raise
-            await self.request("set", configure_request(node, options))
             await self.request("set", publish_request(node, payload, item_id, options))
+        except StanzaError as exc:
+            step = publish_recovery(exc.condition, exc.app_condition, bool(options))
+            if step is PublishRecovery.RAISE or not options:
+                raise
+            await self._configure_node(node, options, exc)
+            if step is PublishRecovery.CONFIGURE_AND_RETRY:
+                await self.request("set", publish_request(node, payload, item_id, options))
+            else:
+                self._options_refused.add(frozenset(options))
+                await self.request("set", publish_request(node, payload, item_id))
+
+    async def _configure_node(
+        self, node: str, options: Mapping[str, str], refused: StanzaError | None
+    ) -> None:
+        """Configure our PEP ``node`` to ``options``, creating it configured if it is missing."""
+        try:
+            try:
+                await self.request("set", configure_request(node, options))
+            except StanzaError as exc:
+                if exc.condition != "item-not-found":
+                    raise
+                try:
+                    await self.request("set", create_request(node, options))
+                except StanzaError as exc:
+                    if exc.condition != "conflict":
+                        raise
+                    # Created meanwhile (another client of the account): configure it.
+                    await self.request("set", configure_request(node, options))
+        except StanzaError as exc:
+            why = f"publish-options refused ({refused}), " if refused is not None else ""
+            raise StanzaError(
+                exc.condition,
+                exc.type,
+                f"PEP node {node!r}: {why}node configuration refused: {exc.text or exc}",
+                exc.app_condition,
+                exc.element,
+                exc.sender,
+            ) from exc
 
     async def get_items(
         self,

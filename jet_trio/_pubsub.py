@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -15,11 +16,14 @@ from ._stanza import E
 __all__ = [
     "PubSubEvent",
     "PubSubItem",
+    "PublishRecovery",
     "configure_request",
+    "create_request",
     "data_form",
     "items_request",
     "parse_event",
     "parse_items",
+    "publish_recovery",
     "publish_request",
     "retract_request",
 ]
@@ -83,12 +87,66 @@ def publish_request(
 
 
 def configure_request(node: str, options: Mapping[str, str]) -> etree._Element:
-    """Owner node configuration (used after ``precondition-not-met``)."""
+    """Owner node configuration (used when the publish-options were not met or not taken)."""
     ps = E(f"{{{_ns.PUBSUB_OWNER}}}pubsub")
     conf = E(f"{{{_ns.PUBSUB_OWNER}}}configure", {"node": node})
     conf.append(data_form(_NODE_CONFIG_FORM, options))
     ps.append(conf)
     return ps
+
+
+def create_request(node: str, options: Mapping[str, str]) -> etree._Element:
+    """Create ``node`` with a configuration (XEP-0060 8.1.3), for a node that does not exist."""
+    ps = E(f"{{{_PS}}}pubsub")
+    ps.append(E(f"{{{_PS}}}create", {"node": node}))
+    conf = E(f"{{{_PS}}}configure")
+    conf.append(data_form(_NODE_CONFIG_FORM, options))
+    ps.append(conf)
+    return ps
+
+
+class PublishRecovery(enum.Enum):
+    """What to do after a publish with publish-options failed (see :func:`publish_recovery`)."""
+
+    RAISE = "raise"
+    """The error is not about the options: report it."""
+    CONFIGURE_AND_RETRY = "configure-and-retry"
+    """``precondition-not-met``: the node exists with another configuration. Configure it to
+    the options, then publish again with the same publish-options (as Conversations does)."""
+    CONFIGURE_THEN_PUBLISH_PLAIN = "configure-then-publish-plain"
+    """The server refused the publish-options form itself (ejabberd 23.01 knows only
+    ``pubsub#access_model`` and ``pubsub#persist_items`` there and answers any other field with
+    ``resource-constraint``; XEP-0060 allows ``feature-not-implemented``). Configure the node
+    (create it configured if it does not exist), then publish without publish-options. The
+    item never lands on a node with a configuration weaker than asked."""
+
+
+#: Conditions with which servers refuse a publish-options form they cannot take: ejabberd
+#: 23.01 says ``resource-constraint`` for an unknown field or a bad value, Prosody
+#: ``not-acceptable`` for a bad value, XEP-0060 7.1.5 ``feature-not-implemented`` (no
+#: publish-options) and ``bad-request`` (malformed form).
+_OPTIONS_REFUSED: Final = frozenset(
+    {"resource-constraint", "not-acceptable", "feature-not-implemented", "bad-request"}
+)
+_PRECONDITION_NOT_MET: Final = f"{{{_ns.PUBSUB_ERRORS}}}precondition-not-met"
+
+
+def publish_recovery(
+    condition: str, app_condition: str | None, with_options: bool
+) -> PublishRecovery:
+    """The next step after a publish failed with the error ``condition`` / ``app_condition``.
+
+    Without publish-options there is nothing to negotiate. A refusal that is not about the
+    options (``forbidden``, ``item-not-found``...) is raised as it is; one that is (and any
+    other error on the retry) surfaces from the configuration or the second publish.
+    """
+    if not with_options:
+        return PublishRecovery.RAISE
+    if app_condition == _PRECONDITION_NOT_MET:
+        return PublishRecovery.CONFIGURE_AND_RETRY
+    if condition in _OPTIONS_REFUSED:
+        return PublishRecovery.CONFIGURE_THEN_PUBLISH_PLAIN
+    return PublishRecovery.RAISE
 
 
 def items_request(

@@ -2,7 +2,9 @@
 
 Everything a server needs lives in one temporary directory: its config file, data, pidfile,
 certificate and logs. Nothing of the system installation (``/etc/prosody``, the system service)
-is used. See ``shared/LAB.md`` for the settings this is built on.
+is used. See ``shared/LAB.md`` for the settings this is built on. For federation tests a server
+can also talk server-to-server (``s2s_dns``, resolving through ``_dns.py`` only), and a Prosody
+can run inside a network namespace on one of its addresses (``netns``, ``host``).
 
 The module is plain synchronous code (``subprocess`` and blocking sockets) so that pytest
 fixtures built on it work the same under pytest-trio as anywhere else.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime
+import glob
 import json
 import os
 import pwd
@@ -116,6 +119,16 @@ def find_prosody() -> tuple[str, str] | None:
     return prosody, prosodyctl
 
 
+def have_lua_unbound() -> bool:
+    """Whether Prosody can use libunbound (Debian package ``lua-unbound``)."""
+    patterns = (
+        "/usr/lib/*/lua/*/lunbound.so",
+        "/usr/lib/lua/*/lunbound.so",
+        "/usr/local/lib/lua/*/lunbound.so",
+    )
+    return any(glob.glob(pattern) for pattern in patterns)
+
+
 def free_ports(count: int) -> list[int]:
     """``count`` distinct TCP ports that were free on 127.0.0.1 a moment ago.
 
@@ -151,13 +164,14 @@ def prosody_path_encode(value: str) -> str:
     return re.sub(r"[^a-zA-Z0-9]", lambda m: "".join(f"%{b:02x}" for b in m[0].encode()), value)
 
 
-def roster_lua(owner: str, contacts: Iterable[str], domain: str) -> str:
-    """A Prosody 0.12 ``roster`` store file: mutual (``both``) subscriptions with ``contacts``."""
+def roster_lua(owner: str, contacts: Iterable[str], domain: str, remote: Iterable[str] = ()) -> str:
+    """A Prosody 0.12 ``roster`` store file: mutual (``both``) subscriptions with ``contacts``
+    (local parts on ``domain``) and ``remote`` (bare JIDs on other servers)."""
     lines = ["return {", '\t[false] = { ["version"] = 1; ["pending"] = {}; };']
-    for contact in contacts:
-        if contact == owner:
-            continue
-        jid = lua_string(f"{contact}@{domain}")
+    entries = [(c, f"{c}@{domain}") for c in contacts if c != owner]
+    entries += [(j.partition("@")[0], j) for j in remote]
+    for contact, bare in entries:
+        jid = lua_string(bare)
         lines.append(
             f'\t[{jid}] = {{ ["subscription"] = "both"; ["groups"] = {{}}; '
             f'["name"] = {lua_string(contact)}; }};'
@@ -241,6 +255,7 @@ class PrivateServer:
         self.stdout_path = self.base_dir / "server.stdout"
         self.c2s_port = 0
         self.proxy_port = 0
+        self.host = "127.0.0.1"
         self._proc: subprocess.Popen[bytes] | None = None
         self._prepared = False
         self._ca = ca
@@ -269,6 +284,10 @@ class PrivateServer:
 
     def _after_start(self) -> None:
         pass
+
+    def _probe(self) -> bool:
+        """Whether the proxy and c2s answer (from here: on 127.0.0.1)."""
+        return tcp_probe(self.proxy_port) and xmpp_probe(self.c2s_port, self.domain)
 
     # -- shared ---------------------------------------------------------------------------------
 
@@ -299,12 +318,12 @@ class PrivateServer:
     def info(self) -> ServerInfo:
         return ServerInfo(
             domain=self.domain,
-            host="127.0.0.1",
+            host=self.host,
             port=self.c2s_port,
             ca_file=str(self.ca_file),
             accounts=dict(self.accounts),
             proxy_jid=self.proxy_jid,
-            proxy_host="127.0.0.1",
+            proxy_host=self.host,
             proxy_port=self.proxy_port,
             log_path=str(self.log_path),
             kind=self.kind,
@@ -363,11 +382,7 @@ class PrivateServer:
             log = _read_from(self.log_path, log_offset)
             if self._port_taken_line in log:
                 raise ServerUnavailable("a port was already in use")
-            if (
-                all(line in log for line in self._ready_lines())
-                and tcp_probe(self.proxy_port)
-                and xmpp_probe(self.c2s_port, self.domain)
-            ):
+            if all(line in log for line in self._ready_lines()) and self._probe():
                 return
             if time.monotonic() > deadline:
                 raise ServerUnavailable(f"not ready within {timeout} s")
@@ -438,6 +453,16 @@ class PrivateProsody(PrivateServer):
 
     ``tuned_network`` adds LAB.md's ``network_settings`` (faster IBB); ``stanza_debug=False``
     drops the debug log of every stanza (for benchmarks; the log is then at ``info`` level).
+
+    Federation: ``s2s_dns`` (``ip@port`` of a DNS server on loopback, see ``_dns.py``) turns
+    server-to-server on, on a port of its own (:attr:`s2s_port`), over TLS with certificates of
+    the test CA only (``s2s_secure_auth``: no dialback), and makes every DNS lookup of the
+    server go to that address and nowhere else. ``remote_contacts`` (bare JIDs on other
+    servers) are put in every account's roster with mutual subscriptions.
+
+    ``netns`` runs the server inside that network namespace (``ip netns exec``), listening on
+    ``host`` (an address of the namespace) instead of 127.0.0.1; readiness is then read from
+    the log only, as the namespace is not reachable from here.
     """
 
     kind = "prosody"
@@ -453,6 +478,10 @@ class PrivateProsody(PrivateServer):
         tuned_network: bool = False,
         stanza_debug: bool = True,
         extra_config: str = "",
+        s2s_dns: str | None = None,
+        remote_contacts: Sequence[str] = (),
+        host: str = "127.0.0.1",
+        netns: str | None = None,
     ) -> None:
         found = find_prosody()
         if found is None:
@@ -462,19 +491,58 @@ class PrivateProsody(PrivateServer):
         self.tuned_network = tuned_network
         self.stanza_debug = stanza_debug
         self.extra_config = extra_config
+        if s2s_dns is not None and not have_lua_unbound():
+            # Without it Prosody resolves with its old resolver, from /etc/resolv.conf: the
+            # lookups of the federation tests would leave the machine.
+            raise ServerUnavailable("federation needs lua-unbound (apt-get install lua-unbound)")
+        self.s2s_dns = s2s_dns
+        self.remote_contacts = tuple(remote_contacts)
+        self.s2s_port = 0
+        self.host = host
+        self.netns = netns
         self.config_path = self.base_dir / "prosody.cfg.lua"
         self.data_dir = self.base_dir / "data"
         self.certs_dir = self.base_dir / "certs"
         self.pid_path = self.base_dir / "prosody.pid"
 
     def _command(self) -> list[str]:
-        return [self._prosody, "-F", "--config", str(self.config_path)]
+        command = [self._prosody, "-F", "--config", str(self.config_path)]
+        return command if self.netns is None else ["ip", "netns", "exec", self.netns, *command]
+
+    def _probe(self) -> bool:
+        return self.netns is not None or super()._probe()
+
+    def _pick_ports(self) -> None:
+        if self.s2s_dns is None:
+            super()._pick_ports()
+        else:
+            self.c2s_port, self.proxy_port, self.s2s_port = free_ports(3)
 
     def _ready_lines(self) -> list[str]:
-        return [
-            f"Activated service 'c2s' on [127.0.0.1]:{self.c2s_port}",
-            f"Activated service 'proxy65' on [127.0.0.1]:{self.proxy_port}",
+        lines = [
+            f"Activated service 'c2s' on [{self.host}]:{self.c2s_port}",
+            f"Activated service 'proxy65' on [{self.host}]:{self.proxy_port}",
         ]
+        if self.s2s_dns is not None:
+            lines.append(f"Activated service 's2s' on [{self.host}]:{self.s2s_port}")
+        return lines
+
+    def _s2s_config(self) -> str:
+        if self.s2s_dns is None:
+            return 's2s_ports = { }\nmodules_disabled = { "s2s" }\n'
+        # libunbound refuses to look up localhost (the forwarder) and answers the special-use
+        # TLD test. itself (NXDOMAIN) unless told otherwise.
+        return f"""\
+s2s_ports = {{ {self.s2s_port} }}
+s2s_require_encryption = true
+s2s_secure_auth = true
+unbound = {{
+    hoststxt = false;
+    resolvconf = false;
+    forward = {lua_string(self.s2s_dns)};
+    options = {{ ["do-not-query-localhost:"] = "no"; ["local-zone:"] = "test. transparent" }};
+}}
+"""
 
     def _write_config(self) -> None:
         net = f"network_settings = {TUNED_NETWORK_SETTINGS}\n" if self.tuned_network else ""
@@ -493,29 +561,27 @@ pidfile = {lua_string(str(self.pid_path))}
 data_path = {lua_string(str(self.data_dir))}
 certificates = {lua_string(str(self.certs_dir))}
 log = {{ {level} = {lua_string(str(self.log_path))} }}
-interfaces = {{ "127.0.0.1" }}
-local_interfaces = {{ "127.0.0.1" }}
+interfaces = {{ {lua_string(self.host)} }}
+local_interfaces = {{ {lua_string(self.host)} }}
 c2s_ports = {{ {self.c2s_port} }}
 c2s_direct_tls_ports = {{ }}
 legacy_ssl_ports = {{ }}
-s2s_ports = {{ }}
-component_ports = {{ }}
+{self._s2s_config()}component_ports = {{ }}
 http_ports = {{ }}
 https_ports = {{ }}
-modules_disabled = {{ "s2s" }}
 c2s_require_encryption = true
 allow_unencrypted_plain_auth = false
 authentication = "internal_hashed"
 storage = "internal"
 modules_enabled = {{ {modules} }}
-ssl = {{ certificate = {cert}; key = {key} }}
+ssl = {{ certificate = {cert}; key = {key}; cafile = {lua_string(str(self.ca_file))} }}
 proxy65_ports = {{ {self.proxy_port} }}
-proxy65_interfaces = {{ "127.0.0.1" }}
+proxy65_interfaces = {{ {lua_string(self.host)} }}
 {net}{self.extra_config}
 VirtualHost {lua_string(self.domain)}
 
 Component {lua_string(self.proxy_jid)} "proxy65"
-    proxy65_address = "127.0.0.1"
+    proxy65_address = {lua_string(self.host)}
 """
         self.config_path.write_text(config, encoding="utf-8")
 
@@ -533,7 +599,8 @@ Component {lua_string(self.proxy_jid)} "proxy65"
         roster_dir.mkdir(parents=True, exist_ok=True)
         for user in self.users:
             (roster_dir / f"{prosody_path_encode(user)}.dat").write_text(
-                roster_lua(user, self.users, self.domain), encoding="utf-8"
+                roster_lua(user, self.users, self.domain, self.remote_contacts),
+                encoding="utf-8",
             )
 
     def _prosodyctl_run(self, *args: str) -> None:
@@ -574,6 +641,12 @@ class PrivateEjabberd(PrivateServer):
 
     The directory must be reachable by the ``ejabberd`` user, so it is created with
     :func:`tempfile.mkdtemp` (not under pytest's private temp dir) and removed by :meth:`close`.
+
+    Federation, as for :class:`PrivateProsody`: ``s2s_dns`` (``ip@port`` of the test DNS
+    server) turns on server-to-server connections on :attr:`s2s_port`, STARTTLS required,
+    authenticated by certificates of the test CA only (no dialback module), and makes the
+    Erlang resolver ask that server and nothing else (no ``/etc/hosts``, no
+    ``/etc/resolv.conf``). ``remote_contacts`` go into every account's roster.
     """
 
     kind = "ejabberd"
@@ -585,6 +658,8 @@ class PrivateEjabberd(PrivateServer):
         *,
         users: Sequence[str] = DEFAULT_USERS,
         domain: str = DEFAULT_DOMAIN,
+        s2s_dns: str | None = None,
+        remote_contacts: Sequence[str] = (),
     ) -> None:
         ctl = find_ejabberd()
         if ctl is None:
@@ -604,9 +679,13 @@ class PrivateEjabberd(PrivateServer):
         self.node = f"jettest{secrets.token_hex(4)}@localhost"
         self.dist_port = 0
         self.api_port = 0
+        self.s2s_port = 0
+        self.s2s_dns = s2s_dns
+        self.remote_contacts = tuple(remote_contacts)
 
     def _pick_ports(self) -> None:
-        self.c2s_port, self.proxy_port, self.dist_port, self.api_port = free_ports(4)
+        ports = free_ports(5)
+        self.c2s_port, self.proxy_port, self.dist_port, self.api_port, self.s2s_port = ports
 
     def _prepare(self) -> None:
         for d in (self.conf_dir, self.spool_dir, self.logs_dir):
@@ -614,7 +693,16 @@ class PrivateEjabberd(PrivateServer):
         chain, key = self._issue_certificate()
         (self.conf_dir / "server.pem").write_bytes(chain + key)
         inetrc = Path("/etc/ejabberd/inetrc")
-        if inetrc.is_file():
+        if self.s2s_dns is not None:
+            ip, _, port = self.s2s_dns.partition("@")
+            (self.conf_dir / "inetrc").write_text(
+                "{lookup, [dns]}.\n"
+                '{resolv_conf, ""}.\n'
+                '{hosts_file, ""}.\n'
+                f"{{nameserver, {{{ip.replace('.', ',')}}}, {int(port or 53)}}}.\n",
+                encoding="utf-8",
+            )
+        elif inetrc.is_file():
             shutil.copyfile(inetrc, self.conf_dir / "inetrc")
         self.base_dir.chmod(0o755)
         for path in (self.base_dir, *self.base_dir.rglob("*")):
@@ -652,7 +740,7 @@ listen:
     module: ejabberd_http
     request_handlers:
       /api: mod_http_api
-api_permissions:
+{self._s2s_listener()}api_permissions:
   "test set-up from loopback":
     from:
       - ejabberd_ctl
@@ -660,8 +748,7 @@ api_permissions:
     who:
       ip: 127.0.0.1/32
     what: "*"
-s2s_access: none
-auth_method: internal
+{self._s2s_options()}auth_method: internal
 auth_password_format: scram
 disable_sasl_mechanisms:
   - "digest-md5"
@@ -703,6 +790,28 @@ modules:
         for name in ("ejabberdctl.cfg", "ejabberd.yml"):
             os.chown(self.conf_dir / name, self._pw.pw_uid, self._pw.pw_gid)
 
+    def _s2s_listener(self) -> str:
+        if self.s2s_dns is None:
+            return ""
+        return f"""\
+  -
+    port: {self.s2s_port}
+    ip: "127.0.0.1"
+    module: ejabberd_s2s_in
+    max_stanza_size: 524288
+"""
+
+    def _s2s_options(self) -> str:
+        if self.s2s_dns is None:
+            return "s2s_access: none\n"
+        return f"""\
+s2s_access: all
+s2s_use_starttls: required
+s2s_cafile: {json.dumps(str(self.ca_file))}
+s2s_dns_timeout: 5
+s2s_dns_retries: 1
+"""
+
     def _ctl_command(self, *args: str) -> list[str]:
         return [
             self._ctl,
@@ -732,12 +841,17 @@ modules:
         return kwargs
 
     def _ready_lines(self) -> list[str]:
-        return [
+        lines = [
             f"Start accepting TCP connections at 127.0.0.1:{self.c2s_port} for ejabberd_c2s",
             f"Start accepting TCP connections at 127.0.0.1:{self.proxy_port} "
             "for mod_proxy65_stream",
             f"Start accepting TCP connections at 127.0.0.1:{self.api_port} for ejabberd_http",
         ]
+        if self.s2s_dns is not None:
+            lines.append(
+                f"Start accepting TCP connections at 127.0.0.1:{self.s2s_port} for ejabberd_s2s_in"
+            )
+        return lines
 
     def api(self, command: str, **arguments: object) -> object:
         """Call an ejabberd admin command through mod_http_api (loopback only, test set-up)."""
@@ -761,18 +875,19 @@ modules:
         for user, password in self.accounts.items():
             self.api("register", user=user, host=self.domain, password=password)
         for user in self.users:
-            for other in self.users:
-                if other != user:
-                    self.api(
-                        "add_rosteritem",
-                        localuser=user,
-                        localhost=self.domain,
-                        user=other,
-                        host=self.domain,
-                        nick=other,
-                        group="",
-                        subs="both",
-                    )
+            contacts = [(o, self.domain) for o in self.users if o != user]
+            contacts += [(j.partition("@")[0], j.partition("@")[2]) for j in self.remote_contacts]
+            for other, host in contacts:
+                self.api(
+                    "add_rosteritem",
+                    localuser=user,
+                    localhost=self.domain,
+                    user=other,
+                    host=host,
+                    nick=other,
+                    group="",
+                    subs="both",
+                )
         self._accounts_created = True
 
     _accounts_created = False
