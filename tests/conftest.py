@@ -3,10 +3,32 @@
 from __future__ import annotations
 
 import os
+import socket
 
+import pytest
 from hypothesis import settings
 
 # CI machines are slower and noisier than a developer's: no per-example deadline there.
 settings.register_profile("ci", deadline=None, print_blob=True)
 settings.register_profile("dev", deadline=1000)
 settings.load_profile("ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "dev")
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only_host(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process tests run on the developer's (or CI's) real host: with the default
+    ``direct_addresses="auto"`` they would offer, and connect to, its real interface addresses.
+    Tests must contact only loopback, so interface enumeration sees a host with only loopback
+    (what ``auto`` then offers). Tests of the enumeration itself, and the network-namespace
+    tests (whose peers run in namespaces of their own), opt out with ``real_interfaces``."""
+    if request.node.get_closest_marker("real_interfaces") is not None:
+        return
+    from jet_trio import _netif
+
+    def loopback_only() -> list[_netif.InterfaceAddress]:
+        return [
+            _netif.InterfaceAddress("lo", "127.0.0.1", socket.AF_INET, True, True),
+            _netif.InterfaceAddress("lo", "::1", socket.AF_INET6, True, True),
+        ]
+
+    monkeypatch.setattr(_netif, "interface_addresses", loopback_only)
