@@ -192,10 +192,10 @@ def _kill_leftovers() -> None:  # pragma: no cover - only after a crash of the t
             server.kill()
 
 
-def xmpp_probe(port: int, domain: str) -> bool:
-    """True if 127.0.0.1:``port`` answers a client stream header with ``<stream:features>``."""
+def xmpp_probe(port: int, domain: str, host: str = "127.0.0.1") -> bool:
+    """True if ``host``:``port`` answers a client stream header with ``<stream:features>``."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        with socket.create_connection((host, port), timeout=2) as sock:
             sock.sendall(
                 f"<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' "
                 f"xmlns='jabber:client' xmlns:stream='{_STREAM_NS}'>".encode()
@@ -212,9 +212,9 @@ def xmpp_probe(port: int, domain: str) -> bool:
         return False
 
 
-def tcp_probe(port: int) -> bool:
+def tcp_probe(port: int, host: str = "127.0.0.1") -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
+        with socket.create_connection((host, port), timeout=2):
             return True
     except OSError:
         return False
@@ -229,6 +229,10 @@ class PrivateServer:
     """
 
     kind = "?"
+    #: Where the server listens, and the network namespace it runs in (``None``: this one).
+    listen_host = "127.0.0.1"
+    netns: str | None = None
+    has_proxy = True
 
     def __init__(self, base_dir: Path, ca: trustme.CA, users: Sequence[str], domain: str) -> None:
         self.base_dir = base_dir.resolve()
@@ -299,12 +303,12 @@ class PrivateServer:
     def info(self) -> ServerInfo:
         return ServerInfo(
             domain=self.domain,
-            host="127.0.0.1",
+            host=self.listen_host,
             port=self.c2s_port,
             ca_file=str(self.ca_file),
             accounts=dict(self.accounts),
             proxy_jid=self.proxy_jid,
-            proxy_host="127.0.0.1",
+            proxy_host=self.listen_host,
             proxy_port=self.proxy_port,
             log_path=str(self.log_path),
             kind=self.kind,
@@ -363,16 +367,21 @@ class PrivateServer:
             log = _read_from(self.log_path, log_offset)
             if self._port_taken_line in log:
                 raise ServerUnavailable("a port was already in use")
-            if (
-                all(line in log for line in self._ready_lines())
-                and tcp_probe(self.proxy_port)
-                and xmpp_probe(self.c2s_port, self.domain)
-            ):
+            if all(line in log for line in self._ready_lines()) and self._probe():
                 return
             if time.monotonic() > deadline:
                 raise ServerUnavailable(f"not ready within {timeout} s")
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+    def _probe(self) -> bool:
+        with contextlib.ExitStack() as stack:
+            if self.netns is not None:
+                from tests.netns._topology import in_netns
+
+                stack.enter_context(in_netns(self.netns))
+            proxy_ok = not self.has_proxy or tcp_probe(self.proxy_port, self.listen_host)
+            return proxy_ok and xmpp_probe(self.c2s_port, self.domain, self.listen_host)
 
     def _signal_group(self, sig: int) -> None:
         assert self._proc is not None
@@ -453,6 +462,9 @@ class PrivateProsody(PrivateServer):
         tuned_network: bool = False,
         stanza_debug: bool = True,
         extra_config: str = "",
+        netns: str | None = None,
+        listen_host: str = "127.0.0.1",
+        proxy65: bool = True,
     ) -> None:
         found = find_prosody()
         if found is None:
@@ -462,19 +474,23 @@ class PrivateProsody(PrivateServer):
         self.tuned_network = tuned_network
         self.stanza_debug = stanza_debug
         self.extra_config = extra_config
+        self.netns = netns
+        self.listen_host = listen_host
+        self.has_proxy = proxy65
         self.config_path = self.base_dir / "prosody.cfg.lua"
         self.data_dir = self.base_dir / "data"
         self.certs_dir = self.base_dir / "certs"
         self.pid_path = self.base_dir / "prosody.pid"
 
     def _command(self) -> list[str]:
-        return [self._prosody, "-F", "--config", str(self.config_path)]
+        netns = ["ip", "netns", "exec", self.netns] if self.netns is not None else []
+        return [*netns, self._prosody, "-F", "--config", str(self.config_path)]
 
     def _ready_lines(self) -> list[str]:
-        return [
-            f"Activated service 'c2s' on [127.0.0.1]:{self.c2s_port}",
-            f"Activated service 'proxy65' on [127.0.0.1]:{self.proxy_port}",
-        ]
+        lines = [f"Activated service 'c2s' on [{self.listen_host}]:{self.c2s_port}"]
+        if self.has_proxy:
+            lines.append(f"Activated service 'proxy65' on [{self.listen_host}]:{self.proxy_port}")
+        return lines
 
     def _write_config(self) -> None:
         net = f"network_settings = {TUNED_NETWORK_SETTINGS}\n" if self.tuned_network else ""
@@ -483,6 +499,12 @@ class PrivateProsody(PrivateServer):
             lua_string(m) for m in PROSODY_MODULES if self.stanza_debug or m != "stanza_debug"
         )
         level = "debug" if self.stanza_debug else "info"
+        component = (
+            f'\nComponent {lua_string(self.proxy_jid)} "proxy65"\n'
+            f"    proxy65_address = {lua_string(self.listen_host)}\n"
+            if self.has_proxy
+            else ""
+        )
         cert = lua_string(str(self.certs_dir / f"{self.domain}.crt"))
         key = lua_string(str(self.certs_dir / f"{self.domain}.key"))
         config = f"""\
@@ -493,8 +515,8 @@ pidfile = {lua_string(str(self.pid_path))}
 data_path = {lua_string(str(self.data_dir))}
 certificates = {lua_string(str(self.certs_dir))}
 log = {{ {level} = {lua_string(str(self.log_path))} }}
-interfaces = {{ "127.0.0.1" }}
-local_interfaces = {{ "127.0.0.1" }}
+interfaces = {{ {lua_string(self.listen_host)} }}
+local_interfaces = {{ {lua_string(self.listen_host)} }}
 c2s_ports = {{ {self.c2s_port} }}
 c2s_direct_tls_ports = {{ }}
 legacy_ssl_ports = {{ }}
@@ -510,13 +532,10 @@ storage = "internal"
 modules_enabled = {{ {modules} }}
 ssl = {{ certificate = {cert}; key = {key} }}
 proxy65_ports = {{ {self.proxy_port} }}
-proxy65_interfaces = {{ "127.0.0.1" }}
+proxy65_interfaces = {{ {lua_string(self.listen_host)} }}
 {net}{self.extra_config}
 VirtualHost {lua_string(self.domain)}
-
-Component {lua_string(self.proxy_jid)} "proxy65"
-    proxy65_address = "127.0.0.1"
-"""
+{component}"""
         self.config_path.write_text(config, encoding="utf-8")
 
     def _prepare(self) -> None:
