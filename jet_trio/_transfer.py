@@ -817,12 +817,15 @@ class FileTransfer:
     ) -> _Established:
         if theirs.tag == f"{{{_ns.JINGLE_IBB}}}transport":  # we initiated: we open
             return await self._open_ibb(session, parse_ibb(theirs), True, cleanup)
+        started = trio.current_time()
         established = await self._establish_s5b(
             session, parse_s5b(ours), parse_s5b(theirs), cleanup
         )
+        took = trio.current_time() - started
         if established is not None:
+            log.info("S5B: %s ready with %s in %.2f s", established.transport, session.peer, took)
             return established
-        log.info("S5B failed with %s, falling back to IBB", session.peer)
+        log.info("S5B failed with %s after %.2f s, falling back to IBB", session.peer, took)
         return await self._fallback_to_ibb(session, cleanup)
 
     # -- sending ---------------------------------------------------------------------------
