@@ -13,6 +13,7 @@ import errno
 import ipaddress
 import logging
 import math
+import re
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -54,6 +55,7 @@ __all__ = [
     "build_streamhost_query",
     "build_streamhost_result",
     "build_transport",
+    "candidate_host_problem",
     "connect_any",
     "connect_candidate",
     "connection_order",
@@ -449,6 +451,40 @@ async def connect_candidate(host: str, port: int, dst: str) -> trio.SocketStream
     return stream
 
 
+_HOST_LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def candidate_host_problem(host: str) -> str | None:
+    """Why a peer's candidate ``host`` is not worth a connection attempt, or ``None``.
+
+    An IP literal must be a unicast address (an IPv6 scope must name an interface of this
+    host); anything else must be a syntactically valid DNS name (no lookup is made here).
+    """
+    text, _, scope = host.partition("%")
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        ip = None
+    if ip is not None:
+        if ip.is_unspecified or ip.is_multicast or (ip.version == 4 and ip.is_reserved):
+            return f"{host!r} is not a unicast address"
+        if scope:
+            if ip.version != 6:
+                return f"{host!r}: only IPv6 addresses take a scope"
+            if not scope.isdigit():
+                try:
+                    socket.if_nametoindex(scope)
+                except OSError:
+                    return f"{host!r}: no interface {scope!r} here"
+        return None
+    if scope or len(host) > 253:
+        return f"{host[:64]!r} is not an IP address or host name"
+    labels = host.rstrip(".").split(".")
+    if not all(_HOST_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+        return f"{host[:64]!r} is not an IP address or host name"
+    return None
+
+
 #: At most this many of a peer's candidates are tried (a peer may offer hundreds); the rest,
 #: the lowest in priority, are ignored.
 MAX_TRIED_CANDIDATES: Final = 16
@@ -478,6 +514,15 @@ async def connect_any(
         log.info("S5B: trying the %d best of %d candidates", max_tried, len(order))
         order = order[:max_tried]
     failures: list[str] = []
+    usable = []
+    for cand in order:
+        problem = candidate_host_problem(cand.host)
+        if problem is None:
+            usable.append(cand)
+        else:
+            failures.append(f"{cand.cid}: skipped, {problem}")
+            log.debug("S5B: candidate %s skipped: %s", cand.cid, problem)
+    order = tuple(usable)
     winner: tuple[Candidate, trio.SocketStream] | None = None
 
     async def attempt(cand: Candidate, done: trio.Event, nursery: trio.Nursery) -> None:
