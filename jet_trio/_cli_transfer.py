@@ -26,6 +26,7 @@ from ._cli_sessions import envelope_sessions
 from ._file_transfer import FileTransferError, safe_filename
 from ._jid import JID, InvalidJID
 from ._plugins import PluginManager
+from ._s5b import candidate_host_problem
 from ._s5b_direct import DirectAddresses
 from ._transfer import IncomingOffer, open_file_transfer
 from ._transfer_files import find_partials
@@ -58,6 +59,15 @@ def _direct_host(values: Sequence[str]) -> DirectAddresses:
             )
         return None
     words = ["auto" if v.lower() == "auto" else v for v in words]
+    for word in words:
+        problem = None if word == "auto" else candidate_host_problem(word)
+        if problem is not None:
+            raise CLIError(
+                ExitCode.USAGE,
+                "usage",
+                f"--direct-host: {problem}",
+                "Give an IP address or host name of this machine, auto, or none.",
+            )
     return "auto" if words in ([], ["auto"]) else words
 
 

@@ -491,6 +491,10 @@ MAX_TRIED_CANDIDATES: Final = 16
 #: Default per-attempt bound (TCP connect plus SOCKS5 handshake) and stagger between attempts.
 ATTEMPT_TIMEOUT: Final = 3.0
 STAGGER: Final = 0.25
+#: Head start of the better kind of candidates (direct) over the next kind (proxy): a loaded
+#: peer may take longer than ``STAGGER`` to answer on its LAN address, and a proxy winning then
+#: would carry a LAN transfer through the server.
+TYPE_STAGGER: Final = 1.0
 
 
 async def connect_any(
@@ -499,15 +503,18 @@ async def connect_any(
     *,
     attempt_timeout: float = ATTEMPT_TIMEOUT,
     stagger: float = STAGGER,
+    type_stagger: float = TYPE_STAGGER,
     max_tried: int = MAX_TRIED_CANDIDATES,
 ) -> tuple[Candidate, trio.SocketStream]:
     """Race the candidates in :func:`connection_order`, happy-eyeballs style.
 
     The first attempt starts at once, each next one ``stagger`` seconds later or as soon as the
-    previous one failed; every attempt (TCP connect and SOCKS5 handshake) is bounded by
-    ``attempt_timeout``.  The first completed handshake wins and every other attempt is
-    cancelled and closed.  Only the ``max_tried`` best candidates are tried.  Raises
-    :class:`CandidateConnectError` naming every failure if none works.
+    previous one failed; the first candidate of a lower type (a proxy after direct ones) waits
+    ``type_stagger`` seconds, or until every attempt before it failed.  Every attempt (TCP
+    connect and SOCKS5 handshake) is bounded by ``attempt_timeout``.  The first completed
+    handshake wins and every other attempt is cancelled and closed.  Only the ``max_tried``
+    best candidates are tried.  Raises :class:`CandidateConnectError` naming every failure if
+    none works.
     """
     order = connection_order(candidates)
     if len(order) > max_tried:
@@ -558,8 +565,14 @@ async def connect_any(
     try:
         with unwrapped_errors():
             async with trio.open_nursery() as nursery:
-                for cand in order:
+                started: list[trio.Event] = []
+                for i, cand in enumerate(order):
+                    if i and cand.type != order[i - 1].type:
+                        with trio.move_on_after(max(type_stagger - stagger, 0)):
+                            for event in started:  # all set: every attempt so far failed
+                                await event.wait()
                     done = trio.Event()
+                    started.append(done)
                     nursery.start_soon(attempt, cand, done, nursery)
                     with trio.move_on_after(stagger):
                         await done.wait()

@@ -262,3 +262,52 @@ async def test_accept_hands_over_the_connection_to_the_nominated_address() -> No
         await got.aclose()
         for s in streams:
             await s.aclose()
+
+
+async def test_direct_candidates_get_a_head_start_over_proxies() -> None:
+    """A peer's direct listener slow to answer (0.6 s, a loaded host) still wins over an
+    instant proxy: proxies start only after ``type_stagger`` (or once every direct failed)."""
+    from jet_trio._s5b import serve_socks5_handshake
+
+    slow = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+
+    async def serve_slowly() -> None:
+        async with await slow.accept() as stream:
+            await trio.sleep(0.6)
+            await serve_socks5_handshake(stream, lambda dst: True)
+            await trio.sleep_forever()
+
+    async with open_s5b_listener() as proxy, trio.open_nursery() as nursery:
+        nursery.start_soon(serve_slowly)
+        proxy.expect(DST)
+        direct = Candidate("direct", "127.0.0.1", slow.socket.getsockname()[1], ALICE)
+        relay = Candidate("proxy", proxy.host, proxy.port, BOB, "proxy")
+        with trio.fail_after(3):
+            cand, stream = await connect_any([relay, direct], DST, stagger=0.1, type_stagger=1.0)
+        assert cand.cid == "direct"
+        await stream.aclose()
+        # Once every direct candidate failed, the proxy starts at once.
+        async with open_s5b_listener() as gone:
+            dead_port = gone.port
+        dead = Candidate("dead", "127.0.0.1", dead_port, ALICE)
+        start = time.monotonic()
+        cand, stream = await connect_any([relay, dead], DST, stagger=0.1, type_stagger=5.0)
+        assert cand.cid == "proxy" and time.monotonic() - start < 1.0
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+    slow.socket.close()
+
+
+def test_cli_direct_host_values() -> None:
+    from jet_trio._cli_errors import CLIError, ExitCode
+    from jet_trio._cli_transfer import _direct_host
+
+    assert _direct_host(("auto",)) == "auto"
+    assert _direct_host(()) == "auto"
+    assert _direct_host(("AUTO",)) == "auto"
+    assert _direct_host(("none",)) is None
+    assert _direct_host(("::1", "auto", "host.example")) == ["::1", "auto", "host.example"]
+    for bad in (("none", "::1"), ("bad host",), ("fe80::1%j12nosuch0",)):
+        with pytest.raises(CLIError) as info:
+            _direct_host(bad)
+        assert info.value.failure.code is ExitCode.USAGE
