@@ -11,6 +11,8 @@ towards the peer) with a private Prosody inside the server's namespace, and meas
   (stub envelope, AES-256-GCM) and unencrypted, as the receiver's result reports it, against
   a raw TCP copy of the same file between the same two namespaces (Python ``socket.sendfile``
   into a file on the receiver);
+* the same through the server's Prosody proxy65 (``--direct-host none``), what the old
+  default amounted to between two hosts;
 * the time from session-accept to a ready SOCKS5 stream (the sender's ``--debug`` log) in
   cases 4 (proxy) and 6 (direct through the second interface).
 
@@ -99,25 +101,28 @@ def make_file(path: Path, size: int) -> Path:
     return path
 
 
-async def jet_transfer(alice: Peer, bob: Peer, work: Path, src: Path, envelope: str) -> float:
-    inbox = work / f"inbox-{envelope}"
+async def jet_transfer(
+    alice: Peer, bob: Peer, work: Path, src: Path, envelope: str, proxy: bool = False
+) -> float:
+    inbox = work / f"inbox-{envelope}-{proxy}"
+    extra = ["--direct-host", "none"] if proxy else []
     inbox.mkdir(exist_ok=True)
     results: dict[str, Ran] = {}
 
     async def receive() -> None:
         args = ["receive", "--debug", "--output-dir", str(inbox), "--timeout", "300", "--json",
-                "--accept-stub", "--accept-unencrypted"]  # fmt: skip
+                "--accept-stub", "--accept-unencrypted", *extra]  # fmt: skip
         results["r"] = await bob.run(args, limit=400)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(receive)
         results["s"] = await alice.run(
             ["send", "--debug", str(src), "--to", bob.jid, "--json", "--wait", "30",
-             "--envelope", envelope],
+             "--envelope", envelope, *extra],
             limit=400,
         )  # fmt: skip
     done = cases.Transfer(results["s"], results["r"], src)
-    assert done.transport == "s5b-direct", done.sent.stderr
+    assert done.transport == ("s5b-proxy" if proxy else "s5b-direct"), done.sent.stderr
     (Path(done.receive_result["path"])).unlink()
     return float(done.receive_result["bytes_per_second"]) / 1e6
 
@@ -187,17 +192,21 @@ async def main() -> None:
             try:
                 alice = Peer(ha, "alice", info, work / "alice")
                 bob = Peer(hb, "bob", info, work / "bob")
-                rows: dict[str, list[float]] = {"raw TCP": [], "jet stub (AES-GCM)": [],
-                                                "jet unencrypted": []}  # fmt: skip
+                rows: dict[str, list[float]] = {
+                    "raw TCP": [],
+                    "jet stub (AES-GCM)": [],
+                    "jet unencrypted": [],
+                    "jet stub via proxy65": [],
+                }
                 for _ in range(args.repeat):
                     rows["raw TCP"].append(raw_copy(ha, hb, "10.12.1.3", src, work / "raw.bin"))
                     (work / "raw.bin").unlink()
-                    rows["jet stub (AES-GCM)"].append(
-                        await jet_transfer(alice, bob, work, src, "stub")
-                    )
-                    rows["jet unencrypted"].append(
-                        await jet_transfer(alice, bob, work, src, "none")
-                    )
+                    stub = await jet_transfer(alice, bob, work, src, "stub")
+                    rows["jet stub (AES-GCM)"].append(stub)
+                    plain = await jet_transfer(alice, bob, work, src, "none")
+                    rows["jet unencrypted"].append(plain)
+                    proxied = await jet_transfer(alice, bob, work, src, "stub", proxy=True)
+                    rows["jet stub via proxy65"].append(proxied)
             finally:
                 server.stop()
         print(f"case 1, one IPv4 LAN, {size / 1e6:.0f} MB, median of {args.repeat}:")
