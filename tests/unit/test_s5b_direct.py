@@ -311,3 +311,37 @@ def test_cli_direct_host_values() -> None:
         with pytest.raises(CLIError) as info:
             _direct_host(bad)
         assert info.value.failure.code is ExitCode.USAGE
+
+
+async def test_accept_falls_back_to_another_address_after_the_grace() -> None:
+    """A peer behind port forwarding reaches us on another local address than the candidate
+    it reports: after ``grace`` that connection is handed over; a matching one that arrives
+    within the grace is preferred."""
+    async with open_s5b_listener(["127.0.0.1", "::1"]) as listener:
+        listener.expect(DST)
+        cand = Candidate("v4", "127.0.0.1", listener.port_for("127.0.0.1"), ALICE)
+        mine = (await connect_any([cand], DST))[1]
+        start = time.monotonic()
+        with trio.fail_after(3):
+            got = await listener.accept(DST, "192.0.2.1", grace=0.3)  # compared, not contacted
+        assert time.monotonic() - start >= 0.25
+        assert got.socket.getsockname()[0] == "127.0.0.1"
+        await got.aclose()
+        await mine.aclose()
+
+        first = (await connect_any([cand], DST))[1]
+        v6 = Candidate("v6", "::1", listener.port_for("::1"), ALICE)
+
+        async def later() -> None:
+            await trio.sleep(0.1)
+            streams.append((await connect_any([v6], DST))[1])
+
+        streams: list[trio.SocketStream] = [first]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(later)
+            with trio.fail_after(3):
+                got = await listener.accept(DST, "::1", grace=2)
+        assert got.socket.getsockname()[0] == "::1"
+        await got.aclose()
+        for s in streams:
+            await s.aclose()
