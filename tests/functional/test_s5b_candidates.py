@@ -13,7 +13,7 @@ import trio
 import jet_trio
 from jet_trio import TransportFailed
 from jet_trio import _transfer as transfer_module
-from jet_trio._s5b import Candidate
+from jet_trio._s5b import Candidate, connect_any
 
 from .conftest import Net, make_file, run_transfer
 
@@ -27,12 +27,12 @@ async def test_peer_using_a_candidate_we_never_offered(
     src = make_file(tmp_path, 100_000)
     dest = dest_dir / "never.bin"
     async with net.pair() as (fa, fb):
-        real = transfer_module.connect_any
+        real = connect_any
 
         async def lying_connect_any(
-            candidates: Sequence[Candidate], dst: str, **kw: float
+            candidates: Sequence[Candidate], dst: str
         ) -> tuple[Candidate, trio.SocketStream]:
-            cand, stream = await real(candidates, dst, **kw)
+            cand, stream = await real(candidates, dst)
             if cand.jid == fa.client.jid:  # bob connecting to alice's candidates: lie
                 cand = dataclasses.replace(cand, cid="never-offered")
             return cand, stream
