@@ -834,20 +834,19 @@ async def open_s5b_listener(
         raise ValueError("open_s5b_listener needs at least one address")
     listeners: list[trio.SocketListener] = []
     try:
-        for h in hosts:
-            if not listeners:
-                listeners.append(await _bind(h, port))
-                continue
-            same = int(listeners[0].socket.getsockname()[1]) if port == 0 else port
+        for i, h in enumerate(hosts):
+            same = int(listeners[0].socket.getsockname()[1]) if listeners and port == 0 else port
             try:
                 listeners.append(await _bind(h, same))
             except OSError as exc:
-                if exc.errno in _NO_SUCH_ADDRESS:
+                if exc.errno in _NO_SUCH_ADDRESS and (listeners or i + 1 < len(hosts)):
                     log.info("S5B: cannot listen on %s: %s", h, exc)
                     continue  # e.g. IPv6 disabled: serve the other addresses
-                if exc.errno != errno.EADDRINUSE or port != 0:
+                if exc.errno != errno.EADDRINUSE or port != 0 or not listeners:
                     raise
                 listeners.append(await _bind(h, 0))  # that port is taken there: another one
+        if not listeners:
+            raise OSError(errno.EADDRNOTAVAIL, f"cannot listen on any of {', '.join(hosts)}")
         with unwrapped_errors():
             async with trio.open_nursery() as nursery:
                 s5b = S5BListener(listeners, handshake_timeout, max_pending, max_queued)

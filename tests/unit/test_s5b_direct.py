@@ -345,3 +345,14 @@ async def test_accept_falls_back_to_another_address_after_the_grace() -> None:
         await got.aclose()
         for s in streams:
             await s.aclose()
+
+
+async def test_an_address_that_cannot_be_bound_is_skipped() -> None:
+    """An address family or address missing here (IPv6 disabled, an address that went away)
+    does not stop the listener serving the others; none at all is an error."""
+    absent = "198.51.100.254"  # bound, never contacted; not an address of this host
+    async with open_s5b_listener([absent, "127.0.0.1"]) as listener:
+        assert [host for host, _ in listener.bound] == ["127.0.0.1"]
+    with pytest.raises(OSError):
+        async with open_s5b_listener([absent]):
+            pass
