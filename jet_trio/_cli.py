@@ -180,10 +180,13 @@ def command(fn: Callable[..., Callable[[Output], Awaitable[int]]]) -> Callable[.
 # Options shared by several commands.
 direct_host_option = click.option(
     "--direct-host",
-    default="127.0.0.1",
+    multiple=True,
+    default=("auto",),
     show_default=True,
-    metavar="ADDR|none",
-    help="Address offered for direct SOCKS5 connections (none: only the server's proxy).",
+    envvar="JET_TRIO_DIRECT_HOST",
+    metavar="ADDR|auto|none",
+    help="Address offered for direct SOCKS5 connections; repeat for several. auto: every "
+    "address of every interface that is up; none: only the server's proxy.",
 )
 transport_option = click.option(
     "--transport", type=click.Choice(TRANSPORTS), default="auto", show_default=True

@@ -163,8 +163,13 @@ async def _demo(
             report_load_errors(out, plugins["alice"])
             namespace = _envelope(out, opts.envelope, plugins["alice"])
             async with (
-                open_file_transfer(alice, plugins=plugins["alice"]) as ft_alice,
-                open_file_transfer(bob, plugins=plugins["bob"]) as ft_bob,
+                # Both ends run in this process: loopback is their direct path.
+                open_file_transfer(
+                    alice, plugins=plugins["alice"], direct_addresses=["127.0.0.1"]
+                ) as ft_alice,
+                open_file_transfer(
+                    bob, plugins=plugins["bob"], direct_addresses=["127.0.0.1"]
+                ) as ft_bob,
             ):
                 # Available only now, with the file transfer and encryption features set up.
                 await bob.send_presence()

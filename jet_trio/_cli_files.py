@@ -53,7 +53,7 @@ __all__ = [
 
 @asynccontextmanager
 async def _file_transfer(
-    out: Output, account: AccountOptions, *, allow_stub: bool, direct_host: str
+    out: Output, account: AccountOptions, *, allow_stub: bool, direct_host: tuple[str, ...]
 ) -> AsyncIterator[tuple[Client, FileTransfer]]:
     """Log in, start the envelope plugins and file transfer; presence is sent by the caller."""
     jid = account.jid()
@@ -67,7 +67,7 @@ async def _file_transfer(
         )
         report_load_errors(out, plugins)
         async with open_file_transfer(
-            client, plugins=plugins, direct_host=_direct_host(direct_host)
+            client, plugins=plugins, direct_addresses=_direct_host(direct_host)
         ) as ft:
             yield client, ft
 
@@ -95,7 +95,7 @@ class ShareOptions:
     to: tuple[str, ...]
     timeout: float | None
     accept_stub: bool
-    direct_host: str
+    direct_host: tuple[str, ...]
 
 
 async def run_share(out: Output, account: AccountOptions, opts: ShareOptions) -> int:
@@ -133,7 +133,7 @@ async def _serve_shared(
     deadline: float,
 ) -> None:
     async with open_file_transfer(
-        client, plugins=plugins, direct_host=_direct_host(opts.direct_host)
+        client, plugins=plugins, direct_addresses=_direct_host(opts.direct_host)
     ) as ft:
         for f in opts.files:
             out.note(f"hashing {f} ({human_size(f.stat().st_size)})")
@@ -207,7 +207,7 @@ class RequestOptions:
     transport: Transport
     overwrite: bool
     wait: float
-    direct_host: str
+    direct_host: tuple[str, ...]
 
 
 async def run_request(out: Output, account: AccountOptions, opts: RequestOptions) -> int:
@@ -321,7 +321,7 @@ class ResumeOptions:
     cipher: str | None
     transport: Transport
     wait: float
-    direct_host: str
+    direct_host: tuple[str, ...]
 
 
 def _resume_envelope(

@@ -100,6 +100,14 @@ def human_size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+#: Said with every in-band transfer: why it was slow, and where to look.
+IBB_NOTE = (
+    "sent in-band (IBB) through the XMPP server: no direct or proxy SOCKS5 connection was "
+    "made (no direct path between the hosts and no usable proxy, or --transport ibb); "
+    "in-band is much slower"
+)
+
+
 def result_json(result: TransferResult, **extra: object) -> dict[str, object]:
     """The ``--json`` object of a finished transfer."""
     out: dict[str, object] = {
@@ -165,8 +173,9 @@ class Output:
 
     def transfer(self, result: TransferResult, **extra: object) -> None:
         """Report one finished transfer."""
+        note = IBB_NOTE if result.transport == "ibb" else None
         if self.json_mode:
-            self.emit(result_json(result, **extra))
+            self.emit(result_json(result, **extra, **({"note": note} if note else {})))
             return
         verb = "sent" if result.direction == "send" else "received"
         where = "to" if result.direction == "send" else "from"
@@ -184,6 +193,8 @@ class Output:
         if result.direction == "receive":
             self.say(f"  saved as {shown(result.path)}")
         self.say(f"  sha-256 {result.sha256}")
+        if note:
+            self.say(f"  note: {escape(note)}")
 
     # -- progress ----------------------------------------------------------------------------
 

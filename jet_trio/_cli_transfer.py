@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,6 +27,8 @@ from ._cli_sessions import check_send_envelope, envelope_sessions
 from ._file_transfer import FileTransferError, safe_filename
 from ._jid import JID, InvalidJID
 from ._plugins import PluginManager
+from ._s5b import candidate_host_problem
+from ._s5b_direct import DirectAddresses
 from ._transfer import IncomingOffer, open_file_transfer
 from ._transfer_files import find_partials
 from ._transfer_types import TransferError
@@ -44,8 +47,29 @@ def _peer_jid(value: str, option: str) -> JID:
         ) from None
 
 
-def _direct_host(value: str) -> str | None:
-    return None if value.lower() == "none" else value
+def _direct_host(values: Sequence[str]) -> DirectAddresses:
+    """The ``--direct-host`` values as ``open_file_transfer(direct_addresses=...)``."""
+    words = [v.strip() for v in values if v.strip()]
+    if any(v.lower() == "none" for v in words):
+        if len(words) > 1:
+            raise CLIError(
+                ExitCode.USAGE,
+                "usage",
+                "--direct-host none cannot be combined with other addresses",
+                "Pass --direct-host none alone to offer only the server's proxy.",
+            )
+        return None
+    words = ["auto" if v.lower() == "auto" else v for v in words]
+    for word in words:
+        problem = None if word == "auto" else candidate_host_problem(word)
+        if problem is not None:
+            raise CLIError(
+                ExitCode.USAGE,
+                "usage",
+                f"--direct-host: {problem}",
+                "Give an IP address or host name of this machine, auto, or none.",
+            )
+    return "auto" if words in ([], ["auto"]) else words
 
 
 def hint_partials(out: Output, directory: Path, sha256: str | None = None) -> None:
@@ -74,7 +98,7 @@ class SendOptions:
     cipher: str | None
     transport: Transport
     wait: float
-    direct_host: str
+    direct_host: tuple[str, ...]
     accept_timeout: float
 
 
@@ -130,7 +154,7 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
         report_load_errors(out, plugins)
         namespace = _choose_envelope(out, opts.envelope, plugins)
         async with open_file_transfer(
-            client, plugins=plugins, direct_host=_direct_host(opts.direct_host)
+            client, plugins=plugins, direct_addresses=_direct_host(opts.direct_host)
         ) as ft:
             await client.send_presence()  # now ready: keys published, features advertised
             out.note(f"logged in as {client.jid}; waiting for {to} to be online")
@@ -172,7 +196,7 @@ class ReceiveOptions:
     overwrite: bool
     rename: bool
     timeout: float | None
-    direct_host: str
+    direct_host: tuple[str, ...]
     parallel: int = 4
 
 
@@ -287,7 +311,7 @@ async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions
                 "(install the OMEMO plugin)"
             )
         async with open_file_transfer(
-            client, plugins=plugins, direct_host=_direct_host(opts.direct_host)
+            client, plugins=plugins, direct_addresses=_direct_host(opts.direct_host)
         ) as ft:
             await client.send_presence()  # senders see us only once we can receive
             wanted = "files" if opts.count != 1 else "a file"

@@ -9,6 +9,12 @@ and the bytestreams proxy elements (streamhost discovery and activation).  The t
 
 from __future__ import annotations
 
+import errno
+import ipaddress
+import logging
+import math
+import re
+import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,6 +37,7 @@ from ._socks5 import (
 from ._trio_util import unwrapped_errors
 
 __all__ = [
+    "MAX_TRIED_CANDIDATES",
     "TYPE_PREFERENCE",
     "Activated",
     "Candidate",
@@ -48,6 +55,7 @@ __all__ = [
     "build_streamhost_query",
     "build_streamhost_result",
     "build_transport",
+    "candidate_host_problem",
     "connect_any",
     "connect_candidate",
     "connection_order",
@@ -72,6 +80,7 @@ DEFAULT_PORT: Final = 1080  # XEP-0065 default when a candidate has no port
 _MAX_PRIORITY: Final = 2**31 - 1
 _MAX_ATTR: Final = 1023
 _Element: TypeAlias = etree._Element
+log = logging.getLogger(__name__)
 
 
 class S5BError(RemoteProtocolError):
@@ -442,23 +451,137 @@ async def connect_candidate(host: str, port: int, dst: str) -> trio.SocketStream
     return stream
 
 
-async def connect_any(
-    candidates: Sequence[Candidate], dst: str, *, attempt_timeout: float = 5.0
-) -> tuple[Candidate, trio.SocketStream]:
-    """Try candidates in :func:`connection_order`, each for at most ``attempt_timeout`` seconds.
+_HOST_LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
-    Returns the first that completes the handshake; raises :class:`CandidateConnectError`
-    naming every failure if none does.
+
+def candidate_host_problem(host: str) -> str | None:
+    """Why a peer's candidate ``host`` is not worth a connection attempt, or ``None``.
+
+    An IP literal must be a unicast address (an IPv6 scope must name an interface of this
+    host); anything else must be a syntactically valid DNS name (no lookup is made here).
     """
+    text, _, scope = host.partition("%")
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        ip = None
+    if ip is not None:
+        if ip.is_unspecified or ip.is_multicast or (ip.version == 4 and ip.is_reserved):
+            return f"{host!r} is not a unicast address"
+        if scope:
+            if ip.version != 6:
+                return f"{host!r}: only IPv6 addresses take a scope"
+            if not scope.isdigit():
+                try:
+                    socket.if_nametoindex(scope)
+                except OSError:
+                    return f"{host!r}: no interface {scope!r} here"
+        return None
+    if scope or len(host) > 253:
+        return f"{host[:64]!r} is not an IP address or host name"
+    labels = host.rstrip(".").split(".")
+    if not all(_HOST_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+        return f"{host[:64]!r} is not an IP address or host name"
+    return None
+
+
+#: At most this many of a peer's candidates are tried (a peer may offer hundreds); the rest,
+#: the lowest in priority, are ignored.
+MAX_TRIED_CANDIDATES: Final = 16
+#: Default per-attempt bound (TCP connect plus SOCKS5 handshake) and stagger between attempts.
+ATTEMPT_TIMEOUT: Final = 3.0
+STAGGER: Final = 0.25
+#: Head start of the better kind of candidates (direct) over the next kind (proxy): a loaded
+#: peer may take longer than ``STAGGER`` to answer on its LAN address, and a proxy winning then
+#: would carry a LAN transfer through the server.
+TYPE_STAGGER: Final = 1.0
+
+
+async def connect_any(
+    candidates: Sequence[Candidate],
+    dst: str,
+    *,
+    attempt_timeout: float = ATTEMPT_TIMEOUT,
+    stagger: float = STAGGER,
+    type_stagger: float = TYPE_STAGGER,
+    max_tried: int = MAX_TRIED_CANDIDATES,
+) -> tuple[Candidate, trio.SocketStream]:
+    """Race the candidates in :func:`connection_order`, happy-eyeballs style.
+
+    The first attempt starts at once, each next one ``stagger`` seconds later or as soon as the
+    previous one failed; the first candidate of a lower type (a proxy after direct ones) waits
+    ``type_stagger`` seconds, or until every attempt before it failed.  Every attempt (TCP
+    connect and SOCKS5 handshake) is bounded by ``attempt_timeout``.  The first completed
+    handshake wins and every other attempt is cancelled and closed.  Only the ``max_tried``
+    best candidates are tried.  Raises :class:`CandidateConnectError` naming every failure if
+    none works.
+    """
+    order = connection_order(candidates)
+    if len(order) > max_tried:
+        log.info("S5B: trying the %d best of %d candidates", max_tried, len(order))
+        order = order[:max_tried]
     failures: list[str] = []
-    for cand in connection_order(candidates):
-        with trio.move_on_after(attempt_timeout):
-            try:
-                return cand, await connect_candidate(cand.host, cand.port, dst)
-            except (CandidateConnectError, Socks5Error) as exc:
-                failures.append(f"{cand.cid}: {exc}")
-                continue
-        failures.append(f"{cand.cid}: timed out")
+    usable = []
+    for cand in order:
+        problem = candidate_host_problem(cand.host)
+        if problem is None:
+            usable.append(cand)
+        else:
+            failures.append(f"{cand.cid}: skipped, {problem}")
+            log.debug("S5B: candidate %s skipped: %s", cand.cid, problem)
+    order = tuple(usable)
+    winner: tuple[Candidate, trio.SocketStream] | None = None
+
+    async def attempt(cand: Candidate, done: trio.Event, nursery: trio.Nursery) -> None:
+        nonlocal winner
+        stream: trio.SocketStream | None = None
+        log.debug(
+            "S5B: trying candidate %s %s:%s (%s, priority %d)",
+            cand.cid,
+            cand.host,
+            cand.port,
+            cand.type,
+            cand.priority,
+        )
+        try:
+            with trio.move_on_after(attempt_timeout):
+                stream = await connect_candidate(cand.host, cand.port, dst)
+            if stream is None:
+                failures.append(f"{cand.cid} ({cand.host}:{cand.port}): timed out")
+        except (CandidateConnectError, Socks5Error) as exc:
+            failures.append(f"{cand.cid}: {exc}")
+        finally:
+            done.set()
+        if stream is None:
+            log.debug("S5B: candidate %s failed: %s", cand.cid, failures[-1])
+            return
+        if winner is not None:
+            await trio.aclose_forcefully(stream)
+            return
+        winner = (cand, stream)
+        log.debug("S5B: connected to candidate %s %s:%s", cand.cid, cand.host, cand.port)
+        nursery.cancel_scope.cancel()
+
+    try:
+        with unwrapped_errors():
+            async with trio.open_nursery() as nursery:
+                started: list[trio.Event] = []
+                for i, cand in enumerate(order):
+                    if i and cand.type != order[i - 1].type:
+                        with trio.move_on_after(max(type_stagger - stagger, 0)):
+                            for event in started:  # all set: every attempt so far failed
+                                await event.wait()
+                    done = trio.Event()
+                    started.append(done)
+                    nursery.start_soon(attempt, cand, done, nursery)
+                    with trio.move_on_after(stagger):
+                        await done.wait()
+    except BaseException:
+        if winner is not None:  # cancelled from outside just after an attempt won
+            await trio.aclose_forcefully(winner[1])
+        raise
+    if winner is not None:
+        return winner
     raise CandidateConnectError("no S5B candidate worked: " + ("; ".join(failures) or "none"))
 
 
@@ -471,8 +594,8 @@ class S5BListener:
     """Direct-candidate listener; create with :func:`open_s5b_listener`.
 
     Register each expected DST.ADDR with :meth:`expect` *before* offering the candidates, then
-    :meth:`accept` hands over the authenticated streams in arrival order.  Connections asking for
-    an unregistered DST.ADDR are refused (REP 0x02) and closed.
+    :meth:`accept` hands over the authenticated streams.  Connections asking for an
+    unregistered DST.ADDR are refused (REP 0x02) and closed.
     """
 
     def __init__(
@@ -494,9 +617,28 @@ class S5BListener:
                 trio.MemoryReceiveChannel[trio.SocketStream],
             ],
         ] = {}
+        self._set_aside: dict[str, list[trio.SocketStream]] = {}
         sockname = listeners[0].socket.getsockname()
         self.host: str = sockname[0]
         self.port: int = sockname[1]
+        #: (address, port) of every listening socket: one per address family or bound address.
+        self.bound: tuple[tuple[str, int], ...] = tuple(
+            (lst.socket.getsockname()[0], lst.socket.getsockname()[1]) for lst in listeners
+        )
+
+    def port_for(self, address: str) -> int:
+        """The port on which ``address`` (an IP literal or a host name) is served."""
+        family = _family_of(address)
+        for lst in self._listeners:
+            bound = lst.socket.getsockname()[0]
+            if bound == address or (
+                family is not None and lst.socket.family == family and _is_wildcard(bound)
+            ):
+                return int(lst.socket.getsockname()[1])
+        for lst in self._listeners:
+            if family is not None and lst.socket.family == family:
+                return int(lst.socket.getsockname()[1])
+        return self.port
 
     def expect(self, dst: str) -> None:
         """Start accepting connections for DST.ADDR ``dst``."""
@@ -508,13 +650,43 @@ class S5BListener:
         pair = self._queues.pop(dst, None)
         if pair is not None:
             _drain_and_close(pair)
+        for stream in self._set_aside.pop(dst, []):
+            stream.socket.close()
 
-    async def accept(self, dst: str) -> trio.SocketStream:
-        """Wait for the next authenticated connection for ``dst`` (registered with expect())."""
+    async def accept(
+        self, dst: str, local_address: str | None = None, grace: float = 1.0
+    ) -> trio.SocketStream:
+        """Wait for an authenticated connection for ``dst`` (registered with expect()).
+
+        A peer that races our candidates may complete the handshake on several of them and
+        keep only one: with ``local_address`` (the address of the candidate the peer said it
+        used), the connection made to that local address is handed over.  The others are set
+        aside (closed by :meth:`forget`); if only such others arrived within ``grace`` seconds
+        after the first one (a peer behind port forwarding reaches us on another address), the
+        first of them is handed over.
+        """
         pair = self._queues.get(dst)
         if pair is None:
             raise KeyError(f"DST.ADDR {dst} is not expected; call expect() first")
-        return await pair[1].receive()
+        aside = self._set_aside.setdefault(dst, [])
+        want = _normalise_ip(local_address) if local_address is not None else None
+        if want is None:
+            if aside:
+                return aside.pop(0)
+            return await pair[1].receive()
+        for i, stream in enumerate(aside):
+            if _local_ip(stream) == want:
+                return aside.pop(i)
+        deadline = trio.current_time() + grace if aside else math.inf
+        while True:
+            with trio.move_on_at(deadline):
+                stream = await pair[1].receive()
+                if _local_ip(stream) == want:
+                    return stream
+                aside.append(stream)
+                deadline = min(deadline, trio.current_time() + grace)
+                continue
+            return aside.pop(0)
 
     async def _serve(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:
@@ -599,30 +771,82 @@ def _drain_and_close(pair: _Queue) -> None:
     receive.close()
 
 
+def _family_of(address: str) -> socket.AddressFamily | None:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+
+
+def _is_wildcard(address: str) -> bool:
+    return address in ("0.0.0.0", "::")
+
+
+def _normalise_ip(address: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(address.split("%", 1)[0]))
+    except ValueError:
+        return None
+
+
+def _local_ip(stream: trio.SocketStream) -> str | None:
+    try:
+        local = stream.socket.getsockname()[0]
+    except OSError:
+        return None
+    return _normalise_ip(str(local))
+
+
+_NO_SUCH_ADDRESS: Final = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
+
+
+async def _bind(host: str, port: int) -> trio.SocketListener:
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    # A name may resolve to several addresses: keep the first.
+    for extra in listeners[1:]:
+        extra.socket.close()
+    return listeners[0]
+
+
 @asynccontextmanager
 async def open_s5b_listener(
-    host: str = "127.0.0.1",
+    host: str | Sequence[str] = "127.0.0.1",
     port: int = 0,
     *,
     handshake_timeout: float = 10.0,
     max_pending: int = 16,
-    max_queued: int = 4,
+    max_queued: int = 8,
 ) -> AsyncIterator[S5BListener]:
     """Listen for direct S5B connections on ``host:port`` (0 = ephemeral) within a nursery.
 
-    Binds the first address ``host`` resolves to.  ``listener.host``/``port`` are the bound
-    address; when binding a wildcard address, advertise the interface addresses in the
-    candidates instead.
+    ``host`` is one address (or name: its first address is bound) or several, each bound on
+    its own socket, all on the same port where possible (``"::"`` and ``"0.0.0.0"`` give one
+    listener per address family, the IPv6 one IPv6-only).  ``listener.host``/``port`` are the
+    first bound address; :meth:`S5BListener.port_for` gives the port serving an address.
+    When binding a wildcard address, advertise the interface addresses in the candidates.
 
     At most ``max_pending`` handshakes run at once (more connections are dropped), each bounded
     by ``handshake_timeout``; at most ``max_queued`` authenticated streams wait per DST.ADDR.
     """
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    # With port 0 each address family would get its own port: keep the first address only.
-    for extra in listeners[1:]:
-        extra.socket.close()
-    listeners = listeners[:1]
+    hosts = [host] if isinstance(host, str) else list(dict.fromkeys(host))
+    if not hosts:
+        raise ValueError("open_s5b_listener needs at least one address")
+    listeners: list[trio.SocketListener] = []
     try:
+        for i, h in enumerate(hosts):
+            same = int(listeners[0].socket.getsockname()[1]) if listeners and port == 0 else port
+            try:
+                listeners.append(await _bind(h, same))
+            except OSError as exc:
+                if exc.errno in _NO_SUCH_ADDRESS and (listeners or i + 1 < len(hosts)):
+                    log.info("S5B: cannot listen on %s: %s", h, exc)
+                    continue  # e.g. IPv6 disabled: serve the other addresses
+                if exc.errno != errno.EADDRINUSE or port != 0 or not listeners:
+                    raise
+                listeners.append(await _bind(h, 0))  # that port is taken there: another one
+        if not listeners:
+            raise OSError(errno.EADDRNOTAVAIL, f"cannot listen on any of {', '.join(hosts)}")
         with unwrapped_errors():
             async with trio.open_nursery() as nursery:
                 s5b = S5BListener(listeners, handshake_timeout, max_pending, max_queued)

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import time
+import warnings
 import weakref
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -75,7 +76,6 @@ from ._s5b import (
     CandidateError,
     CandidateUsed,
     Nomination,
-    S5BListener,
     S5BTransport,
     StreamHost,
     build_activate,
@@ -83,11 +83,11 @@ from ._s5b import (
     connect_any,
     connect_candidate,
     nominate,
-    open_s5b_listener,
     parse_streamhosts,
 )
 from ._s5b import build_transport as build_s5b
 from ._s5b import parse_transport as parse_s5b
+from ._s5b_direct import DirectAddresses, DirectCandidates, open_direct_candidates
 from ._security import build_security, parse_security
 from ._socks5 import Socks5Error, dstaddr
 from ._stanza import IQ, E, StanzaError, make_iq, make_result, stanza_from
@@ -485,9 +485,8 @@ class FileTransfer:
         client: Client,
         nursery: trio.Nursery,
         plugins: PluginManager,
-        listener: S5BListener | None,
+        direct: DirectCandidates | None,
         *,
-        direct_host: str | None,
         use_proxies: bool,
         ibb_block_size: int,
         ibb_window: int,
@@ -505,8 +504,8 @@ class FileTransfer:
         self.client = client
         self.plugins = plugins
         self._nursery = nursery
-        self._listener = listener
-        self._direct_host = direct_host
+        self._direct = direct
+        self._listener = direct.listener if direct is not None else None
         self._use_proxies = use_proxies
         self._ibb_block_size = ibb_block_size
         self._ibb_window = ibb_window
@@ -939,10 +938,10 @@ class FileTransfer:
         me = self.client.jid
         dst = dstaddr(sid, me, session.peer)
         candidates: list[Candidate] = []
-        if self._listener is not None and self._direct_host is not None:
-            self._listener.expect(dst)
+        if self._direct is not None:
+            self._direct.listener.expect(dst)
             session.listening.append(dst)  # forgotten (unused connections closed) at the end
-            candidates.append(Candidate(new_sid(), self._direct_host, self._listener.port, me))
+            candidates.extend(self._direct.candidates(me))
         for i, host in enumerate(await self._proxy_hosts()):
             candidates.append(host.to_candidate(new_sid(), 100 - i))
         return S5BTransport(sid, dst, candidates=tuple(candidates))
@@ -965,7 +964,7 @@ class FileTransfer:
             info: CandidateUsed | CandidateError = CandidateError()
             if theirs.candidates:
                 try:
-                    picked = await connect_any(theirs.candidates, their_dst, attempt_timeout=5)
+                    picked = await connect_any(theirs.candidates, their_dst)
                     cleanup.push_async_callback(trio.aclose_forcefully, picked[1])
                     info = CandidateUsed(picked[0].cid)
                 except (CandidateConnectError, Socks5Error) as exc:
@@ -1028,7 +1027,7 @@ class FileTransfer:
             else:
                 assert self._listener is not None
                 with _within(self._timeout, f"{session.peer} did not connect to our candidate"):
-                    stream = await self._listener.accept(ours.dstaddr)
+                    stream = await self._listener.accept(ours.dstaddr, cand.host)
                 cleanup.push_async_callback(trio.aclose_forcefully, stream)
             return _Established(stream, name, cleanup)
         assert picked is not None
@@ -1129,12 +1128,15 @@ class FileTransfer:
     ) -> _Established:
         if theirs.tag == f"{{{_ns.JINGLE_IBB}}}transport":  # we initiated: we open
             return await self._open_ibb(session, parse_ibb(theirs), True, cleanup)
+        started = trio.current_time()
         established = await self._establish_s5b(
             session, parse_s5b(ours), parse_s5b(theirs), cleanup
         )
+        took = trio.current_time() - started
         if established is not None:
+            log.info("S5B: %s ready with %s in %.2f s", established.transport, session.peer, took)
             return established
-        log.info("S5B failed with %s, falling back to IBB", session.peer)
+        log.info("S5B failed with %s after %.2f s, falling back to IBB", session.peer, took)
         return await self._fallback_to_ibb(session, cleanup)
 
     # -- sending ---------------------------------------------------------------------------
@@ -2094,6 +2096,13 @@ def _agree_ibb(ours: etree._Element, theirs: etree._Element) -> etree._Element:
     return build_ibb(IBBTransport(offered.sid, answered.block_size))
 
 
+class _Unset:
+    pass
+
+
+_UNSET: Final = _Unset()
+
+
 @asynccontextmanager
 async def open_file_transfer(
     client: Client,
@@ -2101,7 +2110,8 @@ async def open_file_transfer(
     plugins: PluginManager | None = None,
     allow_stub_envelope: bool = False,
     extra_plugins: Iterable[object] = (),
-    direct_host: str | None = "127.0.0.1",
+    direct_addresses: DirectAddresses = "auto",
+    direct_host: str | _Unset | None = _UNSET,
     use_proxies: bool = True,
     ibb_block_size: int = 16384,
     ibb_window: int = 8,
@@ -2120,8 +2130,12 @@ async def open_file_transfer(
     """Jingle file transfer on ``client`` for the duration of the ``async with`` block.
 
     Plugins (envelope methods, ciphers) come from the ``jet_trio`` entry points plus
-    ``extra_plugins``, or from ``plugins``. ``direct_host`` is the address offered as a direct
-    SOCKS5 candidate (``None``: offer none); ``use_proxies`` offers the server's SOCKS5 proxies.
+    ``extra_plugins``, or from ``plugins``. ``direct_addresses`` are the addresses offered as
+    direct SOCKS5 candidates: ``"auto"`` (every usable address of every interface that is up,
+    IPv4 and IPv6, loopback only when there is nothing else), a list of addresses or host names
+    (best first; an ``"auto"`` entry adds the gathered ones), or ``None`` (offer none).
+    ``direct_host`` is its deprecated one-address form. ``use_proxies`` offers the server's
+    SOCKS5 proxies.
     In-band transfers use blocks of ``ibb_block_size`` bytes (the peer may lower it) with up to
     ``ibb_window`` blocks awaiting acknowledgement. ``cipher_preference`` lists cipher URNs to
     use when the peer supports them (e.g. a plugin's ChaCha20-Poly1305); otherwise AES-256-GCM
@@ -2152,15 +2166,23 @@ async def open_file_transfer(
             client=client,
         )
         plugins = PluginManager(config, plugins=extra_plugins)
-    listener_cm = open_s5b_listener(direct_host) if direct_host is not None else _no_listener()
+    if not isinstance(direct_host, _Unset):
+        warnings.warn(
+            "open_file_transfer(direct_host=...) is deprecated: use direct_addresses",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        direct_addresses = None if direct_host is None else [direct_host]
     with unwrapped_errors():
-        async with listener_cm as listener, trio.open_nursery() as nursery:
+        async with (
+            open_direct_candidates(direct_addresses) as direct,
+            trio.open_nursery() as nursery,
+        ):
             ft = FileTransfer(
                 client,
                 nursery,
                 plugins,
-                listener,
-                direct_host=direct_host,
+                direct,
                 use_proxies=use_proxies,
                 ibb_block_size=ibb_block_size,
                 ibb_window=ibb_window,
@@ -2185,8 +2207,3 @@ async def open_file_transfer(
                 ft._uninstall()  # no new offers from here on
                 await ft._reject_unanswered()
                 nursery.cancel_scope.cancel()
-
-
-@asynccontextmanager
-async def _no_listener() -> AsyncIterator[None]:
-    yield None

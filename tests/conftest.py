@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 from hypothesis import settings
@@ -18,3 +19,23 @@ def _state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     """jet-trio's state (the key of partial-download records) in a directory of the test run,
     never in the user's home; command-line runs inherit it."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-state"))
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only_host(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process tests run on the developer's (or CI's) real host: with the default
+    ``direct_addresses="auto"`` they would offer, and connect to, its real interface addresses.
+    Tests must contact only loopback, so interface enumeration sees a host with only loopback
+    (what ``auto`` then offers). Tests of the enumeration itself, and the network-namespace
+    tests (whose peers run in namespaces of their own), opt out with ``real_interfaces``."""
+    if request.node.get_closest_marker("real_interfaces") is not None:
+        return
+    from jet_trio import _netif
+
+    def loopback_only() -> list[_netif.InterfaceAddress]:
+        return [
+            _netif.InterfaceAddress("lo", "127.0.0.1", socket.AF_INET, True, True),
+            _netif.InterfaceAddress("lo", "::1", socket.AF_INET6, True, True),
+        ]
+
+    monkeypatch.setattr(_netif, "interface_addresses", loopback_only)

@@ -21,6 +21,8 @@ def cli_env(tmp_path: Path, extra: Mapping[str, str] | None = None) -> dict[str,
     env = {k: v for k, v in os.environ.items() if not k.startswith("JET_TRIO_")}
     env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
     env["COLUMNS"] = "200"
+    # Both ends run on this host: offer loopback, never the host's real addresses.
+    env["JET_TRIO_DIRECT_HOST"] = "127.0.0.1"
     env.update(extra or {})
     return env
 

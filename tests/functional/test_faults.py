@@ -67,7 +67,7 @@ from .conftest import (
 
 SIZE: Final = 3_000_000
 CUT: Final = 1_000_000  # a middlebox forwards at most this much per direction before the fault
-PROXY_ONLY: Final = {"direct_host": None}
+PROXY_ONLY: Final = {"direct_addresses": None}
 ENCRYPT = [pytest.param(JET_STUB, id="jet-stub"), pytest.param(None, id="plain")]
 
 
@@ -431,7 +431,7 @@ class Stage:
     ft_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-NO_S5B: Final = {"direct_host": None, "use_proxies": False}  # S5B fails: IBB fallback
+NO_S5B: Final = {"direct_addresses": None, "use_proxies": False}  # S5B fails: IBB fallback
 
 STAGES: Final = {
     # The offer reached the receiver, not answered yet.

@@ -260,7 +260,7 @@ async def test_resume_never_replaces_a_name_taken_meanwhile(
         if not dest.exists():
             dest.write_bytes(b"the user's own big.iso")
 
-    async with net.pair(direct_host=None) as (fa, fb):
+    async with net.pair(direct_addresses=None) as (fa, fb):
         out = await run_transfer(fa, fb, src, dest_dir, encrypt=JET_STUB)
         assert isinstance(out.recv.error, jet_trio.TransferError), out.recv.error
         (partial,) = jet_trio.find_partials(dest_dir)

@@ -36,7 +36,7 @@ BIG = 48 << 20  # far more than loopback socket buffers (and the relay) can hold
 OPTS: dict[str, Any] = {"stall_timeout": STALL, "negotiation_timeout": STALL}
 TRANSPORTS = [
     pytest.param({}, {}, 16 << 20, id="direct"),
-    pytest.param({"direct_host": None}, {}, 24 << 20, id="proxy"),
+    pytest.param({"direct_addresses": None}, {}, 24 << 20, id="proxy"),
     pytest.param({}, {"transport": "ibb"}, 1 << 20, id="ibb"),
 ]
 

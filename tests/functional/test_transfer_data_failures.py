@@ -40,7 +40,7 @@ from .conftest import (
 
 BIG = 4_000_000  # several chunks: cancellations land mid-stream
 SIZE = 200_000
-PROXY_ONLY = {"direct_host": None}  # every S5B transfer goes through net.relay
+PROXY_ONLY = {"direct_addresses": None}  # every S5B transfer goes through net.relay
 
 
 # -- cancellation -------------------------------------------------------------------------------

@@ -27,9 +27,9 @@ def check_progress(progress: list[tuple[int, int]], size: int) -> None:
     ("ft_kwargs", "send_kwargs", "transport"),
     [
         ({}, {}, "s5b-direct"),
-        ({"direct_host": None}, {}, "s5b-proxy"),
+        ({"direct_addresses": None}, {}, "s5b-proxy"),
         ({}, {"transport": "ibb"}, "ibb"),
-        ({"direct_host": None, "use_proxies": False}, {}, "ibb"),  # no S5B candidate: fallback
+        ({"direct_addresses": None, "use_proxies": False}, {}, "ibb"),  # no S5B candidate: fallback
     ],
     ids=["direct", "proxy", "ibb", "fallback"],
 )

@@ -206,10 +206,10 @@ def _kill_leftovers() -> None:  # pragma: no cover - only after a crash of the t
             server.kill()
 
 
-def xmpp_probe(port: int, domain: str) -> bool:
-    """True if 127.0.0.1:``port`` answers a client stream header with ``<stream:features>``."""
+def xmpp_probe(port: int, domain: str, host: str = "127.0.0.1") -> bool:
+    """True if ``host``:``port`` answers a client stream header with ``<stream:features>``."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        with socket.create_connection((host, port), timeout=2) as sock:
             sock.sendall(
                 f"<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' "
                 f"xmlns='jabber:client' xmlns:stream='{_STREAM_NS}'>".encode()
@@ -226,9 +226,9 @@ def xmpp_probe(port: int, domain: str) -> bool:
         return False
 
 
-def tcp_probe(port: int) -> bool:
+def tcp_probe(port: int, host: str = "127.0.0.1") -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
+        with socket.create_connection((host, port), timeout=2):
             return True
     except OSError:
         return False
@@ -243,6 +243,9 @@ class PrivateServer:
     """
 
     kind = "?"
+    #: The network namespace the server runs in (``None``: this one); it listens on ``host``.
+    netns: str | None = None
+    has_proxy = True
 
     def __init__(self, base_dir: Path, ca: trustme.CA, users: Sequence[str], domain: str) -> None:
         self.base_dir = base_dir.resolve()
@@ -284,10 +287,6 @@ class PrivateServer:
 
     def _after_start(self) -> None:
         pass
-
-    def _probe(self) -> bool:
-        """Whether the proxy and c2s answer (from here: on 127.0.0.1)."""
-        return tcp_probe(self.proxy_port) and xmpp_probe(self.c2s_port, self.domain)
 
     # -- shared ---------------------------------------------------------------------------------
 
@@ -389,6 +388,15 @@ class PrivateServer:
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
 
+    def _probe(self) -> bool:
+        with contextlib.ExitStack() as stack:
+            if self.netns is not None:
+                from tests.netns._topology import in_netns
+
+                stack.enter_context(in_netns(self.netns))
+            proxy_ok = not self.has_proxy or tcp_probe(self.proxy_port, self.host)
+            return proxy_ok and xmpp_probe(self.c2s_port, self.domain, self.host)
+
     def _signal_group(self, sig: int) -> None:
         assert self._proc is not None
         with contextlib.suppress(ProcessLookupError):
@@ -482,6 +490,7 @@ class PrivateProsody(PrivateServer):
         remote_contacts: Sequence[str] = (),
         host: str = "127.0.0.1",
         netns: str | None = None,
+        proxy65: bool = True,
     ) -> None:
         found = find_prosody()
         if found is None:
@@ -500,6 +509,7 @@ class PrivateProsody(PrivateServer):
         self.s2s_port = 0
         self.host = host
         self.netns = netns
+        self.has_proxy = proxy65
         self.config_path = self.base_dir / "prosody.cfg.lua"
         self.data_dir = self.base_dir / "data"
         self.certs_dir = self.base_dir / "certs"
@@ -509,9 +519,6 @@ class PrivateProsody(PrivateServer):
         command = [self._prosody, "-F", "--config", str(self.config_path)]
         return command if self.netns is None else ["ip", "netns", "exec", self.netns, *command]
 
-    def _probe(self) -> bool:
-        return self.netns is not None or super()._probe()
-
     def _pick_ports(self) -> None:
         if self.s2s_dns is None:
             super()._pick_ports()
@@ -519,10 +526,9 @@ class PrivateProsody(PrivateServer):
             self.c2s_port, self.proxy_port, self.s2s_port = free_ports(3)
 
     def _ready_lines(self) -> list[str]:
-        lines = [
-            f"Activated service 'c2s' on [{self.host}]:{self.c2s_port}",
-            f"Activated service 'proxy65' on [{self.host}]:{self.proxy_port}",
-        ]
+        lines = [f"Activated service 'c2s' on [{self.host}]:{self.c2s_port}"]
+        if self.has_proxy:
+            lines.append(f"Activated service 'proxy65' on [{self.host}]:{self.proxy_port}")
         if self.s2s_dns is not None:
             lines.append(f"Activated service 's2s' on [{self.host}]:{self.s2s_port}")
         return lines
@@ -551,6 +557,12 @@ unbound = {{
             lua_string(m) for m in PROSODY_MODULES if self.stanza_debug or m != "stanza_debug"
         )
         level = "debug" if self.stanza_debug else "info"
+        component = (
+            f'\nComponent {lua_string(self.proxy_jid)} "proxy65"\n'
+            f"    proxy65_address = {lua_string(self.host)}\n"
+            if self.has_proxy
+            else ""
+        )
         cert = lua_string(str(self.certs_dir / f"{self.domain}.crt"))
         key = lua_string(str(self.certs_dir / f"{self.domain}.key"))
         config = f"""\
@@ -579,10 +591,7 @@ proxy65_ports = {{ {self.proxy_port} }}
 proxy65_interfaces = {{ {lua_string(self.host)} }}
 {net}{self.extra_config}
 VirtualHost {lua_string(self.domain)}
-
-Component {lua_string(self.proxy_jid)} "proxy65"
-    proxy65_address = {lua_string(self.host)}
-"""
+{component}"""
         self.config_path.write_text(config, encoding="utf-8")
 
     def _prepare(self) -> None:

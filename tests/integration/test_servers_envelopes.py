@@ -54,9 +54,9 @@ DATA_FORMS = "jabber:x:data"
 #: (FileTransfer options, send_file options, the transport the result must name)
 TRANSPORTS: list[tuple[dict[str, Any], dict[str, Any], str]] = [
     ({}, {}, "s5b-direct"),
-    ({"direct_host": None}, {}, "s5b-proxy"),
+    ({"direct_addresses": None}, {}, "s5b-proxy"),
     ({}, {"transport": "ibb"}, "ibb"),
-    ({"direct_host": None, "use_proxies": False}, {}, "ibb"),  # no S5B candidate: fallback
+    ({"direct_addresses": None, "use_proxies": False}, {}, "ibb"),  # no S5B candidate: fallback
 ]
 
 

@@ -63,7 +63,7 @@ async def pair(
 
 @pytest.mark.parametrize(
     "ft_kwargs",
-    [{}, {"direct_host": None}],
+    [{}, {"direct_addresses": None}],
     ids=["direct", "proxy65"],
 )
 async def test_tampered_ciphertext(
@@ -156,7 +156,7 @@ async def test_server_killed_mid_transfer(
     opts = _opts(info)
     ft_opts: dict[str, Any] = {
         "allow_stub_envelope": True,
-        "direct_host": None,
+        "direct_addresses": None,
         "negotiation_timeout": 5,
     }
     bob_ready = trio.Event()

@@ -64,9 +64,9 @@ async def transfer(
     ("ft_kwargs", "send_kwargs", "transport"),
     [
         ({}, {}, "s5b-direct"),
-        ({"direct_host": None}, {}, "s5b-proxy"),
+        ({"direct_addresses": None}, {}, "s5b-proxy"),
         ({}, {"transport": "ibb"}, "ibb"),
-        ({"direct_host": None, "use_proxies": False}, {}, "ibb"),  # S5B fails: fallback
+        ({"direct_addresses": None, "use_proxies": False}, {}, "ibb"),  # S5B fails: fallback
     ],
     ids=["direct", "proxy", "ibb", "fallback"],
 )

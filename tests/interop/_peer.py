@@ -46,7 +46,7 @@ async def jet_peer(
             with trio.fail_after(30):
                 omemo = await stack.enter_async_context(open_omemo(client, omemo_dir))
         ft = await stack.enter_async_context(
-            open_file_transfer(client, direct_host="127.0.0.1", use_proxies=True)
+            open_file_transfer(client, direct_addresses=["127.0.0.1"], use_proxies=True)
         )
         with trio.fail_after(20):
             await client.wait_available(lab.dino_jid)

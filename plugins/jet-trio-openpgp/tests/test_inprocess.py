@@ -40,8 +40,12 @@ async def test_entry_point_envelope_transfers(tmp_path: Path) -> None:
             # The lazy mode publishes on first use: Bob must start before anyone sends to him.
             await mb.service.start()
             assert (tmp_path / "b" / "openpgp" / "secret-key.asc").exists()
-            fa = await stack.enter_async_context(open_file_transfer(a, plugins=pa))
-            fb = await stack.enter_async_context(open_file_transfer(b, plugins=pb))
+            fa = await stack.enter_async_context(
+                open_file_transfer(a, plugins=pa, direct_addresses=["127.0.0.1"])
+            )
+            fb = await stack.enter_async_context(
+                open_file_transfer(b, plugins=pb, direct_addresses=["127.0.0.1"])
+            )
             await a.wait_available(b.jid)
 
             async def receive() -> None:
