@@ -1914,14 +1914,15 @@ class _StallWatch:
 _ENVELOPE_STRENGTH: Final = {
     "urn:xmpp:omemo:2": 30,
     "eu.siacs.conversations.axolotl": 20,
-    "urn:xmpp:openpgp:0": 20,
+    "urn:xmpp:openpgp:0": 15,  # no forward secrecy, and no deployed client speaks it
     _ns.JET_STUB: 0,
 }
 
 
 def envelope_strength(method: EnvelopeMethod) -> int:
     """How ``encrypt="auto"`` ranks an envelope method: its ``strength`` attribute if it has
-    one, else OMEMO 2 30, legacy OMEMO and OpenPGP 20, other methods 10, the stub 0."""
+    one, else OMEMO 2 30, legacy OMEMO 20, OpenPGP 15 (no forward secrecy, and only jet-trio
+    speaks it), other methods 10, the stub 0."""
     strength = getattr(method, "strength", None)
     if isinstance(strength, int):
         return strength

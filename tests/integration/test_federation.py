@@ -290,7 +290,9 @@ async def test_each_servers_proxy_used_by_both(federation: Federation, tmp_path:
                 marks = (proxy.log_size(), other.log_size())
                 async with (
                     open_file_transfer(sender.client, direct_addresses=None) as fs,
-                    open_file_transfer(receiver.client, direct_addresses=None, use_proxies=False) as fr,
+                    open_file_transfer(
+                        receiver.client, direct_addresses=None, use_proxies=False
+                    ) as fr,
                 ):
                     sent, got = await transfer(fs, fr, src, tmp_path / name, encrypt=OLDMEMO)
                 assert sent.transport == got.transport == "s5b-proxy"
