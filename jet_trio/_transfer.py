@@ -90,6 +90,7 @@ from ._transfer_types import (
     IntegrityError,
     JETError,
     ProgressCallback,
+    TagTimeout,
     TransferCancelled,
     TransferDeclined,
     TransferError,
@@ -105,6 +106,11 @@ __all__ = ["FileTransfer", "IncomingOffer", "open_file_transfer"]
 log = logging.getLogger("jet_trio.transfer")
 
 CHUNK: Final = 256 * 1024
+#: A receiver whose stream through a SOCKS5 proxy stalls this long with at most
+#: ``_HELD_MAX`` bytes left ends the session, which makes a sender like Dino close its
+#: connection and a relay like Prosody's pass on what it held back (``_release_held_tail``).
+_TAIL_GRACE: Final = 2.0
+_HELD_MAX: Final = 8192 + 16  # Prosody 0.12: its socket library's read buffer, and the tag
 _HASH_BATCH: Final = 1 << 20  # bytes handed to the hashing thread at once
 CONTENT_NAME: Final = "a-file-offer"
 REQUEST_NAME: Final = "a-file-request"
@@ -1356,13 +1362,19 @@ class FileTransfer:
         done = 0
         total = offset + length
         stalled = f"no data came from {session.peer}"
+        proxy = self._proxy_name(established)
+        tail = _Tail(length, secret.cipher.tag_size if secret else 0)
         with (
             _typed_errors(session.peer),
             unwrapped_errors(),
+            _stall_reported(tail, session.peer, proxy, total),
             _stall_guard(self._stall_timeout, stalled) as stall,
         ):
             async with trio.open_nursery() as n:
                 n.start_soon(session.watch)
+                if proxy is not None:
+                    n.start_soon(self._release_held_tail, session, tail, proxy)
+                tail.update(0)
                 to_hash, hashing = trio.open_memory_channel[list[bytes | bytearray]](2)
                 async with trio.open_nursery() as hash_nursery:
                     # Hashing runs in a thread (hashlib releases the GIL), overlapping the
@@ -1392,6 +1404,7 @@ class FileTransfer:
                                     batch, batched = [], 0
                                 done += len(chunk)
                                 stall.moved()
+                                tail.update(done)
                                 if progress:
                                     progress(offset + done, total)
                         if batch:
@@ -1402,6 +1415,49 @@ class FileTransfer:
                 f"the stream ended after {offset + done} of {total} bytes", "connectivity-error"
             )
         return _Digests(_as_dict(hasher), _as_dict(wire.hasher) if wire else {})
+
+    def _proxy_name(self, established: _Established) -> str | None:
+        """The SOCKS5 proxy ``established`` goes through (its JID if it is one of ours, and
+        its address), or None for a direct connection or IBB."""
+        if established.transport != "s5b-proxy":
+            return None
+        sock = getattr(established.stream, "socket", None)  # a SocketStream or a wrapper
+        try:
+            assert isinstance(sock, trio.socket.SocketType)
+            host, port = sock.getpeername()[:2]
+        except (AssertionError, OSError):
+            return "(address unknown)"
+        for known in self._proxies or ():
+            if known.port == port and known.host == host:
+                return f"{known.jid} ({host}:{port})"
+        return f"{host}:{port}"
+
+    async def _release_held_tail(self, session: _Session, tail: _Tail, proxy: str) -> None:
+        """The stream through ``proxy`` stopped with at most ``_HELD_MAX`` bytes (the tag
+        among them) left: end the session, so that a sender that keeps its connection open
+        until then (Dino) closes it, which makes a proxy that holds back the end of a stream
+        (Prosody 0.12) pass it on. The data is still checked (tag, hash) before the file gets
+        its name, and read only up to its announced size; see docs/protocol.rst."""
+        grace = _TAIL_GRACE
+        if self._stall_timeout is not None:
+            grace = min(grace, self._stall_timeout / 4)
+        await tail.near_end.wait()
+        seen = -1
+        while tail.done != seen:
+            seen = tail.done
+            await trio.sleep(grace)
+        log.info(
+            "the stream from %s through the SOCKS5 proxy %s stopped %d bytes before its end "
+            "for %g s: ending the session so the proxy passes on the rest",
+            session.peer,
+            proxy,
+            tail.left,
+            grace,
+        )
+        tail.released = True
+        await session.terminate(
+            "success", "all data sent; the end of the stream held back by the proxy is checked next"
+        )
 
     async def _verify_hash(self, session: _Session, file: FileDescription, got: _Digests) -> bool:
         """Check the received data against the announced hashes; ``False`` if there were none
@@ -1488,6 +1544,52 @@ class _StallWatch:
         if now - self._refreshed >= self._seconds / 4:
             self._refreshed = now
             self._scope.deadline = now + self._seconds * 1.25
+
+
+class _Tail:
+    """How far a receive loop got, for the task that watches the end of the stream."""
+
+    def __init__(self, length: int, trailer: int) -> None:
+        self.length = length  # the bytes the loop counts (plaintext)
+        self.trailer = trailer  # the bytes after them (the tag)
+        self.done = 0
+        self.near_end = trio.Event()  # at most _HELD_MAX bytes left
+        self.released = False  # the session was ended to make the sender close
+
+    def update(self, done: int) -> None:
+        self.done = done
+        if self.left <= _HELD_MAX:
+            self.near_end.set()
+
+    @property
+    def left(self) -> int:
+        return self.length - self.done + self.trailer
+
+
+@contextlib.contextmanager
+def _stall_reported(tail: _Tail, peer: JID, proxy: str | None, total: int) -> Iterator[None]:
+    """Say what was missing when the stall guard fired: :class:`TagTimeout` when the whole
+    ciphertext came but its tag did not, and the proxy the stream went through, if any."""
+    try:
+        yield
+    except TransferTimeout as exc:
+        if type(exc) is not TransferTimeout:
+            raise
+        via = ""
+        if proxy is not None:
+            via = (
+                f"; the stream came through the SOCKS5 proxy {proxy}, which did not pass on its end"
+            )
+            if tail.released:
+                via += " even after the session was ended"
+        if tail.trailer and tail.done == tail.length:
+            tag = f"the {tail.trailer}-byte authentication tag that follows them"
+            message = f"all {total} bytes of the file came from {peer} but not {tag} ({exc})"
+            raise TagTimeout(message + via, proxy) from exc
+        if via:
+            message = f"{exc}, {tail.left} bytes before the end{via}"
+            raise TransferTimeout(message, "timeout") from exc
+        raise
 
 
 @contextlib.contextmanager
