@@ -1553,12 +1553,13 @@ class _Tail:
         self.length = length  # the bytes the loop counts (plaintext)
         self.trailer = trailer  # the bytes after them (the tag)
         self.done = 0
-        self.near_end = trio.Event()  # at most _HELD_MAX bytes left
+        self.near_end = trio.Event()  # some bytes came, and at most _HELD_MAX are left
         self.released = False  # the session was ended to make the sender close
 
     def update(self, done: int) -> None:
         self.done = done
-        if self.left <= _HELD_MAX:
+        # A relay passes on the first 4 KiB it reads: it can hold back only after some came.
+        if done > 0 and self.left <= _HELD_MAX:
             self.near_end.set()
 
     @property
