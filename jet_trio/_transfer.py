@@ -1367,7 +1367,7 @@ class FileTransfer:
         with (
             _typed_errors(session.peer),
             unwrapped_errors(),
-            _stall_reported(tail, session.peer, proxy, total),
+            _stall_reported(tail, session.peer, proxy, total, self._stall_timeout),
             _stall_guard(self._stall_timeout, stalled) as stall,
         ):
             async with trio.open_nursery() as n:
@@ -1568,7 +1568,9 @@ class _Tail:
 
 
 @contextlib.contextmanager
-def _stall_reported(tail: _Tail, peer: JID, proxy: str | None, total: int) -> Iterator[None]:
+def _stall_reported(
+    tail: _Tail, peer: JID, proxy: str | None, total: int, seconds: float | None
+) -> Iterator[None]:
     """Say what was missing when the stall guard fired: :class:`TagTimeout` when the whole
     ciphertext came but its tag did not, and the proxy the stream went through, if any."""
     try:
@@ -1578,14 +1580,16 @@ def _stall_reported(tail: _Tail, peer: JID, proxy: str | None, total: int) -> It
             raise
         via = ""
         if proxy is not None:
-            via = (
-                f"; the stream came through the SOCKS5 proxy {proxy}, which did not pass on its end"
-            )
+            via = f"; the stream came through the SOCKS5 proxy {proxy}"
+            if tail.near_end.is_set():
+                via += ", which did not pass on its end"
             if tail.released:
                 via += " even after the session was ended"
         if tail.trailer and tail.done == tail.length:
             tag = f"the {tail.trailer}-byte authentication tag that follows them"
-            message = f"all {total} bytes of the file came from {peer} but not {tag} ({exc})"
+            message = f"all {total} bytes of the file came from {peer} but not {tag}"
+            if seconds is not None:
+                message += f", for {seconds:g} s"
             raise TagTimeout(message + via, proxy) from exc
         if via:
             message = f"{exc}, {tail.left} bytes before the end{via}"
