@@ -9,6 +9,8 @@ docs/interop.rst). A receiver slower than the sender makes the relay pause.
 
 The Dino-like sender is jet-trio's own sender with its end-of-file after the tag left out; the
 slow receiver is jet-trio's receiver reading its transport in small pieces with short sleeps.
+``tests/functional/test_held_tail.py`` checks the same with a test relay that always holds
+back the end.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from jet_trio._transfer import FileTransfer, _Established, open_file_transfer
 from ..functional.conftest import (
     Outcome,
     assert_not_stored_maybe_resumable,
+    dino_like_sender,
     make_file,
+    never_closing_sender,
     run_transfer,
 )
 from ._servers import ServerInfo
@@ -40,26 +44,6 @@ pytestmark = pytest.mark.integration
 
 SIZE = 1 << 20  # the size of the files that failed with Dino
 STALL = 5.0
-
-
-class NoHalfClose(trio.abc.SendStream):
-    """A send stream whose end of file is never sent: the connection stays open until the
-    session ends and the sender's cleanup closes it (what Dino does)."""
-
-    def __init__(self, inner: trio.abc.Stream) -> None:
-        self.inner = inner
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        pass  # the cleanup of the session closes the socket, after session-terminate
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
 
 
 class SlowReceive(trio.abc.ReceiveStream):
@@ -79,18 +63,6 @@ class SlowReceive(trio.abc.ReceiveStream):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-
-def dino_like_sender(ft: FileTransfer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``ft`` sends like Dino: no end of file after the tag (the stream is not a
-    ``SocketStream`` any more, so ``_send_data`` closes it instead, which is a no-op)."""
-    original = ft._send_data
-
-    async def send_data(session: Any, established: _Established, *args: Any) -> int:
-        held = dataclasses.replace(established, stream=NoHalfClose(established.stream))  # type: ignore[arg-type]
-        return await original(session, held, *args)
-
-    monkeypatch.setattr(ft, "_send_data", send_data)
 
 
 def slow_receiver(ft: FileTransfer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -194,15 +166,6 @@ async def receive_failing(
             await fa.send_file(src, fb.client.jid, encrypt=JET_STUB)
     assert failed, "the receiver did not fail"
     return failed[0]
-
-
-def never_closing_sender(ft: FileTransfer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``ft`` keeps its connection open even after the receiver ended the session."""
-
-    async def expect_success(session: Any) -> None:
-        await trio.sleep_forever()
-
-    monkeypatch.setattr(ft, "_expect_success", expect_success)
 
 
 @pytest.mark.parametrize("direct_host", [None, "127.0.0.1"], ids=["proxy", "direct"])
