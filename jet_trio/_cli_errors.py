@@ -24,6 +24,7 @@ from ._transfer_types import (
     IntegrityError,
     JETError,
     NameTaken,
+    TagTimeout,
     TransferCancelled,
     TransferDeclined,
     TransferError,
@@ -163,6 +164,16 @@ def _transfer_failure(exc: TransferError) -> Failure:
         return Failure(ExitCode.PEER, "declined", msg, "The peer said no.", jingle)
     if isinstance(exc, TransferCancelled):
         return Failure(ExitCode.PEER, "cancelled", msg, "Start the transfer again.", jingle)
+    if isinstance(exc, TagTimeout):
+        where = f"the SOCKS5 proxy {exc.proxy} held it back" if exc.proxy else "it never came"
+        return Failure(
+            ExitCode.TIMEOUT,
+            "timeout",
+            msg,
+            f"The file arrived but not its authentication tag ({where}); nothing was stored "
+            "under its name. Resume it if it was kept, or ask for it again.",
+            jingle,
+        )
     if isinstance(exc, TransferTimeout):
         return Failure(
             ExitCode.TIMEOUT, "timeout", msg, "The peer stopped responding; try again.", jingle

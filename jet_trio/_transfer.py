@@ -97,6 +97,7 @@ from ._transfer_types import (
     JETError,
     NameTaken,
     ProgressCallback,
+    TagTimeout,
     TransferCancelled,
     TransferDeclined,
     TransferError,
@@ -112,6 +113,11 @@ __all__ = ["FileTransfer", "IncomingOffer", "envelope_strength", "open_file_tran
 log = logging.getLogger("jet_trio.transfer")
 
 CHUNK: Final = 256 * 1024
+#: A receiver whose stream through a SOCKS5 proxy stalls this long with at most
+#: ``_HELD_MAX`` bytes left ends the session, which makes a sender like Dino close its
+#: connection and a relay like Prosody's pass on what it held back (``_release_held_tail``).
+_TAIL_GRACE: Final = 2.0
+_HELD_MAX: Final = 8192 + 16  # Prosody 0.12: its socket library's read buffer, and the tag
 _HASH_BATCH: Final = 1 << 20  # bytes handed to the hashing thread at once
 CONTENT_NAME: Final = "a-file-offer"
 REQUEST_NAME: Final = "a-file-request"
@@ -1742,13 +1748,19 @@ class FileTransfer:
         total = offset + length
         session.data_phase = True
         stalled = f"no data came from {session.peer}"
+        proxy = self._proxy_name(established)
+        tail = _Tail(length, secret.cipher.tag_size if secret else 0)
         with (
             _typed_errors(session.peer),
             unwrapped_errors(),
+            _stall_reported(tail, session.peer, proxy, total, self._stall_timeout),
             self._stall_guard(stalled) as stall,
         ):
             async with trio.open_nursery() as n:
                 n.start_soon(session.watch)
+                if proxy is not None:
+                    n.start_soon(self._release_held_tail, session, tail, proxy)
+                tail.update(0)
                 to_hash, hashing = trio.open_memory_channel[list[bytes | bytearray]](2)
                 async with trio.open_nursery() as hash_nursery:
                     # Hashing runs in a thread (hashlib releases the GIL), overlapping the
@@ -1778,6 +1790,7 @@ class FileTransfer:
                                     batch, batched = [], 0
                                 done += len(chunk)
                                 stall.moved(len(chunk))
+                                tail.update(done)
                                 if progress:
                                     progress(offset + done, total)
                         if batch:
@@ -1788,6 +1801,49 @@ class FileTransfer:
                 f"the stream ended after {offset + done} of {total} bytes", "connectivity-error"
             )
         return _Digests(_as_dict(hasher), _as_dict(wire.hasher) if wire else {})
+
+    def _proxy_name(self, established: _Established) -> str | None:
+        """The SOCKS5 proxy ``established`` goes through (its JID if it is one of ours, and
+        its address), or None for a direct connection or IBB."""
+        if established.transport != "s5b-proxy":
+            return None
+        sock = getattr(established.stream, "socket", None)  # a SocketStream or a wrapper
+        try:
+            assert isinstance(sock, trio.socket.SocketType)
+            host, port = sock.getpeername()[:2]
+        except (AssertionError, OSError):
+            return "(address unknown)"
+        for known in self._proxies or ():
+            if known.port == port and known.host == host:
+                return f"{known.jid} ({host}:{port})"
+        return f"{host}:{port}"
+
+    async def _release_held_tail(self, session: _Session, tail: _Tail, proxy: str) -> None:
+        """The stream through ``proxy`` stopped with at most ``_HELD_MAX`` bytes (the tag
+        among them) left: end the session, so that a sender that keeps its connection open
+        until then (Dino) closes it, which makes a proxy that holds back the end of a stream
+        (Prosody 0.12) pass it on. The data is still checked (tag, hash) before the file gets
+        its name, and read only up to its announced size; see docs/protocol.rst."""
+        grace = _TAIL_GRACE
+        if self._stall_timeout is not None:
+            grace = min(grace, self._stall_timeout / 4)
+        await tail.near_end.wait()
+        seen = -1
+        while tail.done != seen:
+            seen = tail.done
+            await trio.sleep(grace)
+        log.info(
+            "the stream from %s through the SOCKS5 proxy %s stopped %d bytes before its end "
+            "for %g s: ending the session so the proxy passes on the rest",
+            session.peer,
+            proxy,
+            tail.left,
+            grace,
+        )
+        tail.released = True
+        await session.terminate(
+            "success", "all data sent; the end of the stream held back by the proxy is checked next"
+        )
 
     async def _verify_hash(self, session: _Session, file: FileDescription, got: _Digests) -> bool:
         """Check the received data against the announced hashes; ``False`` if there were none
@@ -1944,6 +2000,57 @@ def _within_or_never(seconds: float | None, what: str) -> Iterator[None]:
         return
     with _within(seconds, what):
         yield
+
+
+class _Tail:
+    """How far a receive loop got, for the task that watches the end of the stream."""
+
+    def __init__(self, length: int, trailer: int) -> None:
+        self.length = length  # the bytes the loop counts (plaintext)
+        self.trailer = trailer  # the bytes after them (the tag)
+        self.done = 0
+        self.near_end = trio.Event()  # some bytes came, and at most _HELD_MAX are left
+        self.released = False  # the session was ended to make the sender close
+
+    def update(self, done: int) -> None:
+        self.done = done
+        # A relay passes on the first 4 KiB it reads: it can hold back only after some came.
+        if done > 0 and self.left <= _HELD_MAX:
+            self.near_end.set()
+
+    @property
+    def left(self) -> int:
+        return self.length - self.done + self.trailer
+
+
+@contextlib.contextmanager
+def _stall_reported(
+    tail: _Tail, peer: JID, proxy: str | None, total: int, seconds: float | None
+) -> Iterator[None]:
+    """Say what was missing when the stall guard fired: :class:`TagTimeout` when the whole
+    ciphertext came but its tag did not, and the proxy the stream went through, if any."""
+    try:
+        yield
+    except TransferTimeout as exc:
+        if type(exc) is not TransferTimeout:
+            raise
+        via = ""
+        if proxy is not None:
+            via = f"; the stream came through the SOCKS5 proxy {proxy}"
+            if tail.near_end.is_set():
+                via += ", which did not pass on its end"
+            if tail.released:
+                via += " even after the session was ended"
+        if tail.trailer and tail.done == tail.length:
+            tag = f"the {tail.trailer}-byte authentication tag that follows them"
+            message = f"all {total} bytes of the file came from {peer} but not {tag}"
+            if seconds is not None:
+                message += f", for {seconds:g} s"
+            raise TagTimeout(message + via, proxy) from exc
+        if via:
+            message = f"{exc}, {tail.left} bytes before the end{via}"
+            raise TransferTimeout(message, "timeout") from exc
+        raise
 
 
 @contextlib.contextmanager

@@ -93,6 +93,17 @@ class NameTaken(TransferError):
         self.result: TransferResult | None = None
 
 
+class TagTimeout(TransferTimeout):
+    """Every byte of an encrypted file arrived but not the authentication tag that follows
+    them, within ``stall_timeout``: nothing was stored under the file's name (a download
+    with a hash is kept for resuming). ``proxy`` names the SOCKS5 proxy the stream went
+    through, if any: a relay that holds back the end of a stream (see the interop notes)."""
+
+    def __init__(self, message: str, proxy: str | None = None) -> None:
+        super().__init__(message, "timeout")
+        self.proxy = proxy
+
+
 class TransportFailed(TransferError):
     """No transport could be established, or it broke during the transfer."""
 

@@ -38,6 +38,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.rst"
         (FileExistsError(17, "exists"), 10, "file"),
         (trio.TooSlowError(), 11, "timeout"),
         (jet_trio.TransferTimeout("peer silent", "timeout"), 11, "timeout"),
+        (jet_trio.TagTimeout("no tag", "proxy.example (192.0.2.1:7777)"), 11, "timeout"),
         (jet_trio.TransferError("odd", "general-error"), 12, "transfer"),
         (jet_trio.RemoteProtocolError("bad xml"), 12, "protocol"),
         (jet_trio.InvalidJID("@@"), 2, "usage"),
@@ -59,6 +60,16 @@ def test_group_reports_the_most_specific() -> None:
         [trio.Cancelled._create(), jet_trio.TransferError("peer ended"), jet_trio.JETError("tag")],
     )
     assert classify(group).code is ExitCode.ENCRYPTION
+
+
+@pytest.mark.parametrize("proxy", [None, "proxy.example (192.0.2.1:7777)"])
+def test_tag_timeout_hint_names_the_proxy_not_the_peer(proxy: str | None) -> None:
+    """A tag that never came is not reported as a peer that stopped responding; the hint
+    names the proxy when there was one."""
+    hint = classify(jet_trio.TagTimeout("all 10 bytes came but not the tag", proxy)).hint
+    assert "peer stopped responding" not in hint
+    assert "authentication tag" in hint
+    assert (proxy in hint) if proxy else ("proxy" not in hint)
 
 
 def test_cli_error_keeps_its_failure() -> None:

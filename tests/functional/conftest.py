@@ -14,6 +14,7 @@ the clients and the proxy), the test plugins :class:`TestEnvelope` and :class:`C
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -65,7 +66,10 @@ class Relay:
 
     Bytes a client sends after its SOCKS5 handshake pass through :attr:`mangle` (``None``: as is).
     With :attr:`cut_after` set, a client's payload is forwarded only up to that many bytes (once
-    it sent some), then its connection to the proxy is closed (a truncation).
+    it sent some), then its connection to the proxy is closed (a truncation). With
+    :attr:`hold_tail` set, the last that many bytes a client sent are held back until it
+    closes its connection or half-closes it (what Prosody 0.12's proxy65 can do, see
+    docs/protocol.rst).
     :attr:`payload_seen` and :attr:`payload_forwarded` count payload bytes over all clients.
     """
 
@@ -77,6 +81,7 @@ class Relay:
     port: int = 0
     mangle: Mangle | None = None
     cut_after: int | None = None
+    hold_tail: int = 0
     payload_seen: int = 0
     payload_forwarded: int = 0
     data_started: trio.Event = field(default_factory=trio.Event)
@@ -98,6 +103,7 @@ class Relay:
         offset = -SOCKS5_CLIENT_HEADER  # position in this connection's payload
         forwarded = 0
         cut = False
+        held = b""
         try:
             while data := await src.receive_some(65536):
                 head = b""
@@ -112,6 +118,9 @@ class Relay:
                     if self.cut_after is not None:
                         out = out[: max(0, self.cut_after - forwarded)]
                         cut = forwarded + len(out) >= self.cut_after
+                    if self.hold_tail:
+                        out = held + out
+                        out, held = out[: -self.hold_tail], out[-self.hold_tail :]
                     forwarded += len(out)
                     self.payload_forwarded += len(out)
                     data = out
@@ -120,6 +129,10 @@ class Relay:
                 if cut:
                     break
             if not cut:
+                if held:
+                    await dst.send_all(held)
+                    forwarded += len(held)
+                    self.payload_forwarded += len(held)
                 await dst.send_eof()
                 return
             # Truncate: the proxy side ends here; whatever the client still sends is dropped.
@@ -266,6 +279,48 @@ class CipherPlugin:
     @hookimpl
     def jet_register_ciphers(self) -> list[Cipher]:
         return [self.cipher]
+
+
+# -- senders like Dino ---------------------------------------------------------------------------
+
+
+class NoHalfClose(trio.abc.SendStream):
+    """A send stream whose end of file is never sent: the connection stays open until the
+    session ends and the sender's cleanup closes it (what Dino does)."""
+
+    def __init__(self, inner: trio.abc.SendStream) -> None:
+        self.inner = inner
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        pass  # the cleanup of the session closes the socket, after session-terminate
+
+
+def dino_like_sender(ft: FileTransfer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ft`` sends like Dino: no end of file after the last byte (the stream is not a
+    ``SocketStream`` any more, so ``_send_data`` closes it instead, which is a no-op); the
+    connection is closed when the session has ended."""
+    original = ft._send_data
+
+    async def send_data(session: Any, established: Any, *args: Any) -> int:
+        held = dataclasses.replace(established, stream=NoHalfClose(established.stream))
+        return await original(session, held, *args)
+
+    monkeypatch.setattr(ft, "_send_data", send_data)
+
+
+def never_closing_sender(ft: FileTransfer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ft`` keeps its connection open even after the receiver ended the session."""
+
+    async def expect_success(session: Any) -> None:
+        await trio.sleep_forever()
+
+    monkeypatch.setattr(ft, "_expect_success", expect_success)
 
 
 # -- the network ---------------------------------------------------------------------------------

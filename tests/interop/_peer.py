@@ -23,11 +23,13 @@ SIZE = 200_000
 
 @asynccontextmanager
 async def jet_peer(
-    lab: Lab, resource: str, *, omemo_dir: Path | None = None
+    lab: Lab, resource: str, *, omemo_dir: Path | None = None, **ft_options: Any
 ) -> AsyncIterator[tuple[Client, FileTransfer, Any]]:
     """jet-trio logged in as ``bob`` with file transfer on (caps: file-transfer:5, S5B, IBB),
     once Dino's resource is available. With ``omemo_dir``, OMEMO (jet-trio-omemo) runs first,
-    so the JET-OMEMO envelopes are offered; the third item is then the OMEMO session."""
+    so the JET-OMEMO envelopes are offered; the third item is then the OMEMO session.
+    ``ft_options`` go to ``open_file_transfer`` (``direct_host=None``: no direct candidate,
+    as behind a NAT, so the transfer goes through Prosody's proxy)."""
     info = lab.prosody.info
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(
@@ -46,7 +48,9 @@ async def jet_peer(
             with trio.fail_after(30):
                 omemo = await stack.enter_async_context(open_omemo(client, omemo_dir))
         ft = await stack.enter_async_context(
-            open_file_transfer(client, direct_addresses=["127.0.0.1"], use_proxies=True)
+            open_file_transfer(
+                client, **{"direct_addresses": ["127.0.0.1"], "use_proxies": True, **ft_options}
+            )
         )
         with trio.fail_after(20):
             await client.wait_available(lab.dino_jid)
