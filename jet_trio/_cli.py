@@ -12,15 +12,19 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import click
-import trio
 
 from . import __version__
-from ._cli_account import AccountOptions
-from ._cli_errors import CLIError, ExitCode, Failure, classify
-from ._cli_output import Output, setup_logging
+from ._cli_errors import CLIError, ExitCode, Failure
+
+if TYPE_CHECKING:
+    from ._cli_account import AccountOptions
+    from ._cli_output import Output
+
+# Start-up time matters (``jet-trio --help`` should answer at once): trio, rich and the library
+# itself are imported by the command that runs, not by this module.
 
 __all__ = ["cli", "main"]
 
@@ -30,6 +34,10 @@ TRANSPORTS = ("auto", "s5b", "ibb")
 
 def _run(out: Output, fn: Callable[[], Awaitable[int]]) -> int:
     """Run ``fn`` under trio; turn any exception into its exit code (and one error line)."""
+    import trio
+
+    from ._cli_errors import classify
+
     try:
         return int(trio.run(fn))
     except BaseException as exc:  # every failure becomes an exit code
@@ -118,6 +126,8 @@ def account_options(fn: F) -> F:
 
 
 def _account(kw: dict[str, Any]) -> AccountOptions:
+    from ._cli_account import AccountOptions
+
     return AccountOptions(
         account=kw.pop("account"),
         password_file=kw.pop("password_file"),
@@ -143,6 +153,8 @@ def command(fn: Callable[..., Callable[[Output], Awaitable[int]]]) -> Callable[.
 
     @wraps(fn)
     def wrapper(*, json_mode: bool, debug: bool, **kw: Any) -> int:
+        from ._cli_output import Output, setup_logging
+
         setup_logging(debug)
         out = Output(json_mode=json_mode, debug=debug)
         try:
@@ -579,5 +591,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _usage_failure(failure: Failure, json_mode: bool) -> None:
+    from ._cli_output import Output
+
     out = Output(json_mode=json_mode, debug=False)
     out.failure(failure)

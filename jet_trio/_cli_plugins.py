@@ -19,6 +19,7 @@ __all__ = [
     "describe_plugins",
     "loaded_omemo",
     "make_plugins",
+    "may_use_omemo",
     "resolve_envelope",
     "short_envelope_name",
 ]
@@ -62,6 +63,15 @@ def make_plugins(
         allow_stub_envelope=allow_stub, account=account, data_dir=data_dir, client=client
     )
     return PluginManager(config)
+
+
+def may_use_omemo(name: str | None) -> bool:
+    """Whether ``--envelope name`` can end up with OMEMO (the default can): the OMEMO session is
+    started only then."""
+    if name is None:
+        return True
+    key = name.strip()
+    return key.lower() == "omemo" or key in ENVELOPE_NAMES["omemo"]
 
 
 def wants_stub(name: str | None) -> bool:

@@ -31,14 +31,16 @@ def _optional(module: str) -> ModuleType | None:
 
 @asynccontextmanager
 async def envelope_sessions(
-    out: Output, client: Client, data_dir: Path | None
+    out: Output, client: Client, data_dir: Path | None, *, omemo_wanted: bool = True
 ) -> AsyncIterator[None]:
     """Run the sessions of installed envelope plugins while the block runs (before plugins load).
 
     A plugin that fails to start is reported as a warning and left out; the others go on.
+    ``omemo_wanted=False`` (a command that cannot use OMEMO, such as ``send --envelope stub``)
+    leaves the OMEMO session, and the import of its libraries, out.
     """
     async with AsyncExitStack() as stack:
-        omemo: Any = _optional("jet_trio_omemo")
+        omemo: Any = _optional("jet_trio_omemo") if omemo_wanted else None
         if omemo is not None and data_dir is not None and hasattr(omemo, "open_omemo"):
             try:
                 await stack.enter_async_context(omemo.open_omemo(client, data_dir))

@@ -17,6 +17,7 @@ from ._cli_output import Output, human_size
 from ._cli_plugins import (
     default_envelope,
     make_plugins,
+    may_use_omemo,
     resolve_envelope,
     short_envelope_name,
     wants_stub,
@@ -110,7 +111,7 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
     data_dir = account.account_data_dir(jid)
     async with (
         connect(account, jid, presence=False) as client,
-        envelope_sessions(out, client, data_dir),
+        envelope_sessions(out, client, data_dir, omemo_wanted=may_use_omemo(opts.envelope)),
     ):
         plugins = make_plugins(
             account=client.jid,

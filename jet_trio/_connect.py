@@ -8,13 +8,8 @@ import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import dns.asyncresolver
-import dns.exception
-import dns.name
-import dns.rdtypes.IN.SRV
-import dns.resolver
 import trio
 
 from ._errors import JetError, XMLError
@@ -31,6 +26,9 @@ from ._negotiation import (
 from ._sasl import DEFAULT_MECHANISMS
 from ._stanza import stream_error_element
 from ._xml import DEFAULT_MAX_STANZA_BYTES, Event, XMLStreamParser, serialize, stream_footer
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
 
 __all__ = ["ConnectionFailed", "DNSError", "Security", "connect_stream", "make_ssl_context"]
 
@@ -66,6 +64,14 @@ async def _srv_targets(
     domain: str, security: Security, resolver: dns.asyncresolver.Resolver | None = None
 ) -> list[_Target]:
     """SRV targets for ``domain`` (RFC 6120 3.2, XEP-0368 for direct TLS), best first."""
+    # dnspython is imported here, not with the module: a client given its server's address
+    # (tests, the command line's --server) never pays for it.
+    import dns.asyncresolver
+    import dns.exception
+    import dns.name
+    import dns.rdtypes.IN.SRV
+    import dns.resolver
+
     if resolver is None:
         resolver = dns.asyncresolver.Resolver()
     services = [("_xmpps-client._tcp", True)] if security == "direct" else []

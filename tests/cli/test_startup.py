@@ -1,0 +1,110 @@
+"""Start-up cost: what the package and the command-line tool import before they need it.
+
+Each check runs a fresh interpreter (``sys.modules`` of the test process is already full) and
+looks at the modules it loaded: a regression brings back hundreds of milliseconds of imports on
+every ``jet-trio`` run (see ``bench/bench_startup.py`` for the times).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import jet_trio
+
+from ._run import cli_env
+from .conftest import LocalServer
+from .test_send_receive import payload, send_and_receive
+
+HAVE_OMEMO = importlib.util.find_spec("jet_trio_omemo") is not None
+# Heavy dependencies that neither ``import jet_trio`` nor ``jet-trio --help`` need.
+HEAVY = ("trio", "rich", "lxml", "cryptography", "dns", "pluggy", "scramp", "precis_i18n")
+
+
+def loaded_after(code: str, tmp_path: Path) -> set[str]:
+    """The top-level packages (and jet_trio modules) a fresh interpreter has after ``code``."""
+    script = (
+        f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)), file=sys.__stdout__)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-P", "-c", script],
+        env=cli_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    names: list[str] = json.loads(proc.stdout.splitlines()[-1])
+    return {n if n.startswith("jet_trio") else n.split(".")[0] for n in names}
+
+
+def run_cli(*args: str) -> str:
+    return (
+        "from jet_trio.__main__ import main\n"
+        f"sys.argv = ['jet-trio', *{list(args)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code"
+    )
+
+
+def test_import_jet_trio_loads_no_dependency(tmp_path: Path) -> None:
+    loaded = loaded_after("import jet_trio", tmp_path)
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+    assert not {m for m in loaded if m.startswith("jet_trio.")}
+
+
+@pytest.mark.parametrize("args", [["--help"], ["send", "--help"], ["--version"]])
+def test_help_loads_no_library(tmp_path: Path, args: list[str]) -> None:
+    loaded = loaded_after(run_cli(*args), tmp_path)
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+    assert "jet_trio._client" not in loaded
+    assert "jet_trio._transfer" not in loaded
+
+
+def test_client_given_its_server_needs_no_dns(tmp_path: Path) -> None:
+    """dnspython is only imported for an SRV lookup, which --server (host given) skips."""
+    loaded = loaded_after("import jet_trio._client, jet_trio._cli_transfer", tmp_path)
+    assert "trio" in loaded  # the check sees imports at all
+    assert "dns" not in loaded
+
+
+def test_public_names_resolve_on_first_use() -> None:
+    for name in jet_trio.__all__:
+        value = getattr(jet_trio, name)
+        if name != "__version__":
+            module = importlib.import_module(f"jet_trio.{jet_trio._LAZY[name]}")
+            assert value is getattr(module, name), name
+    assert set(jet_trio._LAZY) == set(jet_trio.__all__) - {"__version__"}
+    assert set(jet_trio.__all__) <= set(dir(jet_trio))
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
+        jet_trio.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_star_import_gives_every_public_name(tmp_path: Path) -> None:
+    loaded = loaded_after(
+        "from jet_trio import *\nassert open_file_transfer and Client and TransferResult",
+        tmp_path,
+    )
+    assert "jet_trio._transfer" in loaded
+
+
+@pytest.mark.skipif(not HAVE_OMEMO, reason="jet-trio-omemo is not installed")
+async def test_stub_send_does_not_start_omemo(tmp_path: Path, local_server: LocalServer) -> None:
+    """``send --envelope stub`` cannot use OMEMO: no OMEMO session, nothing published. The
+    receiver (which may get an OMEMO offer) still starts it."""
+    src = payload(tmp_path, 1000)
+    sent, received = await send_and_receive(
+        tmp_path, local_server, [str(src), "--envelope", "stub"], ["--accept-stub"]
+    )
+    assert sent.returncode == 0 and received.returncode == 0, (sent.stderr, received.stderr)
+    devicelist = "eu.siacs.conversations.axolotl.devicelist"
+    assert local_server.server.pep_items("bob", devicelist)
+    assert not local_server.server.pep_items("alice", devicelist)
+    assert not (tmp_path / "xdg" / "jet-trio" / "alice@localhost" / "omemo").exists()
