@@ -123,6 +123,43 @@ async def _tls_wrap(
     return tls
 
 
+_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+class QuickAckStream(trio.abc.HalfCloseableStream):
+    """The client-to-server TCP stream, acknowledging what arrives at once.
+
+    Servers that leave Nagle's algorithm on (Prosody by default) hold a small stanza back
+    until the previous one is acknowledged, and Linux delays that acknowledgement by up to
+    40 ms in an interactive exchange: stanzas the server sends back to back (an iq result, then
+    the peer's next Jingle action) then arrive 40 ms apart. ``TCP_QUICKACK``, set again after
+    every read (Linux clears it by itself), makes each acknowledgement immediate. Our own
+    sends need nothing: trio sets ``TCP_NODELAY``.
+    """
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.transport_stream = stream
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        data = await self.transport_stream.receive_some(max_bytes)
+        if _TCP_QUICKACK is not None and data:
+            with contextlib.suppress(OSError):  # best effort: never fail a read for it
+                self.transport_stream.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.transport_stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.transport_stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.transport_stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self.transport_stream.aclose()
+
+
 async def _open_tcp(targets: Sequence[_Target]) -> tuple[trio.SocketStream, _Target]:
     errors: list[str] = []
     unresolved = 0
@@ -175,7 +212,7 @@ async def connect_stream(
     """
     targets = await _resolve(jid.domain, host, port, security)
     tcp, target = await _open_tcp(targets)
-    stream: trio.abc.Stream = tcp
+    stream: trio.abc.Stream = QuickAckStream(tcp)
     ctx = ssl_context or make_ssl_context()
     try:
         if target.direct_tls:
