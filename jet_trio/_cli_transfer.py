@@ -20,6 +20,7 @@ from ._cli_plugins import (
     may_use_omemo,
     resolve_envelope,
     short_envelope_name,
+    wanted_envelopes,
     wants_stub,
 )
 from ._cli_sessions import envelope_sessions
@@ -118,6 +119,7 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
             client=client,
             data_dir=data_dir,
             allow_stub=wants_stub(opts.envelope),
+            envelopes=wanted_envelopes(opts.envelope),
         )
         report_load_errors(out, plugins)
         namespace = _choose_envelope(out, opts.envelope, plugins)

@@ -17,12 +17,14 @@ from pathlib import Path
 import pytest
 
 import jet_trio
+from jet_trio._cli_plugins import may_use_omemo, wanted_envelopes
 
 from ._run import cli_env
 from .conftest import LocalServer
 from .test_send_receive import payload, send_and_receive
 
 HAVE_OMEMO = importlib.util.find_spec("jet_trio_omemo") is not None
+HAVE_OPENPGP = importlib.util.find_spec("jet_trio_openpgp") is not None
 # Heavy dependencies that neither ``import jet_trio`` nor ``jet-trio --help`` need.
 HEAVY = ("trio", "rich", "lxml", "cryptography", "dns", "pluggy", "scramp", "precis_i18n")
 
@@ -97,8 +99,8 @@ def test_star_import_gives_every_public_name(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not HAVE_OMEMO, reason="jet-trio-omemo is not installed")
 async def test_stub_send_does_not_start_omemo(tmp_path: Path, local_server: LocalServer) -> None:
-    """``send --envelope stub`` cannot use OMEMO: no OMEMO session, nothing published. The
-    receiver (which may get an OMEMO offer) still starts it."""
+    """``send --envelope stub`` cannot use OMEMO or OpenPGP: no OMEMO session, no OpenPGP key,
+    nothing published. The receiver (which may get any offer) still starts both."""
     src = payload(tmp_path, 1000)
     sent, received = await send_and_receive(
         tmp_path, local_server, [str(src), "--envelope", "stub"], ["--accept-stub"]
@@ -107,4 +109,26 @@ async def test_stub_send_does_not_start_omemo(tmp_path: Path, local_server: Loca
     devicelist = "eu.siacs.conversations.axolotl.devicelist"
     assert local_server.server.pep_items("bob", devicelist)
     assert not local_server.server.pep_items("alice", devicelist)
-    assert not (tmp_path / "xdg" / "jet-trio" / "alice@localhost" / "omemo").exists()
+    alice_data = tmp_path / "xdg" / "jet-trio" / "alice@localhost"
+    assert not (alice_data / "omemo").exists()
+    if HAVE_OPENPGP:
+        keys = "urn:xmpp:openpgp:0:public-keys"
+        assert local_server.server.pep_items("bob", keys)
+        assert not local_server.server.pep_items("alice", keys)
+        assert not (alice_data / "openpgp").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "wanted"),
+    [
+        (None, None),
+        ("none", frozenset()),
+        ("stub", frozenset({"urn:xmpp:encryption:stub:0"})),
+        (" OMEMO ", frozenset({"eu.siacs.conversations.axolotl", "urn:xmpp:omemo:2"})),
+        ("urn:xmpp:omemo:2", frozenset({"urn:xmpp:omemo:2"})),
+        ("openpgp", frozenset({"urn:xmpp:openpgp:0"})),
+    ],
+)
+def test_wanted_envelopes(name: str | None, wanted: frozenset[str] | None) -> None:
+    assert wanted_envelopes(name) == wanted
+    assert may_use_omemo(name) == (wanted is None or "urn:xmpp:omemo:2" in wanted)
