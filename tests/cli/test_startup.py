@@ -77,6 +77,27 @@ def test_client_given_its_server_needs_no_dns(tmp_path: Path) -> None:
     assert "dns" not in loaded
 
 
+def test_plugin_manager_needs_no_cipher_library_until_a_key_is_used(tmp_path: Path) -> None:
+    """Every process loads the cipher plugins; an unencrypted one never needs cryptography."""
+    loaded = loaded_after(
+        "from jet_trio.plugin import PluginManager\n"
+        "pm = PluginManager(entry_points=True)\n"
+        "assert pm.ciphers and not pm.load_errors, pm.load_errors\n"
+        "assert 'cryptography' not in sys.modules\n"
+        "from jet_trio.plugin import TransportSecret\n"
+        "for cipher in pm.ciphers:\n"
+        "    secret = TransportSecret.generate(cipher)\n"
+        "    enc = cipher.new_encryptor(secret.key, secret.iv)\n"
+        "    data = enc.update(b'x' * 100)\n"
+        "    tag = enc.finalize()\n"
+        "    dec = cipher.new_decryptor(secret.key, secret.iv)\n"
+        "    assert dec.update(data) == b'x' * 100\n"
+        "    dec.finalize(tag)",
+        tmp_path,
+    )
+    assert "cryptography" in loaded  # once a key was used
+
+
 def test_public_names_resolve_on_first_use() -> None:
     for name in jet_trio.__all__:
         value = getattr(jet_trio, name)
