@@ -40,6 +40,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -214,6 +215,8 @@ def main() -> int:
     parser.add_argument("--no-send", action="store_true", help="skip the 1 KiB transfers")
     parser.add_argument("--json", type=Path, help="also write the samples here")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so that the server and the children are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("JET_TRIO_")}
@@ -292,6 +295,7 @@ def main() -> int:
     finally:
         if server is not None:
             server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     _report(samples, offer_seconds, sides, args.repeat)
     if args.json:
