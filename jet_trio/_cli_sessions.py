@@ -41,9 +41,13 @@ async def envelope_sessions(
     """
     async with AsyncExitStack() as stack:
         omemo: Any = _optional("jet_trio_omemo") if omemo_wanted else None
-        if omemo is not None and data_dir is not None and hasattr(omemo, "open_omemo"):
+        if omemo is not None and data_dir is not None:
             try:
-                await stack.enter_async_context(omemo.open_omemo(client, data_dir))
+                # The plugin imports its libraries here (on first use): a missing or broken
+                # one raises now, and is reported like any other failure to start.
+                open_omemo = getattr(omemo, "open_omemo", None)
+                if open_omemo is not None:
+                    await stack.enter_async_context(open_omemo(client, data_dir))
             except Exception as exc:  # a broken plugin must not stop the others
                 out.warn(f"OMEMO could not start for {client.jid.bare}, it is not used: {exc}")
         yield

@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,3 +154,32 @@ async def test_stub_send_does_not_start_omemo(tmp_path: Path, local_server: Loca
 def test_wanted_envelopes(name: str | None, wanted: frozenset[str] | None) -> None:
     assert wanted_envelopes(name) == wanted
     assert may_use_omemo(name) == (wanted is None or "urn:xmpp:omemo:2" in wanted)
+
+
+class _BrokenOmemo:
+    """A plugin package whose libraries fail to import on first use (as a lazy one does)."""
+
+    def __getattr__(self, name: str) -> object:
+        raise ImportError("No module named 'oldmemo'")
+
+
+async def test_omemo_libraries_missing_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The plugin package imports, its libraries do not: OMEMO is left out with a warning,
+    as when its start fails, and the command goes on."""
+    from types import SimpleNamespace
+
+    from jet_trio import _cli_sessions
+    from jet_trio._cli_output import Output
+
+    monkeypatch.setattr(_cli_sessions, "_optional", lambda name: _BrokenOmemo())
+    client: Any = SimpleNamespace(jid=jet_trio.JID("alice@example.org/x"))
+    ran = False
+    async with _cli_sessions.envelope_sessions(
+        Output(json_mode=False, debug=False), client, tmp_path
+    ):
+        ran = True
+    assert ran
+    err = capsys.readouterr().err
+    assert "OMEMO could not start for alice@example.org" in err and "oldmemo" in err
