@@ -10,6 +10,7 @@ imported by name so that it is not a dependency.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 from ._cli_output import Output
 from ._client import Client
 
-__all__ = ["envelope_sessions"]
+__all__ = ["envelope_sessions", "omemo_running"]
 
 
 def _optional(module: str) -> ModuleType | None:
@@ -51,3 +52,9 @@ async def envelope_sessions(
             except Exception as exc:  # a broken plugin must not stop the others
                 out.warn(f"OMEMO could not start for {client.jid.bare}, it is not used: {exc}")
         yield
+
+
+def omemo_running(client: Client) -> bool:
+    """Whether an OMEMO session runs on ``client`` (as :func:`envelope_sessions` starts it)."""
+    session = sys.modules.get("jet_trio_omemo._session")  # never imported: none runs
+    return session is not None and session.attached_session(client) is not None

@@ -15,6 +15,7 @@ from ._cli_account import AccountOptions, connect
 from ._cli_errors import CLIError, ExitCode, classify
 from ._cli_output import Output, human_size
 from ._cli_plugins import (
+    ENVELOPE_NAMES,
     default_envelope,
     make_plugins,
     may_use_omemo,
@@ -23,7 +24,7 @@ from ._cli_plugins import (
     wanted_envelopes,
     wants_stub,
 )
-from ._cli_sessions import envelope_sessions
+from ._cli_sessions import envelope_sessions, omemo_running
 from ._file_transfer import FileTransferError, safe_filename
 from ._jid import JID, InvalidJID
 from ._plugins import PluginManager
@@ -114,12 +115,17 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
         connect(account, jid, presence=False) as client,
         envelope_sessions(out, client, data_dir, omemo_wanted=may_use_omemo(opts.envelope)),
     ):
+        wanted = wanted_envelopes(opts.envelope)
+        if wanted is None and omemo_running(client):
+            # The default is OMEMO whenever it runs: the other methods would be prepared (an
+            # OpenPGP key loaded or made, and published) for nothing.
+            wanted = frozenset(ENVELOPE_NAMES["omemo"])
         plugins = make_plugins(
             account=client.jid,
             client=client,
             data_dir=data_dir,
             allow_stub=wants_stub(opts.envelope),
-            envelopes=wanted_envelopes(opts.envelope),
+            envelopes=wanted,
         )
         report_load_errors(out, plugins)
         namespace = _choose_envelope(out, opts.envelope, plugins)

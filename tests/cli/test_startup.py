@@ -183,3 +183,19 @@ async def test_omemo_libraries_missing_is_a_warning(
     assert ran
     err = capsys.readouterr().err
     assert "OMEMO could not start for alice@example.org" in err and "oldmemo" in err
+
+
+@pytest.mark.skipif(not (HAVE_OMEMO and HAVE_OPENPGP), reason="needs both envelope plugins")
+async def test_default_send_with_omemo_prepares_no_openpgp_key(
+    tmp_path: Path, local_server: LocalServer
+) -> None:
+    """Without --envelope the method is OMEMO whenever its session runs: no OpenPGP key is made
+    or published for the send (the receiver, which may get either, still has one)."""
+    src = payload(tmp_path, 1000)
+    sent, received = await send_and_receive(tmp_path, local_server, [str(src)], [])
+    assert sent.returncode == 0 and received.returncode == 0, (sent.stderr, received.stderr)
+    assert sent.one_json()["envelope"] == "eu.siacs.conversations.axolotl"
+    keys = "urn:xmpp:openpgp:0:public-keys"
+    assert local_server.server.pep_items("bob", keys)
+    assert not local_server.server.pep_items("alice", keys)
+    assert not (tmp_path / "xdg" / "jet-trio" / "alice@localhost" / "openpgp").exists()
