@@ -38,5 +38,5 @@ async def test_small_transfer_without_delayed_ack_stalls(
             times.append(trio.current_time() - start)
     # The first one warms up (disco, caps). The stalls add ~40 ms each to every transfer (three
     # of them: 0.11-0.16 s on an idle machine); the fastest transfer shows them best, since a
-    # busy machine only adds delays (~0.01 s without stalls idle, up to ~0.04 s at load 11).
+    # busy machine only adds delays (about 0.01 s without stalls when idle, 0.04 s at load 11).
     assert min(times[1:]) < 0.07, times
