@@ -709,7 +709,7 @@ def case_direct(b: Bench, prosody: Endpoint) -> None:
 def case_proxy(b: Bench, prosody: Endpoint) -> None:
     print(f"S5B through Prosody's proxy65, {human(b.size)}:")
     raw = run_pair("raw SOCKS5 copy through proxy65", "socks5", prosody, b.size, b.repeat)
-    jet = b.jet("S5B proxy (direct_host=None)", prosody, b.size, {"direct_host": None})
+    jet = b.jet("S5B proxy (direct_addresses=None)", prosody, b.size, {"direct_addresses": None})
 
     def ratios() -> None:
         ratio_line("S5B proxy / raw SOCKS5 copy through the same proxy", jet, raw, ">= 0.9")

@@ -6,13 +6,17 @@ Registered through the ``jet_register_ciphers`` hook like any third-party cipher
 
 from __future__ import annotations
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher as _CryptoCipher
-from cryptography.hazmat.primitives.ciphers import CipherContext, algorithms, modes
+from typing import TYPE_CHECKING
 
 from . import _ns
 from ._cipher import Cipher, StreamDecryptor, StreamEncryptor, TagMismatch
 from ._hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers import CipherContext
+
+# ``cryptography`` (~8 MiB of memory, tens of milliseconds) is imported when a key is first used:
+# the plugin manager loads this module in every process, also for unencrypted transfers.
 
 __all__ = ["AES128GCM", "AES256GCM", "AESGCMCipher", "jet_register_ciphers"]
 
@@ -25,6 +29,9 @@ class _GCMEncryptor:
     __slots__ = ("_ctx",)
 
     def __init__(self, key: bytes, iv: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers import Cipher as _CryptoCipher
+        from cryptography.hazmat.primitives.ciphers import algorithms, modes
+
         self._ctx = _CryptoCipher(algorithms.AES(key), modes.GCM(iv)).encryptor()
 
     def update(self, data: bytes | bytearray | memoryview, /) -> bytes:
@@ -40,12 +47,17 @@ class _GCMDecryptor:
     __slots__ = ("_ctx",)
 
     def __init__(self, key: bytes, iv: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers import Cipher as _CryptoCipher
+        from cryptography.hazmat.primitives.ciphers import algorithms, modes
+
         self._ctx: CipherContext = _CryptoCipher(algorithms.AES(key), modes.GCM(iv)).decryptor()
 
     def update(self, data: bytes | bytearray | memoryview, /) -> bytes:
         return self._ctx.update(data)
 
     def finalize(self, tag: bytes, /) -> None:
+        from cryptography.exceptions import InvalidTag
+
         try:
             rest = self._ctx.finalize_with_tag(tag)  # type: ignore[attr-defined]
         except InvalidTag:

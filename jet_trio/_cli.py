@@ -12,16 +12,23 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import click
-import trio
 
 from . import __version__
-from ._cli_account import AccountOptions
-from ._cli_errors import CLIError, ExitCode, Failure, classify
-from ._cli_output import Output, setup_logging
-from ._connect import DEFAULT_LOGIN_TIMEOUT
+from ._cli_errors import CLIError, ExitCode, Failure
+
+if TYPE_CHECKING:
+    from ._cli_account import AccountOptions
+    from ._cli_output import Output
+
+# Start-up time matters (``jet-trio --help`` should answer at once): trio, rich and the library
+# itself are imported by the command that runs, not by this module.
+
+# The library's default (``jet_trio._connect.DEFAULT_LOGIN_TIMEOUT``), written here so that
+# building the command line imports nothing heavy; tests/cli/test_startup.py checks they agree.
+DEFAULT_LOGIN_TIMEOUT = 30.0
 
 __all__ = ["cli", "main"]
 
@@ -31,6 +38,10 @@ TRANSPORTS = ("auto", "s5b", "ibb")
 
 def _run(out: Output, fn: Callable[[], Awaitable[int]]) -> int:
     """Run ``fn`` under trio; turn any exception into its exit code (and one error line)."""
+    import trio
+
+    from ._cli_errors import classify
+
     try:
         return int(trio.run(fn))
     except BaseException as exc:  # every failure becomes an exit code
@@ -138,6 +149,8 @@ def account_options(fn: F) -> F:
 
 
 def _account(kw: dict[str, Any]) -> AccountOptions:
+    from ._cli_account import AccountOptions
+
     return AccountOptions(
         account=kw.pop("account"),
         password_file=kw.pop("password_file"),
@@ -165,6 +178,8 @@ def command(fn: Callable[..., Callable[[Output], Awaitable[int]]]) -> Callable[.
 
     @wraps(fn)
     def wrapper(*, json_mode: bool, debug: bool, **kw: Any) -> int:
+        from ._cli_output import Output, setup_logging
+
         setup_logging(debug)
         out = Output(json_mode=json_mode, debug=debug)
         try:
@@ -624,5 +639,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _usage_failure(failure: Failure, json_mode: bool) -> None:
+    from ._cli_output import Output
+
     out = Output(json_mode=json_mode, debug=False)
     out.failure(failure)

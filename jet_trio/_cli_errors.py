@@ -10,27 +10,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import trio
+if TYPE_CHECKING:
+    from ._transfer_types import TransferError
 
-from ._connect import ConnectionFailed, DNSError, LoginTimeout
-from ._envelope import EnvelopeSenderMismatch, UntrustedEnvelope
-from ._errors import JetError, ProtocolError, SecurityError
-from ._jid import InvalidJID
-from ._negotiation import ConnectionLost, TLSError
-from ._sasl import AuthenticationError, NoCommonMechanism
-from ._stanza import StreamError
-from ._transfer_types import (
-    IntegrityError,
-    JETError,
-    NameTaken,
-    TagTimeout,
-    TransferCancelled,
-    TransferDeclined,
-    TransferError,
-    TransferTimeout,
-    TransportFailed,
-)
+# The exception classes are imported by the functions that classify: this module is imported at
+# start-up, when the library (trio, the XMPP stack) is not loaded yet.
 
 __all__ = ["CLIError", "ExitCode", "Failure", "classify"]
 
@@ -127,12 +113,25 @@ def _leaves(exc: BaseException) -> Iterator[BaseException]:
 
 def classify(exc: BaseException) -> Failure:
     """The :class:`Failure` for ``exc`` (exception groups: their most specific member)."""
+    import trio
+
     leaves = [e for e in _leaves(exc) if not isinstance(e, trio.Cancelled)] or [exc]
     failures = [_classify_one(e) for e in leaves]
     return min(failures, key=lambda f: _RANK.index(f.code))
 
 
 def _transfer_failure(exc: TransferError) -> Failure:
+    from ._transfer_types import (
+        IntegrityError,
+        JETError,
+        NameTaken,
+        TagTimeout,
+        TransferCancelled,
+        TransferDeclined,
+        TransferTimeout,
+        TransportFailed,
+    )
+
     msg, jingle = str(exc), exc.reason
     if isinstance(exc, NameTaken):
         return Failure(
@@ -200,8 +199,18 @@ def _transfer_failure(exc: TransferError) -> Failure:
 
 
 def _classify_one(exc: BaseException) -> Failure:
+    import trio
+
     from ._cipher import UnknownCipher
+    from ._connect import ConnectionFailed, DNSError, LoginTimeout
+    from ._envelope import EnvelopeSenderMismatch, UntrustedEnvelope
+    from ._errors import JetError, ProtocolError, SecurityError
+    from ._jid import InvalidJID
+    from ._negotiation import ConnectionLost, TLSError
     from ._plugins import UnknownEnvelope
+    from ._sasl import AuthenticationError, NoCommonMechanism
+    from ._stanza import StreamError
+    from ._transfer_types import TransferError
 
     msg = str(exc) or type(exc).__name__
     if isinstance(exc, CLIError):

@@ -19,8 +19,10 @@ __all__ = [
     "describe_plugins",
     "loaded_omemo",
     "make_plugins",
+    "may_use_omemo",
     "resolve_envelope",
     "short_envelope_name",
+    "wanted_envelopes",
 ]
 
 OMEMO: Final = "eu.siacs.conversations.axolotl"
@@ -56,12 +58,36 @@ def make_plugins(
     client: object | None,
     data_dir: Path | None,
     allow_stub: bool,
+    envelopes: frozenset[str] | None = None,
 ) -> PluginManager:
-    """The plugin manager for one account (state of plugins under ``data_dir``)."""
+    """The plugin manager for one account (state of plugins under ``data_dir``); only the
+    envelope methods ``envelopes`` when given (see :func:`wanted_envelopes`)."""
     config = PluginConfig(
-        allow_stub_envelope=allow_stub, account=account, data_dir=data_dir, client=client
+        allow_stub_envelope=allow_stub,
+        account=account,
+        data_dir=data_dir,
+        client=client,
+        envelopes=envelopes,
     )
     return PluginManager(config)
+
+
+def wanted_envelopes(name: str | None) -> frozenset[str] | None:
+    """The namespaces ``--envelope name`` can resolve to (``None``: any, as for the default);
+    the other methods need not be loaded or started (no key loaded or published for them)."""
+    if name is None:
+        return None
+    key = name.strip()
+    if key.lower() == "none":
+        return frozenset()
+    return frozenset(ENVELOPE_NAMES.get(key.lower(), (key,)))
+
+
+def may_use_omemo(name: str | None) -> bool:
+    """Whether ``--envelope name`` can end up with OMEMO (the default can): the OMEMO session is
+    started only then."""
+    wanted = wanted_envelopes(name)
+    return wanted is None or not wanted.isdisjoint(ENVELOPE_NAMES["omemo"])
 
 
 def wants_stub(name: str | None) -> bool:

@@ -10,6 +10,7 @@ imported by name so that it is not a dependency.
 from __future__ import annotations
 
 import importlib
+import sys
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -23,7 +24,7 @@ from ._cli_output import Output
 from ._cli_plugins import ENVELOPE_NAMES
 from ._client import Client
 
-__all__ = ["EnvelopeSessions", "check_send_envelope", "envelope_sessions"]
+__all__ = ["EnvelopeSessions", "check_send_envelope", "envelope_sessions", "omemo_running"]
 
 
 @dataclass
@@ -72,22 +73,28 @@ def _optional(module: str) -> ModuleType | None:
 
 @asynccontextmanager
 async def envelope_sessions(
-    out: Output, client: Client, data_dir: Path | None
+    out: Output, client: Client, data_dir: Path | None, *, omemo_wanted: bool = True
 ) -> AsyncIterator[EnvelopeSessions]:
     """Run the sessions of installed envelope plugins while the block runs (before plugins load).
 
     A plugin that fails to start is left out, with a warning naming the cause and what it
     means for this run, and recorded (:func:`check_send_envelope`: a command that sends then
     refuses to fall back to another method on its own); the others go on.
+    ``omemo_wanted=False`` (a command that cannot use OMEMO, such as ``send --envelope stub``)
+    leaves the OMEMO session, and the import of its libraries, out.
     """
     sessions = EnvelopeSessions()
     async with AsyncExitStack() as stack:
         _RUNNING[client] = sessions
         stack.callback(_RUNNING.pop, client, None)
-        omemo: Any = _optional("jet_trio_omemo")
-        if omemo is not None and data_dir is not None and hasattr(omemo, "open_omemo"):
+        omemo: Any = _optional("jet_trio_omemo") if omemo_wanted else None
+        if omemo is not None and data_dir is not None:
             try:
-                await stack.enter_async_context(omemo.open_omemo(client, data_dir))
+                # The plugin imports its libraries here (on first use): a missing or broken
+                # one raises now, and is reported like any other failure to start.
+                open_omemo = getattr(omemo, "open_omemo", None)
+                if open_omemo is not None:
+                    await stack.enter_async_context(open_omemo(client, data_dir))
             except Exception as exc:  # a broken plugin must not stop the others
                 sessions.failures["omemo"] = str(exc)
                 out.warn(
@@ -96,3 +103,9 @@ async def envelope_sessions(
                     "are used only when chosen with --envelope."
                 )
         yield sessions
+
+
+def omemo_running(client: Client) -> bool:
+    """Whether an OMEMO session runs on ``client`` (as :func:`envelope_sessions` starts it)."""
+    session = sys.modules.get("jet_trio_omemo._session")  # never imported: none runs
+    return session is not None and session.attached_session(client) is not None

@@ -17,13 +17,16 @@ from ._cli_account import AccountOptions, connect
 from ._cli_errors import CLIError, ExitCode, classify
 from ._cli_output import Output, ProgressBars, human_size
 from ._cli_plugins import (
+    ENVELOPE_NAMES,
     default_envelope,
     make_plugins,
+    may_use_omemo,
     resolve_envelope,
     short_envelope_name,
+    wanted_envelopes,
     wants_stub,
 )
-from ._cli_sessions import check_send_envelope, envelope_sessions
+from ._cli_sessions import check_send_envelope, envelope_sessions, omemo_running
 from ._file_transfer import FileTransferError, safe_filename
 from ._jid import JID, InvalidJID
 from ._plugins import PluginManager
@@ -143,13 +146,19 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
     data_dir = account.account_data_dir(jid)
     async with (
         connect(account, jid, presence=False) as client,
-        envelope_sessions(out, client, data_dir),
+        envelope_sessions(out, client, data_dir, omemo_wanted=may_use_omemo(opts.envelope)),
     ):
+        wanted = wanted_envelopes(opts.envelope)
+        if wanted is None and omemo_running(client):
+            # The default is OMEMO whenever it runs: the other methods would be prepared (an
+            # OpenPGP key loaded or made, and published) for nothing.
+            wanted = frozenset(ENVELOPE_NAMES["omemo"])
         plugins = make_plugins(
             account=client.jid,
             client=client,
             data_dir=data_dir,
             allow_stub=wants_stub(opts.envelope),
+            envelopes=wanted,
         )
         report_load_errors(out, plugins)
         namespace = _choose_envelope(out, opts.envelope, plugins)

@@ -14,13 +14,8 @@ import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, get_args
+from typing import TYPE_CHECKING, Final, Literal, get_args
 
-import dns.asyncresolver
-import dns.exception
-import dns.name
-import dns.rdtypes.IN.SRV
-import dns.resolver
 import trio
 
 from ._errors import JetError, XMLError
@@ -38,6 +33,9 @@ from ._negotiation import (
 from ._sasl import DEFAULT_MECHANISMS
 from ._stanza import StreamError, stream_error_element
 from ._xml import DEFAULT_MAX_STANZA_BYTES, Event, XMLStreamParser, serialize, stream_footer
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
 
 __all__ = [
     "DEFAULT_LOGIN_TIMEOUT",
@@ -101,6 +99,14 @@ async def _srv_targets(
     domain: str, security: Security, resolver: dns.asyncresolver.Resolver | None = None
 ) -> list[_Target]:
     """SRV targets for ``domain`` (RFC 6120 3.2, XEP-0368 for direct TLS), best first."""
+    # dnspython is imported here, not with the module: a client given its server's address
+    # (tests, the command line's --server) never pays for it.
+    import dns.asyncresolver
+    import dns.exception
+    import dns.name
+    import dns.rdtypes.IN.SRV
+    import dns.resolver
+
     if resolver is None:
         resolver = dns.asyncresolver.Resolver()
     services = [("_xmpps-client._tcp", True)] if security == "direct" else []
@@ -161,6 +167,43 @@ async def _open_tcp(target: _Target) -> trio.SocketStream:
         raise ConnectionFailed(
             f"{target.host}:{target.port}: could not connect: {exc.strerror or exc}"
         ) from None
+
+
+_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+class QuickAckStream(trio.abc.HalfCloseableStream):
+    """The client-to-server TCP stream, acknowledging what arrives at once.
+
+    Servers that leave Nagle's algorithm on (Prosody by default) hold a small stanza back
+    until the previous one is acknowledged, and Linux delays that acknowledgement by up to
+    40 ms in an interactive exchange: stanzas the server sends back to back (an iq result, then
+    the peer's next Jingle action) then arrive 40 ms apart. ``TCP_QUICKACK``, set again after
+    every read (Linux clears it by itself), makes each acknowledgement immediate. Our own
+    sends need nothing: trio sets ``TCP_NODELAY``.
+    """
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.transport_stream = stream
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        data = await self.transport_stream.receive_some(max_bytes)
+        if _TCP_QUICKACK is not None and data:
+            with contextlib.suppress(OSError):  # best effort: never fail a read for it
+                self.transport_stream.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.transport_stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.transport_stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.transport_stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self.transport_stream.aclose()
 
 
 async def close_forcefully(stream: trio.abc.AsyncResource) -> None:
@@ -293,7 +336,7 @@ async def _attempt(
     try:
         with scope:
             begin("TCP connect")
-            stream = await _open_tcp(target)
+            stream = QuickAckStream(await _open_tcp(target))
             tls: TLSInfo | None = None
             if target.direct_tls:
                 begin("TLS handshake")

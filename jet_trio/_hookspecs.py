@@ -31,6 +31,9 @@ class PluginConfig:
     ``account`` is our own JID, ``data_dir`` a directory a plugin may keep state in (under a
     subdirectory named after itself), ``client`` the XMPP client (for PEP access; ``None`` in
     sans-IO use), ``options`` free per-plugin settings keyed by plugin name.
+    ``envelopes``, when not ``None``, lists the only envelope namespaces wanted (a command that
+    already knows which method it uses): the plugin manager drops the other methods, and a
+    plugin may return nothing for them without preparing anything.
     """
 
     allow_stub_envelope: bool = False
@@ -38,6 +41,7 @@ class PluginConfig:
     data_dir: Path | None = None
     client: object | None = None
     options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    envelopes: frozenset[str] | None = None
 
 
 class JetHookSpecs:

@@ -176,9 +176,12 @@ class PluginManager:
             for n in cipher.names:
                 self._ciphers[n] = cipher
             self._cipher_list.append(cipher)
+        wanted = self.config.envelopes
         for plugin, env in self._call_each(
             "jet_register_envelopes", EnvelopeMethod, config=self.config
         ):
+            if wanted is not None and env.namespace not in wanted:
+                continue  # not used by this run: never started, not advertised
             if env.namespace in self._envelopes:
                 self._fail(
                     plugin,

@@ -53,7 +53,7 @@ async def test_dino_like_sender_through_a_proxy_that_holds_the_end(
     net.relay.hold_tail = hold
     src = make_file(tmp_path, SIZE)
     dest = dest_dir / "held.bin"
-    async with net.pair(direct_host=None, stall_timeout=STALL) as (fa, fb):
+    async with net.pair(direct_addresses=None, stall_timeout=STALL) as (fa, fb):
         dino_like_sender(fa, monkeypatch)
         with caplog.at_level(logging.INFO, "jet_trio.transfer"):
             out = await run_transfer(fa, fb, src, dest, encrypt=encrypt, deadline=STALL * 4)
@@ -77,7 +77,7 @@ async def test_half_closing_sender_needs_no_early_end(
     net.relay.hold_tail = 4112
     src = make_file(tmp_path, SIZE)
     dest = dest_dir / "half-closed.bin"
-    async with net.pair(direct_host=None, stall_timeout=STALL) as (fa, fb):
+    async with net.pair(direct_addresses=None, stall_timeout=STALL) as (fa, fb):
         with caplog.at_level(logging.INFO, "jet_trio.transfer"):
             out = await run_transfer(fa, fb, src, dest, encrypt=JET_STUB, deadline=STALL * 4)
     assert out.recv.result is not None and out.recv.result.hash_verified, repr(out.recv.error)
@@ -112,7 +112,7 @@ async def _receive_failing(
 ) -> tuple[BaseException, int]:
     """A Dino-like sender that also never closes its connection: the receiver's error and the
     bytes it kept (checked: nothing under the name), after which the resume completes."""
-    async with net.pair(direct_host=None, stall_timeout=STALL) as (fa, fb):
+    async with net.pair(direct_addresses=None, stall_timeout=STALL) as (fa, fb):
         dino_like_sender(fa, monkeypatch)
         never_closing_sender(fa, monkeypatch)
 

@@ -87,7 +87,7 @@ async def proxy_pair(
     opts: dict[str, Any] = {"host": server.host, "port": server.port, "ca_file": server.ca_file}
     ft_opts: dict[str, Any] = {
         "allow_stub_envelope": True,
-        "direct_host": direct_host,
+        "direct_addresses": None if direct_host is None else [direct_host],
         "stall_timeout": STALL,
     }
     async with (

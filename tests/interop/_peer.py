@@ -28,7 +28,7 @@ async def jet_peer(
     """jet-trio logged in as ``bob`` with file transfer on (caps: file-transfer:5, S5B, IBB),
     once Dino's resource is available. With ``omemo_dir``, OMEMO (jet-trio-omemo) runs first,
     so the JET-OMEMO envelopes are offered; the third item is then the OMEMO session.
-    ``ft_options`` go to ``open_file_transfer`` (``direct_host=None``: no direct candidate,
+    ``ft_options`` go to ``open_file_transfer`` (``direct_addresses=None``: no direct candidate,
     as behind a NAT, so the transfer goes through Prosody's proxy)."""
     info = lab.prosody.info
     async with AsyncExitStack() as stack:

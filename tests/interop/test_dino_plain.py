@@ -51,7 +51,7 @@ async def test_dino_receives_s5b(dino_lab: Lab, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("options", "size"),
-    [({}, SIZE), ({"direct_host": None, "stall_timeout": 15.0}, 1 << 20)],
+    [({}, SIZE), ({"direct_addresses": None, "stall_timeout": 15.0}, 1 << 20)],
     ids=["any", "proxy"],
 )
 async def test_dino_sends_s5b(

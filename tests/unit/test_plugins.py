@@ -180,3 +180,18 @@ def test_the_same_object_twice() -> None:
     pm = PluginManager(plugins=[plugin, plugin], entry_points=False)
     assert "already registered" in _one_error(pm)
     assert pm.cipher("urn:example:aes-192-gcm").key_size == 24
+
+
+def test_only_the_wanted_envelopes() -> None:
+    """``PluginConfig.envelopes``: the other methods are dropped (never started or advertised)."""
+    wanted = PluginConfig(allow_stub_envelope=True, envelopes=frozenset({TOY_NS}))
+    pm = PluginManager(wanted, plugins=[ToyPlugin()], entry_points=False)
+    assert [e.namespace for e in pm.envelopes] == [TOY_NS]
+    assert pm.load_errors == []
+    everything = PluginConfig(allow_stub_envelope=True)
+    pm = PluginManager(everything, plugins=[ToyPlugin()], entry_points=False)
+    assert {e.namespace for e in pm.envelopes} == {TOY_NS, _ns.JET_STUB}
+    nothing = PluginConfig(allow_stub_envelope=True, envelopes=frozenset())
+    pm = PluginManager(nothing, plugins=[ToyPlugin()], entry_points=False)
+    assert pm.envelopes == [] and pm.disco_features() == []
+    assert [c.urn for c in pm.ciphers][:2] == [AES128GCM.urn, AES256GCM.urn]  # ciphers stay

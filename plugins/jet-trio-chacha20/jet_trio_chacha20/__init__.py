@@ -12,12 +12,15 @@ this plugin will pick it.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.ciphers import Cipher as _CryptoCipher
-from cryptography.hazmat.primitives.ciphers import algorithms
-from cryptography.hazmat.primitives.poly1305 import Poly1305
 from jet_trio.plugin import Cipher, StreamDecryptor, StreamEncryptor, TagMismatch, hookimpl
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers import Cipher as _CryptoCipher
+
+# ``cryptography`` is imported when a key is first used, not with the entry point: the plugin
+# manager loads this module in every process, also for unencrypted transfers.
 
 __all__ = ["CHACHA20_POLY1305", "URN", "ChaCha20Poly1305Cipher", "jet_register_ciphers"]
 
@@ -29,6 +32,9 @@ _MAX_PLAINTEXT = (2**32 - 1) * _BLOCK
 
 
 def _chacha20(key: bytes, nonce: bytes, counter: int) -> _CryptoCipher[None]:
+    from cryptography.hazmat.primitives.ciphers import Cipher as _CryptoCipher
+    from cryptography.hazmat.primitives.ciphers import algorithms
+
     # cryptography takes the RFC 7539 layout: 32-bit little-endian counter ‖ 96-bit nonce.
     return _CryptoCipher(algorithms.ChaCha20(key, struct.pack("<I", counter) + nonce), mode=None)
 
@@ -37,6 +43,8 @@ class _Aead:
     __slots__ = ("_ctx", "_length", "_mac")
 
     def __init__(self, key: bytes, nonce: bytes, *, encrypt: bool) -> None:
+        from cryptography.hazmat.primitives.poly1305 import Poly1305
+
         one_time_key = _chacha20(key, nonce, 0).encryptor().update(bytes(32))
         self._mac = Poly1305(one_time_key)
         stream = _chacha20(key, nonce, 1)
@@ -77,6 +85,8 @@ class _Decryptor(_Aead):
         return self._ctx.update(data)
 
     def finalize(self, tag: bytes, /) -> None:
+        from cryptography.exceptions import InvalidSignature
+
         self._mac_trailer()
         try:
             self._mac.verify(tag)

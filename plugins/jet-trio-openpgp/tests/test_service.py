@@ -311,6 +311,23 @@ def test_entry_point_hook_needs_data_dir_and_client(tmp_path: Path) -> None:
     assert jet_register_envelopes(PluginConfig(data_dir=tmp_path, client=object())) == []
 
 
+def test_entry_point_hook_skips_an_unwanted_method(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command that knows it uses another method: no OpenPGP object, no key, no publishing."""
+    fake = FakePEP().client("alice@example.org/x")
+    monkeypatch.setattr(jet_trio_openpgp._hooks, "Client", type(fake))  # the hook's check
+    client = fake.as_client()
+    stub_only = PluginConfig(
+        data_dir=tmp_path, client=client, envelopes=frozenset({"urn:xmpp:encryption:stub:0"})
+    )
+    assert jet_register_envelopes(stub_only) == []
+    wanted = PluginConfig(data_dir=tmp_path, client=client, envelopes=frozenset({NS}))
+    (envelope,) = jet_register_envelopes(wanted)
+    assert envelope.namespace == NS == jet_trio_openpgp._hooks.NS
+    assert not (tmp_path / "openpgp").exists()  # made, not started
+
+
 def test_entry_point_loads(tmp_path: Path) -> None:
     pm = PluginManager()
     assert not [e for e in pm.load_errors if "openpgp" in e.name]

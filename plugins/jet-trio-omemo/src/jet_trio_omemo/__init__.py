@@ -14,19 +14,26 @@ object of your own, or use :data:`plugin_for`.
 
 from __future__ import annotations
 
+import sys
+from typing import TYPE_CHECKING
+
 from jet_trio.plugin import EnvelopeMethod, PluginConfig, hookimpl
 
-from ._backends import OLDMEMO, TWOMEMO
-from ._envelope import JET_OMEMO_FEATURE, NoKeyForDevice, OmemoEnvelope
-from ._manager import TrustPolicy, UndecidedDevices, fingerprint_of
-from ._session import (
-    DeviceFingerprint,
-    OmemoError,
-    OmemoSession,
-    attached_session,
-    open_omemo,
-)
-from ._storage import SQLiteStorage
+# The OMEMO libraries (oldmemo, twomemo, xmlschema, doubleratchet...) take a long time to import:
+# the plugin manager loads this module in every process, also when OMEMO is not used (stub or
+# OpenPGP envelope, no OMEMO session). So the public names are imported on first use (PEP 562);
+# the imports below are what type checkers see.
+if TYPE_CHECKING:
+    from ._backends import OLDMEMO, TWOMEMO
+    from ._envelope import JET_OMEMO_FEATURE, NoKeyForDevice, OmemoEnvelope
+    from ._manager import TrustPolicy, UndecidedDevices, fingerprint_of
+    from ._session import (
+        DeviceFingerprint,
+        OmemoError,
+        OmemoSession,
+        open_omemo,
+    )
+    from ._storage import SQLiteStorage
 
 __all__ = [
     "JET_OMEMO_FEATURE",
@@ -49,5 +56,45 @@ __all__ = [
 @hookimpl
 def jet_register_envelopes(config: PluginConfig) -> list[EnvelopeMethod]:
     """The envelope methods of the OMEMO session running on ``config.client``, if any."""
+    if f"{__name__}._session" not in sys.modules:
+        return []  # no session can run before its module is imported: nothing to load for
+    from ._session import attached_session
+
     session = attached_session(config.client)
     return [] if session is None else list(session.envelopes)
+
+
+_LAZY: dict[str, str] = {
+    "OLDMEMO": "_backends",
+    "TWOMEMO": "_backends",
+    "JET_OMEMO_FEATURE": "_envelope",
+    "NoKeyForDevice": "_envelope",
+    "OmemoEnvelope": "_envelope",
+    "TrustPolicy": "_manager",
+    "UndecidedDevices": "_manager",
+    "fingerprint_of": "_manager",
+    "DeviceFingerprint": "_session",
+    "OmemoError": "_session",
+    "OmemoSession": "_session",
+    "attached_session": "_session",
+    "open_omemo": "_session",
+    "SQLiteStorage": "_storage",
+}
+
+
+# Hidden from type checkers: for them the names are the imports above, so a misspelt name is
+# still an error.
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        import importlib
+
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(__all__))

@@ -21,17 +21,22 @@ from datetime import timedelta
 from jet_trio import Client
 from jet_trio.plugin import EnvelopeMethod, PluginConfig, hookimpl
 
-from ._openpgp import OpenPGP, TrustPolicy
-from ._signcrypt import DEFAULT_MAX_CLOCK_SKEW
-
 __all__ = ["jet_register_envelopes"]
+
+NS = "urn:xmpp:openpgp:0"  # _signcrypt.NS, without importing pysequoia for a method not wanted
 
 
 @hookimpl
 def jet_register_envelopes(config: PluginConfig) -> list[EnvelopeMethod]:
-    """The lazily started OpenPGP envelope, when ``config`` has a data directory and a client."""
+    """The lazily started OpenPGP envelope, when ``config`` has a data directory and a client
+    (and wants it: see ``PluginConfig.envelopes``)."""
     if config.data_dir is None or not isinstance(config.client, Client):
         return []
+    if config.envelopes is not None and NS not in config.envelopes:
+        return []
+    from ._openpgp import OpenPGP, TrustPolicy
+    from ._signcrypt import DEFAULT_MAX_CLOCK_SKEW
+
     opts = config.options.get("openpgp", {})
     skew = opts.get("max_clock_skew")
     pgp = OpenPGP(

@@ -1,0 +1,209 @@
+"""Start-up cost: what the package and the command-line tool import before they need it.
+
+Each check runs a fresh interpreter (``sys.modules`` of the test process is already full) and
+looks at the modules it loaded: a regression brings back hundreds of milliseconds of imports on
+every ``jet-trio`` run (see ``bench/bench_startup.py`` for the times).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jet_trio
+from jet_trio._cli_plugins import may_use_omemo, wanted_envelopes
+
+from ._run import cli_env
+from .conftest import LocalServer
+from .test_send_receive import payload, send_and_receive
+
+HAVE_OMEMO = importlib.util.find_spec("jet_trio_omemo") is not None
+HAVE_OPENPGP = importlib.util.find_spec("jet_trio_openpgp") is not None
+# Heavy dependencies that neither ``import jet_trio`` nor ``jet-trio --help`` need.
+HEAVY = ("trio", "rich", "lxml", "cryptography", "dns", "pluggy", "scramp", "precis_i18n")
+
+
+def loaded_after(code: str, tmp_path: Path) -> set[str]:
+    """The top-level packages (and jet_trio modules) a fresh interpreter has after ``code``."""
+    script = (
+        f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)), file=sys.__stdout__)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-P", "-c", script],
+        env=cli_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    names: list[str] = json.loads(proc.stdout.splitlines()[-1])
+    return {n if n.startswith("jet_trio") else n.split(".")[0] for n in names}
+
+
+def run_cli(*args: str) -> str:
+    return (
+        "from jet_trio.__main__ import main\n"
+        f"sys.argv = ['jet-trio', *{list(args)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code"
+    )
+
+
+def test_import_jet_trio_loads_no_dependency(tmp_path: Path) -> None:
+    loaded = loaded_after("import jet_trio", tmp_path)
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+    assert not {m for m in loaded if m.startswith("jet_trio.")}
+
+
+@pytest.mark.parametrize("args", [["--help"], ["send", "--help"], ["--version"]])
+def test_help_loads_no_library(tmp_path: Path, args: list[str]) -> None:
+    loaded = loaded_after(run_cli(*args), tmp_path)
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+    assert "jet_trio._client" not in loaded
+    assert "jet_trio._transfer" not in loaded
+
+
+def test_client_given_its_server_needs_no_dns(tmp_path: Path) -> None:
+    """dnspython is only imported for an SRV lookup, which --server (host given) skips."""
+    loaded = loaded_after("import jet_trio._client, jet_trio._cli_transfer", tmp_path)
+    assert "trio" in loaded  # the check sees imports at all
+    assert "dns" not in loaded
+
+
+def test_plugin_manager_needs_no_cipher_library_until_a_key_is_used(tmp_path: Path) -> None:
+    """Every process loads the cipher plugins; an unencrypted one never needs cryptography."""
+    loaded = loaded_after(
+        "from jet_trio.plugin import PluginManager\n"
+        "pm = PluginManager(entry_points=True)\n"
+        "assert pm.ciphers and not pm.load_errors, pm.load_errors\n"
+        "assert 'cryptography' not in sys.modules\n"
+        "from jet_trio.plugin import TransportSecret\n"
+        "for cipher in pm.ciphers:\n"
+        "    secret = TransportSecret.generate(cipher)\n"
+        "    enc = cipher.new_encryptor(secret.key, secret.iv)\n"
+        "    data = enc.update(b'x' * 100)\n"
+        "    tag = enc.finalize()\n"
+        "    dec = cipher.new_decryptor(secret.key, secret.iv)\n"
+        "    assert dec.update(data) == b'x' * 100\n"
+        "    dec.finalize(tag)",
+        tmp_path,
+    )
+    assert "cryptography" in loaded  # once a key was used
+
+
+def test_public_names_resolve_on_first_use() -> None:
+    for name in jet_trio.__all__:
+        value = getattr(jet_trio, name)
+        if name != "__version__":
+            module = importlib.import_module(f"jet_trio.{jet_trio._LAZY[name]}")
+            assert value is getattr(module, name), name
+    assert set(jet_trio._LAZY) == set(jet_trio.__all__) - {"__version__"}
+    assert set(jet_trio.__all__) <= set(dir(jet_trio))
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
+        jet_trio.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_star_import_gives_every_public_name(tmp_path: Path) -> None:
+    loaded = loaded_after(
+        "from jet_trio import *\nassert open_file_transfer and Client and TransferResult",
+        tmp_path,
+    )
+    assert "jet_trio._transfer" in loaded
+
+
+@pytest.mark.skipif(not HAVE_OMEMO, reason="jet-trio-omemo is not installed")
+async def test_stub_send_does_not_start_omemo(tmp_path: Path, local_server: LocalServer) -> None:
+    """``send --envelope stub`` cannot use OMEMO or OpenPGP: no OMEMO session, no OpenPGP key,
+    nothing published. The receiver (which may get any offer) still starts both."""
+    src = payload(tmp_path, 1000)
+    sent, received = await send_and_receive(
+        tmp_path, local_server, [str(src), "--envelope", "stub"], ["--accept-stub"]
+    )
+    assert sent.returncode == 0 and received.returncode == 0, (sent.stderr, received.stderr)
+    devicelist = "eu.siacs.conversations.axolotl.devicelist"
+    assert local_server.server.pep_items("bob", devicelist)
+    assert not local_server.server.pep_items("alice", devicelist)
+    alice_data = tmp_path / "xdg" / "jet-trio" / "alice@localhost"
+    assert not (alice_data / "omemo").exists()
+    if HAVE_OPENPGP:
+        keys = "urn:xmpp:openpgp:0:public-keys"
+        assert local_server.server.pep_items("bob", keys)
+        assert not local_server.server.pep_items("alice", keys)
+        assert not (alice_data / "openpgp").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "wanted"),
+    [
+        (None, None),
+        ("none", frozenset()),
+        ("stub", frozenset({"urn:xmpp:encryption:stub:0"})),
+        (" OMEMO ", frozenset({"eu.siacs.conversations.axolotl", "urn:xmpp:omemo:2"})),
+        ("urn:xmpp:omemo:2", frozenset({"urn:xmpp:omemo:2"})),
+        ("openpgp", frozenset({"urn:xmpp:openpgp:0"})),
+    ],
+)
+def test_wanted_envelopes(name: str | None, wanted: frozenset[str] | None) -> None:
+    assert wanted_envelopes(name) == wanted
+    assert may_use_omemo(name) == (wanted is None or "urn:xmpp:omemo:2" in wanted)
+
+
+class _BrokenOmemo:
+    """A plugin package whose libraries fail to import on first use (as a lazy one does)."""
+
+    def __getattr__(self, name: str) -> object:
+        raise ImportError("No module named 'oldmemo'")
+
+
+async def test_omemo_libraries_missing_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The plugin package imports, its libraries do not: OMEMO is left out with a warning,
+    as when its start fails, and the command goes on."""
+    from types import SimpleNamespace
+
+    from jet_trio import _cli_sessions
+    from jet_trio._cli_output import Output
+
+    monkeypatch.setattr(_cli_sessions, "_optional", lambda name: _BrokenOmemo())
+    client: Any = SimpleNamespace(jid=jet_trio.JID("alice@example.org/x"))
+    ran = False
+    async with _cli_sessions.envelope_sessions(
+        Output(json_mode=False, debug=False), client, tmp_path
+    ):
+        ran = True
+    assert ran
+    err = capsys.readouterr().err
+    assert "OMEMO could not start for alice@example.org" in err and "oldmemo" in err
+
+
+@pytest.mark.skipif(not (HAVE_OMEMO and HAVE_OPENPGP), reason="needs both envelope plugins")
+async def test_default_send_with_omemo_prepares_no_openpgp_key(
+    tmp_path: Path, local_server: LocalServer
+) -> None:
+    """Without --envelope the method is OMEMO whenever its session runs: no OpenPGP key is made
+    or published for the send (the receiver, which may get either, still has one)."""
+    src = payload(tmp_path, 1000)
+    sent, received = await send_and_receive(tmp_path, local_server, [str(src)], [])
+    assert sent.returncode == 0 and received.returncode == 0, (sent.stderr, received.stderr)
+    assert sent.one_json()["envelope"] == "eu.siacs.conversations.axolotl"
+    keys = "urn:xmpp:openpgp:0:public-keys"
+    assert local_server.server.pep_items("bob", keys)
+    assert not local_server.server.pep_items("alice", keys)
+    assert not (tmp_path / "xdg" / "jet-trio" / "alice@localhost" / "openpgp").exists()
+
+
+def test_cli_login_timeout_default_is_the_librarys() -> None:
+    """The command line writes the library's default login bound down (so that building it
+    imports nothing heavy): the two must agree."""
+    from jet_trio import _cli, _connect
+
+    assert _cli.DEFAULT_LOGIN_TIMEOUT == _connect.DEFAULT_LOGIN_TIMEOUT
