@@ -22,8 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from lxml import etree
 
 from . import _ns
@@ -105,6 +103,10 @@ class SSLLike(Protocol):
 
 def _end_point_hash(der: bytes) -> bytes:
     """RFC 5929 4.1: the certificate hashed with its signature's hash (SHA-256 at least)."""
+    # Imported here: cryptography costs ~8 MiB and is needed only for this binding type.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
     cert = x509.load_der_x509_certificate(der)
     algo = cert.signature_hash_algorithm
     if algo is None or algo.name in ("md5", "sha1"):

@@ -112,9 +112,12 @@ async def _receive_failing(
 ) -> tuple[BaseException, int]:
     """A Dino-like sender that also never closes its connection: the receiver's error and the
     bytes it kept (checked: nothing under the name), after which the resume completes."""
+    # The sender's patches on a monkeypatch of their own: undoing them must not undo the test
+    # run's other settings (the state directory that holds the partial records' key).
+    sender_patch = pytest.MonkeyPatch()
     async with net.pair(direct_addresses=None, stall_timeout=STALL) as (fa, fb):
-        dino_like_sender(fa, monkeypatch)
-        never_closing_sender(fa, monkeypatch)
+        dino_like_sender(fa, sender_patch)
+        never_closing_sender(fa, sender_patch)
 
         failed: list[BaseException] = []
         with trio.fail_after(STALL * 4):
@@ -132,7 +135,7 @@ async def _receive_failing(
                 await fa.send_file(src, fb.client.jid, encrypt=JET_STUB)
         assert failed, "the receiver did not fail"
         assert_not_stored_maybe_resumable(dest, src)
-        monkeypatch.undo()
+        sender_patch.undo()
         await fa.share(src)
         (partial,) = find_partials(dest.parent)
         kept = partial.received
