@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -33,11 +34,14 @@ from ._errors import JetError, RemoteProtocolError, XMLError
 from ._jid import JID, InvalidJID
 from ._negotiation import ConnectionLost
 from ._pubsub import (
+    TEMPORARY_FAILURE_ATTEMPTS,
+    TEMPORARY_FAILURE_PAUSE,
     PublishRecovery,
     PubSubEvent,
     PubSubItem,
     configure_request,
     create_request,
+    is_temporary_failure,
     items_request,
     parse_event,
     publish_recovery,
@@ -435,26 +439,61 @@ class Client:
         ``options`` and the publish is retried once; if the server refuses the publish-options
         form itself (ejabberd 23.01 takes no ``pubsub#max_items`` there), the node is
         configured (or created configured) first and the item published without the form,
-        which is done directly for later publishes with the same option fields. The item is
-        never published to a node the options could not be applied to: that raises the
-        server's :class:`StanzaError`.
+        which is done directly for later publishes with the same option fields. If the node
+        is missing and the server did not create it for the publish (``item-not-found``), it is
+        created configured and the publish retried once. The item is never published to a
+        node the options could not be applied to: that raises the server's
+        :class:`StanzaError`. A request answered with a temporary server failure (see
+        :func:`~jet_trio._pubsub.is_temporary_failure`) is sent again, a bounded number of
+        times.
         """
-        if options and frozenset(options) in self._options_refused:
-            await self._configure_node(node, options, None)
-            await self.request("set", publish_request(node, payload, item_id))
-            return
-        try:
-            await self.request("set", publish_request(node, payload, item_id, options))
-        except StanzaError as exc:
-            step = publish_recovery(exc.condition, exc.app_condition, bool(options))
-            if step is PublishRecovery.RAISE or not options:
-                raise
-            await self._configure_node(node, options, exc)
-            if step is PublishRecovery.CONFIGURE_AND_RETRY:
-                await self.request("set", publish_request(node, payload, item_id, options))
-            else:
-                self._options_refused.add(frozenset(options))
-                await self.request("set", publish_request(node, payload, item_id))
+        created = False
+        while True:
+            if options and frozenset(options) in self._options_refused:
+                await self._configure_node(node, options, None)
+                await self._pep_set(publish_request(node, payload, item_id))
+                return
+            try:
+                await self._pep_set(publish_request(node, payload, item_id, options))
+                return
+            except StanzaError as exc:
+                step = publish_recovery(exc.condition, exc.app_condition, bool(options))
+                if step is PublishRecovery.RAISE or not options:
+                    raise
+                if step is PublishRecovery.CREATE_AND_RETRY:
+                    if created:
+                        raise
+                    # ejabberd: its creation of the node for this publish failed.
+                    await self._configure_node(node, options, None)
+                    created = True
+                    continue
+                await self._configure_node(node, options, exc)
+                if step is PublishRecovery.CONFIGURE_AND_RETRY:
+                    await self._pep_set(publish_request(node, payload, item_id, options))
+                else:
+                    self._options_refused.add(frozenset(options))
+                    await self._pep_set(publish_request(node, payload, item_id))
+                return
+
+    async def _pep_set(self, payload: etree._Element) -> None:
+        """Send a PEP ``set`` request, again after a pause if it failed only for the moment.
+
+        ejabberd 23.01 aborts a node creation that deadlocked with another account's (a
+        temporary ``internal-server-error``); the same request then succeeds. The pauses are
+        jittered so that two clients that collided do not collide again in step.
+        """
+        for attempt in range(1, TEMPORARY_FAILURE_ATTEMPTS + 1):
+            try:
+                await self.request("set", payload)
+                return
+            except StanzaError as exc:
+                if attempt == TEMPORARY_FAILURE_ATTEMPTS or not is_temporary_failure(
+                    exc.condition, exc.type
+                ):
+                    raise
+                pause = TEMPORARY_FAILURE_PAUSE * 2 ** (attempt - 1)
+                log.debug("PEP request failed for the moment (%s), sending it again", exc)
+                await trio.sleep(pause * random.uniform(0.5, 1.5))
 
     async def _configure_node(
         self, node: str, options: Mapping[str, str], refused: StanzaError | None
@@ -462,17 +501,17 @@ class Client:
         """Configure our PEP ``node`` to ``options``, creating it configured if it is missing."""
         try:
             try:
-                await self.request("set", configure_request(node, options))
+                await self._pep_set(configure_request(node, options))
             except StanzaError as exc:
                 if exc.condition != "item-not-found":
                     raise
                 try:
-                    await self.request("set", create_request(node, options))
+                    await self._pep_set(create_request(node, options))
                 except StanzaError as exc:
                     if exc.condition != "conflict":
                         raise
                     # Created meanwhile (another client of the account): configure it.
-                    await self.request("set", configure_request(node, options))
+                    await self._pep_set(configure_request(node, options))
         except StanzaError as exc:
             why = f"publish-options refused ({refused}), " if refused is not None else ""
             raise StanzaError(

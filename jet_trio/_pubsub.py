@@ -14,12 +14,15 @@ from ._errors import RemoteProtocolError
 from ._stanza import E
 
 __all__ = [
+    "TEMPORARY_FAILURE_ATTEMPTS",
+    "TEMPORARY_FAILURE_PAUSE",
     "PubSubEvent",
     "PubSubItem",
     "PublishRecovery",
     "configure_request",
     "create_request",
     "data_form",
+    "is_temporary_failure",
     "items_request",
     "parse_event",
     "parse_items",
@@ -119,6 +122,11 @@ class PublishRecovery(enum.Enum):
     ``resource-constraint``; XEP-0060 allows ``feature-not-implemented``). Configure the node
     (create it configured if it does not exist), then publish without publish-options. The
     item never lands on a node with a configuration weaker than asked."""
+    CREATE_AND_RETRY = "create-and-retry"
+    """``item-not-found``: the node does not exist and the server did not create it for the
+    publish. ejabberd 23.01 answers so when the node creation it attempts for a publish fails
+    (with mnesia, two accounts creating PEP nodes at the same time can deadlock on its node
+    index and one creation is aborted). Create the node configured, then publish again once."""
 
 
 #: Conditions with which servers refuse a publish-options form they cannot take: ejabberd
@@ -137,16 +145,37 @@ def publish_recovery(
     """The next step after a publish failed with the error ``condition`` / ``app_condition``.
 
     Without publish-options there is nothing to negotiate. A refusal that is not about the
-    options (``forbidden``, ``item-not-found``...) is raised as it is; one that is (and any
-    other error on the retry) surfaces from the configuration or the second publish.
+    options (``forbidden``...) is raised as it is; one that is (and any other error on the
+    retry) surfaces from the configuration or the second publish. ``item-not-found`` means
+    the node is missing: it is created (configured to the options) and the publish retried.
     """
     if not with_options:
         return PublishRecovery.RAISE
     if app_condition == _PRECONDITION_NOT_MET:
         return PublishRecovery.CONFIGURE_AND_RETRY
+    if condition == "item-not-found":
+        return PublishRecovery.CREATE_AND_RETRY
     if condition in _OPTIONS_REFUSED:
         return PublishRecovery.CONFIGURE_THEN_PUBLISH_PLAIN
     return PublishRecovery.RAISE
+
+
+#: How often a PEP request answered with a temporary server failure is sent in all, and the
+#: pause before the first resend (doubled, with jitter, for each further one).
+TEMPORARY_FAILURE_ATTEMPTS: Final = 3
+TEMPORARY_FAILURE_PAUSE: Final = 0.1
+
+
+def is_temporary_failure(condition: str, error_type: str) -> bool:
+    """Whether a PEP request failed for a reason that is worth sending it again shortly.
+
+    Only ``internal-server-error`` of type ``wait`` (RFC 6120 8.3.2: "retry after waiting"):
+    ejabberd 23.01 (mnesia) answers so ("Database failure") when a node creation is aborted
+    by a deadlock with another account's node creation. Other errors of type ``wait`` are not
+    included: ejabberd uses ``resource-constraint`` (``wait``) for publish-options it will
+    never take.
+    """
+    return condition == "internal-server-error" and error_type == "wait"
 
 
 def items_request(

@@ -86,11 +86,16 @@ def form_values(iq: etree._Element) -> dict[str, str]:
     }
 
 
-def refuse(iq: etree._Element, condition: str, app: str | None = None) -> etree._Element:
-    return error_reply(iq, condition, "cancel", app_condition=None if app is None else E(app))
+def refuse(
+    iq: etree._Element, condition: str, app: str | None = None, type_: str = "cancel"
+) -> etree._Element:
+    return error_reply(iq, condition, type_, app_condition=None if app is None else E(app))
 
 
-Answer = str | tuple[str, str | None]
+Answer = str | tuple[str, str | None] | tuple[str, str | None, str]
+#: ejabberd 23.01 (mnesia) when two accounts create PEP nodes at once and the node-index
+#: transaction deadlocks: the create is aborted with "Database failure".
+DATABASE_FAILURE = ("internal-server-error", None, "wait")
 
 
 async def serve(peer: Peer, answers: Sequence[Answer]) -> list[str]:
@@ -173,14 +178,110 @@ async def test_nothing_published_when_the_configuration_is_refused_too() -> None
         assert scope.cancelled_caught
 
 
+async def test_publish_whose_implicit_creation_failed_creates_the_node() -> None:
+    """ejabberd 23.01 answers a publish with ``item-not-found`` when the node it would create
+    for it could not be created (a deadlock with another account's node creation): the node
+    is created explicitly, configured, and the item published again with its options."""
+    seen = await publish_against(["item-not-found", "item-not-found", "ok", "ok"])
+    assert seen == ["publish+options", "configure", "create", "publish+options"]
+
+
+async def test_database_failure_on_create_is_retried() -> None:
+    """The sequence ejabberd 23.01 answered when alice's and bob's OMEMO set-ups overlapped:
+    the form is refused, the node is missing, and its creation aborts with a temporary
+    ``internal-server-error`` (type ``wait``); the create is sent again and succeeds."""
+    seen = await publish_against(
+        ["resource-constraint", "item-not-found", DATABASE_FAILURE, "ok", "ok"]
+    )
+    assert seen == ["publish+options", "configure", "create", "create", "publish"]
+
+
+async def test_both_races_at_once() -> None:
+    """The implicit creation fails, then the explicit one once too."""
+    seen = await publish_against(
+        [
+            "item-not-found",
+            "item-not-found",
+            DATABASE_FAILURE,
+            "ok",
+            "resource-constraint",
+            "ok",
+            "ok",
+        ]
+    )
+    assert seen == [
+        "publish+options",
+        "configure",
+        "create",
+        "create",
+        "publish+options",
+        "configure",
+        "publish",
+    ]
+
+
+async def test_temporary_failures_are_retried_a_bounded_number_of_times() -> None:
+    async with client_and_peer() as (client, peer):
+        seen: list[str] = []
+
+        async def server() -> None:
+            seen.extend(await serve(peer, [DATABASE_FAILURE] * 3))
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as n:
+                n.start_soon(server)
+                with pytest.raises(StanzaError) as info:
+                    await client.publish(NODE, E("{urn:example}x"), options=OPTIONS)
+        assert seen == ["publish+options"] * 3
+        assert (info.value.condition, info.value.type) == ("internal-server-error", "wait")
+        with trio.move_on_after(0.5) as scope:
+            await peer.next()
+        assert scope.cancelled_caught
+
+
+async def test_missing_node_is_created_only_once() -> None:
+    async with client_and_peer() as (client, peer):
+        seen: list[str] = []
+
+        async def server() -> None:
+            seen.extend(
+                await serve(peer, ["item-not-found", "item-not-found", "ok", "item-not-found"])
+            )
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as n:
+                n.start_soon(server)
+                with pytest.raises(StanzaError) as info:
+                    await client.publish(NODE, E("{urn:example}x"), options=OPTIONS)
+        assert seen == ["publish+options", "configure", "create", "publish+options"]
+        assert info.value.condition == "item-not-found"
+        with trio.move_on_after(0.2) as scope:
+            await peer.next()
+        assert scope.cancelled_caught
+
+
+@pytest.mark.parametrize(
+    ("condition", "type_"),
+    [("forbidden", "auth"), ("not-authorized", "auth"), ("internal-server-error", "cancel")],
+)
+async def test_errors_not_about_the_options_are_raised(condition: str, type_: str) -> None:
+    async with client_and_peer() as (client, peer):
+        with trio.fail_after(5):
+            async with trio.open_nursery() as n:
+                n.start_soon(serve, peer, [(condition, None, type_)])
+                with pytest.raises(StanzaError) as info:
+                    await client.publish(NODE, E("{urn:example}x"), options=OPTIONS)
+        assert info.value.condition == condition
+
+
 @pytest.mark.parametrize("condition", ["forbidden", "not-authorized", "item-not-found"])
-async def test_errors_not_about_the_options_are_raised(condition: str) -> None:
+async def test_without_options_errors_are_raised(condition: str) -> None:
     async with client_and_peer() as (client, peer):
         with trio.fail_after(5):
             async with trio.open_nursery() as n:
                 n.start_soon(serve, peer, [condition])
                 with pytest.raises(StanzaError) as info:
-                    await client.publish(NODE, E("{urn:example}x"), options=OPTIONS)
+                    await client.publish(NODE, E("{urn:example}x"))
         assert info.value.condition == condition
 
 
@@ -201,6 +302,8 @@ async def test_without_options_nothing_is_negotiated() -> None:
         ("not-acceptable", None, True, PublishRecovery.CONFIGURE_THEN_PUBLISH_PLAIN),
         ("feature-not-implemented", None, True, PublishRecovery.CONFIGURE_THEN_PUBLISH_PLAIN),
         ("bad-request", None, True, PublishRecovery.CONFIGURE_THEN_PUBLISH_PLAIN),
+        ("item-not-found", None, True, PublishRecovery.CREATE_AND_RETRY),
+        ("item-not-found", None, False, PublishRecovery.RAISE),
         ("forbidden", None, True, PublishRecovery.RAISE),
         ("conflict", None, True, PublishRecovery.RAISE),
         ("resource-constraint", None, False, PublishRecovery.RAISE),
