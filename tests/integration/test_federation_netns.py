@@ -45,7 +45,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 ADDR_A = "10.212.0.1"
 ADDR_B = "10.212.0.2"
-OLDMEMO = "eu.siacs.conversations.axolotl"
+OMEMO2 = "urn:xmpp:omemo:2"  # what the default (encrypt auto) picks between jet-trio peers
 
 
 def _ip(*args: str) -> subprocess.CompletedProcess[str]:
@@ -226,7 +226,7 @@ def test_jet_omemo_both_directions_between_two_hosts(
         bob = (two_hosts.ns_b, b_info, "bob")
         for direction, (sender, receiver) in (("a2b", (alice, bob)), ("b2a", (bob, alice))):
             sent, got = transfer(tmp_path / direction, src, sender, receiver)
-            assert sent["envelope"] == got["envelope"] == OLDMEMO, direction
+            assert sent["envelope"] == got["envelope"] == OMEMO2, direction
             assert sent["sha256"] == got["sha256"] == digest
             assert got["hash_verified"] is True
             # SOCKS5: direct between the hosts, or through either server's proxy65
