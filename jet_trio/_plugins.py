@@ -165,6 +165,10 @@ class PluginManager:
 
     def _collect(self) -> None:
         for plugin, cipher in self._call_each("jet_register_ciphers", Cipher):
+            problem = _cipher_problem(cipher)
+            if problem is not None:
+                self._fail(plugin, self._dists.get(plugin), problem)
+                continue
             clash = [n for n in cipher.names if n in self._ciphers]
             if clash:
                 self._fail(
@@ -180,6 +184,10 @@ class PluginManager:
         for plugin, env in self._call_each(
             "jet_register_envelopes", EnvelopeMethod, config=self.config
         ):
+            problem = _envelope_problem(env)
+            if problem is not None:
+                self._fail(plugin, self._dists.get(plugin), problem)
+                continue
             if wanted is not None and env.namespace not in wanted:
                 continue  # not used by this run: never started, not advertised
             if env.namespace in self._envelopes:
@@ -251,3 +259,50 @@ def _plugin_label(obj: object) -> str:
 
 def _hook_functions(obj: object) -> list[str]:
     return [n for n in dir(obj) if n.startswith("jet_") and callable(getattr(obj, n, None))]
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _cipher_problem(cipher: Cipher) -> str | None:
+    """Why ``cipher`` cannot be used (a missing or malformed attribute), or ``None``."""
+    what = f"cipher {type(cipher).__qualname__}"
+    for attr in ("urn", "key_size", "iv_size", "accepted_iv_sizes", "tag_size"):
+        if not hasattr(cipher, attr):
+            return f"{what} has no attribute {attr!r}"
+    if not hasattr(cipher, "max_plaintext_size"):
+        return f"{what} has no attribute 'max_plaintext_size'"
+    if not isinstance(cipher.urn, str) or not cipher.urn:
+        return f"{what}: urn must be a non-empty string, not {cipher.urn!r}"
+    aliases = getattr(cipher, "aliases", ())
+    if not isinstance(aliases, tuple) or not all(isinstance(a, str) and a for a in aliases):
+        return f"{what} ({cipher.urn}): aliases must be a tuple of strings, not {aliases!r}"
+    for attr in ("key_size", "iv_size", "tag_size", "max_plaintext_size"):
+        if not _positive_int(getattr(cipher, attr)):
+            return (
+                f"{what} ({cipher.urn}): {attr} must be a positive int, "
+                f"not {getattr(cipher, attr)!r}"
+            )
+    sizes = cipher.accepted_iv_sizes
+    if not isinstance(sizes, frozenset | set) or not all(_positive_int(n) for n in sizes):
+        return f"{what} ({cipher.urn}): accepted_iv_sizes must be a set of positive ints"
+    if cipher.iv_size not in sizes:
+        return f"{what} ({cipher.urn}): iv_size {cipher.iv_size} is not in accepted_iv_sizes"
+    return None
+
+
+def _envelope_problem(env: EnvelopeMethod) -> str | None:
+    """Why ``env`` cannot be used (a missing or malformed attribute), or ``None``."""
+    what = f"envelope {type(env).__qualname__}"
+    for attr in ("namespace", "features"):
+        if not hasattr(env, attr):
+            return f"{what} has no attribute {attr!r}"
+    if not isinstance(env.namespace, str) or not env.namespace:
+        return f"{what}: namespace must be a non-empty string, not {env.namespace!r}"
+    features = env.features
+    if not isinstance(features, tuple | list) or not all(
+        isinstance(f, str) and f for f in features
+    ):
+        return f"{what} ({env.namespace}): features must be a tuple of strings, not {features!r}"
+    return None
