@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 
@@ -165,7 +165,7 @@ class PluginManager:
 
     def _collect(self) -> None:
         for plugin, cipher in self._call_each("jet_register_ciphers", Cipher):
-            problem = _cipher_problem(cipher)
+            problem = _problem(_cipher_problem, cipher)
             if problem is not None:
                 self._fail(plugin, self._dists.get(plugin), problem)
                 continue
@@ -184,7 +184,7 @@ class PluginManager:
         for plugin, env in self._call_each(
             "jet_register_envelopes", EnvelopeMethod, config=self.config
         ):
-            problem = _envelope_problem(env)
+            problem = _problem(_envelope_problem, env)
             if problem is not None:
                 self._fail(plugin, self._dists.get(plugin), problem)
                 continue
@@ -259,6 +259,19 @@ def _plugin_label(obj: object) -> str:
 
 def _hook_functions(obj: object) -> list[str]:
     return [n for n in dir(obj) if n.startswith("jet_") and callable(getattr(obj, n, None))]
+
+
+_T = TypeVar("_T")
+
+
+def _problem(check: Callable[[_T], str | None], obj: _T) -> str | None:
+    """``check(obj)``; an attribute that raises when read is a problem too."""
+    try:
+        return check(obj)
+    except Exception as exc:
+        return (
+            f"{type(obj).__qualname__}: reading its attributes raised {type(exc).__name__}: {exc}"
+        )
 
 
 def _positive_int(value: object) -> bool:

@@ -211,7 +211,7 @@ class _IncompletePlugin:
 
     @hookimpl
     def jet_register_envelopes(self, config: PluginConfig) -> list[EnvelopeMethod]:
-        return [_BareEnvelope(), ToyEnvelope()]
+        return [_BareEnvelope(), _RaisingFeatures(), ToyEnvelope()]
 
 
 class _BareEnvelope(EnvelopeMethod):
@@ -228,6 +228,14 @@ class _BareEnvelope(EnvelopeMethod):
         raise NotImplementedError
 
 
+class _RaisingFeatures(_BareEnvelope):
+    namespace = "urn:example:raising"
+
+    @property
+    def features(self) -> tuple[str, ...]:  # type: ignore[override]
+        raise RuntimeError("no features today")
+
+
 def test_incomplete_cipher_and_envelope_are_refused_alone() -> None:
     pm = PluginManager(plugins=[_IncompletePlugin()], entry_points=False)
     reasons = [e.reason for e in pm.load_errors]
@@ -235,6 +243,7 @@ def test_incomplete_cipher_and_envelope_are_refused_alone() -> None:
         "cipher _NoTagSizeCipher (urn:example:no-tag-size): tag_size must be a positive int, "
         "not '16'",
         "envelope _BareEnvelope has no attribute 'features'",
+        "_RaisingFeatures: reading its attributes raised RuntimeError: no features today",
     ]
     assert [c.urn for c in pm.ciphers][-1] == "urn:example:fine"
     assert [e.namespace for e in pm.envelopes] == [TOY_NS]
