@@ -80,6 +80,7 @@ class PluginManager:
         self._ciphers: dict[str, Cipher] = {}
         self._cipher_list: list[Cipher] = []
         self._envelopes: dict[str, EnvelopeMethod] = {}
+        self._envelope_owners: dict[str, str] = {}
 
         for name, module in _BUILTINS:
             self._register(module, name, None)
@@ -199,6 +200,28 @@ class PluginManager:
                 )
                 continue
             self._envelopes[env.namespace] = env
+            self._envelope_owners[env.namespace] = plugin
+
+    def _refuse_envelope(self, env: EnvelopeMethod, reason: str) -> None:
+        """Unload ``env`` after it failed (e.g. its ``start()`` raised): recorded in
+        :attr:`load_errors` under its plugin's name and distribution."""
+        if self._envelopes.get(env.namespace) is not env:
+            return
+        del self._envelopes[env.namespace]
+        plugin = self._envelope_owners.pop(env.namespace, _plugin_label(env))
+        self._fail(plugin, self._dists.get(plugin), f"envelope {env.namespace!r}: {reason}")
+
+    async def _start_envelopes(self) -> None:
+        """Start each envelope method. A :class:`~jet_trio.JetError` (a failure the plugin
+        explains, e.g. a wrong passphrase) propagates; any other exception is a bug of the
+        plugin: that method alone is unloaded and the error recorded in :attr:`load_errors`."""
+        for env in self.envelopes:
+            try:
+                await env.start()
+            except JetError:
+                raise
+            except Exception as exc:
+                self._refuse_envelope(env, f"start() raised {type(exc).__name__}: {exc}")
 
     # -- lookups ---------------------------------------------------------------------------------
 
