@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 
@@ -80,6 +80,7 @@ class PluginManager:
         self._ciphers: dict[str, Cipher] = {}
         self._cipher_list: list[Cipher] = []
         self._envelopes: dict[str, EnvelopeMethod] = {}
+        self._envelope_owners: dict[str, str] = {}
 
         for name, module in _BUILTINS:
             self._register(module, name, None)
@@ -165,6 +166,10 @@ class PluginManager:
 
     def _collect(self) -> None:
         for plugin, cipher in self._call_each("jet_register_ciphers", Cipher):
+            problem = _problem(_cipher_problem, cipher)
+            if problem is not None:
+                self._fail(plugin, self._dists.get(plugin), problem)
+                continue
             clash = [n for n in cipher.names if n in self._ciphers]
             if clash:
                 self._fail(
@@ -180,6 +185,10 @@ class PluginManager:
         for plugin, env in self._call_each(
             "jet_register_envelopes", EnvelopeMethod, config=self.config
         ):
+            problem = _problem(_envelope_problem, env)
+            if problem is not None:
+                self._fail(plugin, self._dists.get(plugin), problem)
+                continue
             if wanted is not None and env.namespace not in wanted:
                 continue  # not used by this run: never started, not advertised
             if env.namespace in self._envelopes:
@@ -191,6 +200,28 @@ class PluginManager:
                 )
                 continue
             self._envelopes[env.namespace] = env
+            self._envelope_owners[env.namespace] = plugin
+
+    def _refuse_envelope(self, env: EnvelopeMethod, reason: str) -> None:
+        """Unload ``env`` after it failed (e.g. its ``start()`` raised): recorded in
+        :attr:`load_errors` under its plugin's name and distribution."""
+        if self._envelopes.get(env.namespace) is not env:
+            return
+        del self._envelopes[env.namespace]
+        plugin = self._envelope_owners.pop(env.namespace, _plugin_label(env))
+        self._fail(plugin, self._dists.get(plugin), f"envelope {env.namespace!r}: {reason}")
+
+    async def _start_envelopes(self) -> None:
+        """Start each envelope method. A :class:`~jet_trio.JetError` (a failure the plugin
+        explains, e.g. a wrong passphrase) propagates; any other exception is a bug of the
+        plugin: that method alone is unloaded and the error recorded in :attr:`load_errors`."""
+        for env in self.envelopes:
+            try:
+                await env.start()
+            except JetError:
+                raise
+            except Exception as exc:
+                self._refuse_envelope(env, f"start() raised {type(exc).__name__}: {exc}")
 
     # -- lookups ---------------------------------------------------------------------------------
 
@@ -251,3 +282,63 @@ def _plugin_label(obj: object) -> str:
 
 def _hook_functions(obj: object) -> list[str]:
     return [n for n in dir(obj) if n.startswith("jet_") and callable(getattr(obj, n, None))]
+
+
+_T = TypeVar("_T")
+
+
+def _problem(check: Callable[[_T], str | None], obj: _T) -> str | None:
+    """``check(obj)``; an attribute that raises when read is a problem too."""
+    try:
+        return check(obj)
+    except Exception as exc:
+        return (
+            f"{type(obj).__qualname__}: reading its attributes raised {type(exc).__name__}: {exc}"
+        )
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _cipher_problem(cipher: Cipher) -> str | None:
+    """Why ``cipher`` cannot be used (a missing or malformed attribute), or ``None``."""
+    what = f"cipher {type(cipher).__qualname__}"
+    for attr in ("urn", "key_size", "iv_size", "accepted_iv_sizes", "tag_size"):
+        if not hasattr(cipher, attr):
+            return f"{what} has no attribute {attr!r}"
+    if not hasattr(cipher, "max_plaintext_size"):
+        return f"{what} has no attribute 'max_plaintext_size'"
+    if not isinstance(cipher.urn, str) or not cipher.urn:
+        return f"{what}: urn must be a non-empty string, not {cipher.urn!r}"
+    aliases = getattr(cipher, "aliases", ())
+    if not isinstance(aliases, tuple) or not all(isinstance(a, str) and a for a in aliases):
+        return f"{what} ({cipher.urn}): aliases must be a tuple of strings, not {aliases!r}"
+    for attr in ("key_size", "iv_size", "tag_size", "max_plaintext_size"):
+        if not _positive_int(getattr(cipher, attr)):
+            return (
+                f"{what} ({cipher.urn}): {attr} must be a positive int, "
+                f"not {getattr(cipher, attr)!r}"
+            )
+    sizes = cipher.accepted_iv_sizes
+    if not isinstance(sizes, frozenset | set) or not all(_positive_int(n) for n in sizes):
+        return f"{what} ({cipher.urn}): accepted_iv_sizes must be a set of positive ints"
+    if cipher.iv_size not in sizes:
+        return f"{what} ({cipher.urn}): iv_size {cipher.iv_size} is not in accepted_iv_sizes"
+    return None
+
+
+def _envelope_problem(env: EnvelopeMethod) -> str | None:
+    """Why ``env`` cannot be used (a missing or malformed attribute), or ``None``."""
+    what = f"envelope {type(env).__qualname__}"
+    for attr in ("namespace", "features"):
+        if not hasattr(env, attr):
+            return f"{what} has no attribute {attr!r}"
+    if not isinstance(env.namespace, str) or not env.namespace:
+        return f"{what}: namespace must be a non-empty string, not {env.namespace!r}"
+    features = env.features
+    if not isinstance(features, tuple | list) or not all(
+        isinstance(f, str) and f for f in features
+    ):
+        return f"{what} ({env.namespace}): features must be a tuple of strings, not {features!r}"
+    return None

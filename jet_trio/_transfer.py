@@ -2307,8 +2307,9 @@ async def open_file_transfer(
             )
             ft._install()
             try:
-                for method in plugins.envelopes:
-                    await method.start()  # e.g. publish keys before we advertise support
+                # E.g. publish keys before we advertise support; a method whose start() fails
+                # with a bug of its plugin is unloaded (see PluginManager.load_errors).
+                await plugins._start_envelopes()
                 await client.add_features(*ft.features)
                 yield ft
             finally:

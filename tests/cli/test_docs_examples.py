@@ -205,3 +205,33 @@ async def test_send_example_gives_up_after_its_timeout(
             with pytest.raises(jet_trio.TransferTimeout):
                 await held[0].accept(inbox)
     assert list(inbox.iterdir()) == []
+
+
+async def test_psk_envelope_passes_the_conformance_kit() -> None:
+    """The guide's example plugin passes the kit the guide recommends (no replay claim: the
+    example says it has no replay protection)."""
+    import hashlib
+
+    from jet_trio.plugin import EnvelopeMethod
+    from jet_trio.testing import check_envelope_method
+
+    psk = load("psk_envelope")
+    users = ("alice", "bob", "carol")
+
+    def factory(config: PluginConfig) -> EnvelopeMethod:
+        assert config.account is not None
+        me = config.account.bare
+        keys = {
+            f"{peer}@{me.domain}": hashlib.sha256(
+                "|".join(sorted((me.local or "", peer))).encode()
+            ).hexdigest()
+            for peer in users
+            if peer != me.local
+        }
+        (method,) = psk.jet_register_envelopes(
+            config=PluginConfig(account=config.account, options={psk.NAME: keys})
+        )
+        assert isinstance(method, EnvelopeMethod)
+        return method
+
+    await check_envelope_method(factory)

@@ -195,3 +195,56 @@ def test_only_the_wanted_envelopes() -> None:
     pm = PluginManager(nothing, plugins=[ToyPlugin()], entry_points=False)
     assert pm.envelopes == [] and pm.disco_features() == []
     assert [c.urn for c in pm.ciphers][:2] == [AES128GCM.urn, AES256GCM.urn]  # ciphers stay
+
+
+class _NoTagSizeCipher(AESGCMCipher):
+    def __init__(self) -> None:
+        super().__init__(32, "urn:example:no-tag-size")
+
+
+class _IncompletePlugin:
+    @hookimpl
+    def jet_register_ciphers(self) -> list[Cipher]:
+        cipher = _NoTagSizeCipher()
+        cipher.tag_size = "16"  # type: ignore[assignment]  # malformed
+        return [cipher, AESGCMCipher(24, "urn:example:fine")]
+
+    @hookimpl
+    def jet_register_envelopes(self, config: PluginConfig) -> list[EnvelopeMethod]:
+        return [_BareEnvelope(), _RaisingFeatures(), ToyEnvelope()]
+
+
+class _BareEnvelope(EnvelopeMethod):
+    """Sets ``namespace`` only."""
+
+    namespace = "urn:example:bare"
+
+    async def encrypt(self, secret: TransportSecret, peer: JID) -> etree._Element:
+        raise NotImplementedError
+
+    async def decrypt(
+        self, element: etree._Element, sender: JID, cipher: Cipher
+    ) -> DecryptedEnvelope:
+        raise NotImplementedError
+
+
+class _RaisingFeatures(_BareEnvelope):
+    namespace = "urn:example:raising"
+
+    @property
+    def features(self) -> tuple[str, ...]:  # type: ignore[override]
+        raise RuntimeError("no features today")
+
+
+def test_incomplete_cipher_and_envelope_are_refused_alone() -> None:
+    pm = PluginManager(plugins=[_IncompletePlugin()], entry_points=False)
+    reasons = [e.reason for e in pm.load_errors]
+    assert reasons == [
+        "cipher _NoTagSizeCipher (urn:example:no-tag-size): tag_size must be a positive int, "
+        "not '16'",
+        "envelope _BareEnvelope has no attribute 'features'",
+        "_RaisingFeatures: reading its attributes raised RuntimeError: no features today",
+    ]
+    assert [c.urn for c in pm.ciphers][-1] == "urn:example:fine"
+    assert [e.namespace for e in pm.envelopes] == [TOY_NS]
+    assert "urn:example:toy-envelope:feature" in pm.disco_features()
