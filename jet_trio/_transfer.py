@@ -182,7 +182,9 @@ def _reason_for(exc: BaseException) -> tuple[str, str | None]:
     """The Jingle reason to end a session with after ``exc``."""
     leaves = _leaves(exc)
     exc = next((e for e in leaves if not isinstance(e, trio.Cancelled)), leaves[0])
-    if isinstance(exc, trio.Cancelled):
+    # A local cancellation (Ctrl-C reaches trio as KeyboardInterrupt, a timeout or a closed
+    # nursery as Cancelled) is the user's choice, not a failure: the peer reports "cancelled".
+    if isinstance(exc, trio.Cancelled | KeyboardInterrupt):
         return "cancel", None
     if isinstance(exc, TransferError):
         return exc.reason, str(exc)

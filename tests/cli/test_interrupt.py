@@ -1,0 +1,76 @@
+"""Ctrl-C on one side of a transfer: a real SIGINT to a real ``jet-trio`` process mid-transfer
+ends the session with the Jingle reason ``cancel``, so the other side reports "cancelled"
+(exit 6), not a failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Literal
+
+import pytest
+import trio
+
+from ._run import COMMAND, cli_env
+from .conftest import LocalServer
+
+SIZE = 64 * 1024 * 1024  # over IBB through the in-process server: many seconds to move
+
+
+def _partial_size(inbox: Path) -> int:
+    return sum(p.stat().st_size for p in inbox.glob(".*.part") if p.is_file())
+
+
+@pytest.mark.parametrize("interrupted", ["receive", "send"])
+async def test_sigint_mid_transfer_is_reported_as_cancelled_to_the_peer(
+    tmp_path: Path, local_server: LocalServer, interrupted: Literal["receive", "send"]
+) -> None:
+    src = tmp_path / "outbox" / "big.bin"
+    src.parent.mkdir()
+    with src.open("wb") as f:
+        f.truncate(SIZE)  # sparse: the content does not matter, only the time it takes
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    receive_args = [*COMMAND, "receive", "-o", str(inbox), "--accept-stub", "--json"]
+    receive_args += ["--timeout", "120"]
+    send_args = [*COMMAND, "send", str(src), "--to", "bob@localhost", "--json", "--wait", "30"]
+    send_args += ["--envelope", "stub", "--transport", "ibb"]
+    procs: dict[str, trio.Process] = {}
+    out: dict[str, bytes] = {}
+
+    async def run(name: str, args: list[str], user: str) -> None:
+        proc = await trio.lowlevel.open_process(
+            args,
+            env=cli_env(tmp_path, local_server.env(user)),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if name == interrupted else subprocess.DEVNULL,
+        )
+        procs[name] = proc
+        assert proc.stdout is not None
+        chunks = []
+        async for chunk in proc.stdout:
+            chunks.append(chunk)
+        out[name] = b"".join(chunks)
+        await proc.wait()
+
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, "receive", receive_args, "bob")
+            nursery.start_soon(run, "send", send_args, "alice")
+            # Mid-transfer: some data is on the receiver's disk, far from all of it.
+            while not 0 < _partial_size(inbox) < SIZE // 2:
+                await trio.sleep(0.05)
+            procs[interrupted].send_signal(signal.SIGINT)
+    peer = "send" if interrupted == "receive" else "receive"
+    assert procs[interrupted].returncode == 130, out[interrupted]
+    assert procs[peer].returncode == 6, out[peer]
+    failure = json.loads(out[peer].decode().splitlines()[-1])
+    assert failure["status"] == "error" and failure["reason"] == "cancelled", failure
+    assert "cancel" in failure["message"], failure
+    assert "general-error" not in failure["message"], failure
+    assert not (inbox / src.name).exists()
+    assert os.path.getsize(src) == SIZE
