@@ -62,8 +62,12 @@ async def test_sigint_mid_transfer_is_reported_as_cancelled_to_the_peer(
             nursery.start_soon(run, "receive", receive_args, "bob")
             nursery.start_soon(run, "send", send_args, "alice")
             # Mid-transfer: some data is on the receiver's disk, far from all of it.
-            while not 0 < _partial_size(inbox) < SIZE // 2:
+            for _ in range(2000):
+                if 0 < _partial_size(inbox) < SIZE // 2:
+                    break
                 await trio.sleep(0.05)
+            else:
+                pytest.fail("no data arrived")
             procs[interrupted].send_signal(signal.SIGINT)
     peer = "send" if interrupted == "receive" else "receive"
     assert procs[interrupted].returncode == 130, out[interrupted]
