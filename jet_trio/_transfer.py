@@ -191,7 +191,8 @@ def _reason_for(exc: BaseException) -> tuple[str, str | None]:
     if isinstance(exc, SecurityError):
         return "security-error", str(exc)
     if isinstance(exc, OSError):
-        return "failed-application", f"local I/O error: {exc}"
+        # Only what went wrong: the file name of an OSError is a path of this machine.
+        return "failed-application", f"local I/O error: {exc.strerror or type(exc).__name__}"
     return "general-error", str(exc) if isinstance(exc, JetError) else None
 
 
