@@ -11,9 +11,7 @@ import trio
 from rich.console import Console
 
 from jet_trio import JID
-from jet_trio._cli_output import Output
-MIN_RATE_BYTES = 1 << 20
-def rate(r): return None
+from jet_trio._cli_output import MIN_RATE_BYTES, Output, rate
 from jet_trio._transfer_types import TransferResult
 
 from ._run import arun
