@@ -9,6 +9,8 @@ from pathlib import Path
 
 import trio
 from rich.console import Console
+from rich.progress import ProgressColumn
+from rich.text import Text
 
 from jet_trio import JID
 from jet_trio._cli_output import MIN_RATE_BYTES, Output, rate
@@ -69,7 +71,9 @@ async def test_progress_bar_rate_after_a_resume_uses_binary_units_and_no_red() -
         # 2 MiB in about 0.4 s (longer under load): never the 90 MiB that were on disk.
         assert speed < 10 * MiB, speed
         column = progress.columns[3]
-        shown = column.render(task)  # type: ignore[attr-defined]
+        assert isinstance(column, ProgressColumn)
+        shown = column.render(task)
+        assert isinstance(shown, Text)
         assert str(shown).endswith(" MiB/s"), shown
         assert "red" not in str(shown.style) and "speed" not in str(shown.style), shown.style
         # A rate only once enough moved to mean anything.
@@ -77,7 +81,7 @@ async def test_progress_bar_rate_after_a_resume_uses_binary_units_and_no_red() -
         assert tiny is not None
         tiny(0, 6)
         tiny(6, 6)
-        assert str(column.render(progress.tasks[1])) == ""  # type: ignore[attr-defined]
+        assert str(column.render(progress.tasks[1])) == ""
 
 
 async def test_summaries_show_no_rate_for_a_tiny_file(
