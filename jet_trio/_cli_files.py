@@ -57,6 +57,7 @@ async def _file_transfer(
     out: Output, account: AccountOptions, *, allow_stub: bool, direct_host: tuple[str, ...]
 ) -> AsyncIterator[tuple[Client, FileTransfer]]:
     """Log in, start the envelope plugins and file transfer; presence is sent by the caller."""
+    direct = _direct_host(direct_host)  # a bad value is a usage error before connecting
     jid = account.jid()
     data_dir = account.account_data_dir(jid)
     async with (
@@ -67,9 +68,7 @@ async def _file_transfer(
             account=client.jid, client=client, data_dir=data_dir, allow_stub=allow_stub
         )
         report_load_errors(out, plugins)
-        async with open_file_transfer(
-            client, plugins=plugins, direct_addresses=_direct_host(direct_host)
-        ) as ft:
+        async with open_file_transfer(client, plugins=plugins, direct_addresses=direct) as ft:
             yield client, ft
 
 
@@ -105,6 +104,7 @@ async def run_share(out: Output, account: AccountOptions, opts: ShareOptions) ->
             what = "does not exist" if not f.exists() else "is not a regular file"
             raise CLIError(ExitCode.FILE, "file", f"{f} {what}", "Check the path.")
     allowed = [_peer_jid(j, "--to").bare for j in opts.to] or None
+    _direct_host(opts.direct_host)  # a bad value is a usage error before connecting
     jid = account.jid()
     data_dir = account.account_data_dir(jid)
     deadline = math.inf if opts.timeout is None else trio.current_time() + opts.timeout

@@ -144,6 +144,7 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
         raise CLIError(ExitCode.FILE, "file", f"{opts.file} {what}", "Check the path.")
     to = _peer_jid(opts.to, "--to")
     check_cipher(opts.cipher)
+    direct = _direct_host(opts.direct_host)
     jid = account.jid()
     data_dir = account.account_data_dir(jid)
     async with (
@@ -164,9 +165,7 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
         )
         report_load_errors(out, plugins)
         namespace = _choose_envelope(out, opts.envelope, plugins)
-        async with open_file_transfer(
-            client, plugins=plugins, direct_addresses=_direct_host(opts.direct_host)
-        ) as ft:
+        async with open_file_transfer(client, plugins=plugins, direct_addresses=direct) as ft:
             await client.send_presence()  # now ready: keys published, features advertised
             out.note(f"logged in as {client.jid}; waiting for {to} to be online")
             try:
@@ -351,6 +350,7 @@ def _free_space(directory: Path) -> int | None:
 
 async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions) -> int:
     check_output_dir(opts.output_dir)
+    direct = _direct_host(opts.direct_host)
     sender = _peer_jid(opts.sender, "--from") if opts.sender else None
     jid = account.jid()
     data_dir = account.account_data_dir(jid)
@@ -369,9 +369,7 @@ async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions
                 "no end-to-end encryption method is installed: every offer will be refused "
                 "(install the OMEMO plugin)"
             )
-        async with open_file_transfer(
-            client, plugins=plugins, direct_addresses=_direct_host(opts.direct_host)
-        ) as ft:
+        async with open_file_transfer(client, plugins=plugins, direct_addresses=direct) as ft:
             await client.send_presence()  # senders see us only once we can receive
             wanted = "files" if opts.count != 1 else "a file"
             from_ = f" from {sender}" if sender else ""

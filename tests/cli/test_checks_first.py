@@ -157,3 +157,19 @@ async def test_existing_file_refusal_does_not_show_the_receivers_path_or_options
     assert str(inbox / src.name) in refused
     assert "--rename" in refused and "--overwrite" in refused
     assert (inbox / src.name).read_bytes() == b"already here"
+
+
+def test_bad_direct_host_is_a_usage_error_before_connecting(tmp_path: Path) -> None:
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"data")
+    (tmp_path / "in").mkdir()
+    bad = ["--direct-host", "bad host!", "--json"]
+    for args in (
+        ["send", str(src), "--to", "bob@localhost", *bad],
+        ["receive", "-o", str(tmp_path / "in"), *bad],
+        ["request", "0" * 64, "--from", "bob@localhost", "-o", str(tmp_path / "in"), *bad],
+        ["share", str(src), *bad],
+    ):
+        ran = run(args, tmp_path, NO_SERVER, timeout=30)
+        assert ran.returncode == 2, (args, ran.stderr)
+        assert "--direct-host" in ran.one_json()["message"], (args, ran.stdout)
