@@ -14,6 +14,8 @@ from typing import Literal
 import pytest
 import trio
 
+import jet_trio
+
 from ._run import COMMAND, cli_env
 from .conftest import LocalServer
 
@@ -78,3 +80,29 @@ async def test_sigint_mid_transfer_is_reported_as_cancelled_to_the_peer(
     assert "general-error" not in failure["message"], failure
     assert not (inbox / src.name).exists()
     assert os.path.getsize(src) == SIZE
+
+
+async def test_sigint_while_the_offer_waits_is_a_cancel_for_the_recipient(
+    tmp_path: Path, local_server: LocalServer
+) -> None:
+    """Ctrl-C before the recipient answered: the offer is withdrawn with ``cancel``."""
+    from .test_exit_codes_e2e import library_peer
+
+    src = tmp_path / "f.bin"
+    src.write_bytes(os.urandom(10_000))
+    async with library_peer(local_server, "bob") as bob:
+        proc = await trio.lowlevel.open_process(
+            [*COMMAND, "send", str(src), "--to", "bob@localhost/lib", "--envelope", "none"],
+            env=cli_env(tmp_path, local_server.env("alice")),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        with trio.fail_after(60):
+            offer = await bob.next_offer()
+            proc.send_signal(signal.SIGINT)
+            assert await proc.wait() == 130
+            with pytest.raises(jet_trio.TransferCancelled) as info:
+                await offer.accept(tmp_path)
+    assert info.value.reason == "cancel", info.value
+    assert not (tmp_path / "inbox").exists()
