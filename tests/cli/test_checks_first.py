@@ -173,3 +173,21 @@ def test_bad_direct_host_is_a_usage_error_before_connecting(tmp_path: Path) -> N
         ran = run(args, tmp_path, NO_SERVER, timeout=30)
         assert ran.returncode == 2, (args, ran.stderr)
         assert "--direct-host" in ran.one_json()["message"], (args, ran.stdout)
+
+
+def test_installed_ciphers_pass_the_check(tmp_path: Path) -> None:
+    """Every cipher ``jet-trio plugins`` lists (aliases, plugins' ciphers) gets past the early
+    check: the run goes on to connect (and fails there, exit 3, as nothing listens)."""
+    listed = run(["plugins", "--json"], tmp_path, timeout=30).one_json()["ciphers"]
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"data")
+    names = [c["urn"] for c in listed] + [a for c in listed for a in c["aliases"]]
+    assert "urn:xmpp:ciphers:aes-128-gcm-nopadding" in names
+    for name in names:
+        ran = run(
+            ["send", str(src), "--to", "bob@localhost", "--cipher", name, "--json"],
+            tmp_path,
+            NO_SERVER,
+            timeout=30,
+        )
+        assert ran.returncode == 3, (name, ran.stderr)
