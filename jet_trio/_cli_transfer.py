@@ -220,9 +220,14 @@ class _Refusal:
 
 
 def _refusal(
-    offer: IncomingOffer, opts: ReceiveOptions, sender: JID | None, plugins: PluginManager
+    offer: IncomingOffer,
+    opts: ReceiveOptions,
+    sender: JID | None,
+    plugins: PluginManager,
+    reserved: int = 0,
 ) -> _Refusal | None:
-    """Why ``offer`` is refused, or ``None`` to accept it."""
+    """Why ``offer`` is refused, or ``None`` to accept it (``reserved``: bytes the files being
+    received may still write into the output directory)."""
     if sender is not None and offer.peer.bare != sender.bare:
         return _Refusal(
             f"it comes from {offer.peer.bare}, not from {sender.bare} (--from)",
@@ -262,6 +267,8 @@ def _refusal(
             f"the recipient already has a file named {name!r}",
         )
     free = _free_space(opts.output_dir)
+    if free is not None:
+        free = max(0, free - reserved)
     if free is not None and offer.size > free:
         needs = f"it needs {human_size(offer.size)}, {human_size(free)} free"
         return _Refusal(f"{needs} in {opts.output_dir}", f"{needs} at the recipient")
@@ -379,24 +386,29 @@ async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions
             # slow or silent sender does not hold up the others.
             slots = trio.Semaphore(opts.parallel)
             accepted = 0
+            # The files being received share the free space: each counts in full until it
+            # ends (conservative: what it wrote already is counted twice meanwhile).
+            reserved = 0
             with trio.move_on_at(deadline) as waiting, out.progress() as bars:
                 async with trio.open_nursery() as nursery:
                     while not opts.count or accepted < opts.count:
                         await slots.acquire()
                         offer = await ft.next_offer()
-                        why = _refusal(offer, opts, sender, plugins)
+                        why = _refusal(offer, opts, sender, plugins, reserved)
                         if why is not None:
                             slots.release()
                             _report_refusal(out, offer, why)
                             nursery.start_soon(_reject_quietly, offer, why)
                             continue
                         accepted += 1
+                        reserved += offer.size
 
                         async def take(offer: IncomingOffer = offer) -> None:
-                            nonlocal first_error, done
+                            nonlocal first_error, done, reserved
                             try:
                                 code = await _receive_one(out, opts, offer, bars)
                             finally:
+                                reserved -= offer.size
                                 slots.release()
                             first_error = first_error or code
                             done += 1

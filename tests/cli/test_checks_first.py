@@ -191,3 +191,48 @@ def test_installed_ciphers_pass_the_check(tmp_path: Path) -> None:
             timeout=30,
         )
         assert ran.returncode == 3, (name, ran.stderr)
+
+
+async def test_offers_received_at_once_share_the_free_space(
+    tmp_path: Path, local_server: LocalServer, small_tmpfs: Path
+) -> None:
+    """Two 1.5 MiB offers at once into 2 MiB: the second is declined before it fills the disk
+    (each alone would fit)."""
+    import jet_trio
+
+    from .test_exit_codes_e2e import library_peer
+
+    srcs = [payload(tmp_path, size=1536 * 1024, name=f"half{i}.bin") for i in (1, 2)]
+    outcomes: list[str] = []
+    ran: dict[str, object] = {}
+    # Two offers, of which one is refused: it waits for the second until --timeout.
+    receive_opts = ["--count", "2", "--json", "--timeout", "8"]
+
+    async with library_peer(local_server, "alice") as alice:
+
+        async def receive() -> None:
+            ran["receive"] = await arun(
+                ["receive", "-o", str(small_tmpfs), "--accept-unencrypted", *receive_opts],
+                tmp_path,
+                local_server.env("bob"),
+            )
+
+        async def send(src: Path, to: jet_trio.JID) -> None:
+            try:
+                await alice.send_file(src, to, encrypt=None)
+                outcomes.append("ok")
+            except jet_trio.TransferDeclined as exc:
+                outcomes.append(f"declined: {exc}")
+            except jet_trio.TransferError as exc:
+                outcomes.append(f"failed: {exc}")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            with trio.fail_after(30):
+                bob = await alice.client.wait_available(jet_trio.JID("bob@localhost"))
+                async with trio.open_nursery() as senders:
+                    for src in srcs:
+                        senders.start_soon(send, src, bob)
+    assert sorted(o.split(":")[0] for o in outcomes) == ["declined", "ok"], outcomes
+    assert "needs 1.5 MiB" in next(o for o in outcomes if o != "ok"), outcomes
+    assert len([p for p in os.listdir(small_tmpfs) if not p.startswith(".")]) == 1
