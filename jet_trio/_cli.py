@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
@@ -43,7 +43,7 @@ def _run(out: Output, fn: Callable[[], Awaitable[int]]) -> int:
     from ._cli_errors import classify
 
     try:
-        return int(trio.run(fn))
+        return int(trio.run(_interruptible, fn))
     except BaseException as exc:  # every failure becomes an exit code
         if isinstance(exc, SystemExit):
             raise
@@ -52,6 +52,43 @@ def _run(out: Output, fn: Callable[[], Awaitable[int]]) -> int:
             traceback.print_exception(exc)
         out.failure(failure)
         return int(failure.code)
+
+
+async def _interruptible(fn: Callable[[], Awaitable[int]]) -> int:
+    """Run ``fn``; Ctrl-C (SIGINT) cancels it, then raises :class:`KeyboardInterrupt` (exit
+    code 130). A cancellation, unlike a KeyboardInterrupt that trio may raise anywhere, lets
+    every session end cleanly: the peer is told ``cancel`` before the connection closes."""
+    import signal
+
+    import trio
+
+    interrupted = False
+    result = 0
+    work = trio.CancelScope()
+
+    async def on_sigint(signals: AsyncIterator[int]) -> None:
+        nonlocal interrupted
+        async for _ in signals:
+            interrupted = True
+            work.cancel()
+            return
+
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(on_sigint, signals)
+                try:
+                    with work:
+                        result = await fn()
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:  # what fn raised, not the nursery's wrapping
+                raise group.exceptions[0] from None
+            raise
+    if interrupted:
+        raise KeyboardInterrupt
+    return result
 
 
 def _refuse_password(ctx: click.Context, param: click.Parameter, value: str | None) -> None:

@@ -20,7 +20,7 @@ import trio
 
 from . import _ns
 from ._cli_errors import CLIError, ExitCode
-from ._cli_output import Output, human_size, shown
+from ._cli_output import Output, human_size, rate, shown
 from ._cli_plugins import (
     loaded_omemo,
     make_plugins,
@@ -249,7 +249,6 @@ def _json(received: TransferResult, sent: TransferResult, *, kept: bool) -> dict
 
 def _summary(out: Output, received: TransferResult, sent: TransferResult, kept: bool) -> None:
     seconds = received.seconds
-    rate = received.size / seconds if seconds > 0 else 0.0
     envelope = (
         f"{short_envelope_name(received.envelope)} ({received.envelope})"
         if received.envelope
@@ -262,7 +261,7 @@ def _summary(out: Output, received: TransferResult, sent: TransferResult, kept: 
         ("transport", received.transport),
         ("bytes on the wire", f"{received.wire_bytes}"),
         ("time", f"{seconds:.2f} s"),
-        ("throughput", f"{human_size(rate)}/s"),
+        ("throughput", rate(received) or "not measured (less than 1 MiB moved)"),
         (
             "hash verified",
             f"[green]yes[/] (sha-256 {received.sha256[:16]}...)"

@@ -22,7 +22,7 @@ from . import _ns
 from ._cli_account import AccountOptions, connect
 from ._cli_errors import CLIError, ExitCode
 from ._cli_output import Output, human_size, shown
-from ._cli_plugins import make_plugins, wants_stub
+from ._cli_plugins import check_cipher, make_plugins, wants_stub
 from ._cli_sessions import envelope_sessions
 from ._cli_transfer import (
     Transport,
@@ -30,6 +30,7 @@ from ._cli_transfer import (
     _direct_host,
     _how,
     _peer_jid,
+    check_output_dir,
     hint_partials,
     report_load_errors,
 )
@@ -56,6 +57,7 @@ async def _file_transfer(
     out: Output, account: AccountOptions, *, allow_stub: bool, direct_host: tuple[str, ...]
 ) -> AsyncIterator[tuple[Client, FileTransfer]]:
     """Log in, start the envelope plugins and file transfer; presence is sent by the caller."""
+    direct = _direct_host(direct_host)  # a bad value is a usage error before connecting
     jid = account.jid()
     data_dir = account.account_data_dir(jid)
     async with (
@@ -66,9 +68,7 @@ async def _file_transfer(
             account=client.jid, client=client, data_dir=data_dir, allow_stub=allow_stub
         )
         report_load_errors(out, plugins)
-        async with open_file_transfer(
-            client, plugins=plugins, direct_addresses=_direct_host(direct_host)
-        ) as ft:
+        async with open_file_transfer(client, plugins=plugins, direct_addresses=direct) as ft:
             yield client, ft
 
 
@@ -104,6 +104,7 @@ async def run_share(out: Output, account: AccountOptions, opts: ShareOptions) ->
             what = "does not exist" if not f.exists() else "is not a regular file"
             raise CLIError(ExitCode.FILE, "file", f"{f} {what}", "Check the path.")
     allowed = [_peer_jid(j, "--to").bare for j in opts.to] or None
+    _direct_host(opts.direct_host)  # a bad value is a usage error before connecting
     jid = account.jid()
     data_dir = account.account_data_dir(jid)
     deadline = math.inf if opts.timeout is None else trio.current_time() + opts.timeout
@@ -174,16 +175,6 @@ def _check_sha256(value: str) -> str:
     return sha
 
 
-def _check_output_dir(path: Path) -> None:
-    if not path.is_dir():
-        raise CLIError(
-            ExitCode.FILE,
-            "file",
-            f"the output directory {path} does not exist",
-            "Create it first, or choose another with --output-dir.",
-        )
-
-
 def _not_available(exc: TransferError, peer: JID) -> CLIError | None:
     """The peer refused the request because it does not share the file (with us)."""
     if exc.reason != "failed-application":
@@ -212,7 +203,8 @@ class RequestOptions:
 
 async def run_request(out: Output, account: AccountOptions, opts: RequestOptions) -> int:
     sha = _check_sha256(opts.sha256)
-    _check_output_dir(opts.output_dir)
+    check_output_dir(opts.output_dir)
+    check_cipher(opts.cipher)
     peer = _peer_jid(opts.sender, "--from")
     async with _file_transfer(
         out, account, allow_stub=wants_stub(opts.envelope), direct_host=opts.direct_host
@@ -343,6 +335,7 @@ def _resume_envelope(
 
 async def run_resume(out: Output, account: AccountOptions, opts: ResumeOptions) -> int:
     partial = load_partial(opts.partial)
+    check_cipher(opts.cipher)
     if not partial.dest.parent.is_dir():
         raise CLIError(
             ExitCode.FILE, "file", f"{partial.dest.parent} does not exist", "Check the path."

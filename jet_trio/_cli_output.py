@@ -23,10 +23,12 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
+from rich.text import Text
 
 from ._cli_errors import Failure
 from ._transfer_types import ProgressCallback, TransferResult
@@ -92,6 +94,20 @@ def _speed(size: int, seconds: float) -> float:
     return size / seconds if seconds > 0 else 0.0
 
 
+#: Below this many bytes moved, the time of a transfer is mostly the set-up of its session
+#: (a 6-byte file "at 91 B/s"): no rate is shown.
+MIN_RATE_BYTES = 1024 * 1024
+
+
+def rate(result: TransferResult) -> str | None:
+    """The transfer's rate (binary units, as every size shown) over the bytes it moved:
+    ``wire_bytes``, which after a resume leaves out what was already on disk; ``None`` when
+    too little moved for a rate to mean anything."""
+    if result.wire_bytes < MIN_RATE_BYTES or result.seconds <= 0:
+        return None
+    return f"{human_size(result.wire_bytes / result.seconds)}/s"
+
+
 def human_size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
@@ -122,7 +138,7 @@ def result_json(result: TransferResult, **extra: object) -> dict[str, object]:
         "choice": result.choice,
         "transport": result.transport,
         "seconds": round(result.seconds, 6),
-        "bytes_per_second": round(_speed(result.size, result.seconds)),
+        "bytes_per_second": round(_speed(result.wire_bytes, result.seconds)),
         "wire_bytes": result.wire_bytes,
         "hash_verified": result.hash_verified,
         "path": str(result.path),
@@ -187,7 +203,7 @@ class Output:
         self.say(
             f"[green]{verb}[/] {shown(result.name)} ({human_size(result.size)}) {where} "
             f"{shown(result.peer)}: {how}, {result.transport}, {result.seconds:.2f} s, "
-            f"{human_size(_speed(result.size, result.seconds))}/s, "
+            + (f"{speed}, " if (speed := rate(result)) else "")
             + ("hash verified" if result.hash_verified else "[yellow]hash NOT verified[/]")
         )
         if result.direction == "receive":
@@ -208,11 +224,23 @@ class Output:
             TextColumn("{task.description}"),
             BarColumn(),
             DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            _SpeedColumn(),
             TimeRemainingColumn(),
         )
         with Progress(*columns, console=self.out, transient=False) as bars:
             yield ProgressBars(bars)
+
+
+class _SpeedColumn(ProgressColumn):
+    """The bar's rate: binary units like the sizes and the summary, in the bar's colours (not
+    an error's red), and nothing until enough data moved for it to mean anything."""
+
+    def render(self, task: Task) -> Text:
+        moved = task.completed - task.fields.get("base", 0)
+        speed = task.finished_speed or task.speed
+        if speed is None or moved < MIN_RATE_BYTES:
+            return Text("")
+        return Text(f"{human_size(speed)}/s", style="progress.download")
 
 
 class ProgressBars:
@@ -225,9 +253,17 @@ class ProgressBars:
         bars = self._bars
         if bars is None:
             return None
-        task = bars.add_task(shown(description), total=total or None)
+        task = bars.add_task(shown(description), total=total or None, base=0)
+        started = False
 
         def update(done: int, total: int) -> None:
+            nonlocal started
+            if not started:
+                # A resumed transfer starts where the data on disk ends: its rate counts only
+                # what moves from here (Rich's speed is over the changes of ``completed``).
+                started = True
+                bars.reset(task, total=total or None, completed=done, base=done)
+                return
             bars.update(task, completed=done, total=total or None)
 
         return update

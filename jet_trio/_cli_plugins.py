@@ -15,6 +15,7 @@ __all__ = [
     "ENVELOPE_NAMES",
     "OMEMO",
     "OPENPGP",
+    "check_cipher",
     "default_envelope",
     "describe_plugins",
     "loaded_omemo",
@@ -164,3 +165,23 @@ def describe_plugins(plugins: PluginManager) -> dict[str, object]:
             for e in plugins.load_errors
         ],
     }
+
+
+def check_cipher(urn: str | None) -> None:
+    """Refuse an unknown ``--cipher`` before connecting: a usage error (exit code 2)."""
+    if urn is None:
+        return
+    from ._cipher import UnknownCipher
+
+    manager = make_plugins(
+        account=None, client=None, data_dir=None, allow_stub=False, envelopes=frozenset()
+    )
+    try:
+        manager.cipher(urn)
+    except UnknownCipher as exc:
+        raise CLIError(
+            ExitCode.USAGE,
+            "usage",
+            f"--cipher: {exc}",
+            "See `jet-trio plugins` for the installed ciphers.",
+        ) from None

@@ -18,6 +18,7 @@ from ._cli_errors import CLIError, ExitCode, classify
 from ._cli_output import Output, ProgressBars, human_size
 from ._cli_plugins import (
     ENVELOPE_NAMES,
+    check_cipher,
     default_envelope,
     make_plugins,
     may_use_omemo,
@@ -142,6 +143,8 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
         what = "does not exist" if not opts.file.exists() else "is not a regular file"
         raise CLIError(ExitCode.FILE, "file", f"{opts.file} {what}", "Check the path.")
     to = _peer_jid(opts.to, "--to")
+    check_cipher(opts.cipher)
+    direct = _direct_host(opts.direct_host)
     jid = account.jid()
     data_dir = account.account_data_dir(jid)
     async with (
@@ -162,9 +165,7 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
         )
         report_load_errors(out, plugins)
         namespace = _choose_envelope(out, opts.envelope, plugins)
-        async with open_file_transfer(
-            client, plugins=plugins, direct_addresses=_direct_host(opts.direct_host)
-        ) as ft:
+        async with open_file_transfer(client, plugins=plugins, direct_addresses=direct) as ft:
             await client.send_presence()  # now ready: keys published, features advertised
             out.note(f"logged in as {client.jid}; waiting for {to} to be online")
             try:
@@ -209,39 +210,73 @@ class ReceiveOptions:
     parallel: int = 4
 
 
+@dataclass(frozen=True)
+class _Refusal:
+    """Why an offer is refused: ``local`` for this side (paths, options to pass), ``peer``
+    for the sender (nothing of the receiver's file system or options)."""
+
+    local: str
+    peer: str
+
+
 def _refusal(
-    offer: IncomingOffer, opts: ReceiveOptions, sender: JID | None, plugins: PluginManager
-) -> str | None:
-    """Why ``offer`` is refused, or ``None`` to accept it."""
+    offer: IncomingOffer,
+    opts: ReceiveOptions,
+    sender: JID | None,
+    plugins: PluginManager,
+    reserved: int = 0,
+) -> _Refusal | None:
+    """Why ``offer`` is refused, or ``None`` to accept it (``reserved``: bytes the files being
+    received may still write into the output directory)."""
     if sender is not None and offer.peer.bare != sender.bare:
-        return f"it comes from {offer.peer.bare}, not from {sender.bare} (--from)"
+        return _Refusal(
+            f"it comes from {offer.peer.bare}, not from {sender.bare} (--from)",
+            "the recipient accepts files only from someone else",
+        )
     if opts.max_size is not None and offer.size > opts.max_size:
-        return f"it is {offer.size} bytes, more than --max-size {opts.max_size}"
+        return _Refusal(
+            f"it is {offer.size} bytes, more than --max-size {opts.max_size}",
+            f"it is {offer.size} bytes, more than the recipient accepts ({opts.max_size})",
+        )
     if offer.envelope is None and not opts.accept_unencrypted:
-        return "it is not end-to-end encrypted (pass --accept-unencrypted to allow that)"
+        return _Refusal(
+            "it is not end-to-end encrypted (pass --accept-unencrypted to allow that)",
+            "it is not end-to-end encrypted, which the recipient does not accept",
+        )
     if offer.envelope == _ns.JET_STUB and not opts.accept_stub:
-        return "it uses the insecure stub envelope (pass --accept-stub to allow that, for tests)"
+        return _Refusal(
+            "it uses the insecure stub envelope (pass --accept-stub to allow that, for tests)",
+            "it uses the insecure stub envelope, which the recipient does not accept",
+        )
     if offer.envelope is not None:
         loaded = {env.namespace for env in plugins.envelopes}
         if offer.envelope not in loaded:
-            return (
+            why = (
                 f"it is encrypted with {short_envelope_name(offer.envelope)}, which is not "
                 "installed here"
             )
+            return _Refusal(why, why.replace("here", "at the recipient"))
     try:
         name = safe_filename(offer.name)
     except FileTransferError as exc:
-        return f"its file name is unusable: {exc}"
+        return _Refusal(f"its file name is unusable: {exc}", f"its file name is unusable: {exc}")
     if os.path.lexists(opts.output_dir / name) and not (opts.overwrite or opts.rename):
-        return (
+        return _Refusal(
             f"{opts.output_dir / name} already exists (pass --rename to store it under a free "
-            "name, or --overwrite to replace it)"
+            "name, or --overwrite to replace it)",
+            f"the recipient already has a file named {name!r}",
         )
+    free = _free_space(opts.output_dir)
+    if free is not None:
+        free = max(0, free - reserved)
+    if free is not None and offer.size > free:
+        needs = f"it needs {human_size(offer.size)}, {human_size(free)} free"
+        return _Refusal(f"{needs} in {opts.output_dir}", f"{needs} at the recipient")
     return None
 
 
-def _report_refusal(out: Output, offer: IncomingOffer, why: str) -> None:
-    out.warn(f"refused {offer.name!r} from {offer.peer}: {why}")
+def _report_refusal(out: Output, offer: IncomingOffer, why: _Refusal) -> None:
+    out.warn(f"refused {offer.name!r} from {offer.peer}: {why.local}")
     out.emit(
         {
             "status": "refused",
@@ -249,14 +284,14 @@ def _report_refusal(out: Output, offer: IncomingOffer, why: str) -> None:
             "name": offer.name,
             "size": offer.size,
             "envelope": offer.envelope,
-            "reason": why,
+            "reason": why.local,
         }
     )
 
 
-async def _reject_quietly(offer: IncomingOffer, why: str) -> None:
+async def _reject_quietly(offer: IncomingOffer, why: _Refusal) -> None:
     with contextlib.suppress(Exception):
-        await offer.reject("decline", f"refused: {why}")
+        await offer.reject("decline", f"refused: {why.peer}")
 
 
 async def _receive_one(
@@ -293,14 +328,36 @@ async def _receive_one(
     return ExitCode.OK
 
 
+def check_output_dir(path: Path) -> None:
+    """Before logging in: ``path`` exists, is a directory and can be written to."""
+    if not path.exists():
+        problem = "does not exist"
+    elif not path.is_dir():
+        problem = "is not a directory"
+    elif not os.access(path, os.W_OK | os.X_OK):  # also a read-only file system, even as root
+        problem = "is not writable"
+    else:
+        return
+    raise CLIError(
+        ExitCode.FILE,
+        "file",
+        f"the output directory {path} {problem}",
+        "Create it first (or fix its permissions), or choose another with --output-dir.",
+    )
+
+
+def _free_space(directory: Path) -> int | None:
+    """Bytes an unprivileged user may still write under ``directory`` (``None``: unknown)."""
+    try:
+        st = os.statvfs(directory)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions) -> int:
-    if not opts.output_dir.is_dir():
-        raise CLIError(
-            ExitCode.FILE,
-            "file",
-            f"the output directory {opts.output_dir} does not exist",
-            "Create it first, or choose another with --output-dir.",
-        )
+    check_output_dir(opts.output_dir)
+    direct = _direct_host(opts.direct_host)
     sender = _peer_jid(opts.sender, "--from") if opts.sender else None
     jid = account.jid()
     data_dir = account.account_data_dir(jid)
@@ -319,9 +376,7 @@ async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions
                 "no end-to-end encryption method is installed: every offer will be refused "
                 "(install the OMEMO plugin)"
             )
-        async with open_file_transfer(
-            client, plugins=plugins, direct_addresses=_direct_host(opts.direct_host)
-        ) as ft:
+        async with open_file_transfer(client, plugins=plugins, direct_addresses=direct) as ft:
             await client.send_presence()  # senders see us only once we can receive
             wanted = "files" if opts.count != 1 else "a file"
             from_ = f" from {sender}" if sender else ""
@@ -331,24 +386,29 @@ async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions
             # slow or silent sender does not hold up the others.
             slots = trio.Semaphore(opts.parallel)
             accepted = 0
+            # The files being received share the free space: each counts in full until it
+            # ends (conservative: what it wrote already is counted twice meanwhile).
+            reserved = 0
             with trio.move_on_at(deadline) as waiting, out.progress() as bars:
                 async with trio.open_nursery() as nursery:
                     while not opts.count or accepted < opts.count:
                         await slots.acquire()
                         offer = await ft.next_offer()
-                        why = _refusal(offer, opts, sender, plugins)
+                        why = _refusal(offer, opts, sender, plugins, reserved)
                         if why is not None:
                             slots.release()
                             _report_refusal(out, offer, why)
                             nursery.start_soon(_reject_quietly, offer, why)
                             continue
                         accepted += 1
+                        reserved += offer.size
 
                         async def take(offer: IncomingOffer = offer) -> None:
-                            nonlocal first_error, done
+                            nonlocal first_error, done, reserved
                             try:
                                 code = await _receive_one(out, opts, offer, bars)
                             finally:
+                                reserved -= offer.size
                                 slots.release()
                             first_error = first_error or code
                             done += 1

@@ -182,14 +182,17 @@ def _reason_for(exc: BaseException) -> tuple[str, str | None]:
     """The Jingle reason to end a session with after ``exc``."""
     leaves = _leaves(exc)
     exc = next((e for e in leaves if not isinstance(e, trio.Cancelled)), leaves[0])
-    if isinstance(exc, trio.Cancelled):
+    # A local cancellation (Ctrl-C reaches trio as KeyboardInterrupt, a timeout or a closed
+    # nursery as Cancelled) is the user's choice, not a failure: the peer reports "cancelled".
+    if isinstance(exc, trio.Cancelled | KeyboardInterrupt):
         return "cancel", None
     if isinstance(exc, TransferError):
         return exc.reason, str(exc)
     if isinstance(exc, SecurityError):
         return "security-error", str(exc)
     if isinstance(exc, OSError):
-        return "failed-application", f"local I/O error: {exc}"
+        # Only what went wrong: the file name of an OSError is a path of this machine.
+        return "failed-application", f"local I/O error: {exc.strerror or type(exc).__name__}"
     return "general-error", str(exc) if isinstance(exc, JetError) else None
 
 
