@@ -353,8 +353,8 @@ def send(**kw: Any) -> Callable[[Output], Awaitable[int]]:
     "--output-dir",
     "-o",
     type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Store received files here (an existing directory).",
+    default=".",
+    help="Store received files here (an existing directory; default: the current one).",
 )
 @click.option(
     "--count",
@@ -392,10 +392,22 @@ def send(**kw: Any) -> Callable[[Output], Awaitable[int]]:
 @output_options
 @command
 def receive(**kw: Any) -> Callable[[Output], Awaitable[int]]:
-    """Wait for files and store them in --output-dir (verified before they get their name)."""
+    """Wait for files and store them in --output-dir, or the current directory (verified
+    before they get their name)."""
     from ._cli_transfer import ReceiveOptions, run_receive
 
     account = _account(kw)
+    # Absolute, so that the names shown and the partial-download records agree on the
+    # directory (the library keeps a relative one's .part files under an absolute name).
+    try:
+        kw["output_dir"] = kw["output_dir"].absolute()
+    except FileNotFoundError as exc:  # the current directory was removed
+        raise CLIError(
+            ExitCode.FILE,
+            "file",
+            "the current directory no longer exists",
+            "Change to an existing directory, or choose one with --output-dir.",
+        ) from exc
     opts = _options(ReceiveOptions, kw)
     return lambda out: run_receive(out, account, opts)
 

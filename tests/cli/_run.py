@@ -69,12 +69,15 @@ async def arun(
     tmp_path: Path,
     env: Mapping[str, str] | None = None,
     limit: float = 60,
+    cwd: Path | None = None,
 ) -> Ran:
-    """:func:`run` from a trio test (the test's own servers keep running meanwhile)."""
+    """:func:`run` from a trio test (the test's own servers keep running meanwhile); ``cwd``:
+    the working directory of the process (default: the test's)."""
     with trio.fail_after(limit):
         proc = await trio.run_process(
             [*COMMAND, *args],
             env=cli_env(tmp_path, env),
+            cwd=cwd,
             stdin=b"",
             capture_stdout=True,
             capture_stderr=True,
