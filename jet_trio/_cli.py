@@ -662,6 +662,30 @@ def _print_plugins(out: Output, info: dict[str, Any]) -> None:
         )
 
 
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(COMPLETION_SHELLS))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL (bash, zsh or fish).
+
+    \b
+    Load it from your shell's start-up file:
+      ~/.bashrc:                   eval "$(jet-trio completion bash)"
+      ~/.zshrc:                    eval "$(jet-trio completion zsh)"
+      ~/.config/fish/config.fish:  jet-trio completion fish | source
+    """
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None  # every choice is one of click's shells
+    # What `_JET_TRIO_COMPLETE={shell}_source jet-trio` prints: the script calls jet-trio
+    # back with that variable to complete each word.
+    script = cls(cli, {}, "jet-trio", "_JET_TRIO_COMPLETE").source()
+    click.echo(script)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """The console script: parse, run, exit with the command's code."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import trio
 
-from ._run import Ran, arun
+from ._run import Ran, arun, run
 from .conftest import LocalServer
 
 
@@ -72,3 +74,48 @@ async def test_receive_checks_the_current_directory_before_login(tmp_path: Path)
     failure = ran.one_json()
     assert failure["reason"] == "file"
     assert "is not writable" in failure["message"]
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_prints_the_script(tmp_path: Path, shell: str) -> None:
+    ran = run(["completion", shell], tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "jet-trio" in ran.stdout and "_JET_TRIO_COMPLETE" in ran.stdout
+    # The same script as click's own mechanism prints.
+    same = run([], tmp_path, {"_JET_TRIO_COMPLETE": f"{shell}_source"})
+    assert same.returncode == 0, same.stderr
+    assert ran.stdout.strip() == same.stdout.strip()
+
+
+def test_completion_script_completes(tmp_path: Path) -> None:
+    """What the bash script asks for (``bash_complete``) completes the command names."""
+    ran = run(
+        [],
+        tmp_path,
+        {"_JET_TRIO_COMPLETE": "bash_complete", "COMP_WORDS": "jet-trio compl", "COMP_CWORD": "1"},
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == ["plain,completion"]
+
+
+def test_completion_unknown_shell_is_a_usage_error(tmp_path: Path) -> None:
+    ran = run(["completion", "tcsh"], tmp_path)
+    assert ran.returncode == 2
+    assert "tcsh" in ran.stderr and ran.stdout == ""
+
+
+def test_bash_loads_the_script(tmp_path: Path) -> None:
+    """The line docs/cli.rst gives for ~/.bashrc registers the completion in a real bash."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("bash is not installed")
+    script = run(["completion", "bash"], tmp_path).stdout
+    proc = subprocess.run(
+        [bash, "--norc", "-c", 'eval "$1"; complete -p jet-trio', "bash", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "-F _jet_trio_completion jet-trio" in proc.stdout
