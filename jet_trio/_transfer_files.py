@@ -192,6 +192,9 @@ class Partial:
     def create(
         cls, dest: Path, peer: JID, name: str, size: int, sha256: str, envelope: str | None
     ) -> Partial:
+        # Absolute and normalised as mkstemp returns the temporary file's path: the two must
+        # name one directory (a relative ``dest`` from ``accept(".")`` did not).
+        dest = Path(os.path.abspath(dest))
         # The target name may already use the file system's whole 255 bytes: shorten the part
         # of it that goes into the temporary name.
         stem = dest.name.encode()[:_TEMP_STEM_BYTES].decode(errors="ignore")

@@ -316,3 +316,17 @@ async def test_unwritable_directory_found_at_the_end(
     assert not (dest_dir / "u.bin").exists()
     (partial,) = jet_trio.find_partials(dest_dir)
     assert partial.part.read_bytes() == src.read_bytes()
+
+
+async def test_accept_into_a_relative_directory(
+    net: Net, tmp_path: Path, dest_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``accept(".")``: the file lands in the current directory (the partial record used to
+    refuse a relative destination beside its absolute temporary file)."""
+    src = make_file(tmp_path, 50_000, "here.bin")
+    monkeypatch.chdir(dest_dir)
+    async with net.pair() as (fa, fb):
+        out = await run_transfer(fa, fb, src, Path("."), encrypt=JET_STUB)
+    assert out.recv.result is not None, repr(out.recv.error)
+    assert (dest_dir / "here.bin").read_bytes() == src.read_bytes()
+    assert not leftovers(dest_dir)

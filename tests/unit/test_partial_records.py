@@ -171,3 +171,18 @@ def test_a_damaged_record_is_skipped_when_listing(tmp_path: Path) -> None:
     good = kept(tmp_path)
     (tmp_path / (".bad.part" + SIDECAR_SUFFIX)).write_text("{not json")
     assert find_partials(tmp_path) == [good]
+
+
+@pytest.mark.parametrize("relative", ["file.bin", "./file.bin", "sub/../file.bin"])
+def test_a_relative_destination_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relative: str
+) -> None:
+    """A download into a relative directory (``accept(".")``, ``receive -o .``): the record is
+    written and loads back, naming the same files (the temporary file's path is absolute)."""
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    p = Partial.create(Path(relative), PEER, "file.bin", 100, SHA, None)
+    p.save()
+    (loaded,) = find_partials(tmp_path)
+    assert loaded.dest == tmp_path / "file.bin"
+    assert loaded.part == p.part
