@@ -577,9 +577,10 @@ class FileTransfer:
     async def _reject_unanswered(self) -> None:
         """Answer every offer still open when the service ends (queued or held by the
         application), so that no sender is left waiting."""
-        offers = [o for o in (*self._queue, *self._unanswered) if not o._answered]
+        # Every offer is in ``_unanswered`` from its creation (queued ones are kept alive by the
+        # queue): take strong references before the queue lets go of them.
+        offers = [o for o in self._unanswered if not o._answered]
         self._queue.clear()
-        offers = list(dict.fromkeys(offers))
         if not offers:
             return
         with trio.CancelScope(shield=True):
