@@ -19,9 +19,9 @@ import time
 import trio
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from jet_trio._builtin_ciphers import AES128GCM, AES256GCM
-from jet_trio._cipher import Cipher, TransportSecret
-from jet_trio._jet_stream import DecryptingReceiveStream, EncryptingSendStream
+from jet_trio._jet.cipher import Cipher, TransportSecret
+from jet_trio._jet.stream import DecryptingReceiveStream, EncryptingSendStream
+from jet_trio._plugins.builtin_ciphers import AES128GCM, AES256GCM
 
 MB = 1_000_000
 

@@ -44,9 +44,9 @@ from bench_transfer import Endpoint, bench_prosody, prosody_endpoint
 from lxml import etree
 
 import jet_trio
-from jet_trio._connect import connect_stream, make_ssl_context
-from jet_trio._jid import JID
-from jet_trio._stanza import E
+from jet_trio._xmpp.connect import connect_stream, make_ssl_context
+from jet_trio._xmpp.jid import JID
+from jet_trio._xmpp.stanza import E
 
 ECHO = "{urn:jet-trio:bench}echo"
 _IQ_TAG = re.compile(rb"<iq\b[^>]*>")

@@ -31,8 +31,8 @@ from typing import Any
 import trio
 
 from jet_trio import open_client
-from jet_trio._ns import JET_STUB
-from jet_trio._transfer import open_file_transfer
+from jet_trio._transfer.service import open_file_transfer
+from jet_trio._xmpp.ns import JET_STUB
 from jet_trio.testing import make_tls, serve
 
 

@@ -6,7 +6,7 @@ bytes in base64), feeds it in fixed-size chunks (4 KiB by default, like a socket
 reports stanzas/s and MB/s for:
 
 ``jet-trio``
-    ``jet_trio._xml.XMLStreamParser().feed(chunk)``: hardened parser, detached stanza elements.
+    ``jet_trio._xmpp.xml.XMLStreamParser().feed(chunk)``: hardened parser, detached stanza elements.
 ``slixmpp``
     slixmpp's own ``XMLStream.data_received(chunk)`` on an unconnected ``XMLStream``, with
     ``_spawn_event`` replaced by a counter: the parse (``xml.etree.ElementTree.XMLPullParser``)
@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from jet_trio._xml import StanzaReceived, XMLStreamParser
+from jet_trio._xmpp.xml import StanzaReceived, XMLStreamParser
 
 STREAM_HEADER = (
     b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "

@@ -21,9 +21,9 @@ from itertools import count
 import trio
 from lxml import etree
 
-from jet_trio._ibb import IBBError, IBBStream, open_ibb_stream
-from jet_trio._jid import JID
-from jet_trio._s5b import connect_candidate, dstaddr, open_s5b_listener
+from jet_trio._transports.ibb import IBBError, IBBStream, open_ibb_stream
+from jet_trio._transports.s5b import connect_candidate, dstaddr, open_s5b_listener
+from jet_trio._xmpp.jid import JID
 from jet_trio.testing._proxy65 import serve_proxy65
 
 CHUNK = 256 * 1024

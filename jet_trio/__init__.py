@@ -7,9 +7,6 @@
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._client import Client, IqHandler, open_client
-    from ._connect import INSECURE_TEST_ONLY, ConnectionFailed, DNSError, LoginTimeout
-    from ._disco import DiscoInfo, DiscoItem, Identity
     from ._errors import (
         JetError,
         LocalProtocolError,
@@ -18,14 +15,14 @@ if TYPE_CHECKING:
         SecurityError,
         XMLError,
     )
-    from ._jid import JID, InvalidJID
-    from ._negotiation import ConnectionLost, TLSError
-    from ._pubsub import PubSubEvent, PubSubItem
-    from ._sasl import AuthenticationError, DowngradeDetected, NoCommonMechanism
-    from ._stanza import StanzaError, StreamError
-    from ._transfer import FileTransfer, IncomingOffer, envelope_strength, open_file_transfer
-    from ._transfer_files import Partial, find_partials
-    from ._transfer_types import (
+    from ._transfer.files import Partial, find_partials
+    from ._transfer.service import (
+        FileTransfer,
+        IncomingOffer,
+        envelope_strength,
+        open_file_transfer,
+    )
+    from ._transfer.types import (
         IntegrityError,
         JETError,
         NameTaken,
@@ -38,6 +35,14 @@ if TYPE_CHECKING:
         TransferTimeout,
         TransportFailed,
     )
+    from ._xmpp.client import Client, IqHandler, open_client
+    from ._xmpp.connect import INSECURE_TEST_ONLY, ConnectionFailed, DNSError, LoginTimeout
+    from ._xmpp.disco import DiscoInfo, DiscoItem, Identity
+    from ._xmpp.jid import JID, InvalidJID
+    from ._xmpp.negotiation import ConnectionLost, TLSError
+    from ._xmpp.pubsub import PubSubEvent, PubSubItem
+    from ._xmpp.sasl import AuthenticationError, DowngradeDetected, NoCommonMechanism
+    from ._xmpp.stanza import StanzaError, StreamError
 
 __version__ = "0.1.0.dev0"
 
@@ -91,50 +96,50 @@ __all__ = [
 
 # Public name -> the private module that defines it.
 _LAZY: dict[str, str] = {
-    "Client": "_client",
-    "IqHandler": "_client",
-    "open_client": "_client",
-    "INSECURE_TEST_ONLY": "_connect",
-    "ConnectionFailed": "_connect",
-    "DNSError": "_connect",
-    "LoginTimeout": "_connect",
-    "DiscoInfo": "_disco",
-    "DiscoItem": "_disco",
-    "Identity": "_disco",
+    "Client": "_xmpp.client",
+    "IqHandler": "_xmpp.client",
+    "open_client": "_xmpp.client",
+    "INSECURE_TEST_ONLY": "_xmpp.connect",
+    "ConnectionFailed": "_xmpp.connect",
+    "DNSError": "_xmpp.connect",
+    "LoginTimeout": "_xmpp.connect",
+    "DiscoInfo": "_xmpp.disco",
+    "DiscoItem": "_xmpp.disco",
+    "Identity": "_xmpp.disco",
     "JetError": "_errors",
     "LocalProtocolError": "_errors",
     "ProtocolError": "_errors",
     "RemoteProtocolError": "_errors",
     "SecurityError": "_errors",
     "XMLError": "_errors",
-    "JID": "_jid",
-    "InvalidJID": "_jid",
-    "ConnectionLost": "_negotiation",
-    "TLSError": "_negotiation",
-    "PubSubEvent": "_pubsub",
-    "PubSubItem": "_pubsub",
-    "AuthenticationError": "_sasl",
-    "DowngradeDetected": "_sasl",
-    "NoCommonMechanism": "_sasl",
-    "StanzaError": "_stanza",
-    "StreamError": "_stanza",
-    "FileTransfer": "_transfer",
-    "IncomingOffer": "_transfer",
-    "envelope_strength": "_transfer",
-    "open_file_transfer": "_transfer",
-    "Partial": "_transfer_files",
-    "find_partials": "_transfer_files",
-    "IntegrityError": "_transfer_types",
-    "JETError": "_transfer_types",
-    "NameTaken": "_transfer_types",
-    "TagTimeout": "_transfer_types",
-    "ProgressCallback": "_transfer_types",
-    "TransferCancelled": "_transfer_types",
-    "TransferDeclined": "_transfer_types",
-    "TransferError": "_transfer_types",
-    "TransferResult": "_transfer_types",
-    "TransferTimeout": "_transfer_types",
-    "TransportFailed": "_transfer_types",
+    "JID": "_xmpp.jid",
+    "InvalidJID": "_xmpp.jid",
+    "ConnectionLost": "_xmpp.negotiation",
+    "TLSError": "_xmpp.negotiation",
+    "PubSubEvent": "_xmpp.pubsub",
+    "PubSubItem": "_xmpp.pubsub",
+    "AuthenticationError": "_xmpp.sasl",
+    "DowngradeDetected": "_xmpp.sasl",
+    "NoCommonMechanism": "_xmpp.sasl",
+    "StanzaError": "_xmpp.stanza",
+    "StreamError": "_xmpp.stanza",
+    "FileTransfer": "_transfer.service",
+    "IncomingOffer": "_transfer.service",
+    "envelope_strength": "_transfer.service",
+    "open_file_transfer": "_transfer.service",
+    "Partial": "_transfer.files",
+    "find_partials": "_transfer.files",
+    "IntegrityError": "_transfer.types",
+    "JETError": "_transfer.types",
+    "NameTaken": "_transfer.types",
+    "TagTimeout": "_transfer.types",
+    "ProgressCallback": "_transfer.types",
+    "TransferCancelled": "_transfer.types",
+    "TransferDeclined": "_transfer.types",
+    "TransferError": "_transfer.types",
+    "TransferResult": "_transfer.types",
+    "TransferTimeout": "_transfer.types",
+    "TransportFailed": "_transfer.types",
 }
 
 

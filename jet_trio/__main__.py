@@ -1,6 +1,6 @@
 """``python -m jet_trio`` and the ``jet-trio`` console script."""
 
-from ._cli import main
+from ._cli.main import main
 
 __all__ = ["main"]
 

@@ -4,7 +4,7 @@ A plugin is a module (or any object) with functions marked :data:`hookimpl`, reg
 ``jet_trio`` entry point group. See the plugin author guide in the documentation.
 """
 
-from ._cipher import (
+from ._jet.cipher import (
     Cipher,
     CipherError,
     PlaintextLimitExceeded,
@@ -14,7 +14,7 @@ from ._cipher import (
     TransportSecret,
     UnknownCipher,
 )
-from ._envelope import (
+from ._jet.envelope import (
     DecryptedEnvelope,
     EnvelopeError,
     EnvelopeMethod,
@@ -22,8 +22,8 @@ from ._envelope import (
     Trust,
     UntrustedEnvelope,
 )
-from ._hookspecs import PluginConfig, hookimpl, hookspec
-from ._plugins import PluginLoadError, PluginManager, UnknownEnvelope
+from ._plugins.hookspecs import PluginConfig, hookimpl, hookspec
+from ._plugins.manager import PluginLoadError, PluginManager, UnknownEnvelope
 
 __all__ = [
     "Cipher",

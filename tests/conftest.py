@@ -30,7 +30,7 @@ def _loopback_only_host(request: pytest.FixtureRequest, monkeypatch: pytest.Monk
     tests (whose peers run in namespaces of their own), opt out with ``real_interfaces``."""
     if request.node.get_closest_marker("real_interfaces") is not None:
         return
-    from jet_trio import _netif
+    from jet_trio._transports import netif as _netif
 
     def loopback_only() -> list[_netif.InterfaceAddress]:
         return [

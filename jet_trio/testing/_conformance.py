@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._cipher import Cipher, CipherError, PlaintextLimitExceeded, TagMismatch, TransportSecret
-from .._envelope import (
+from .._errors import SecurityError
+from .._jet.cipher import Cipher, CipherError, PlaintextLimitExceeded, TagMismatch, TransportSecret
+from .._jet.envelope import (
     DecryptedEnvelope,
     EnvelopeMethod,
     Trust,
     check_envelope_sender,
 )
-from .._errors import SecurityError
-from .._hookspecs import PluginConfig, hookimpl
-from .._jid import JID
+from .._plugins.hookspecs import PluginConfig, hookimpl
+from .._xmpp.jid import JID
 
 if TYPE_CHECKING:
     from lxml import etree
@@ -331,10 +331,10 @@ async def check_envelope_method(
     file's authentication tag fails under another IV. ``cipher`` defaults to AES-256-GCM;
     ``deadline`` bounds the whole check in seconds. Raises :class:`ConformanceError`.
     """
-    from .._builtin_ciphers import AES256GCM
-    from .._client import open_client
-    from .._plugins import PluginManager
-    from .._transfer import open_file_transfer
+    from .._plugins.builtin_ciphers import AES256GCM
+    from .._plugins.manager import PluginManager
+    from .._transfer.service import open_file_transfer
+    from .._xmpp.client import open_client
     from ._server import serve
     from ._tls import make_tls
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from lxml import etree
 
-from .. import _ns as ns
+from .._xmpp import ns as ns
 
 Element = etree._Element
 

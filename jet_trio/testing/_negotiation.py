@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import scramp
 from lxml import etree
 
-from .. import _ns as ns
-from .._jid import JID, InvalidJID
-from .._xml import serialize, stream_footer, stream_header
+from .._xmpp import ns as ns
+from .._xmpp.jid import JID, InvalidJID
+from .._xmpp.xml import serialize, stream_footer, stream_header
 from ._elements import IQ, Element, StanzaError, error_reply, make, qname, stanza, stream_error, sub
 
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1")

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from .. import _ns as ns
-from .._jid import JID
+from .._xmpp import ns as ns
+from .._xmpp.jid import JID
 from ._elements import Element, StanzaError, form_fields, make, make_form, qname, sub
 
 NODE_CONFIG = f"{ns.PUBSUB}#node_config"

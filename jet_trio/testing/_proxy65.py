@@ -15,9 +15,9 @@ from typing import Final
 import trio
 
 from .._errors import JetError
-from .._jid import JID
-from .._s5b import serve_socks5_handshake
-from .._socks5 import Socks5Error, dstaddr
+from .._transports.s5b import serve_socks5_handshake
+from .._transports.socks5 import Socks5Error, dstaddr
+from .._xmpp.jid import JID
 
 __all__ = ["ActivationError", "Proxy65", "serve_proxy65"]
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from .. import _ns as ns
-from .._disco import DiscoInfo, caps_ver
 from .._errors import RemoteProtocolError
-from .._jid import JID, InvalidJID
+from .._xmpp import ns as ns
+from .._xmpp.disco import DiscoInfo, caps_ver
+from .._xmpp.jid import JID, InvalidJID
 from ._elements import Element, StanzaError, error_reply, iq_result, make, qname, stanza, sub
 from ._pep import FEATURES as PEP_FEATURES
 from ._pep import Notification, PepService

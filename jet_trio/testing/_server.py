@@ -14,9 +14,9 @@ from typing import Protocol
 import trio
 
 from .._errors import XMLError
-from .._jid import JID, InvalidJID
-from .._negotiation import _end_point_hash
-from .._xml import (
+from .._xmpp.jid import JID, InvalidJID
+from .._xmpp.negotiation import _end_point_hash
+from .._xmpp.xml import (
     StanzaReceived,
     StreamClosed,
     StreamOpened,

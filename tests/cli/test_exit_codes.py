@@ -9,9 +9,9 @@ import pytest
 import trio
 
 import jet_trio
-from jet_trio._cli_errors import CLIError, ExitCode, classify
-from jet_trio._envelope import EnvelopeError, EnvelopeSenderMismatch
-from jet_trio._plugins import UnknownEnvelope
+from jet_trio._cli.errors import CLIError, ExitCode, classify
+from jet_trio._jet.envelope import EnvelopeError, EnvelopeSenderMismatch
+from jet_trio._plugins.manager import UnknownEnvelope
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.rst"
 

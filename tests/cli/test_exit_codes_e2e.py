@@ -13,8 +13,8 @@ import trio
 
 import jet_trio
 from jet_trio import FileTransfer, open_client, open_file_transfer
-from jet_trio._connect import make_ssl_context
-from jet_trio._transfer_files import HashCache
+from jet_trio._transfer.files import HashCache
+from jet_trio._xmpp.connect import make_ssl_context
 
 from ._run import Ran, arun
 from .conftest import LocalServer

@@ -13,8 +13,8 @@ from rich.progress import ProgressColumn
 from rich.text import Text
 
 from jet_trio import JID
-from jet_trio._cli_output import MIN_RATE_BYTES, Output, rate
-from jet_trio._transfer_types import TransferResult
+from jet_trio._cli.output import MIN_RATE_BYTES, Output, rate
+from jet_trio._transfer.types import TransferResult
 
 from ._run import arun
 from .conftest import LocalServer

@@ -16,8 +16,8 @@ import trio
 from rich.console import Console
 
 import jet_trio
-from jet_trio._cli_output import Output, plain, setup_logging, shown
-from jet_trio._transfer import open_file_transfer
+from jet_trio._cli.output import Output, plain, setup_logging, shown
+from jet_trio._transfer.service import open_file_transfer
 
 from ._run import Ran, arun
 from .conftest import LocalServer

@@ -35,7 +35,7 @@ def test_plugins_human(tmp_path: Path) -> None:
 
 _BROKEN_PLUGIN = """
 from jet_trio.plugin import Cipher, EnvelopeMethod, hookimpl
-from jet_trio._builtin_ciphers import AES256GCM
+from jet_trio._plugins.builtin_ciphers import AES256GCM
 
 
 class NoFeatures(EnvelopeMethod):

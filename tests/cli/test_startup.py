@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import jet_trio
-from jet_trio._cli_plugins import may_use_omemo, wanted_envelopes
+from jet_trio._cli.plugins import may_use_omemo, wanted_envelopes
 
 from ._run import cli_env
 from .conftest import LocalServer
@@ -67,13 +67,13 @@ def test_import_jet_trio_loads_no_dependency(tmp_path: Path) -> None:
 def test_help_loads_no_library(tmp_path: Path, args: list[str]) -> None:
     loaded = loaded_after(run_cli(*args), tmp_path)
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
-    assert "jet_trio._client" not in loaded
-    assert "jet_trio._transfer" not in loaded
+    assert "jet_trio._xmpp.client" not in loaded
+    assert "jet_trio._transfer.service" not in loaded
 
 
 def test_client_given_its_server_needs_no_dns(tmp_path: Path) -> None:
     """dnspython is only imported for an SRV lookup, which --server (host given) skips."""
-    loaded = loaded_after("import jet_trio._client, jet_trio._cli_transfer", tmp_path)
+    loaded = loaded_after("import jet_trio._xmpp.client, jet_trio._cli.transfer", tmp_path)
     assert "trio" in loaded  # the check sees imports at all
     assert "dns" not in loaded
 
@@ -116,7 +116,7 @@ def test_star_import_gives_every_public_name(tmp_path: Path) -> None:
         "from jet_trio import *\nassert open_file_transfer and Client and TransferResult",
         tmp_path,
     )
-    assert "jet_trio._transfer" in loaded
+    assert "jet_trio._transfer.service" in loaded
 
 
 @pytest.mark.skipif(not HAVE_OMEMO, reason="jet-trio-omemo is not installed")
@@ -168,8 +168,8 @@ async def test_omemo_libraries_missing_is_a_warning(
 ) -> None:
     """The plugin package imports, its libraries do not: OMEMO is left out with a warning,
     as when its start fails, and the command goes on."""
-    from jet_trio import _cli_sessions
-    from jet_trio._cli_output import Output
+    from jet_trio._cli import sessions as _cli_sessions
+    from jet_trio._cli.output import Output
 
     class FakeClient:  # what envelope_sessions reads of a client (weakly referenced)
         jid = jet_trio.JID("alice@example.org/x")
@@ -206,6 +206,7 @@ async def test_default_send_with_omemo_prepares_no_openpgp_key(
 def test_cli_login_timeout_default_is_the_librarys() -> None:
     """The command line writes the library's default login bound down (so that building it
     imports nothing heavy): the two must agree."""
-    from jet_trio import _cli, _connect
+    from jet_trio._cli import main as _cli
+    from jet_trio._xmpp import connect as _connect
 
     assert _cli.DEFAULT_LOGIN_TIMEOUT == _connect.DEFAULT_LOGIN_TIMEOUT

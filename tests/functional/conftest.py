@@ -30,9 +30,9 @@ from lxml import etree
 
 import jet_trio
 from jet_trio import JID, open_client
-from jet_trio._builtin_ciphers import AESGCMCipher
-from jet_trio._transfer import FileTransfer, IncomingOffer, open_file_transfer
-from jet_trio._transfer_files import find_partials
+from jet_trio._plugins.builtin_ciphers import AESGCMCipher
+from jet_trio._transfer.files import find_partials
+from jet_trio._transfer.service import FileTransfer, IncomingOffer, open_file_transfer
 from jet_trio.plugin import (
     Cipher,
     DecryptedEnvelope,

@@ -13,7 +13,7 @@ import trio
 
 import jet_trio
 from jet_trio import FileTransfer, open_client, open_file_transfer
-from jet_trio._ns import CIPHER_AES256_GCM, JET_STUB
+from jet_trio._xmpp.ns import CIPHER_AES256_GCM, JET_STUB
 from jet_trio.plugin import PluginConfig, PluginManager
 from jet_trio.testing import make_tls, serve
 

@@ -10,7 +10,7 @@ import trio.lowlevel
 
 import jet_trio
 from jet_trio import open_client
-from jet_trio._stanza import MESSAGE, E, make_iq
+from jet_trio._xmpp.stanza import MESSAGE, E, make_iq
 from jet_trio.testing import make_tls, serve
 
 

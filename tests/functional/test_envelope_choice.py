@@ -19,7 +19,7 @@ from lxml import etree
 
 import jet_trio
 from jet_trio import JID, FileTransfer, IncomingOffer, envelope_strength
-from jet_trio._ns import CIPHER_AES128_GCM, CIPHER_AES256_GCM, JET_STUB
+from jet_trio._xmpp.ns import CIPHER_AES128_GCM, CIPHER_AES256_GCM, JET_STUB
 from jet_trio.plugin import (
     Cipher,
     DecryptedEnvelope,

@@ -43,14 +43,14 @@ import trio
 
 import jet_trio
 from jet_trio import TransferCancelled, TransferError, TransportFailed
-from jet_trio._jid import JID
-from jet_trio._jingle_message import JingleAction, JingleMessage
-from jet_trio._ns import JET_STUB
-from jet_trio._s5b import Activated, CandidateError, CandidateUsed, S5BTransport
-from jet_trio._s5b import parse_transport as parse_s5b
-from jet_trio._transfer import FileTransfer, IncomingOffer, _Digests, _Session
-from jet_trio._transfer_files import Partial, find_partials
-from jet_trio._transfer_files import open_part as real_open_part
+from jet_trio._jingle.message import JingleAction, JingleMessage
+from jet_trio._transfer.files import Partial, find_partials
+from jet_trio._transfer.files import open_part as real_open_part
+from jet_trio._transfer.service import FileTransfer, IncomingOffer, _Digests, _Session
+from jet_trio._transports.s5b import Activated, CandidateError, CandidateUsed, S5BTransport
+from jet_trio._transports.s5b import parse_transport as parse_s5b
+from jet_trio._xmpp.jid import JID
+from jet_trio._xmpp.ns import JET_STUB
 from jet_trio.testing import serve
 from jet_trio.testing._tls import TestTLS
 
@@ -639,7 +639,7 @@ def disk_full_after(monkeypatch: pytest.MonkeyPatch, room: int) -> Iterator[list
         return disk
 
     with monkeypatch.context() as m:
-        m.setattr("jet_trio._transfer.open_part", open_part)
+        m.setattr("jet_trio._transfer.service.open_part", open_part)
         yield opened
 
 

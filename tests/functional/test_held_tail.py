@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from jet_trio import TagTimeout, TransferTimeout, find_partials
-from jet_trio._ns import JET_STUB
+from jet_trio._xmpp.ns import JET_STUB
 
 from .conftest import (
     Net,

@@ -16,13 +16,14 @@ import trio.testing
 from lxml import etree
 
 import jet_trio
+import jet_trio._transfer.service as transfer_service
 from jet_trio import TransferTimeout, find_partials
-from jet_trio._builtin_ciphers import AESGCMCipher
-from jet_trio._ibb import IBBStream
-from jet_trio._ns import DISCO_INFO, IBB, JET, JET_STUB, JINGLE, JINGLE_S5B
-from jet_trio._stanza import StanzaError, make_iq, make_result
-from jet_trio._transfer import FileTransfer, open_file_transfer
-from jet_trio._transfer_files import Partial
+from jet_trio._plugins.builtin_ciphers import AESGCMCipher
+from jet_trio._transfer.files import Partial
+from jet_trio._transfer.service import FileTransfer, open_file_transfer
+from jet_trio._transports.ibb import IBBStream
+from jet_trio._xmpp.ns import DISCO_INFO, IBB, JET, JET_STUB, JINGLE, JINGLE_S5B
+from jet_trio._xmpp.stanza import StanzaError, make_iq, make_result
 
 from .conftest import (
     TEST_ENVELOPE_NS,
@@ -284,7 +285,7 @@ async def test_two_security_elements_are_refused_not_taken_as_unencrypted(
     """An offer with two <security> under <jingle> (none in the content): even a receiver
     that accepts unencrypted files refuses it, before the application sees it."""
     src = make_file(tmp_path, 1000)
-    real = jet_trio._transfer.build_jingle  # type: ignore[attr-defined]
+    real = transfer_service.build_jingle  # type: ignore[attr-defined]
 
     def build(msg: Any) -> etree._Element:
         el = real(msg)
@@ -299,7 +300,7 @@ async def test_two_security_elements_are_refused_not_taken_as_unencrypted(
                 break
         return el
 
-    monkeypatch.setattr(jet_trio._transfer, "build_jingle", build)
+    monkeypatch.setattr(transfer_service, "build_jingle", build)
     async with net.pair() as (fa, fb):
         out = await run_transfer(fa, fb, src, dest_dir / "x.bin", encrypt=JET_STUB, deadline=5)
     assert out.recv.offer is None, out.recv.offer
@@ -313,12 +314,12 @@ async def test_an_offer_beyond_the_cipher_limit_is_refused_before_accepting(
 ) -> None:
     src = make_file(tmp_path, 1000)
     limit = AESGCMCipher(32, "x").max_plaintext_size
-    real = jet_trio._transfer.build_description  # type: ignore[attr-defined]
+    real = transfer_service.build_description  # type: ignore[attr-defined]
 
     def build(file: Any, *, request: bool = False) -> Any:
         return real(dataclasses.replace(file, size=limit + 1), request=request)
 
-    monkeypatch.setattr(jet_trio._transfer, "build_description", build)
+    monkeypatch.setattr(transfer_service, "build_description", build)
     async with net.pair() as (fa, fb):
         out = await run_transfer(fa, fb, src, dest_dir / "x.bin", encrypt=JET_STUB, deadline=5)
     assert out.recv.offer is None, out.recv.offer

@@ -17,7 +17,7 @@ import trio
 
 import jet_trio
 from jet_trio import IncomingOffer, NameTaken
-from jet_trio._ns import JET_STUB
+from jet_trio._xmpp.ns import JET_STUB
 
 from .conftest import Net, Outcome, leftovers, make_file, run_transfer
 
@@ -301,7 +301,7 @@ async def test_unwritable_directory_found_at_the_end(
     data is kept for resuming."""
     import errno
 
-    from jet_trio import _transfer_files
+    from jet_trio._transfer import files as _transfer_files
 
     def refuse(*args: Any) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")

@@ -11,7 +11,7 @@ import trio
 
 import jet_trio
 from jet_trio import IncomingOffer, TransferDeclined, TransferTimeout
-from jet_trio._ns import JET_STUB
+from jet_trio._xmpp.ns import JET_STUB
 
 from .conftest import Net, assert_nothing_stored, make_file, run_transfer
 
@@ -143,8 +143,8 @@ async def test_unusable_destination_answers_the_offer(net: Net, tmp_path: Path) 
 async def test_peer_answering_twice_is_refused(net: Net, tmp_path: Path, dest_dir: Path) -> None:
     """A second session-accept (a peer answering twice) is refused with an iq error by the
     sender's Jingle state machine; the transfer itself completes."""
-    from jet_trio._jingle_message import JingleAction, JingleMessage, build_jingle
-    from jet_trio._stanza import make_iq
+    from jet_trio._jingle.message import JingleAction, JingleMessage, build_jingle
+    from jet_trio._xmpp.stanza import make_iq
 
     src = make_file(tmp_path, 1_500_000)
     refused: list[BaseException] = []

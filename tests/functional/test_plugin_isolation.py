@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from jet_trio import JetError
-from jet_trio._transfer import open_file_transfer
+from jet_trio._transfer.service import open_file_transfer
 from jet_trio.plugin import EnvelopeError, EnvelopeMethod, PluginConfig, hookimpl
 
 from .conftest import TEST_ENVELOPE_FEATURE, Net, TestEnvelope, make_file, run_transfer

@@ -21,8 +21,8 @@ from lxml import etree
 
 import jet_trio
 from jet_trio import TransferError, TransferTimeout, find_partials
-from jet_trio._ns import IBB, JET_STUB, JINGLE
-from jet_trio._transfer import FileTransfer
+from jet_trio._transfer.service import FileTransfer
+from jet_trio._xmpp.ns import IBB, JET_STUB, JINGLE
 
 from .conftest import (
     Net,

@@ -23,7 +23,7 @@ from jet_trio import (
     TransportFailed,
     find_partials,
 )
-from jet_trio._ns import JET_STUB
+from jet_trio._xmpp.ns import JET_STUB
 from jet_trio.plugin import TagMismatch
 
 from .conftest import (

@@ -12,10 +12,10 @@ import pytest
 import trio
 
 import jet_trio
-import jet_trio._transfer
+import jet_trio._transfer.service
 from jet_trio import JETError, TransferDeclined, TransferError
-from jet_trio._ns import JET_STUB
-from jet_trio._transfer import FileTransfer, IncomingOffer
+from jet_trio._transfer.service import FileTransfer, IncomingOffer
+from jet_trio._xmpp.ns import JET_STUB
 
 from .conftest import (
     TEST_CIPHER_URN,
@@ -275,7 +275,7 @@ def raw_name(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Make the sender put a name of the test's choosing into its offer verbatim (a hostile
     or buggy peer: our own sender refuses such names): append it to the returned list."""
     names: list[str] = []
-    real = jet_trio._transfer.build_description  # type: ignore[attr-defined]
+    real = jet_trio._transfer.service.build_description  # type: ignore[attr-defined]
 
     def build(file: Any, *, request: bool = False) -> Any:
         el = real(file, request=request)
@@ -285,7 +285,7 @@ def raw_name(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             found.text = names[0]
         return el
 
-    monkeypatch.setattr(jet_trio._transfer, "build_description", build)
+    monkeypatch.setattr(jet_trio._transfer.service, "build_description", build)
     return names
 
 

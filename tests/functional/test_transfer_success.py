@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from jet_trio._ns import JET_STUB
+from jet_trio._xmpp.ns import JET_STUB
 
 from .conftest import Net, leftovers, make_file, run_transfer
 

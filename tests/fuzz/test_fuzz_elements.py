@@ -18,19 +18,11 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from jet_trio import JID, JetError
-from jet_trio import _ns as ns
-from jet_trio._builtin_ciphers import AES128GCM, AES256GCM
-from jet_trio._cipher import Cipher, UnknownCipher
-from jet_trio._envelope import DecryptedEnvelope
-from jet_trio._file_transfer import (
-    parse_checksum,
-    parse_description,
-    parse_info,
-    parse_received,
-)
-from jet_trio._ibb import parse_transport as parse_ibb_transport
-from jet_trio._jingle import SessionRegistry
-from jet_trio._jingle_message import (
+from jet_trio._jet.cipher import Cipher, UnknownCipher
+from jet_trio._jet.element import find_security, parse_security
+from jet_trio._jet.envelope import DecryptedEnvelope
+from jet_trio._jingle.machine import SessionRegistry
+from jet_trio._jingle.message import (
     JingleAction,
     ReasonCondition,
     build_jingle,
@@ -38,9 +30,17 @@ from jet_trio._jingle_message import (
     parse_error,
     parse_jingle,
 )
-from jet_trio._s5b import parse_transport as parse_s5b_transport
-from jet_trio._security import find_security, parse_security
-from jet_trio._stub_envelope import StubEnvelope
+from jet_trio._plugins.builtin_ciphers import AES128GCM, AES256GCM
+from jet_trio._plugins.stub_envelope import StubEnvelope
+from jet_trio._transfer.description import (
+    parse_checksum,
+    parse_description,
+    parse_info,
+    parse_received,
+)
+from jet_trio._transports.ibb import parse_transport as parse_ibb_transport
+from jet_trio._transports.s5b import parse_transport as parse_s5b_transport
+from jet_trio._xmpp import ns as ns
 
 from . import fuzz
 

@@ -1,9 +1,10 @@
-"""Fuzzing in-band bytestreams (``jet_trio._ibb``): sequences of generated iq payloads.
+"""Fuzzing in-band bytestreams (``jet_trio._transports.ibb``): sequences of generated iq payloads.
 
 ``<open>``/``<data>``/``<close>`` payloads with random sids, seq values (mostly the expected one,
 so that long runs are reached), block sizes, base64 of random sizes and base64 garbage.
 Property: :meth:`IBBConnection.receive` returns an event or raises
-:class:`~jet_trio._ibb.IBBError` with one of the XEP-0047 conditions, never another exception;
+:class:`~jet_trio._transports.ibb.IBBError`
+with one of the XEP-0047 conditions, never another exception;
 the data delivered is exactly the data of the accepted blocks, in order, each within the block
 size; after a protocol violation the bytestream stays closed. The trio shell
 (:meth:`IBBStream.feed` + ``receive_some``) is driven with the same payloads.
@@ -18,8 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
 
-from jet_trio import _ns as ns
-from jet_trio._ibb import (
+from jet_trio._transports.ibb import (
     Closed,
     DataReceived,
     IBBConnection,
@@ -28,6 +28,7 @@ from jet_trio._ibb import (
     State,
     open_ibb_stream,
 )
+from jet_trio._xmpp import ns as ns
 
 from . import fuzz
 

@@ -1,11 +1,12 @@
-"""Fuzzing JET decryption (``jet_trio._jet_stream.DecryptingReceiveStream``).
+"""Fuzzing JET decryption (``jet_trio._jet.stream.DecryptingReceiveStream``).
 
 The transport delivers random bytes, or a valid ``ciphertext ‖ tag`` that was mutated (bits
 flipped, bytes inserted or deleted, truncated, extended), in random chunks, with or without the
 announced size (sometimes a wrong one), read with random ``max_bytes``. Property: the stream
-raises only :class:`~jet_trio._cipher.TagMismatch`, :class:`~jet_trio._jet_stream.TruncatedStream`,
-:class:`~jet_trio._jet_stream.UnexpectedTrailingData` (or
-:class:`~jet_trio._cipher.PlaintextLimitExceeded`), then stays broken; it reports the end of the
+raises only :class:`~jet_trio._jet.cipher.TagMismatch`,
+:class:`~jet_trio._jet.stream.TruncatedStream`,
+:class:`~jet_trio._jet.stream.UnexpectedTrailingData` (or
+:class:`~jet_trio._jet.cipher.PlaintextLimitExceeded`), then stays broken; it reports the end of the
 data (``b""``) only for the untouched wire bytes and then has returned exactly the plaintext.
 """
 
@@ -19,15 +20,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jet_trio._builtin_ciphers import AES128GCM, AES256GCM
-from jet_trio._cipher import Cipher, PlaintextLimitExceeded, TagMismatch, TransportSecret
 from jet_trio._errors import LocalProtocolError
-from jet_trio._jet_stream import (
+from jet_trio._jet.cipher import Cipher, PlaintextLimitExceeded, TagMismatch, TransportSecret
+from jet_trio._jet.stream import (
     DecryptingReceiveStream,
     StreamOpener,
     TruncatedStream,
     UnexpectedTrailingData,
 )
+from jet_trio._plugins.builtin_ciphers import AES128GCM, AES256GCM
 
 from . import fuzz
 

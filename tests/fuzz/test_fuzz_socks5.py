@@ -1,7 +1,9 @@
-"""Fuzzing the sans-IO SOCKS5 handshakes (``jet_trio._socks5``) with random and mutated bytes.
+"""Fuzzing the sans-IO SOCKS5 handshakes (``jet_trio._transports.socks5``)
+with random and mutated bytes.
 
 Property: ``receive_data`` / ``next_event`` / ``bytes_wanted`` only ever raise
-:class:`~jet_trio._socks5.Socks5Error` or :class:`~jet_trio._socks5.Socks5StateError`; a failed
+:class:`~jet_trio._transports.socks5.Socks5Error` or
+:class:`~jet_trio._transports.socks5.Socks5StateError`; a failed
 handshake stays failed; a shell that reads no more than ``bytes_wanted`` never swallows
 application data; every byte split of a valid exchange gives the same result.
 """
@@ -14,7 +16,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jet_trio._socks5 import (
+from jet_trio._transports.socks5 import (
     NEED_DATA,
     Connected,
     ConnectRequest,

@@ -1,4 +1,4 @@
-"""Fuzzing the hardened XML stream parser (``jet_trio._xml.XMLStreamParser``).
+"""Fuzzing the hardened XML stream parser (``jet_trio._xmpp.xml.XMLStreamParser``).
 
 Property, for every input: ``feed`` returns stream events or raises :class:`~jet_trio.XMLError`,
 never another exception; once it raised (or the stream closed) it keeps raising ``XMLError``;
@@ -16,7 +16,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from jet_trio import XMLError
-from jet_trio._xml import (
+from jet_trio._xmpp.xml import (
     StanzaReceived,
     StreamClosed,
     StreamOpened,

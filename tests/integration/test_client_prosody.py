@@ -13,8 +13,8 @@ from lxml import etree
 
 import jet_trio
 from jet_trio import JID, Client, open_client
-from jet_trio._ns import BYTESTREAMS, DISCO_INFO
-from jet_trio._stanza import E
+from jet_trio._xmpp.ns import BYTESTREAMS, DISCO_INFO
+from jet_trio._xmpp.stanza import E
 
 from ._servers import ServerInfo
 

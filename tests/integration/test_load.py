@@ -19,8 +19,8 @@ import pytest
 import trio
 
 from jet_trio import TransferResult, open_client
-from jet_trio._ns import JET_STUB
-from jet_trio._transfer import FileTransfer, open_file_transfer
+from jet_trio._transfer.service import FileTransfer, open_file_transfer
+from jet_trio._xmpp.ns import JET_STUB
 from jet_trio.testing import make_tls, serve
 
 from ._servers import ServerInfo

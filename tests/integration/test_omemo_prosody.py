@@ -15,8 +15,8 @@ import pytest
 import trio
 
 from jet_trio import JETError, SecurityError, TransferResult, open_client
-from jet_trio._client import Client
-from jet_trio._transfer import FileTransfer, open_file_transfer
+from jet_trio._transfer.service import FileTransfer, open_file_transfer
+from jet_trio._xmpp.client import Client
 from jet_trio.plugin import Cipher, EnvelopeError, PluginManager, TransportSecret
 
 from ._servers import ProsodyFactory, ServerInfo

@@ -22,8 +22,8 @@ from lxml import etree
 
 import jet_trio
 from jet_trio import JID, Client, open_client
-from jet_trio._builtin_ciphers import AES256GCM
-from jet_trio._transfer import FileTransfer, open_file_transfer
+from jet_trio._plugins.builtin_ciphers import AES256GCM
+from jet_trio._transfer.service import FileTransfer, open_file_transfer
 from jet_trio.plugin import (
     Cipher,
     DecryptedEnvelope,

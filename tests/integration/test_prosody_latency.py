@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from jet_trio._connect import QuickAckStream
+from jet_trio._xmpp.connect import QuickAckStream
 
 from ._servers import ServerInfo
 from .test_transfer_prosody import make_file, pair, transfer

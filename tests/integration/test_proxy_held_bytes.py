@@ -26,9 +26,9 @@ import pytest
 import trio
 
 from jet_trio import TagTimeout, TransferTimeout, find_partials, open_client
-from jet_trio._jet_stream import EncryptingSendStream
-from jet_trio._ns import JET_STUB
-from jet_trio._transfer import FileTransfer, _Established, open_file_transfer
+from jet_trio._jet.stream import EncryptingSendStream
+from jet_trio._transfer.service import FileTransfer, _Established, open_file_transfer
+from jet_trio._xmpp.ns import JET_STUB
 
 from ..functional.conftest import (
     Outcome,

@@ -14,8 +14,8 @@ import trio
 
 import jet_trio
 from jet_trio import FileTransfer, open_client, open_file_transfer
-from jet_trio._ns import JET_STUB
-from jet_trio._transfer_files import find_partials
+from jet_trio._transfer.files import find_partials
+from jet_trio._xmpp.ns import JET_STUB
 from jet_trio.plugin import Cipher, TransportSecret
 
 from ._servers import ServerInfo

@@ -23,7 +23,7 @@ from lxml import etree
 
 import jet_trio
 from jet_trio import Client, StanzaError, open_client
-from jet_trio._transfer import FileTransfer, open_file_transfer
+from jet_trio._transfer.service import FileTransfer, open_file_transfer
 
 from ._servers import (
     PrivateEjabberd,

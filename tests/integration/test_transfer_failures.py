@@ -16,8 +16,8 @@ import trio
 
 import jet_trio
 from jet_trio import JETError, TransferCancelled, TransferDeclined, open_client
-from jet_trio._ns import JET_STUB
-from jet_trio._transfer import FileTransfer, IncomingOffer, open_file_transfer
+from jet_trio._transfer.service import FileTransfer, IncomingOffer, open_file_transfer
+from jet_trio._xmpp.ns import JET_STUB
 from jet_trio.plugin import TagMismatch
 
 from ..functional.conftest import (

@@ -14,8 +14,8 @@ import trio
 
 import jet_trio
 from jet_trio import open_client
-from jet_trio._ns import JET_STUB
-from jet_trio._transfer import FileTransfer, open_file_transfer
+from jet_trio._transfer.service import FileTransfer, open_file_transfer
+from jet_trio._xmpp.ns import JET_STUB
 
 from ._servers import ServerInfo
 

@@ -11,9 +11,9 @@ import trio.testing
 from lxml import etree
 
 from jet_trio import JID, ConnectionLost, StanzaError, XMLError
-from jet_trio._client import Client
-from jet_trio._stanza import E, error_reply, make_iq, make_result
-from jet_trio._xml import StanzaReceived, XMLStreamParser, serialize, stream_header
+from jet_trio._xmpp.client import Client
+from jet_trio._xmpp.stanza import E, error_reply, make_iq, make_result
+from jet_trio._xmpp.xml import StanzaReceived, XMLStreamParser, serialize, stream_header
 
 ME = JID("me@example.org/r")
 PING = "{urn:xmpp:ping}ping"

@@ -7,8 +7,8 @@ import pytest
 from lxml import etree
 
 from jet_trio import JID
-from jet_trio._builtin_ciphers import AES128GCM, AES256GCM, AESGCMCipher
-from jet_trio._stub_envelope import StubEnvelope
+from jet_trio._plugins.builtin_ciphers import AES128GCM, AES256GCM, AESGCMCipher
+from jet_trio._plugins.stub_envelope import StubEnvelope
 from jet_trio.plugin import (
     Cipher,
     DecryptedEnvelope,

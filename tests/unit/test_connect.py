@@ -13,8 +13,9 @@ import dns.resolver
 import pytest
 import trio
 
-from jet_trio import ConnectionFailed, DNSError, _connect
-from jet_trio._connect import _open_tcp, _resolve, _srv_targets, _Target
+from jet_trio import ConnectionFailed, DNSError
+from jet_trio._xmpp import connect as _connect
+from jet_trio._xmpp.connect import _open_tcp, _resolve, _srv_targets, _Target
 
 
 class FakeResolver:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from jet_trio import NameTaken, TransferError
-from jet_trio import _transfer_files as tf
-from jet_trio._transfer_files import deliver, unique_name
+from jet_trio._transfer import files as tf
+from jet_trio._transfer.files import deliver, unique_name
 
 
 @pytest.mark.parametrize(

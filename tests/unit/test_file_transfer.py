@@ -11,9 +11,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
 
-from jet_trio import _ns
 from jet_trio._errors import RemoteProtocolError
-from jet_trio._file_transfer import (
+from jet_trio._jingle.machine import (
+    Content,
+    JingleSession,
+    Role,
+    Senders,
+    build_jingle,
+    find_jingle,
+    parse_jingle,
+)
+from jet_trio._transfer.description import (
     MAX_SIZE,
     Checksum,
     FileDescription,
@@ -35,17 +43,9 @@ from jet_trio._file_transfer import (
     parse_received,
     safe_filename,
 )
-from jet_trio._hashes import Hash
-from jet_trio._jid import JID
-from jet_trio._jingle import (
-    Content,
-    JingleSession,
-    Role,
-    Senders,
-    build_jingle,
-    find_jingle,
-    parse_jingle,
-)
+from jet_trio._transfer.hashes import Hash
+from jet_trio._xmpp import ns as _ns
+from jet_trio._xmpp.jid import JID
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "dino"
 FT = _ns.JINGLE_FT

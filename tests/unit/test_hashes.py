@@ -9,9 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
 
-from jet_trio import _ns
 from jet_trio._errors import RemoteProtocolError, SecurityError
-from jet_trio._hashes import (
+from jet_trio._transfer.hashes import (
     ALGORITHMS,
     DEFAULT_ALGO,
     Hash,
@@ -27,6 +26,7 @@ from jet_trio._hashes import (
     parse_hash_elements,
     strongest,
 )
+from jet_trio._xmpp import ns as _ns
 
 # Published test vectors for the message "abc".
 ABC = {

@@ -16,9 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
 
-from jet_trio import _ns as ns
 from jet_trio._errors import JetError
-from jet_trio._ibb import (
+from jet_trio._transports.ibb import (
     MAX_BLOCK_SIZE,
     Closed,
     DataReceived,
@@ -34,6 +33,7 @@ from jet_trio._ibb import (
     open_ibb_stream,
     parse_transport,
 )
+from jet_trio._xmpp import ns as ns
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "dino"
 

@@ -8,8 +8,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from jet_trio import SecurityError
-from jet_trio._builtin_ciphers import AES128GCM, AES256GCM, AESGCMCipher
-from jet_trio._cipher import (
+from jet_trio._jet.cipher import (
     Cipher,
     CipherError,
     PlaintextLimitExceeded,
@@ -17,6 +16,7 @@ from jet_trio._cipher import (
     TransportSecret,
     WeakTransportSecret,
 )
+from jet_trio._plugins.builtin_ciphers import AES128GCM, AES256GCM, AESGCMCipher
 
 
 def test_builtin_cipher_parameters() -> None:

@@ -9,10 +9,9 @@ import os
 import pytest
 from lxml import etree
 
-from jet_trio import JID, SecurityError, _ns
-from jet_trio._builtin_ciphers import AES128GCM, AES256GCM
-from jet_trio._cipher import CipherError, TransportSecret
-from jet_trio._envelope import (
+from jet_trio import JID, SecurityError
+from jet_trio._jet.cipher import CipherError, TransportSecret
+from jet_trio._jet.envelope import (
     DecryptedEnvelope,
     EnvelopeError,
     EnvelopeSenderMismatch,
@@ -20,9 +19,11 @@ from jet_trio._envelope import (
     UntrustedEnvelope,
     check_envelope_sender,
 )
-from jet_trio._hookspecs import PluginConfig
-from jet_trio._plugins import PluginManager, UnknownEnvelope
-from jet_trio._stub_envelope import StubEnvelope
+from jet_trio._plugins.builtin_ciphers import AES128GCM, AES256GCM
+from jet_trio._plugins.hookspecs import PluginConfig
+from jet_trio._plugins.manager import PluginManager, UnknownEnvelope
+from jet_trio._plugins.stub_envelope import StubEnvelope
+from jet_trio._xmpp import ns as _ns
 
 ROMEO = JID("romeo@montague.example/orchard")
 JULIET = JID("juliet@capulet.example/balcony")

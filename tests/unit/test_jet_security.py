@@ -7,16 +7,16 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from jet_trio import _ns
-from jet_trio._builtin_ciphers import AES128GCM, AES256GCM
-from jet_trio._cipher import UnknownCipher
-from jet_trio._plugins import PluginManager
-from jet_trio._security import (
+from jet_trio._jet.cipher import UnknownCipher
+from jet_trio._jet.element import (
     SecurityElementError,
     build_security,
     find_security,
     parse_security,
 )
+from jet_trio._plugins.builtin_ciphers import AES128GCM, AES256GCM
+from jet_trio._plugins.manager import PluginManager
+from jet_trio._xmpp import ns as _ns
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "dino"
 AXOLOTL = "eu.siacs.conversations.axolotl"

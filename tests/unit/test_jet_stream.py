@@ -12,10 +12,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jet_trio._builtin_ciphers import AES128GCM, AES256GCM, AESGCMCipher
-from jet_trio._cipher import Cipher, PlaintextLimitExceeded, TagMismatch, TransportSecret
 from jet_trio._errors import LocalProtocolError
-from jet_trio._jet_stream import (
+from jet_trio._jet.cipher import Cipher, PlaintextLimitExceeded, TagMismatch, TransportSecret
+from jet_trio._jet.stream import (
     DecryptingReceiveStream,
     EncryptingSendStream,
     SizeMismatch,
@@ -24,6 +23,7 @@ from jet_trio._jet_stream import (
     TruncatedStream,
     UnexpectedTrailingData,
 )
+from jet_trio._plugins.builtin_ciphers import AES128GCM, AES256GCM, AESGCMCipher
 
 SIZES = [0, 1, 15, 16, 17, 31, 32, 33, 4095, 4096, 4097, 65535, 65536, 65537, 200_003]
 

@@ -10,10 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
 
-from jet_trio import _ns
 from jet_trio._errors import RemoteProtocolError
-from jet_trio._jid import JID
-from jet_trio._jingle_message import (
+from jet_trio._jingle.message import (
     BAD_REQUEST,
     OUT_OF_ORDER,
     SECURITY_REQUIRED,
@@ -36,6 +34,8 @@ from jet_trio._jingle_message import (
     parse_error,
     parse_jingle,
 )
+from jet_trio._xmpp import ns as _ns
+from jet_trio._xmpp.jid import JID
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "dino"
 J = _ns.JINGLE

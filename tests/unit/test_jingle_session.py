@@ -11,10 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from jet_trio import _ns
 from jet_trio._errors import LocalProtocolError
-from jet_trio._jid import JID
-from jet_trio._jingle import (
+from jet_trio._jingle.machine import (
     OUT_OF_ORDER,
     TIE_BREAK,
     UNKNOWN_SESSION,
@@ -35,6 +33,8 @@ from jet_trio._jingle import (
     new_sid,
     parse_jingle,
 )
+from jet_trio._xmpp import ns as _ns
+from jet_trio._xmpp.jid import JID
 
 A = JingleAction
 S = SessionState

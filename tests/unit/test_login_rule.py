@@ -12,7 +12,7 @@ import scramp
 from lxml import etree
 
 from jet_trio import JID, DowngradeDetected, NoCommonMechanism, RemoteProtocolError
-from jet_trio._negotiation import (
+from jet_trio._xmpp.negotiation import (
     Action,
     ClientNegotiator,
     Negotiated,
@@ -22,7 +22,7 @@ from jet_trio._negotiation import (
     TLSError,
     TLSInfo,
 )
-from jet_trio._xml import StanzaReceived, StreamOpened
+from jet_trio._xmpp.xml import StanzaReceived, StreamOpened
 
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 STREAM_NS = "xmlns:stream='http://etherx.jabber.org/streams'"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from jet_trio import JID, TransferError, find_partials
-from jet_trio._transfer_files import SIDECAR_SUFFIX, Partial, open_part
+from jet_trio._transfer.files import SIDECAR_SUFFIX, Partial, open_part
 
 PEER = JID("alice@localhost/send")
 SHA = "ab" * 32

@@ -8,12 +8,13 @@ from types import SimpleNamespace
 import pytest
 from lxml import etree
 
-from jet_trio import JID, _ns
-from jet_trio._builtin_ciphers import AES128GCM, AES256GCM, AESGCMCipher
-from jet_trio._cipher import Cipher, TransportSecret, UnknownCipher
-from jet_trio._envelope import DecryptedEnvelope, EnvelopeMethod, Trust
-from jet_trio._hookspecs import PluginConfig, hookimpl
-from jet_trio._plugins import PluginManager, UnknownEnvelope
+from jet_trio import JID
+from jet_trio._jet.cipher import Cipher, TransportSecret, UnknownCipher
+from jet_trio._jet.envelope import DecryptedEnvelope, EnvelopeMethod, Trust
+from jet_trio._plugins.builtin_ciphers import AES128GCM, AES256GCM, AESGCMCipher
+from jet_trio._plugins.hookspecs import PluginConfig, hookimpl
+from jet_trio._plugins.manager import PluginManager, UnknownEnvelope
+from jet_trio._xmpp import ns as _ns
 
 TOY_NS = "urn:example:toy-envelope:0"
 

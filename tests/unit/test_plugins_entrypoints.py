@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from jet_trio._builtin_ciphers import AES128GCM
-from jet_trio._cipher import UnknownCipher
-from jet_trio._plugins import PluginManager
+from jet_trio._jet.cipher import UnknownCipher
+from jet_trio._plugins.builtin_ciphers import AES128GCM
+from jet_trio._plugins.manager import PluginManager
 
 CHACHA_URN = "urn:jet-trio:ciphers:chacha20-poly1305:0"
 
@@ -53,8 +53,8 @@ def _fake_dist(root: Path, dist: str, entry_points: dict[str, str], module: str 
 
 
 GOOD = """
-    from jet_trio._builtin_ciphers import AESGCMCipher
-    from jet_trio._hookspecs import hookimpl
+    from jet_trio._plugins.builtin_ciphers import AESGCMCipher
+    from jet_trio._plugins.hookspecs import hookimpl
 
     @hookimpl
     def jet_register_ciphers():

@@ -8,9 +8,9 @@ import pytest
 import trio
 import trio.testing
 
-from jet_trio._jid import JID
-from jet_trio._s5b import connect_candidate, dstaddr
-from jet_trio._socks5 import ReplyCode, Socks5Error, Socks5ReplyError
+from jet_trio._transports.s5b import connect_candidate, dstaddr
+from jet_trio._transports.socks5 import ReplyCode, Socks5Error, Socks5ReplyError
+from jet_trio._xmpp.jid import JID
 from jet_trio.testing._proxy65 import ActivationError, Proxy65, serve_proxy65
 
 ALICE = JID("alice@localhost/a")

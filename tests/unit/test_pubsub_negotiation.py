@@ -17,11 +17,11 @@ import trio.testing
 from lxml import etree
 
 from jet_trio import JID, StanzaError
-from jet_trio._client import Client
-from jet_trio._ns import PUBSUB, PUBSUB_ERRORS, PUBSUB_OWNER
-from jet_trio._pubsub import PublishRecovery, create_request, publish_recovery
-from jet_trio._stanza import E, error_reply, make_result
-from jet_trio._xml import StanzaReceived, XMLStreamParser, serialize, stream_header
+from jet_trio._xmpp.client import Client
+from jet_trio._xmpp.ns import PUBSUB, PUBSUB_ERRORS, PUBSUB_OWNER
+from jet_trio._xmpp.pubsub import PublishRecovery, create_request, publish_recovery
+from jet_trio._xmpp.stanza import E, error_reply, make_result
+from jet_trio._xmpp.xml import StanzaReceived, XMLStreamParser, serialize, stream_header
 
 ME = JID("me@example.org/r")
 OPTIONS = {"pubsub#access_model": "open", "pubsub#max_items": "max"}

@@ -13,8 +13,9 @@ from typing import Any, cast
 import pytest
 import trio
 
-from jet_trio import _connect, open_client
-from jet_trio._connect import QuickAckStream
+from jet_trio import open_client
+from jet_trio._xmpp import connect as _connect
+from jet_trio._xmpp.connect import QuickAckStream
 from jet_trio.testing import make_tls, serve
 
 

@@ -11,9 +11,7 @@ import trio
 import trio.testing
 from lxml import etree
 
-from jet_trio import _ns as ns
-from jet_trio._jid import JID
-from jet_trio._s5b import (
+from jet_trio._transports.s5b import (
     Activated,
     Candidate,
     CandidateConnectError,
@@ -40,7 +38,9 @@ from jet_trio._s5b import (
     parse_transport,
     priority,
 )
-from jet_trio._socks5 import ReplyCode, Socks5Error, Socks5ReplyError
+from jet_trio._transports.socks5 import ReplyCode, Socks5Error, Socks5ReplyError
+from jet_trio._xmpp import ns as ns
+from jet_trio._xmpp.jid import JID
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "dino"
 ALICE = JID("alice@localhost/dino")

@@ -13,10 +13,9 @@ import time
 import pytest
 import trio
 
-from jet_trio import _netif
-from jet_trio._jid import JID
-from jet_trio._netif import InterfaceAddress, select_addresses
-from jet_trio._s5b import (
+from jet_trio._transports import netif as _netif
+from jet_trio._transports.netif import InterfaceAddress, select_addresses
+from jet_trio._transports.s5b import (
     MAX_TRIED_CANDIDATES,
     Candidate,
     CandidateConnectError,
@@ -28,7 +27,8 @@ from jet_trio._s5b import (
     parse_transport,
     priority,
 )
-from jet_trio._s5b_direct import open_direct_candidates
+from jet_trio._transports.s5b_direct import open_direct_candidates
+from jet_trio._xmpp.jid import JID
 
 ALICE = JID("alice@localhost/a")
 BOB = JID("bob@localhost/b")
@@ -267,7 +267,7 @@ async def test_accept_hands_over_the_connection_to_the_nominated_address() -> No
 async def test_direct_candidates_get_a_head_start_over_proxies() -> None:
     """A peer's direct listener slow to answer (0.6 s, a loaded host) still wins over an
     instant proxy: proxies start only after ``type_stagger`` (or once every direct failed)."""
-    from jet_trio._s5b import serve_socks5_handshake
+    from jet_trio._transports.s5b import serve_socks5_handshake
 
     slow = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
 
@@ -299,8 +299,8 @@ async def test_direct_candidates_get_a_head_start_over_proxies() -> None:
 
 
 def test_cli_direct_host_values() -> None:
-    from jet_trio._cli_errors import CLIError, ExitCode
-    from jet_trio._cli_transfer import _direct_host
+    from jet_trio._cli.errors import CLIError, ExitCode
+    from jet_trio._cli.transfer import _direct_host
 
     assert _direct_host(("auto",)) == "auto"
     assert _direct_host(()) == "auto"

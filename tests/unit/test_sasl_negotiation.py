@@ -10,7 +10,7 @@ import scramp
 from lxml import etree
 
 from jet_trio import JID, AuthenticationError, NoCommonMechanism, RemoteProtocolError, StreamError
-from jet_trio._negotiation import (
+from jet_trio._xmpp.negotiation import (
     Action,
     ClientNegotiator,
     ConnectionLost,
@@ -21,8 +21,8 @@ from jet_trio._negotiation import (
     TLSError,
     TLSInfo,
 )
-from jet_trio._sasl import SaslMechanism, choose_mechanism
-from jet_trio._xml import StanzaReceived, StreamClosed, StreamOpened
+from jet_trio._xmpp.sasl import SaslMechanism, choose_mechanism
+from jet_trio._xmpp.xml import StanzaReceived, StreamClosed, StreamOpened
 
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from jet_trio import TransferError
-from jet_trio._jingle_message import JingleLocalError
-from jet_trio._transfer import FileTransfer
+from jet_trio._jingle.message import JingleLocalError
+from jet_trio._transfer.service import FileTransfer
 
 
 class _Stop(Exception):

@@ -7,8 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jet_trio._errors import LocalProtocolError, RemoteProtocolError
-from jet_trio._jid import JID
-from jet_trio._socks5 import (
+from jet_trio._transports.socks5 import (
     NEED_DATA,
     Connected,
     ConnectRequest,
@@ -21,6 +20,7 @@ from jet_trio._socks5 import (
     Socks5StateError,
     dstaddr,
 )
+from jet_trio._xmpp.jid import JID
 
 DST = dstaddr("sid1", "romeo@montague.lit/orchard", "juliet@capulet.lit/balcony")
 GREETING = b"\x05\x01\x00"

@@ -14,9 +14,9 @@ import trio.lowlevel
 from lxml import etree
 
 from jet_trio import JID
-from jet_trio import _ns as ns
-from jet_trio._disco import DiscoInfo, caps_ver
-from jet_trio._xml import (
+from jet_trio._xmpp import ns as ns
+from jet_trio._xmpp.disco import DiscoInfo, caps_ver
+from jet_trio._xmpp.xml import (
     Event,
     StanzaReceived,
     StreamClosed,
@@ -644,7 +644,7 @@ async def socks5_connect(host: str, port: int, dst: str) -> trio.SocketStream:
 
 
 async def test_activation_through_the_real_proxy65() -> None:
-    from jet_trio._socks5 import dstaddr
+    from jet_trio._transports.socks5 import dstaddr
     from jet_trio.testing._proxy65 import serve_proxy65
 
     async with serve_proxy65() as proxy, serve(accounts=PASSWORDS, proxy65=proxy) as srv:

@@ -9,7 +9,7 @@ import scramp
 from lxml import etree
 
 from jet_trio import JID
-from jet_trio import _ns as ns
+from jet_trio._xmpp import ns as ns
 from jet_trio.testing._negotiation import (
     Action,
     BindRequested,

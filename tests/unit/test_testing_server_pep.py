@@ -6,7 +6,7 @@ import pytest
 from lxml import etree
 
 from jet_trio import JID
-from jet_trio import _ns as ns
+from jet_trio._xmpp import ns as ns
 from jet_trio.testing._elements import StanzaError
 from jet_trio.testing._pep import PepService
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from lxml import etree
 
 from jet_trio import JID
-from jet_trio import _ns as ns
-from jet_trio._disco import DiscoInfo, caps_ver
-from jet_trio._xml import serialize
+from jet_trio._xmpp import ns as ns
+from jet_trio._xmpp.disco import DiscoInfo, caps_ver
+from jet_trio._xmpp.xml import serialize
 from jet_trio.testing._router import (
     Activate,
     Deliver,

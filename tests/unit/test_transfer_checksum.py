@@ -11,11 +11,11 @@ import pytest
 import trio
 
 from jet_trio import JID, IntegrityError
-from jet_trio._file_transfer import FileDescription
-from jet_trio._hashes import Hash
-from jet_trio._jingle import JingleSession
-from jet_trio._jingle_message import JingleMessage, Role
-from jet_trio._transfer import FileTransfer, _Digests, _Session
+from jet_trio._jingle.machine import JingleSession
+from jet_trio._jingle.message import JingleMessage, Role
+from jet_trio._transfer.description import FileDescription
+from jet_trio._transfer.hashes import Hash
+from jet_trio._transfer.service import FileTransfer, _Digests, _Session
 
 PLAIN = hashlib.sha256(b"plaintext").digest()
 WIRE = hashlib.sha256(b"ciphertext+tag").digest()

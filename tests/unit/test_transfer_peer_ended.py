@@ -7,10 +7,10 @@ import pytest
 import trio
 
 from jet_trio import IntegrityError, JETError, TransferCancelled, TransportFailed
-from jet_trio._cipher import TagMismatch
-from jet_trio._jet_stream import TruncatedStream, UnexpectedTrailingData
-from jet_trio._jingle_message import JingleLocalError
-from jet_trio._transfer import _consequence_of_ending
+from jet_trio._jet.cipher import TagMismatch
+from jet_trio._jet.stream import TruncatedStream, UnexpectedTrailingData
+from jet_trio._jingle.message import JingleLocalError
+from jet_trio._transfer.service import _consequence_of_ending
 
 
 def _jet(cause: BaseException) -> JETError:

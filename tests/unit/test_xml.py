@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from jet_trio import XMLError
-from jet_trio._xml import (
+from jet_trio._xmpp.xml import (
     StanzaReceived,
     StreamClosed,
     StreamOpened,

@@ -7,9 +7,9 @@ import os
 import pytest
 import trio
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from jet_trio._cipher import CipherError, TagMismatch, TransportSecret
-from jet_trio._jet_stream import DecryptingReceiveStream, EncryptingSendStream
-from jet_trio._plugins import PluginManager
+from jet_trio._jet.cipher import CipherError, TagMismatch, TransportSecret
+from jet_trio._jet.stream import DecryptingReceiveStream, EncryptingSendStream
+from jet_trio._plugins.manager import PluginManager
 
 from jet_trio_chacha20 import CHACHA20_POLY1305, URN
 

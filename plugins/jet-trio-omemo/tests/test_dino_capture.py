@@ -8,7 +8,7 @@ from pathlib import Path
 
 import oldmemo.oldmemo
 import pytest
-from jet_trio._xml import StanzaReceived, XMLStreamParser
+from jet_trio._xmpp.xml import StanzaReceived, XMLStreamParser
 from jet_trio.plugin import EnvelopeError
 from lxml import etree
 

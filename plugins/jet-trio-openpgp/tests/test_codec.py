@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pysequoia
 import pytest
 from jet_trio import JID
-from jet_trio._builtin_ciphers import AES128GCM, AES256GCM
+from jet_trio._plugins.builtin_ciphers import AES128GCM, AES256GCM
 from jet_trio.plugin import EnvelopeError, EnvelopeSenderMismatch, TransportSecret
 from lxml import etree
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from jet_trio import JID, Client
-from jet_trio._builtin_ciphers import AES128GCM, AES256GCM
+from jet_trio._plugins.builtin_ciphers import AES128GCM, AES256GCM
 from jet_trio.plugin import (
     EnvelopeSenderMismatch,
     PluginConfig,

@@ -33,7 +33,7 @@ import omemo
 import twomemo.etree
 import twomemo.twomemo
 from jet_trio import JID
-from jet_trio._ns import CIPHER_AES128_GCM
+from jet_trio._xmpp.ns import CIPHER_AES128_GCM
 from jet_trio.plugin import (
     Cipher,
     CipherError,

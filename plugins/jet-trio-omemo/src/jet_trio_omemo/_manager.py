@@ -35,7 +35,7 @@ import omemo.session_manager
 import trio
 import twomemo.etree
 from jet_trio import JID, Client, JetError, StanzaError
-from jet_trio._stanza import E
+from jet_trio._xmpp.stanza import E
 from lxml import etree
 from omemo import (
     Bundle,

@@ -1,0 +1,1 @@
+"""The jet-trio command-line tool."""

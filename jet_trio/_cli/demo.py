@@ -1,0 +1,275 @@
+"""``jet-trio demo``: a whole encrypted transfer on this machine, in a few seconds.
+
+It starts the in-process XMPP server of :mod:`jet_trio.testing` on 127.0.0.1 (STARTTLS with a
+throwaway certificate authority, a SOCKS5 proxy), logs in two accounts, and sends a generated
+(or given) file from one to the other with JET, exactly as ``jet-trio send`` / ``receive``
+would through a real server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import trio
+
+from .._plugins.manager import PluginManager
+from .._transfer.service import open_file_transfer
+from .._transfer.types import TransferResult
+from .._xmpp import ns as _ns
+from .._xmpp.client import open_client
+from .errors import CLIError, ExitCode
+from .output import Output, human_size, rate, shown
+from .plugins import (
+    loaded_omemo,
+    make_plugins,
+    resolve_envelope,
+    short_envelope_name,
+    wants_stub,
+)
+from .sessions import envelope_sessions
+from .tls import make_demo_tls
+from .transfer import report_load_errors
+
+__all__ = ["DemoOptions", "run_demo"]
+
+DOMAIN = "localhost"
+DEFAULT_SIZE = 8 * 1024 * 1024
+MAX_GENERATED = 4 * 1024**3
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    size: int
+    file: Path | None
+    envelope: str | None
+    transport: Literal["auto", "s5b", "ibb"]
+    output_dir: Path | None
+    timeout: float
+
+
+def _generate(path: Path, size: int) -> None:
+    with path.open("wb") as f:
+        left = size
+        while left:
+            n = min(left, 1024 * 1024)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_options(opts: DemoOptions) -> None:
+    if opts.file is not None and not opts.file.is_file():
+        raise CLIError(ExitCode.FILE, "file", f"{opts.file} is not a file", "Check the path.")
+    if opts.file is None and not 0 <= opts.size <= MAX_GENERATED:
+        raise CLIError(
+            ExitCode.USAGE,
+            "usage",
+            f"--size {opts.size} is out of range",
+            f"Choose between 0 and {MAX_GENERATED} bytes.",
+        )
+    if opts.output_dir is not None and not opts.output_dir.is_dir():
+        raise CLIError(
+            ExitCode.FILE,
+            "file",
+            f"the output directory {opts.output_dir} does not exist",
+            "Create it first.",
+        )
+
+
+async def run_demo(out: Output, opts: DemoOptions) -> int:
+    _check_options(opts)
+    with tempfile.TemporaryDirectory(prefix="jet-trio-demo-") as tmp:
+        work = Path(tmp)
+        with trio.fail_after(opts.timeout):
+            result, sent = await _demo(out, opts, work)
+        kept = opts.output_dir is not None
+        if out.json_mode:
+            out.emit(_json(result, sent, kept=kept))
+        else:
+            _summary(out, result, sent, kept)
+    return ExitCode.OK
+
+
+async def _demo(
+    out: Output, opts: DemoOptions, work: Path
+) -> tuple[TransferResult, TransferResult]:
+    from ..testing import serve, serve_proxy65
+
+    tls = make_demo_tls(DOMAIN, work)
+    accounts = {"alice": secrets.token_urlsafe(16), "bob": secrets.token_urlsafe(16)}
+    if opts.file is not None:
+        src = opts.file
+    else:
+        (work / "outbox").mkdir()
+        src = work / "outbox" / "demo-payload.bin"
+        _generate(src, opts.size)
+    dest_dir = opts.output_dir or (work / "inbox")
+    dest_dir.mkdir(exist_ok=True)
+    for user in accounts:
+        (work / "data" / user).mkdir(parents=True, mode=0o700)
+
+    async with (
+        serve_proxy65(jid=f"proxy.{DOMAIN}") as proxy,
+        serve(DOMAIN, tls=tls.server_context, accounts=accounts, proxy65=proxy) as server,
+    ):
+        out.note(
+            f"in-process XMPP server for {DOMAIN} on {server.host}:{server.port} (STARTTLS, "
+            f"private CA), SOCKS5 proxy {proxy.jid} on {proxy.host}:{proxy.port}"
+        )
+        alice_jid, bob_jid = server.jid("alice", "demo"), server.jid("bob", "demo")
+        async with (
+            open_client(
+                alice_jid,
+                accounts["alice"],
+                host=server.host,
+                port=server.port,
+                ssl_context=tls.client_context,
+                presence=False,
+            ) as alice,
+            open_client(
+                bob_jid,
+                accounts["bob"],
+                host=server.host,
+                port=server.port,
+                ssl_context=tls.client_context,
+                presence=False,
+            ) as bob,
+            envelope_sessions(out, alice, work / "data" / "alice"),
+            envelope_sessions(out, bob, work / "data" / "bob"),
+        ):
+            allow_stub = opts.envelope is None or wants_stub(opts.envelope)
+            plugins = {
+                name: make_plugins(
+                    account=client.jid,
+                    client=client,
+                    data_dir=work / "data" / name,
+                    allow_stub=allow_stub,
+                )
+                for name, client in (("alice", alice), ("bob", bob))
+            }
+            report_load_errors(out, plugins["alice"])
+            namespace = _envelope(out, opts.envelope, plugins["alice"])
+            async with (
+                # Both ends run in this process: loopback is their direct path.
+                open_file_transfer(
+                    alice, plugins=plugins["alice"], direct_addresses=["127.0.0.1"]
+                ) as ft_alice,
+                open_file_transfer(
+                    bob, plugins=plugins["bob"], direct_addresses=["127.0.0.1"]
+                ) as ft_bob,
+            ):
+                # Available only now, with the file transfer and encryption features set up.
+                await bob.send_presence()
+                await alice.send_presence()
+                with trio.fail_after(10):
+                    await alice.wait_available(bob.jid)
+                how = short_envelope_name(namespace) if namespace else "no end-to-end encryption"
+                size = src.stat().st_size
+                out.note(
+                    f"{alice.jid} sends {src.name} ({human_size(size)}) to {bob.jid}: {how}, "
+                    f"transport {opts.transport}"
+                )
+                results: dict[str, TransferResult] = {}
+                with out.progress() as bars:
+
+                    async def receive() -> None:
+                        offer = await ft_bob.next_offer()
+                        results["receive"] = await offer.accept(
+                            dest_dir,
+                            overwrite=True,
+                            progress=bars.bar(f"{bob.jid} receives", offer.size),
+                        )
+
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(receive)
+                        results["send"] = await ft_alice.send_file(
+                            src,
+                            bob.jid,
+                            encrypt=namespace,
+                            transport=opts.transport,
+                            progress=bars.bar(f"{alice.jid} sends", size),
+                        )
+    received = results["receive"]
+    if _sha256(received.path) != results["send"].sha256:
+        raise CLIError(
+            ExitCode.INTEGRITY,
+            "integrity",
+            "the received file differs from the sent one",
+            "This is a bug in jet-trio; please report it.",
+        )
+    return received, results["send"]
+
+
+def _envelope(out: Output, name: str | None, plugins: PluginManager) -> str | None:
+    if name is not None:
+        namespace = resolve_envelope(name, plugins)
+    else:
+        namespace = loaded_omemo(plugins)
+        if namespace is None:
+            namespace = _ns.JET_STUB
+            out.warn(
+                "no OMEMO plugin is installed, so this demo uses the INSECURE stub envelope: the "
+                "file is encrypted, but its key travels in clear text through the server. Never "
+                "use the stub for real files; install jet-trio-omemo for real end-to-end "
+                "encryption."
+            )
+            return namespace
+    if namespace == _ns.JET_STUB:
+        out.warn("the stub envelope sends the key in clear text (testing and demos only)")
+    elif namespace is None:
+        out.warn("--envelope none: this demo transfer is NOT encrypted end to end")
+    return namespace
+
+
+def _json(received: TransferResult, sent: TransferResult, *, kept: bool) -> dict[str, object]:
+    from .output import result_json
+
+    return result_json(
+        received,
+        sender=str(received.peer),
+        receiver=str(sent.peer),
+        sender_seconds=round(sent.seconds, 6),
+        kept=kept,
+        demo=True,
+    )
+
+
+def _summary(out: Output, received: TransferResult, sent: TransferResult, kept: bool) -> None:
+    seconds = received.seconds
+    envelope = (
+        f"{short_envelope_name(received.envelope)} ({received.envelope})"
+        if received.envelope
+        else "[red]none: NOT encrypted[/]"
+    )
+    rows = [
+        ("file", f"{received.name}, {received.size} bytes ({human_size(received.size)})"),
+        ("envelope", envelope),
+        ("cipher", received.cipher or "none"),
+        ("transport", received.transport),
+        ("bytes on the wire", f"{received.wire_bytes}"),
+        ("time", f"{seconds:.2f} s"),
+        ("throughput", rate(received) or "not measured (less than 1 MiB moved)"),
+        (
+            "hash verified",
+            f"[green]yes[/] (sha-256 {received.sha256[:16]}...)"
+            if received.hash_verified
+            else "[red]no[/]",
+        ),
+        ("received file", str(received.path) if kept else "deleted (pass --output-dir to keep it)"),
+    ]
+    out.say(f"[bold]{shown(received.peer)} -> {shown(sent.peer)}: transfer complete[/]")
+    for key, value in rows:
+        out.say(f"  {key + ':':<19}{shown(value)}")

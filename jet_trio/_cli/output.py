@@ -1,0 +1,281 @@
+"""What the command-line tool prints: human text and progress bars, or JSON lines.
+
+* Standard output carries the results: with ``--json`` one JSON object per line (per finished
+  transfer, per failure), otherwise short human-readable text.
+* Progress bars appear only when standard output is a terminal and ``--json`` is off.
+* Errors and warnings go to standard error, one line each (and as JSON objects on standard
+  output with ``--json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from .._transfer.types import ProgressCallback, TransferResult
+from .errors import Failure
+
+__all__ = ["Output", "plain", "result_json", "setup_logging", "shown"]
+
+#: Characters never written to the terminal as they are: controls (C0, C1: escape sequences),
+#: format characters (bidirectional overrides, zero-width), line and paragraph separators,
+#: surrogates and private use.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co"})
+
+
+def plain(text: object, *, keep: str = "") -> str:
+    """``text`` with every character that could rewrite the terminal or disguise the text
+    written as a visible ``\\uXXXX`` (``keep``: characters left alone, e.g. newlines)."""
+    s = str(text)
+    if all(ch.isprintable() or ch in keep for ch in s):
+        return s
+    return "".join(
+        f"\\u{ord(ch):04x}"
+        if ch not in keep and unicodedata.category(ch) in _HIDDEN_CATEGORIES
+        else ch
+        for ch in s
+    )
+
+
+def shown(text: object) -> str:
+    """Text that came from elsewhere (a peer's JID, file name, reason, a plugin's message),
+    ready for a Rich markup string: controls neutralised (:func:`plain`), markup escaped."""
+    return escape(plain(text))
+
+
+class _PlainFormatter(logging.Formatter):
+    """Log records on a terminal: nothing a peer put in a message can rewrite it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return plain(super().format(record), keep="\n\t")
+
+
+def setup_logging(debug: bool) -> None:
+    """Library log records on standard error: warnings, or everything with ``--debug``.
+
+    The stub envelope's and the plugin loader's own records are left to the tool, which
+    reports them once in its own words (unless ``--debug``).
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = "jet-trio: %(levelname)s: %(name)s: %(message)s" if debug else "jet-trio: %(message)s"
+    handler.setFormatter(_PlainFormatter(fmt))
+    root = logging.getLogger("jet_trio")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    for name in ("jet_trio.stub_envelope", "jet_trio.plugins"):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.CRITICAL)
+    # Other libraries (those of plugins): only their errors, or everything with --debug.
+    other = logging.StreamHandler(sys.stderr)
+    other.setFormatter(_PlainFormatter("jet-trio: %(levelname)s: %(name)s: %(message)s"))
+    logging.root.handlers[:] = [other]
+    logging.root.setLevel(logging.DEBUG if debug else logging.ERROR)
+
+
+def _speed(size: int, seconds: float) -> float:
+    return size / seconds if seconds > 0 else 0.0
+
+
+#: Below this many bytes moved, the time of a transfer is mostly the set-up of its session
+#: (a 6-byte file "at 91 B/s"): no rate is shown.
+MIN_RATE_BYTES = 1024 * 1024
+
+
+def rate(result: TransferResult) -> str | None:
+    """The transfer's rate (binary units, as every size shown) over the bytes it moved:
+    ``wire_bytes``, which after a resume leaves out what was already on disk; ``None`` when
+    too little moved for a rate to mean anything."""
+    if result.wire_bytes < MIN_RATE_BYTES or result.seconds <= 0:
+        return None
+    return f"{human_size(result.wire_bytes / result.seconds)}/s"
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+#: Said with every in-band transfer: why it was slow, and where to look.
+IBB_NOTE = (
+    "sent in-band (IBB) through the XMPP server: no direct or proxy SOCKS5 connection was "
+    "made (no direct path between the hosts and no usable proxy, or --transport ibb); "
+    "in-band is much slower"
+)
+
+
+def result_json(result: TransferResult, **extra: object) -> dict[str, object]:
+    """The ``--json`` object of a finished transfer."""
+    out: dict[str, object] = {
+        "status": "ok",
+        "direction": result.direction,
+        "peer": str(result.peer),
+        "name": result.name,
+        "size": result.size,
+        "sha256": result.sha256,
+        "envelope": result.envelope,
+        "cipher": result.cipher,
+        "choice": result.choice,
+        "transport": result.transport,
+        "seconds": round(result.seconds, 6),
+        "bytes_per_second": round(_speed(result.wire_bytes, result.seconds)),
+        "wire_bytes": result.wire_bytes,
+        "hash_verified": result.hash_verified,
+        "path": str(result.path),
+    }
+    out.update(extra)
+    return out
+
+
+class Output:
+    """The tool's voice for one command run."""
+
+    def __init__(self, *, json_mode: bool, debug: bool) -> None:
+        self.json_mode = json_mode
+        self.debug = debug
+        # No emoji codes: ":warning:" in a peer's text stays as it is.
+        self.out = Console(highlight=False, soft_wrap=True, emoji=False)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+        self.interactive = not json_mode and sys.stdout.isatty()
+
+    # -- results -----------------------------------------------------------------------------
+
+    def emit(self, obj: dict[str, Any]) -> None:
+        """Write one JSON object as a line on standard output (``--json`` only)."""
+        if self.json_mode:
+            sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+
+    def say(self, text: str) -> None:
+        """Human-readable text on standard output (nothing with ``--json``). Rich markup: pass
+        anything that came from elsewhere through :func:`shown`."""
+        if not self.json_mode:
+            self.out.print(text)
+
+    def note(self, text: str) -> None:
+        """A progress note: on standard error, so standard output stays parseable. Plain
+        text (no markup: notes quote JIDs, file names and other text from peers)."""
+        if not self.json_mode:
+            self.err.print(shown(text), style="dim")
+
+    def warn(self, text: str) -> None:
+        """A warning line on standard error (also with ``--json``). Plain text."""
+        self.err.print(f"jet-trio: warning: {shown(text)}", style="yellow")
+
+    def failure(self, failure: Failure) -> None:
+        """Report a failure: one line on standard error, and a JSON object with ``--json``."""
+        self.err.print(f"jet-trio: error: {shown(failure.line())}", style="bold red")
+        self.emit(failure.as_json())
+
+    def transfer(self, result: TransferResult, **extra: object) -> None:
+        """Report one finished transfer."""
+        note = IBB_NOTE if result.transport == "ibb" else None
+        if self.json_mode:
+            self.emit(result_json(result, **extra, **({"note": note} if note else {})))
+            return
+        verb = "sent" if result.direction == "send" else "received"
+        where = "to" if result.direction == "send" else "from"
+        how = (
+            f"encrypted ({_short_envelope(result.envelope)}, {_short_cipher(result.cipher)})"
+            if result.envelope
+            else "NOT encrypted"
+        )
+        self.say(
+            f"[green]{verb}[/] {shown(result.name)} ({human_size(result.size)}) {where} "
+            f"{shown(result.peer)}: {how}, {result.transport}, {result.seconds:.2f} s, "
+            + (f"{speed}, " if (speed := rate(result)) else "")
+            + ("hash verified" if result.hash_verified else "[yellow]hash NOT verified[/]")
+        )
+        if result.direction == "receive":
+            self.say(f"  saved as {shown(result.path)}")
+        self.say(f"  sha-256 {result.sha256}")
+        if note:
+            self.say(f"  note: {escape(note)}")
+
+    # -- progress ----------------------------------------------------------------------------
+
+    @contextmanager
+    def progress(self) -> Iterator[ProgressBars]:
+        """Progress bars for the duration of the block (no-ops when not on a terminal)."""
+        if not self.interactive:
+            yield ProgressBars(None)
+            return
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            _SpeedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=self.out, transient=False) as bars:
+            yield ProgressBars(bars)
+
+
+class _SpeedColumn(ProgressColumn):
+    """The bar's rate: binary units like the sizes and the summary, in the bar's colours (not
+    an error's red), and nothing until enough data moved for it to mean anything."""
+
+    def render(self, task: Task) -> Text:
+        moved = task.completed - task.fields.get("base", 0)
+        speed = task.finished_speed or task.speed
+        if speed is None or moved < MIN_RATE_BYTES:
+            return Text("")
+        return Text(f"{human_size(speed)}/s", style="progress.download")
+
+
+class ProgressBars:
+    """Makes ``progress(done, total)`` callbacks that drive one bar each."""
+
+    def __init__(self, bars: Progress | None) -> None:
+        self._bars = bars
+
+    def bar(self, description: str, total: int) -> ProgressCallback | None:
+        bars = self._bars
+        if bars is None:
+            return None
+        task = bars.add_task(shown(description), total=total or None, base=0)
+        started = False
+
+        def update(done: int, total: int) -> None:
+            nonlocal started
+            if not started:
+                # A resumed transfer starts where the data on disk ends: its rate counts only
+                # what moves from here (Rich's speed is over the changes of ``completed``).
+                started = True
+                bars.reset(task, total=total or None, completed=done, base=done)
+                return
+            bars.update(task, completed=done, total=total or None)
+
+        return update
+
+
+def _short_envelope(namespace: str | None) -> str:
+    from .plugins import short_envelope_name
+
+    return short_envelope_name(namespace) if namespace else "none"
+
+
+def _short_cipher(urn: str | None) -> str:
+    if urn is None:
+        return "none"
+    return urn.rsplit(":", 1)[-1] if not urn.endswith(":0") else urn.rsplit(":", 2)[-2]

@@ -1,0 +1,425 @@
+"""``jet-trio send`` and ``jet-trio receive``: one account against a real server."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import trio
+
+from .._plugins.manager import PluginManager
+from .._transfer.description import FileTransferError, safe_filename
+from .._transfer.files import find_partials
+from .._transfer.service import IncomingOffer, open_file_transfer
+from .._transfer.types import TransferError
+from .._transports.s5b import candidate_host_problem
+from .._transports.s5b_direct import DirectAddresses
+from .._xmpp import ns as _ns
+from .._xmpp.jid import JID, InvalidJID
+from .account import AccountOptions, connect
+from .errors import CLIError, ExitCode, classify
+from .output import Output, ProgressBars, human_size
+from .plugins import (
+    ENVELOPE_NAMES,
+    check_cipher,
+    default_envelope,
+    make_plugins,
+    may_use_omemo,
+    resolve_envelope,
+    short_envelope_name,
+    wanted_envelopes,
+    wants_stub,
+)
+from .sessions import check_send_envelope, envelope_sessions, omemo_running
+
+__all__ = ["ReceiveOptions", "SendOptions", "run_receive", "run_send"]
+
+Transport = Literal["auto", "s5b", "ibb"]
+
+
+def _peer_jid(value: str, option: str) -> JID:
+    try:
+        return JID(value)
+    except InvalidJID as exc:
+        raise CLIError(
+            ExitCode.USAGE, "usage", f"{option}: {exc}", "Write it like name@example.org."
+        ) from None
+
+
+def _direct_host(values: Sequence[str]) -> DirectAddresses:
+    """The ``--direct-host`` values as ``open_file_transfer(direct_addresses=...)``."""
+    words = [v.strip() for v in values if v.strip()]
+    if any(v.lower() == "none" for v in words):
+        if len(words) > 1:
+            raise CLIError(
+                ExitCode.USAGE,
+                "usage",
+                "--direct-host none cannot be combined with other addresses",
+                "Pass --direct-host none alone to offer only the server's proxy.",
+            )
+        return None
+    words = ["auto" if v.lower() == "auto" else v for v in words]
+    for word in words:
+        problem = None if word == "auto" else candidate_host_problem(word)
+        if problem is not None:
+            raise CLIError(
+                ExitCode.USAGE,
+                "usage",
+                f"--direct-host: {problem}",
+                "Give an IP address or host name of this machine, auto, or none.",
+            )
+    return "auto" if words in ([], ["auto"]) else words
+
+
+def hint_partials(out: Output, directory: Path, sha256: str | None = None) -> None:
+    """After a failed download: say which partial downloads were kept and how to resume them."""
+    try:
+        kept = [p for p in find_partials(directory) if sha256 is None or p.sha256 == sha256]
+    except (OSError, TransferError):
+        return
+    for p in kept:
+        out.warn(
+            f"kept {p.received} of {p.size} bytes of {p.name}: complete it with "
+            f"`jet-trio resume {p.sidecar}` (the sender must run `jet-trio share` with the file)"
+        )
+
+
+def report_load_errors(out: Output, plugins: PluginManager) -> None:
+    for err in plugins.load_errors:
+        out.warn(str(err))
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    file: Path
+    to: str
+    envelope: str | None
+    cipher: str | None
+    transport: Transport
+    wait: float
+    direct_host: tuple[str, ...]
+    accept_timeout: float
+
+
+def _choose_envelope(out: Output, name: str | None, plugins: PluginManager) -> str | None:
+    check_send_envelope(plugins.config.client, name)  # no quiet stand-in for a failed OMEMO
+    if name is None:
+        namespace = default_envelope(plugins)
+        if namespace is None:
+            raise CLIError(
+                ExitCode.ENCRYPTION,
+                "encryption",
+                "no end-to-end encryption method is installed",
+                "Install the OMEMO plugin (pip install plugins/jet-trio-omemo), or pass "
+                "--envelope none to send without end-to-end encryption.",
+            )
+        return "auto"  # the strongest method both sides support (OMEMO 2 before legacy OMEMO)
+    namespace = resolve_envelope(name, plugins)
+    if namespace is None:
+        out.warn(
+            "sending WITHOUT end-to-end encryption (--envelope none): the servers can read the file"
+        )
+    elif namespace == _ns.JET_STUB:
+        out.warn(
+            "the stub envelope sends the key in clear text: this transfer has NO end-to-end "
+            "confidentiality (testing only)"
+        )
+    return namespace
+
+
+def _how(namespace: str | None) -> str:
+    if namespace == "auto":
+        return "the strongest end-to-end encryption both sides support"
+    return short_envelope_name(namespace) if namespace else "no end-to-end encryption"
+
+
+async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> int:
+    if not opts.file.is_file():
+        what = "does not exist" if not opts.file.exists() else "is not a regular file"
+        raise CLIError(ExitCode.FILE, "file", f"{opts.file} {what}", "Check the path.")
+    to = _peer_jid(opts.to, "--to")
+    check_cipher(opts.cipher)
+    direct = _direct_host(opts.direct_host)
+    jid = account.jid()
+    data_dir = account.account_data_dir(jid)
+    async with (
+        connect(account, jid, presence=False) as client,
+        envelope_sessions(out, client, data_dir, omemo_wanted=may_use_omemo(opts.envelope)),
+    ):
+        wanted = wanted_envelopes(opts.envelope)
+        if wanted is None and omemo_running(client):
+            # The default is OMEMO whenever it runs: the other methods would be prepared (an
+            # OpenPGP key loaded or made, and published) for nothing.
+            wanted = frozenset(ENVELOPE_NAMES["omemo"])
+        plugins = make_plugins(
+            account=client.jid,
+            client=client,
+            data_dir=data_dir,
+            allow_stub=wants_stub(opts.envelope),
+            envelopes=wanted,
+        )
+        report_load_errors(out, plugins)
+        namespace = _choose_envelope(out, opts.envelope, plugins)
+        async with open_file_transfer(client, plugins=plugins, direct_addresses=direct) as ft:
+            await client.send_presence()  # now ready: keys published, features advertised
+            out.note(f"logged in as {client.jid}; waiting for {to} to be online")
+            try:
+                with trio.fail_after(opts.wait):
+                    peer = await client.wait_available(to)
+            except trio.TooSlowError:
+                raise CLIError(
+                    ExitCode.PEER,
+                    "peer-unavailable",
+                    f"{to} did not come online within {opts.wait:g} s",
+                    "Check that the recipient is online (and that you are in each other's "
+                    "contact lists), or wait longer with --wait.",
+                ) from None
+            how = _how(namespace)
+            out.note(f"offering {opts.file.name} to {peer} ({how})")
+            with out.progress() as bars:
+                result = await ft.send_file(
+                    opts.file,
+                    to if to.is_bare else peer,
+                    encrypt=namespace,
+                    cipher=opts.cipher,
+                    transport=opts.transport,
+                    progress=bars.bar(f"sending {opts.file.name}", opts.file.stat().st_size),
+                    accept_timeout=opts.accept_timeout,
+                )
+    out.transfer(result)
+    return ExitCode.OK
+
+
+@dataclass(frozen=True)
+class ReceiveOptions:
+    output_dir: Path
+    count: int
+    sender: str | None
+    max_size: int | None
+    accept_unencrypted: bool
+    accept_stub: bool
+    overwrite: bool
+    rename: bool
+    timeout: float | None
+    direct_host: tuple[str, ...]
+    parallel: int = 4
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """Why an offer is refused: ``local`` for this side (paths, options to pass), ``peer``
+    for the sender (nothing of the receiver's file system or options)."""
+
+    local: str
+    peer: str
+
+
+def _refusal(
+    offer: IncomingOffer,
+    opts: ReceiveOptions,
+    sender: JID | None,
+    plugins: PluginManager,
+    reserved: int = 0,
+) -> _Refusal | None:
+    """Why ``offer`` is refused, or ``None`` to accept it (``reserved``: bytes the files being
+    received may still write into the output directory)."""
+    if sender is not None and offer.peer.bare != sender.bare:
+        return _Refusal(
+            f"it comes from {offer.peer.bare}, not from {sender.bare} (--from)",
+            "the recipient accepts files only from someone else",
+        )
+    if opts.max_size is not None and offer.size > opts.max_size:
+        return _Refusal(
+            f"it is {offer.size} bytes, more than --max-size {opts.max_size}",
+            f"it is {offer.size} bytes, more than the recipient accepts ({opts.max_size})",
+        )
+    if offer.envelope is None and not opts.accept_unencrypted:
+        return _Refusal(
+            "it is not end-to-end encrypted (pass --accept-unencrypted to allow that)",
+            "it is not end-to-end encrypted, which the recipient does not accept",
+        )
+    if offer.envelope == _ns.JET_STUB and not opts.accept_stub:
+        return _Refusal(
+            "it uses the insecure stub envelope (pass --accept-stub to allow that, for tests)",
+            "it uses the insecure stub envelope, which the recipient does not accept",
+        )
+    if offer.envelope is not None:
+        loaded = {env.namespace for env in plugins.envelopes}
+        if offer.envelope not in loaded:
+            why = (
+                f"it is encrypted with {short_envelope_name(offer.envelope)}, which is not "
+                "installed here"
+            )
+            return _Refusal(why, why.replace("here", "at the recipient"))
+    try:
+        name = safe_filename(offer.name)
+    except FileTransferError as exc:
+        return _Refusal(f"its file name is unusable: {exc}", f"its file name is unusable: {exc}")
+    if os.path.lexists(opts.output_dir / name) and not (opts.overwrite or opts.rename):
+        return _Refusal(
+            f"{opts.output_dir / name} already exists (pass --rename to store it under a free "
+            "name, or --overwrite to replace it)",
+            f"the recipient already has a file named {name!r}",
+        )
+    free = _free_space(opts.output_dir)
+    if free is not None:
+        free = max(0, free - reserved)
+    if free is not None and offer.size > free:
+        needs = f"it needs {human_size(offer.size)}, {human_size(free)} free"
+        return _Refusal(f"{needs} in {opts.output_dir}", f"{needs} at the recipient")
+    return None
+
+
+def _report_refusal(out: Output, offer: IncomingOffer, why: _Refusal) -> None:
+    out.warn(f"refused {offer.name!r} from {offer.peer}: {why.local}")
+    out.emit(
+        {
+            "status": "refused",
+            "peer": str(offer.peer),
+            "name": offer.name,
+            "size": offer.size,
+            "envelope": offer.envelope,
+            "reason": why.local,
+        }
+    )
+
+
+async def _reject_quietly(offer: IncomingOffer, why: _Refusal) -> None:
+    with contextlib.suppress(Exception):
+        await offer.reject("decline", f"refused: {why.peer}")
+
+
+async def _receive_one(
+    out: Output, opts: ReceiveOptions, offer: IncomingOffer, bars: ProgressBars
+) -> ExitCode:
+    """Accept ``offer`` and report how it ended; the exit code it calls for."""
+    how = (
+        f"encrypted with {short_envelope_name(offer.envelope)}"
+        if offer.envelope
+        else "NOT encrypted"
+    )
+    out.note(f"accepting {offer.name} ({human_size(offer.size)}) from {offer.peer}, {how}")
+    sha = next((h.digest.hex() for h in offer.file.hashes if h.algo == "sha-256"), None)
+    try:
+        result = await offer.accept(
+            opts.output_dir,
+            progress=bars.bar(f"receiving {offer.name}", offer.size),
+            overwrite=opts.overwrite,
+            rename=opts.rename,
+        )
+    except Exception as exc:
+        if sha is not None:
+            hint_partials(out, opts.output_dir, sha)
+        failure = classify(exc)
+        if failure.code is ExitCode.INTERNAL:
+            raise
+        out.failure(failure)
+        return failure.code
+    except BaseException:  # Ctrl-C, --timeout
+        if sha is not None:
+            hint_partials(out, opts.output_dir, sha)
+        raise
+    out.transfer(result)
+    return ExitCode.OK
+
+
+def check_output_dir(path: Path) -> None:
+    """Before logging in: ``path`` exists, is a directory and can be written to."""
+    if not path.exists():
+        problem = "does not exist"
+    elif not path.is_dir():
+        problem = "is not a directory"
+    elif not os.access(path, os.W_OK | os.X_OK):  # also a read-only file system, even as root
+        problem = "is not writable"
+    else:
+        return
+    raise CLIError(
+        ExitCode.FILE,
+        "file",
+        f"the output directory {path} {problem}",
+        "Create it first (or fix its permissions), or choose another with --output-dir.",
+    )
+
+
+def _free_space(directory: Path) -> int | None:
+    """Bytes an unprivileged user may still write under ``directory`` (``None``: unknown)."""
+    try:
+        st = os.statvfs(directory)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions) -> int:
+    check_output_dir(opts.output_dir)
+    direct = _direct_host(opts.direct_host)
+    sender = _peer_jid(opts.sender, "--from") if opts.sender else None
+    jid = account.jid()
+    data_dir = account.account_data_dir(jid)
+    first_error = ExitCode.OK
+    done = 0
+    async with (
+        connect(account, jid, presence=False) as client,
+        envelope_sessions(out, client, data_dir),
+    ):
+        plugins = make_plugins(
+            account=client.jid, client=client, data_dir=data_dir, allow_stub=opts.accept_stub
+        )
+        report_load_errors(out, plugins)
+        if not plugins.envelopes and not opts.accept_unencrypted:
+            out.warn(
+                "no end-to-end encryption method is installed: every offer will be refused "
+                "(install the OMEMO plugin)"
+            )
+        async with open_file_transfer(client, plugins=plugins, direct_addresses=direct) as ft:
+            await client.send_presence()  # senders see us only once we can receive
+            wanted = "files" if opts.count != 1 else "a file"
+            from_ = f" from {sender}" if sender else ""
+            out.note(f"logged in as {client.jid}; waiting for {wanted}{from_}")
+            deadline = math.inf if opts.timeout is None else trio.current_time() + opts.timeout
+            # Offers are answered as they come, and up to --parallel received at once: one
+            # slow or silent sender does not hold up the others.
+            slots = trio.Semaphore(opts.parallel)
+            accepted = 0
+            # The files being received share the free space: each counts in full until it
+            # ends (conservative: what it wrote already is counted twice meanwhile).
+            reserved = 0
+            with trio.move_on_at(deadline) as waiting, out.progress() as bars:
+                async with trio.open_nursery() as nursery:
+                    while not opts.count or accepted < opts.count:
+                        await slots.acquire()
+                        offer = await ft.next_offer()
+                        why = _refusal(offer, opts, sender, plugins, reserved)
+                        if why is not None:
+                            slots.release()
+                            _report_refusal(out, offer, why)
+                            nursery.start_soon(_reject_quietly, offer, why)
+                            continue
+                        accepted += 1
+                        reserved += offer.size
+
+                        async def take(offer: IncomingOffer = offer) -> None:
+                            nonlocal first_error, done, reserved
+                            try:
+                                code = await _receive_one(out, opts, offer, bars)
+                            finally:
+                                reserved -= offer.size
+                                slots.release()
+                            first_error = first_error or code
+                            done += 1
+
+                        nursery.start_soon(take)
+            if waiting.cancelled_caught and opts.count:
+                raise CLIError(
+                    ExitCode.TIMEOUT,
+                    "timeout",
+                    f"{done} of {opts.count or 'any number of'} files arrived within "
+                    f"{opts.timeout:g} s",
+                    "Wait longer with --timeout, or check the sender.",
+                )
+    return first_error

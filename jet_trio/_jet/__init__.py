@@ -1,0 +1,2 @@
+"""Jingle Encrypted Transports (XEP-0391): ciphers, envelopes,
+the security element, stream wrappers."""

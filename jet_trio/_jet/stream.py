@@ -1,0 +1,426 @@
+"""JET transport encryption: a sans-IO core and trio stream wrappers around it.
+
+The bytes on the transport are ``ciphertext ‖ tag``: for AES-GCM exactly
+``AESGCM(key).encrypt(iv, plaintext, None)``, as every deployed client sends them.
+
+* :class:`StreamSealer` / :class:`EncryptingSendStream` encrypt; the tag is only produced by an
+  explicit ``finish()``. Closing without ``finish()`` sends no tag, so a sender that stops
+  half-way (an error, a cancellation) never makes a truncated file look complete.
+* :class:`StreamOpener` / :class:`DecryptingReceiveStream` decrypt; the stream returns ``b""``
+  (end of file) only once the tag has been verified. The plaintext returned before that is
+  *unverified*: write it somewhere temporary and use it only after reading ``b""``.
+
+The streams follow :class:`trio.SSLStream`: :class:`trio.BusyResourceError` on concurrent use,
+:class:`trio.ClosedResourceError` after ``aclose()``, :class:`trio.BrokenResourceError` after a
+failure left the stream unusable.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import trio
+
+from .._errors import LocalProtocolError, SecurityError
+from .cipher import (
+    PlaintextLimitExceeded,
+    StreamDecryptor,
+    StreamEncryptor,
+    TagMismatch,
+    TransportSecret,
+)
+
+__all__ = [
+    "DecryptingReceiveStream",
+    "EncryptingSendStream",
+    "SizeMismatch",
+    "StreamOpener",
+    "StreamSealer",
+    "TruncatedStream",
+    "UnexpectedTrailingData",
+]
+
+# Chunk handed to the cipher when a caller sends one huge buffer: bounds the extra memory.
+_SEND_CHUNK = 1 << 20
+
+
+class TruncatedStream(SecurityError, trio.BrokenResourceError):
+    """The transport ended before the whole ciphertext and its tag arrived.
+
+    Also a :class:`trio.BrokenResourceError`, like the unexpected EOF of :class:`trio.SSLStream`.
+    """
+
+
+class UnexpectedTrailingData(SecurityError):
+    """More bytes arrived after the expected ciphertext and tag."""
+
+
+class SizeMismatch(LocalProtocolError):
+    """The sender was told a size and tried to send more, or to finish with less."""
+
+
+def _check_size(expected_size: int | None, secret: TransportSecret) -> None:
+    if expected_size is None:
+        return
+    if expected_size < 0:
+        raise ValueError("expected_size must be >= 0")
+    if expected_size > secret.cipher.max_plaintext_size:
+        raise PlaintextLimitExceeded(
+            f"{expected_size} bytes is over the limit of {secret.cipher.urn} "
+            f"({secret.cipher.max_plaintext_size} bytes per key and IV)"
+        )
+
+
+# -- sans-IO core ---------------------------------------------------------------------------------
+
+
+class StreamSealer:
+    """Sans-IO encryption of one transfer: :meth:`encrypt` the data, then :meth:`finish`.
+
+    ``expected_size`` is the plaintext size announced to the peer, if any: encrypting more, or
+    finishing with less, raises :class:`SizeMismatch`. Any error leaves the sealer unusable.
+    """
+
+    def __init__(self, secret: TransportSecret, *, expected_size: int | None = None) -> None:
+        _check_size(expected_size, secret)
+        self._enc: StreamEncryptor = secret.encryptor()
+        self._expected = expected_size
+        self.plaintext_size = 0
+        """Plaintext bytes encrypted so far."""
+        self.finished = False
+        self._failed = False
+
+    def _usable(self) -> None:
+        if self._failed:
+            raise LocalProtocolError("the sealer failed earlier")
+        if self.finished:
+            raise LocalProtocolError("the sealer is finished")
+
+    def check_fits(self, n: int) -> None:
+        """Raise :class:`SizeMismatch` (and fail) if ``n`` more bytes exceed ``expected_size``."""
+        if self._expected is not None and self.plaintext_size + n > self._expected:
+            self._failed = True
+            raise SizeMismatch(
+                f"sending {self.plaintext_size + n} bytes, but {self._expected} were announced"
+            )
+
+    def encrypt(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Ciphertext for ``data`` (same length)."""
+        self._usable()
+        n = len(data)
+        self.check_fits(n)
+        try:
+            out = self._enc.update(data)
+        except BaseException:
+            self._failed = True
+            raise
+        self.plaintext_size += n
+        return out
+
+    def finish(self) -> bytes:
+        """The authentication tag, to send after all the ciphertext."""
+        self._usable()
+        if self._expected is not None and self.plaintext_size != self._expected:
+            self._failed = True
+            raise SizeMismatch(
+                f"finishing after {self.plaintext_size} bytes, but {self._expected} were announced"
+            )
+        self.finished = True
+        return self._enc.finalize()
+
+
+class StreamOpener:
+    """Sans-IO decryption of one transfer: feed :meth:`receive_data`, then :meth:`receive_eof`.
+
+    With ``expected_size`` exactly ``expected_size + tag`` bytes are expected and the tag is
+    verified as soon as its last byte arrives (:attr:`verified`); more data raises
+    :class:`UnexpectedTrailingData`. Without it, the last ``tag`` bytes are held back until
+    :meth:`receive_eof`. Errors: :class:`~jet_trio._jet.cipher.TagMismatch`,
+    :class:`TruncatedStream`,
+    :class:`UnexpectedTrailingData`; afterwards the opener is unusable.
+    """
+
+    def __init__(self, secret: TransportSecret, *, expected_size: int | None = None) -> None:
+        _check_size(expected_size, secret)
+        self._dec: StreamDecryptor = secret.decryptor()
+        self._tag_size = secret.cipher.tag_size
+        self.expected_size = expected_size
+        self._received = 0  # ciphertext bytes decrypted (known size)
+        self._tag = bytearray()  # known size: the tag so far; unknown: the held-back tail
+        self.verified = False
+        """Whether the tag was verified: all plaintext returned so far is authentic."""
+        self._failed = False
+
+    def _fail(self, exc: SecurityError) -> SecurityError:
+        self._failed = True
+        return exc
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Plaintext (not yet authenticated) for the bytes received; may be empty."""
+        if self._failed:
+            raise LocalProtocolError("the opener failed earlier")
+        if not data:
+            return b""
+        if self.expected_size is None:
+            return self._feed_unknown(data)
+        return self._feed_known(data, self.expected_size)
+
+    def receive_eof(self) -> None:
+        """The transport ended: verify the tag if not yet done, or report the truncation."""
+        if self._failed:
+            raise LocalProtocolError("the opener failed earlier")
+        if self.verified:
+            return
+        if self.expected_size is not None:
+            got = self._received + len(self._tag)
+            total = self.expected_size + self._tag_size
+            raise self._fail(
+                TruncatedStream(
+                    f"the transport ended {total - got} bytes early (got {got} of {total})"
+                )
+            )
+        if len(self._tag) < self._tag_size:
+            raise self._fail(
+                TruncatedStream(
+                    f"the transport ended after {len(self._tag)} bytes, "
+                    f"before a complete {self._tag_size}-byte tag"
+                )
+            )
+        self._verify()
+
+    def _feed_known(self, data: bytes | bytearray | memoryview, size: int) -> bytes:
+        if self.verified:
+            raise self._fail(
+                UnexpectedTrailingData(f"more than {size + self._tag_size} bytes arrived")
+            )
+        view = memoryview(data)
+        n_ct = min(len(view), size - self._received)
+        out = b""
+        if n_ct:
+            out = self._dec.update(view[:n_ct])
+            self._received += n_ct
+        rest = view[n_ct:]
+        if rest:
+            need = self._tag_size - len(self._tag)
+            if len(rest) > need:
+                raise self._fail(
+                    UnexpectedTrailingData(f"more than {size + self._tag_size} bytes arrived")
+                )
+            self._tag += rest
+            if len(self._tag) == self._tag_size:
+                self._verify()
+        return out
+
+    def _feed_unknown(self, data: bytes | bytearray | memoryview) -> bytes:
+        tag_size = self._tag_size
+        held = self._tag
+        if len(held) + len(data) <= tag_size:
+            held += data
+            return b""
+        view = memoryview(data)
+        if len(view) >= tag_size:
+            # Release everything held, keep the new tail.
+            out = self._dec.update(held) if held else b""
+            out += self._dec.update(view[: len(view) - tag_size])
+            self._tag = bytearray(view[len(view) - tag_size :])
+            return out
+        # Fewer new bytes than a tag: release the oldest held bytes only.
+        release = len(held) + len(view) - tag_size
+        out = self._dec.update(held[:release])
+        del held[:release]
+        held += view
+        return out
+
+    def _verify(self) -> None:
+        try:
+            self._dec.finalize(bytes(self._tag))
+        except TagMismatch as exc:
+            raise self._fail(exc) from None
+        self.verified = True
+
+
+# -- trio shells ----------------------------------------------------------------------------------
+
+
+def _as_cause(exc: BaseException) -> BaseException:
+    if isinstance(exc, Exception):
+        return exc
+    # Cancelled part-way: some of the ciphertext may be on the wire, the rest is lost.
+    return trio.BrokenResourceError("an earlier send was cancelled part-way")
+
+
+class _Busy:
+    """Conflict detection like trio's own: a second concurrent call raises BusyResourceError."""
+
+    __slots__ = ("_held", "_msg")
+
+    def __init__(self, msg: str) -> None:
+        self._msg = msg
+        self._held = False
+
+    def __enter__(self) -> None:
+        if self._held:
+            raise trio.BusyResourceError(self._msg)
+        self._held = True
+
+    def __exit__(self, *exc: object) -> None:
+        self._held = False
+
+
+class EncryptingSendStream(trio.abc.SendStream):
+    """Encrypts everything sent through it onto ``transport``; call :meth:`finish` to send the tag.
+
+    ``expected_size``, if given, is the plaintext size announced to the peer: sending more raises
+    :class:`SizeMismatch`, and so does :meth:`finish` after sending less. The GCM limit per
+    (key, IV) raises :class:`~jet_trio._jet.cipher.PlaintextLimitExceeded`. After any error (or a
+    cancelled :meth:`send_all`, which may have sent part of the data) the stream is broken.
+    """
+
+    def __init__(
+        self,
+        transport: trio.abc.SendStream,
+        secret: TransportSecret,
+        *,
+        expected_size: int | None = None,
+    ) -> None:
+        self.transport = transport
+        self._sealer = StreamSealer(secret, expected_size=expected_size)
+        self._busy = _Busy("another task is using this EncryptingSendStream")
+        self._closed = False
+        self._finished = False
+        self._broken: BaseException | None = None
+
+    @property
+    def plaintext_sent(self) -> int:
+        """Plaintext bytes encrypted and handed to the transport so far."""
+        return self._sealer.plaintext_size
+
+    @property
+    def finished(self) -> bool:
+        """Whether :meth:`finish` completed (the tag was sent)."""
+        return self._finished
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the EncryptingSendStream is closed")
+        if self._broken is not None:
+            raise trio.BrokenResourceError("an earlier error broke this stream") from self._broken
+        if self._sealer.finished:
+            raise trio.ClosedResourceError("finish() was called: nothing more can be sent")
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt ``data`` and send it."""
+        with self._busy:
+            self._check_usable()
+            view = memoryview(data).cast("B")
+            try:
+                self._sealer.check_fits(len(view))  # before sending any part of it
+                if not view:
+                    await self.transport.send_all(b"")
+                for start in range(0, len(view), _SEND_CHUNK):
+                    await self.transport.send_all(
+                        self._sealer.encrypt(view[start : start + _SEND_CHUNK])
+                    )
+            except BaseException as exc:
+                self._broken = _as_cause(exc)
+                raise
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Wait until the transport might accept data without blocking."""
+        with self._busy:
+            self._check_usable()
+            await self.transport.wait_send_all_might_not_block()
+
+    async def finish(self) -> None:
+        """Send the authentication tag: the peer can now verify everything that was sent.
+
+        Does not close the transport. Raises :class:`SizeMismatch` if fewer bytes than
+        ``expected_size`` were sent (nothing is sent then and the stream is broken).
+        """
+        with self._busy:
+            self._check_usable()
+            try:
+                await self.transport.send_all(self._sealer.finish())
+            except BaseException as exc:
+                self._broken = _as_cause(exc)
+                raise
+            self._finished = True
+
+    async def aclose(self) -> None:
+        """Close the transport. Without a completed :meth:`finish` no tag is sent."""
+        self._closed = True
+        await self.transport.aclose()
+
+
+class DecryptingReceiveStream(trio.abc.ReceiveStream):
+    """Decrypts ``transport``; returns ``b""`` only after the tag was verified.
+
+    With ``expected_size`` (the announced plaintext size) the stream reads exactly
+    ``expected_size + tag`` bytes. Without it, the transport's end of file marks the end and the
+    last ``tag`` bytes are held back. Errors: :class:`~jet_trio._jet.cipher.TagMismatch`,
+    :class:`TruncatedStream`, :class:`UnexpectedTrailingData`, then the stream is broken.
+
+    ``require_eof`` (with ``expected_size`` only): after the tag, also wait for the transport's
+    end of file and refuse any extra byte. With ``require_eof=False`` extra bytes are detected
+    only when they arrive together with the tag; use it for peers that keep the transport open.
+    """
+
+    def __init__(
+        self,
+        transport: trio.abc.ReceiveStream,
+        secret: TransportSecret,
+        *,
+        expected_size: int | None = None,
+        require_eof: bool = True,
+    ) -> None:
+        self.transport = transport
+        self._opener = StreamOpener(secret, expected_size=expected_size)
+        self._require_eof = require_eof
+        self._busy = _Busy("another task is using this DecryptingReceiveStream")
+        self._closed = False
+        self._eof_seen = False
+        self._broken: BaseException | None = None
+
+    @property
+    def verified(self) -> bool:
+        """Whether the tag was verified: all returned plaintext is authentic."""
+        return self._opener.verified
+
+    def _done(self) -> bool:
+        return self._opener.verified and (self._eof_seen or not self._require_eof)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        """Up to ``max_bytes`` bytes of (not yet verified) plaintext; ``b""`` once verified."""
+        with self._busy:
+            if max_bytes is not None:
+                max_bytes = operator.index(max_bytes)
+                if max_bytes < 1:
+                    raise ValueError("max_bytes must be >= 1")
+            if self._closed:
+                raise trio.ClosedResourceError("the DecryptingReceiveStream is closed")
+            if self._broken is not None:
+                raise trio.BrokenResourceError("an earlier error broke this stream") from (
+                    self._broken
+                )
+            if self._done():
+                await trio.lowlevel.checkpoint()
+                return b""
+            while True:
+                data = await self.transport.receive_some(max_bytes)
+                try:
+                    if data:
+                        out = self._opener.receive_data(data)
+                    else:
+                        self._eof_seen = True
+                        self._opener.receive_eof()
+                        out = b""
+                except SecurityError as exc:
+                    self._broken = exc
+                    raise
+                if out or self._done():
+                    return out
+
+    async def aclose(self) -> None:
+        """Close the transport. Does not verify anything: check :attr:`verified` or read ``b""``."""
+        self._closed = True
+        await self.transport.aclose()

@@ -1,0 +1,1 @@
+"""Jingle (XEP-0166): the session state machine and the message model, without I/O."""

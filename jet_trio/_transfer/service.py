@@ -1,0 +1,2322 @@
+"""Jingle file transfer sessions on a client: offers, S5B/IBB transports, JET encryption.
+
+The Jingle state machine, the file-transfer codec, the transports and the JET stream wrappers
+are sans-IO or self-contained; this module is the trio shell that wires them to the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import math
+import os
+import time
+import warnings
+import weakref
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+import trio
+from lxml import etree
+
+from .._errors import JetError, SecurityError
+from .._jet.cipher import Cipher, TransportSecret
+from .._jet.element import build_security, parse_security
+from .._jet.envelope import EnvelopeMethod, check_envelope_sender
+from .._jet.stream import DecryptingReceiveStream, EncryptingSendStream, TruncatedStream
+from .._jingle.machine import JingleSession, SessionRegistry, new_sid
+from .._jingle.message import (
+    OUT_OF_ORDER,
+    Content,
+    ErrorReply,
+    JingleAction,
+    JingleLocalError,
+    JingleMessage,
+    JingleProtocolError,
+    Reason,
+    ReasonCondition,
+    Role,
+    Senders,
+    build_error,
+    build_jingle,
+    content_security,
+    find_jingle,
+    parse_error,
+    parse_jingle,
+)
+from .._plugins.hookspecs import PluginConfig
+from .._plugins.manager import PluginManager
+from .._transports.ibb import IBBError, IBBStream, IBBTransport, answer_block_size, open_ibb_stream
+from .._transports.ibb import build_transport as build_ibb
+from .._transports.ibb import parse_transport as parse_ibb
+from .._transports.s5b import (
+    Activated,
+    Candidate,
+    CandidateConnectError,
+    CandidateError,
+    CandidateUsed,
+    Nomination,
+    S5BTransport,
+    StreamHost,
+    build_activate,
+    build_streamhost_query,
+    connect_any,
+    connect_candidate,
+    nominate,
+    parse_streamhosts,
+)
+from .._transports.s5b import build_transport as build_s5b
+from .._transports.s5b import parse_transport as parse_s5b
+from .._transports.s5b_direct import DirectAddresses, DirectCandidates, open_direct_candidates
+from .._transports.socks5 import Socks5Error, dstaddr
+from .._trio_util import unwrapped_errors
+from .._xmpp import ns as _ns
+from .._xmpp.client import Client
+from .._xmpp.disco import DiscoInfo
+from .._xmpp.jid import JID
+from .._xmpp.stanza import IQ, E, StanzaError, make_iq, make_result, stanza_from
+from .description import (
+    Checksum,
+    FileDescription,
+    FileTransferError,
+    Range,
+    build_description,
+    file_not_available,
+    parse_description,
+    parse_info,
+    safe_filename,
+)
+from .files import HashCache, Partial, deliver, open_part, unique_name
+from .hashes import Hash, Hasher
+from .types import (
+    IntegrityError,
+    JETError,
+    NameTaken,
+    ProgressCallback,
+    TagTimeout,
+    TransferCancelled,
+    TransferDeclined,
+    TransferError,
+    TransferResult,
+    TransferTimeout,
+    TransportFailed,
+    TransportName,
+)
+
+__all__ = ["FileTransfer", "IncomingOffer", "envelope_strength", "open_file_transfer"]
+
+log = logging.getLogger("jet_trio.transfer")
+
+CHUNK: Final = 256 * 1024
+#: A receiver whose stream through a SOCKS5 proxy stalls this long with at most
+#: ``_HELD_MAX`` bytes left ends the session, which makes a sender like Dino close its
+#: connection and a relay like Prosody's pass on what it held back (``_release_held_tail``).
+_TAIL_GRACE: Final = 2.0
+_HELD_MAX: Final = 8192 + 16  # Prosody 0.12: its socket library's read buffer, and the tag
+_HASH_BATCH: Final = 1 << 20  # bytes handed to the hashing thread at once
+CONTENT_NAME: Final = "a-file-offer"
+REQUEST_NAME: Final = "a-file-request"
+_JINGLE: Final = f"{{{_ns.JINGLE}}}jingle"
+_IBB_TAGS: Final = tuple(f"{{{_ns.IBB}}}{n}" for n in ("open", "data", "close"))
+DEFAULT_CIPHER: Final = _ns.CIPHER_AES256_GCM
+_STANDARD_CIPHERS: Final = frozenset({_ns.CIPHER_AES128_GCM, _ns.CIPHER_AES256_GCM})
+#: Actions a session may wait for after they arrived (kept until then, while setting up).
+_STASHED: Final = frozenset(
+    {
+        JingleAction.SESSION_ACCEPT,
+        JingleAction.TRANSPORT_INFO,
+        JingleAction.TRANSPORT_ACCEPT,
+        JingleAction.TRANSPORT_REJECT,
+        JingleAction.TRANSPORT_REPLACE,
+    }
+)
+#: Messages held per session (queued or stashed) before more are refused: a session needs a
+#: handful (candidate-used, activated, a transport-replace...), a peer could send thousands.
+_MAX_BACKLOG: Final = 16
+_BACKLOG_FULL: Final = ErrorReply(
+    "resource-constraint", "wait", text="too many unanswered Jingle messages for this session"
+)
+Transport = Literal["auto", "s5b", "ibb"]
+DEFAULT_ACCEPT_TIMEOUT: Final = 300.0
+"""Seconds a sender waits for the receiver to accept or decline (a person deciding)."""
+
+
+class _Default:
+    """The type of a "use the service's setting" default."""
+
+
+_DEFAULT: Final = _Default()
+
+
+def _reason_error(reason: Reason | None, who: str) -> TransferError:
+    cond = str(reason.condition) if reason is not None else "general-error"
+    text = f": {reason.text}" if reason is not None and reason.text else ""
+    msg = f"{who} ended the transfer ({cond}){text}"
+    if cond in ("decline", "busy"):
+        return TransferDeclined(msg, cond)
+    if cond in ("cancel", "gone", "expired"):
+        return TransferCancelled(msg, cond)
+    if cond == "timeout":
+        return TransferTimeout(msg, cond)
+    if cond == "security-error":
+        return JETError(msg, cond)
+    if cond == "media-error":
+        return IntegrityError(msg, cond)
+    if cond in ("connectivity-error", "failed-transport", "unsupported-transports"):
+        return TransportFailed(msg, cond)
+    return TransferError(msg, cond)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
+
+
+def _reason_for(exc: BaseException) -> tuple[str, str | None]:
+    """The Jingle reason to end a session with after ``exc``."""
+    leaves = _leaves(exc)
+    exc = next((e for e in leaves if not isinstance(e, trio.Cancelled)), leaves[0])
+    # A local cancellation (Ctrl-C reaches trio as KeyboardInterrupt, a timeout or a closed
+    # nursery as Cancelled) is the user's choice, not a failure: the peer reports "cancelled".
+    if isinstance(exc, trio.Cancelled | KeyboardInterrupt):
+        return "cancel", None
+    if isinstance(exc, TransferError):
+        return exc.reason, str(exc)
+    if isinstance(exc, SecurityError):
+        return "security-error", str(exc)
+    if isinstance(exc, OSError):
+        # Only what went wrong: the file name of an OSError is a path of this machine.
+        return "failed-application", f"local I/O error: {exc.strerror or type(exc).__name__}"
+    return "general-error", str(exc) if isinstance(exc, JetError) else None
+
+
+@dataclass(eq=False)
+class _Session:
+    """One Jingle session's shell: its state machine, inbox and what was stashed from it."""
+
+    service: FileTransfer
+    jingle: JingleSession
+    inbox: trio.MemoryReceiveChannel[JingleMessage]
+    stash: list[JingleMessage] = field(default_factory=list)
+    checksum: tuple[Hash, ...] = ()
+    checksum_seen: trio.Event = field(default_factory=trio.Event)
+    peer_terminated: Reason | None = None
+    terminated: JingleMessage | None = None
+    listening: list[str] = field(default_factory=list)  # our direct candidates' DST.ADDRs
+    #: Set once data flows: the transport is settled, transport and accept messages are
+    #: refused (out-of-order) instead of kept.
+    data_phase: bool = False
+    #: What this session counts against its peer's quotas until it is forgotten.
+    quota: Literal["offer", "transfer"] | None = None
+
+    def backlog(self) -> int:
+        """Messages from the peer held for this session (queued and stashed)."""
+        return self.inbox.statistics().current_buffer_used + len(self.stash)
+
+    def _keep(self, msg: JingleMessage) -> None:
+        """Stash ``msg`` if a later step of the session may ask for it; drop anything else
+        (the peer had its answer; nothing here waits for it)."""
+        if msg.action in _STASHED and not self.data_phase:
+            self.stash.append(msg)
+        else:
+            log.debug("dropping %s from %s: not needed now", msg.action, self.peer)
+
+    @property
+    def peer(self) -> JID:
+        return self.jingle.peer
+
+    async def send(self, msg: JingleMessage) -> None:
+        iq = make_iq("set", build_jingle(msg), to=self.peer)
+        try:
+            with _within(self.service._timeout, f"{self.peer} did not answer our {msg.action}"):
+                await self.service.client.iq(iq)
+        except StanzaError as exc:
+            if exc.element is not None:
+                self.jingle.receive_error(msg, parse_error(exc.element))
+            raise TransferError(
+                f"{self.peer} refused our {msg.action}: {exc}", "general-error"
+            ) from None
+
+    def _take_info(self, msg: JingleMessage) -> bool:
+        if msg.action is JingleAction.SESSION_INFO and msg.info is not None:
+            try:
+                info = parse_info(msg.info)
+            except FileTransferError:
+                return False
+            if isinstance(info, Checksum):
+                self.checksum = info.hashes
+                self.checksum_seen.set()
+                return True
+        return False
+
+    async def expect(self, *actions: JingleAction) -> JingleMessage:
+        """The next message with one of ``actions``; a session-terminate raises unless asked
+        for (and is remembered, so a later ``expect(SESSION_TERMINATE)`` returns it)."""
+        if self.terminated is not None:
+            if JingleAction.SESSION_TERMINATE in actions:
+                return self.terminated
+            raise _reason_error(self.terminated.reason, str(self.peer))
+        for i, msg in enumerate(self.stash):
+            if msg.action in actions:
+                return self.stash.pop(i)
+        while True:
+            try:
+                msg = await self.inbox.receive()
+            except trio.EndOfChannel:
+                raise TransferCancelled("the transfer service closed", "cancel") from None
+            if msg.action is JingleAction.SESSION_TERMINATE:
+                self._ended(msg)
+                if JingleAction.SESSION_TERMINATE in actions:
+                    return msg
+                raise _reason_error(msg.reason, str(self.peer))
+            if self._take_info(msg):
+                continue
+            if msg.action in actions:
+                return msg
+            self._keep(msg)
+
+    def _ended(self, terminate: JingleMessage) -> None:
+        self.terminated = terminate
+        self.peer_terminated = terminate.reason or Reason(ReasonCondition.GENERAL_ERROR)
+
+    def ended_by_peer(self) -> Reason | None:
+        """The peer's reason if its session-terminate has arrived (looked for in the inbox
+        without waiting; other messages are stashed)."""
+        while self.peer_terminated is None:
+            try:
+                msg = self.inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if msg.action is JingleAction.SESSION_TERMINATE:
+                self._ended(msg)
+            elif not self._take_info(msg):
+                self._keep(msg)
+        return self.peer_terminated
+
+    async def watch(self) -> None:
+        """Run during data transfer: raises as soon as the peer terminates, unless with
+        success (a receiver may finish while our end of the transport is still closing)."""
+        msg = await self.expect(JingleAction.SESSION_TERMINATE)
+        if msg.reason is None or msg.reason.condition != "success":
+            raise _reason_error(msg.reason, str(self.peer))
+
+    async def terminate(self, condition: str, text: str | None = None) -> None:
+        """Send session-terminate (best effort, bounded, even when cancelled)."""
+        await self.terminate_with(Reason(_condition(condition), text))
+
+    async def terminate_with(self, reason: Reason) -> None:
+        """Send session-terminate with ``reason`` (best effort, bounded, even when cancelled)."""
+        if self.jingle.state.name == "ENDED":
+            return
+        try:
+            msg = self.jingle.terminate_with(reason)
+        except JetError:
+            return
+        with trio.move_on_after(min(3.0, self.service._timeout), shield=True):
+            with contextlib.suppress(JetError):
+                await self.service.client.iq(make_iq("set", build_jingle(msg), to=self.peer))
+
+
+@dataclass(frozen=True, slots=True)
+class _Offer:
+    """The parsed parts of a received session-initiate."""
+
+    content: Content
+    file: FileDescription
+    security: etree._Element | None
+    request: bool
+
+
+class IncomingOffer:
+    """A file offered to us. :meth:`accept` to receive it, or :meth:`reject`.
+
+    ``peer`` is the sender's full JID, ``file`` the description (``file.name`` is the name the
+    peer proposed; the accepted file is stored under :attr:`safe_name`, see :meth:`target`),
+    ``envelope`` the JET envelope namespace (``None``: unencrypted), ``cipher`` the cipher URN.
+
+    Every offer gets an answer: one that is garbage-collected unanswered, or still unanswered
+    when its :func:`open_file_transfer` block ends, is rejected (``decline``) with a warning
+    logged; the sender also stops waiting after its ``accept_timeout``.
+    """
+
+    def __init__(self, session: _Session, offer: _Offer, envelope: str | None, cipher: str | None):
+        self._session = session
+        self._offer = offer
+        self.peer = session.peer
+        self.file = offer.file
+        self.envelope = envelope
+        self.cipher = cipher
+        self._answered = False
+        self._expiry = trio.CancelScope()  # cancelled once the application takes the offer
+        session.service._unanswered.add(self)
+
+    def __del__(self) -> None:
+        if getattr(self, "_answered", True):
+            return
+        service = self._session.service
+        log.warning(
+            "an offer of %r from %s was dropped without an answer: rejecting it",
+            self.name,
+            self.peer,
+        )
+        with contextlib.suppress(RuntimeError, trio.RunFinishedError):
+            service._token.run_sync_soon(service._refuse_soon, self._session)
+
+    @property
+    def safe_name(self) -> str:
+        """The name the file gets inside a directory: :attr:`name` without any directory part,
+        control characters or surrounding blanks, within 255 bytes."""
+        return safe_filename(self.name)
+
+    def target(self, destination: str | os.PathLike[str], *, rename: bool = False) -> Path:
+        """The path :meth:`accept` with these arguments would store the file at, were it
+        accepted now: ``destination/safe_name`` for a directory, else ``destination`` itself;
+        with ``rename=True`` the first of ``name (1).ext``, ``name (2).ext``... that is free if
+        the name is taken. (A quick blocking ``stat``: another program may still take the name
+        before the transfer ends; :meth:`accept` never replaces it then.)"""
+        dest = Path(destination)
+        if dest.is_dir():
+            dest = dest / self.safe_name
+        if rename:
+            n = 0
+            while os.path.lexists(dest if n == 0 else dest.with_name(unique_name(dest.name, n))):
+                n += 1
+            dest = dest if n == 0 else dest.with_name(unique_name(dest.name, n))
+        return dest
+
+    @property
+    def name(self) -> str:
+        return self.file.name or "unnamed"
+
+    @property
+    def size(self) -> int:
+        return self.file.size or 0
+
+    @property
+    def encrypted(self) -> bool:
+        return self.envelope is not None
+
+    def __repr__(self) -> str:
+        enc = f", encrypted with {self.envelope}" if self.envelope else ""
+        return f"<IncomingOffer {self.name!r} ({self.size} bytes) from {self.peer}{enc}>"
+
+    async def reject(self, reason: str = "decline", text: str | None = None) -> None:
+        """Decline the offer."""
+        self._check_unanswered()
+        await self._end(reason, text)
+
+    def _check_unanswered(self) -> None:
+        if self._answered:
+            raise TransferError("this offer was already accepted or rejected", "general-error")
+        self._answered = True
+        self._session.service._unanswered.discard(self)
+
+    async def _end(self, reason: str, text: str | None) -> None:
+        await self._session.terminate(reason, text)
+        self._session.service._forget(self._session)
+
+    async def accept(
+        self,
+        destination: str | os.PathLike[str],
+        *,
+        progress: ProgressCallback | None = None,
+        overwrite: bool = False,
+        rename: bool = False,
+    ) -> TransferResult:
+        """Receive the file into ``destination`` (a directory, or the file path to create).
+
+        Data goes to a temporary file beside the target; only after the size, the hash and (for
+        JET) the GCM tag verified is it given the target name, with an operation that fails if
+        the name exists: nothing is ever replaced unless ``overwrite=True`` (then atomically).
+        ``rename=True`` stores it under the first free ``name (1).ext``, ``name (2).ext``... if
+        the name is taken, when accepting or when the transfer ends. Without either, a name
+        taken when accepting raises :class:`FileExistsError`, and a name taken during the
+        transfer raises :class:`NameTaken` (the verified file is kept under a unique name).
+
+        Any error answers the offer: the session is terminated with a reason the sender sees
+        (an :class:`OSError` here, ``FileExistsError`` included: ``failed-application``); the
+        offer cannot be accepted again. Cancelling (through a cancel scope) terminates the
+        session with ``cancel``. When the sender
+        already has ``max_transfers_per_peer`` transfers running here, the offer is refused
+        with ``busy`` and :class:`TransferDeclined` raised.
+        """
+        self._check_unanswered()
+        try:
+            if (withdrawn := self._session.ended_by_peer()) is not None:
+                raise _reason_error(withdrawn, str(self.peer))  # e.g. its accept_timeout
+            dest = await trio.to_thread.run_sync(
+                lambda: self.target(destination, rename=rename and not overwrite)
+            )
+            if not overwrite and await trio.to_thread.run_sync(os.path.lexists, dest):
+                raise FileExistsError(
+                    errno.EEXIST,
+                    f"{dest} already exists (pass overwrite=True to replace it, or "
+                    "rename=True to store the file under a free name)",
+                )
+        except BaseException as exc:
+            # Not accepted after all: answer the offer, so the sender is not left waiting.
+            if isinstance(exc, FileExistsError):
+                reason, text = "failed-application", f"{self.safe_name} already exists here"
+            elif any(isinstance(e, trio.Cancelled) for e in _leaves(exc)):
+                reason, text = "cancel", None
+            else:
+                reason, text = _reason_for(exc)
+                text = f"the offer could not be accepted: {text}" if text else None
+            await self._end(reason, text)
+            raise
+        service = self._session.service
+        if not service._start_transfer(self._session):
+            text = f"{self.peer.bare} has {service._max_transfers_per_peer} transfers running"
+            await self._end("busy", text)
+            raise TransferDeclined(f"refused {self.name!r}: {text}", "busy")
+        return await service._run_receive(self, dest, progress, overwrite=overwrite, rename=rename)
+
+
+@dataclass(slots=True)
+class _Established:
+    stream: trio.abc.Stream
+    transport: TransportName
+    cleanup: contextlib.AsyncExitStack
+
+
+class FileTransfer:
+    """Send and receive files over Jingle on one client; make one with
+    :func:`open_file_transfer`."""
+
+    def __init__(
+        self,
+        client: Client,
+        nursery: trio.Nursery,
+        plugins: PluginManager,
+        direct: DirectCandidates | None,
+        *,
+        use_proxies: bool,
+        ibb_block_size: int,
+        ibb_window: int,
+        cipher_preference: Sequence[str],
+        negotiation_timeout: float,
+        stall_timeout: float | None,
+        max_pending_offers: int,
+        max_offers_per_peer: int = 4,
+        max_transfers_per_peer: int = 4,
+        offer_timeout: float | None = 120.0,
+        min_throughput: float | None = None,
+        throughput_window: float = 60.0,
+        accept_timeout: float | None = DEFAULT_ACCEPT_TIMEOUT,
+    ) -> None:
+        self.client = client
+        self.plugins = plugins
+        self._nursery = nursery
+        self._direct = direct
+        self._listener = direct.listener if direct is not None else None
+        self._use_proxies = use_proxies
+        self._ibb_block_size = ibb_block_size
+        self._ibb_window = ibb_window
+        self._cipher_preference = tuple(cipher_preference)
+        self._timeout = negotiation_timeout
+        self._stall_timeout = stall_timeout
+        self._accept_timeout = accept_timeout
+        self._token = trio.lowlevel.current_trio_token()
+        self._unanswered: weakref.WeakSet[IncomingOffer] = weakref.WeakSet()
+        self._registry = SessionRegistry(client.jid)
+        self._inboxes: dict[tuple[JID, str], trio.MemorySendChannel[JingleMessage]] = {}
+        self._sessions: dict[tuple[JID, str], _Session] = {}
+        self._ibb: dict[tuple[JID, str], IBBStream] = {}
+        self._max_pending_offers = max_pending_offers
+        self._max_offers_per_peer = max_offers_per_peer
+        self._max_transfers_per_peer = max_transfers_per_peer
+        self._offer_timeout = offer_timeout
+        self._min_throughput = min_throughput
+        self._throughput_window = throughput_window
+        self._queue: deque[IncomingOffer] = deque()
+        self._queued = trio.Event()  # set when an offer is queued or the service closes
+        self._closed = False
+        self._offers_of: Counter[JID] = Counter()  # unanswered offers per bare JID
+        self._transfers_of: Counter[JID] = Counter()  # transfers running per bare JID
+        self._proxies: list[StreamHost] | None = None
+        self._hashes = HashCache()
+        self._shares: dict[bytes, tuple[Path, frozenset[JID] | None]] = {}
+
+    # -- features and handlers -------------------------------------------------------------
+
+    @property
+    def features(self) -> list[str]:
+        """The disco features this service advertises."""
+        feats = [_ns.JINGLE, _ns.JINGLE_FT, _ns.JINGLE_IBB, _ns.IBB, _ns.HASH_SHA256]
+        if self._listener is not None or self._use_proxies:
+            feats += [_ns.JINGLE_S5B, _ns.BYTESTREAMS]
+        if self.plugins.envelopes:
+            feats.append(_ns.JET)
+            feats += [c.urn for c in self.plugins.ciphers]  # so peers can pick a common cipher
+        return feats + self.plugins.disco_features()
+
+    def _install(self) -> None:
+        self.client.register_inline_iq_handler("set", _JINGLE, self._on_jingle)
+        for tag in _IBB_TAGS:
+            self.client.register_inline_iq_handler("set", tag, self._on_ibb)
+        self._unwatch_presence = self.client.on_presence(self._on_presence)
+
+    def _on_presence(self, presence: etree._Element) -> None:
+        """A peer going offline ends its sessions (``gone``): otherwise a receiver would wait
+        forever for in-band data, or a sender for an answer, that can no longer come."""
+        if presence.get("type") != "unavailable":
+            return
+        with contextlib.suppress(JetError):
+            gone = stanza_from(presence)
+            reason = Reason(ReasonCondition.GONE, "the peer went offline")
+            for peer, sid in [k for k in self._inboxes if k[0] == gone]:
+                msg = JingleMessage(JingleAction.SESSION_TERMINATE, sid, reason=reason)
+                self._deliver(peer, sid, msg)
+
+    async def _reject_unanswered(self) -> None:
+        """Answer every offer still open when the service ends (queued or held by the
+        application), so that no sender is left waiting."""
+        # Every offer is in ``_unanswered`` from its creation (queued ones are kept alive by the
+        # queue): take strong references before the queue lets go of them.
+        offers = [o for o in self._unanswered if not o._answered]
+        self._queue.clear()
+        if not offers:
+            return
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as n:
+                for offer in offers:
+                    log.warning(
+                        "the offer of %r from %s was not answered before the file transfer "
+                        "service ended: rejecting it",
+                        offer.name,
+                        offer.peer,
+                    )
+                    offer._check_unanswered()
+                    n.start_soon(offer._end, "decline", "the receiver stopped receiving files")
+
+    def _uninstall(self) -> None:
+        self._unwatch_presence()
+        self.client.unregister_iq_handler("set", _JINGLE)
+        for tag in _IBB_TAGS:
+            self.client.unregister_iq_handler("set", tag)
+        self._closed = True
+        self._queued.set()
+        for inbox in self._inboxes.values():
+            inbox.close()
+
+    async def _reply_error(self, iq: etree._Element, error: etree._Element) -> None:
+        reply = E(IQ, {"type": "error", "id": iq.get("id"), "to": iq.get("from")})
+        reply.append(error)
+        with contextlib.suppress(JetError):
+            await self.client.send(reply)
+
+    async def _on_jingle(self, iq: etree._Element) -> None:
+        sender = stanza_from(iq) or self.client.jid.bare
+        jingle = find_jingle(iq)
+        assert jingle is not None
+        try:
+            msg = parse_jingle(jingle, sender)
+        except JingleProtocolError as exc:
+            await self._reply_error(iq, build_error(exc.reply))
+            return
+        # Before the session's state machine sees it: a refused message changes nothing.
+        refusal = self._refusal(sender, msg)
+        if refusal is not None:
+            await self._reply_error(iq, build_error(refusal))
+            return
+        incoming = self._registry.receive(msg, sender)
+        if incoming.error is not None:
+            await self._reply_error(iq, build_error(incoming.error))
+            return
+        if incoming.superseded is not None:
+            self._deliver(incoming.superseded.peer, incoming.superseded.sid, None)
+        if incoming.is_new_session and incoming.session is not None:
+            self._new_incoming(incoming.session, msg)
+        else:
+            self._deliver(sender, msg.sid, msg)
+        # Answered after delivering, so that the message is in the session's inbox before
+        # anything the peer does once it has our answer (closing the bytestream, say) can be
+        # seen here. send() queues the answer before it first yields: it still goes out
+        # before whatever the session sends in response.
+        await self.client.send(make_result(iq))
+
+    def _refusal(self, peer: JID, msg: JingleMessage) -> ErrorReply | None:
+        """Why a message for an existing session is answered with an error instead of being
+        kept for it: nothing needs it any more (the data is flowing), or the session holds
+        too many already. Memory per session stays bounded whatever the peer sends."""
+        session = self._sessions.get((peer, msg.sid))
+        if session is None or msg.action is JingleAction.SESSION_TERMINATE:
+            return None
+        if session.data_phase and msg.action in _STASHED:
+            return OUT_OF_ORDER.with_text(f"{msg.action} while the data is being transferred")
+        if session.backlog() >= _MAX_BACKLOG:
+            return _BACKLOG_FULL
+        return None
+
+    def _deliver(self, peer: JID, sid: str, msg: JingleMessage | None) -> None:
+        inbox = self._inboxes.get((peer, sid))
+        if inbox is None:
+            return
+        if msg is None:  # lost a tie-break: end the local session's shell
+            inbox.close()
+            return
+        try:
+            inbox.send_nowait(msg)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            log.warning("dropping %s for session %s: inbox full or closed", msg.action, sid)
+
+    def _new_incoming(self, jingle: JingleSession, msg: JingleMessage) -> None:
+        session = self._open_session(jingle)
+        try:
+            offer = self._parse_offer(msg)
+            busy = self._over_quota(session.peer.bare, request=offer.request)
+            if busy is not None:
+                self._nursery.start_soon(self._refuse, session, "busy", busy)
+                return
+            if offer.request:
+                self._start_transfer(session)
+                self._nursery.start_soon(self._serve_request, session, offer)
+                return
+            envelope = cipher = None
+            if offer.security is not None:
+                envelope = offer.security.get("type")
+                cipher = offer.security.get("cipher")
+            self._enqueue(IncomingOffer(session, offer, envelope, cipher))
+        except (FileTransferError, JingleProtocolError, TransferError) as exc:
+            reason = exc.reason if isinstance(exc, TransferError) else "unsupported-applications"
+            if isinstance(exc, FileTransferError):  # a malformed or unsafe <file/>
+                reason = "failed-application"
+            self._nursery.start_soon(self._refuse, session, reason, str(exc))
+
+    # -- offers waiting for the application, and per-peer quotas ---------------------------
+
+    def _over_quota(self, peer: JID, *, request: bool) -> str | None:
+        """Why a new session from ``peer`` (a bare JID) is refused with ``busy``, if it is."""
+        if self._transfers_of[peer] >= self._max_transfers_per_peer:
+            return f"too many transfers from {peer} at once"
+        if request:
+            return None
+        if self._offers_of[peer] >= self._max_offers_per_peer:
+            return f"too many offers from {peer} waiting for an answer"
+        if len(self._queue) >= self._max_pending_offers:
+            return "too many pending offers"
+        return None
+
+    def _enqueue(self, offer: IncomingOffer) -> None:
+        session = offer._session
+        session.quota = "offer"
+        self._offers_of[session.peer.bare] += 1
+        self._queue.append(offer)
+        self._queued.set()
+        if self._offer_timeout is not None:
+            self._nursery.start_soon(self._expire, offer, self._offer_timeout)
+
+    async def _expire(self, offer: IncomingOffer, seconds: float) -> None:
+        """Refuse ``offer`` (reason ``timeout``) if the application has not taken it within
+        ``seconds``: a queued offer never holds its place, nor its sender, for ever."""
+        with offer._expiry:
+            await trio.sleep(seconds)
+            if offer in self._queue and not offer._answered:
+                self._queue.remove(offer)
+                offer._answered = True
+                self._unanswered.discard(offer)
+                self._release_quota(offer._session)  # its place is free at once
+                await self._refuse(
+                    offer._session, "timeout", f"the offer was not answered within {seconds:g} s"
+                )
+
+    def _start_transfer(self, session: _Session) -> bool:
+        """Count ``session`` as a running transfer of its peer (no longer as an offer);
+        ``False`` if the peer already has as many as it may."""
+        peer = session.peer.bare
+        if session.quota == "offer":
+            self._offers_of[peer] -= 1
+            session.quota = None
+        if session.quota is None:
+            if self._transfers_of[peer] >= self._max_transfers_per_peer:
+                return False
+            self._transfers_of[peer] += 1
+            session.quota = "transfer"
+        return True
+
+    def _release_quota(self, session: _Session) -> None:
+        peer = session.peer.bare
+        counter = {"offer": self._offers_of, "transfer": self._transfers_of}.get(
+            session.quota or ""
+        )
+        if counter is not None:
+            counter[peer] -= 1
+            if counter[peer] <= 0:
+                del counter[peer]
+        session.quota = None
+
+    def _refuse_soon(self, session: _Session) -> None:
+        """Decline a dropped offer (called soon after its garbage collection)."""
+        with contextlib.suppress(RuntimeError):  # the service ended (and answered its offers)
+            self._nursery.start_soon(
+                self._refuse, session, "decline", "the offer was dropped without an answer"
+            )
+
+    async def _refuse(self, session: _Session, reason: str, text: str) -> None:
+        log.info("refusing offer from %s: %s", session.peer, text)
+        await session.terminate(reason, text)
+        self._forget(session)
+
+    def _parse_offer(self, msg: JingleMessage) -> _Offer:
+        if len(msg.contents) != 1:
+            raise TransferError("only single-file offers are supported", "unsupported-applications")
+        content = msg.contents[0]
+        if (
+            content.description is None
+            or content.description.tag != f"{{{_ns.JINGLE_FT}}}description"
+        ):
+            raise TransferError("not a file transfer", "unsupported-applications")
+        request = content.senders is Senders.RESPONDER
+        if content.senders not in (None, Senders.INITIATOR, Senders.RESPONDER):
+            raise TransferError("unsupported senders value", "unsupported-applications")
+        file = parse_description(content.description)
+        if request and not file.hashes:
+            raise TransferError("a file request must name the file by hash", "failed-application")
+        if not request and file.size is None:
+            raise TransferError("the offer has no <size>", "failed-application")
+        if content.transport is None or content.transport.tag not in (
+            f"{{{_ns.JINGLE_S5B}}}transport",
+            f"{{{_ns.JINGLE_IBB}}}transport",
+        ):
+            raise TransferError("no supported transport offered", "unsupported-transports")
+        try:
+            security = content_security(msg, content)
+        except JingleProtocolError as exc:
+            raise TransferError(f"ambiguous encryption: {exc}", "security-error") from None
+        if security is not None and not request and file.size is not None:
+            # Refused before session-accept rather than failing at the limit.
+            cipher = self._cipher_if_known(security.get("cipher"))
+            if cipher is not None and file.size > cipher.max_plaintext_size:
+                raise TransferError(
+                    f"the offered {file.size} bytes exceed what {cipher.urn} may encrypt under "
+                    f"one key ({cipher.max_plaintext_size} bytes)",
+                    "failed-application",
+                )
+        return _Offer(content, file, security, request)
+
+    def _cipher_if_known(self, urn: str | None) -> Cipher | None:
+        try:
+            return self.plugins.cipher((urn or "").strip())
+        except SecurityError:
+            return None  # refused when the envelope is opened, with its own reason
+
+    async def _on_ibb(self, iq: etree._Element) -> None:
+        sender = stanza_from(iq)
+        payload = iq[0]
+        stream = self._ibb.get((sender, payload.get("sid", ""))) if sender else None
+        if stream is None:
+            raise StanzaError("item-not-found", "cancel", "no such in-band bytestream")
+        try:
+            ack = stream.feed(payload)
+        except IBBError as exc:
+            raise StanzaError(exc.condition, exc.error_type, str(exc)) from None
+        if ack.is_set():
+            await self.client.send(make_result(iq))
+        else:
+            self._nursery.start_soon(self._ack_later, ack, iq)
+
+    async def _ack_later(self, ack: trio.Event, iq: etree._Element) -> None:
+        await ack.wait()
+        with contextlib.suppress(JetError):
+            await self.client.send(make_result(iq))
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def _open_session(self, jingle: JingleSession) -> _Session:
+        send, receive = trio.open_memory_channel[JingleMessage](64)
+        self._inboxes[(jingle.peer, jingle.sid)] = send
+        session = _Session(self, jingle, receive)
+        self._sessions[(jingle.peer, jingle.sid)] = session
+        return session
+
+    def _forget(self, session: _Session) -> None:
+        inbox = self._inboxes.pop((session.peer, session.jingle.sid), None)
+        self._sessions.pop((session.peer, session.jingle.sid), None)
+        session.stash.clear()
+        self._release_quota(session)
+        if inbox is not None:
+            inbox.close()
+        if self._listener is not None:
+            for dst in session.listening:
+                self._listener.forget(dst)
+        session.listening.clear()
+
+    async def incoming(self) -> AsyncIterator[IncomingOffer]:
+        """Offers as they arrive: ``async for offer in ft.incoming(): ...``."""
+        while True:
+            try:
+                offer = await self.next_offer()
+            except trio.EndOfChannel:
+                return
+            yield offer
+
+    async def next_offer(self) -> IncomingOffer:
+        """Wait for the next offer (the oldest one queued). Offers not taken within the
+        service's ``offer_timeout`` are refused on their own; raises
+        :class:`trio.EndOfChannel` once the service is closing."""
+        while not self._queue:
+            if self._closed:
+                raise trio.EndOfChannel
+            if self._queued.is_set():
+                self._queued = trio.Event()
+            await self._queued.wait()
+        offer = self._queue.popleft()
+        offer._expiry.cancel()
+        return offer
+
+    # -- choosing peers, envelopes, ciphers ------------------------------------------------
+
+    async def resolve_peer(self, to: JID | str) -> JID:
+        """``to`` if it is a full JID, else the available resource of it that supports file
+        transfer (most recently seen first)."""
+        jid = JID(to)
+        if not jid.is_bare:
+            return jid
+        for full in reversed(self.client.resources(jid)):
+            with contextlib.suppress(JetError):
+                if (await self._features_of(full)).has(_ns.JINGLE_FT):
+                    return full
+                # The caps we saw may predate the peer enabling file transfer: ask afresh.
+                with _within(self._timeout, f"{full} did not answer our disco#info"):
+                    fresh = await self.client.disco(full)
+                if fresh.has(_ns.JINGLE_FT):
+                    return full
+        raise TransferError(
+            f"{jid} has no available resource that supports Jingle file transfer", "gone"
+        )
+
+    async def _features_of(self, peer: JID) -> DiscoInfo:
+        """What ``peer`` supports (its caps, or a disco#info query bounded by the timeout)."""
+        with _within(self._timeout, f"{peer} did not say what it supports"):
+            return await self.client.features_of(peer)
+
+    async def _choose_envelope(
+        self, peer: JID, encrypt: str | None
+    ) -> tuple[EnvelopeMethod | None, str]:
+        """The envelope method to use and why: ``encrypt`` itself, or for ``"auto"`` the
+        strongest one (:func:`envelope_strength`) that the peer advertises, the earliest
+        installed on a tie."""
+        if encrypt is None:
+            return None, "not encrypted: encrypt=None"
+        if encrypt != "auto":
+            return self.plugins.envelope(encrypt), "envelope asked for"
+        try:
+            info = await self._features_of(peer)
+        except StanzaError as exc:
+            raise TransferError(f"cannot ask {peer} what it supports: {exc}", "gone") from None
+        common = [m for m in self.plugins.envelopes if info.has(*m.features)]
+        if common:
+            best = max(common, key=envelope_strength)  # max keeps the first of equals
+            others = [m.namespace for m in common if m is not best]
+            why = f"the strongest envelope {peer} advertises"
+            if others:
+                why += f" (also common: {', '.join(others)})"
+            return best, why
+        raise JETError(
+            f"{peer} supports none of our JET envelope methods "
+            f"({', '.join(m.namespace for m in self.plugins.envelopes) or 'none loaded'}); "
+            "pass encrypt=None to send unencrypted",
+            "unsupported-applications",
+        )
+
+    # -- transports ------------------------------------------------------------------------
+
+    async def _proxy_hosts(self) -> list[StreamHost]:
+        if not self._use_proxies:
+            return []
+        if self._proxies is None:
+            found: list[StreamHost] = []
+            with trio.move_on_after(self._timeout):
+                for item in await self.client.disco_items(self.client.jid.domain):
+                    with contextlib.suppress(JetError):
+                        if (await self.client.disco(item.jid)).has(_ns.BYTESTREAMS):
+                            answer = await self.client.request(
+                                "get", build_streamhost_query(), item.jid
+                            )
+                            if answer is not None:
+                                found.extend(parse_streamhosts(answer))
+            self._proxies = found
+        return self._proxies
+
+    async def _our_s5b(self, session: _Session, sid: str) -> S5BTransport:
+        me = self.client.jid
+        dst = dstaddr(sid, me, session.peer)
+        candidates: list[Candidate] = []
+        if self._direct is not None:
+            self._direct.listener.expect(dst)
+            session.listening.append(dst)  # forgotten (unused connections closed) at the end
+            candidates.extend(self._direct.candidates(me))
+        for i, host in enumerate(await self._proxy_hosts()):
+            candidates.append(host.to_candidate(new_sid(), 100 - i))
+        return S5BTransport(sid, dst, candidates=tuple(candidates))
+
+    async def _establish_s5b(
+        self,
+        session: _Session,
+        ours: S5BTransport,
+        theirs: S5BTransport,
+        cleanup: contextlib.AsyncExitStack,
+    ) -> _Established | None:
+        me, peer = self.client.jid, session.peer
+        role = Role.INITIATOR if session.jingle.initiator == me else Role.RESPONDER
+        their_dst = theirs.dstaddr or dstaddr(theirs.sid, peer, me)
+        picked: tuple[Candidate, trio.SocketStream] | None = None
+        connected = trio.Event()
+
+        async def connect_theirs() -> None:
+            nonlocal picked
+            info: CandidateUsed | CandidateError = CandidateError()
+            if theirs.candidates:
+                try:
+                    picked = await connect_any(theirs.candidates, their_dst)
+                    cleanup.push_async_callback(trio.aclose_forcefully, picked[1])
+                    info = CandidateUsed(picked[0].cid)
+                except (CandidateConnectError, Socks5Error) as exc:
+                    log.info("S5B: no candidate of %s worked: %s", peer, exc)
+            transport = build_s5b(S5BTransport(theirs.sid, info=info), include_mode=False)
+            await session.send(session.jingle.transport_info([_content(session, transport)]))
+            connected.set()
+
+        with (
+            _within(self._timeout * 2, f"{peer} did not finish the SOCKS5 candidate exchange"),
+            unwrapped_errors(),
+        ):
+            async with trio.open_nursery() as n:
+                n.start_soon(connect_theirs)
+                their_info = await self._next_s5b_info(session, (CandidateUsed, CandidateError))
+                await connected.wait()
+        ours_used: Candidate | None = None
+        if isinstance(their_info, CandidateUsed):
+            ours_used = next((c for c in ours.candidates if c.cid == their_info.cid), None)
+            if ours_used is None:
+                raise TransportFailed(
+                    f"{peer} used an S5B candidate we never offered", "failed-transport"
+                )
+        mine = picked[0] if picked else None
+        if role is Role.INITIATOR:
+            nomination = nominate(initiator_used=mine, responder_used=ours_used)
+        else:
+            nomination = nominate(initiator_used=ours_used, responder_used=mine)
+        if nomination is None:
+            return None
+        return await self._use_nominated(session, nomination, role, ours, picked, cleanup)
+
+    async def _use_nominated(
+        self,
+        session: _Session,
+        nomination: Nomination,
+        role: Role,
+        ours: S5BTransport,
+        picked: tuple[Candidate, trio.SocketStream] | None,
+        cleanup: contextlib.AsyncExitStack,
+    ) -> _Established:
+        cand = nomination.candidate
+        name: TransportName = "s5b-proxy" if cand.type == "proxy" else "s5b-direct"
+        if nomination.offered_by == role.value:
+            assert ours.dstaddr is not None
+            if cand.type == "proxy":
+                with _within(self._timeout, f"the SOCKS5 proxy {cand.jid} did not connect us"):
+                    stream: trio.abc.Stream = await connect_candidate(
+                        cand.host, cand.port, ours.dstaddr
+                    )
+                cleanup.push_async_callback(trio.aclose_forcefully, stream)
+                with _within(self._timeout, f"the SOCKS5 proxy {cand.jid} did not activate"):
+                    await self.client.request(
+                        "set", build_activate(ours.sid, session.peer), cand.jid
+                    )
+                info = build_s5b(
+                    S5BTransport(ours.sid, info=Activated(cand.cid)), include_mode=False
+                )
+                await session.send(session.jingle.transport_info([_content(session, info)]))
+            else:
+                assert self._listener is not None
+                with _within(self._timeout, f"{session.peer} did not connect to our candidate"):
+                    stream = await self._listener.accept(ours.dstaddr, cand.host)
+                cleanup.push_async_callback(trio.aclose_forcefully, stream)
+            return _Established(stream, name, cleanup)
+        assert picked is not None
+        if cand.type == "proxy":
+            with _within(self._timeout, f"{session.peer} did not activate the SOCKS5 proxy"):
+                await self._next_s5b_info(session, (Activated,))
+        return _Established(picked[1], name, cleanup)
+
+    async def _next_s5b_info(
+        self, session: _Session, kinds: tuple[type, ...]
+    ) -> CandidateUsed | CandidateError | Activated:
+        while True:
+            msg = await session.expect(JingleAction.TRANSPORT_INFO)
+            for content in msg.contents:
+                if content.transport is None:
+                    continue
+                info = parse_s5b(content.transport).info
+                if isinstance(info, kinds):
+                    return info  # type: ignore[return-value]
+                if info is not None and not isinstance(
+                    info, (CandidateUsed, CandidateError, Activated)
+                ):
+                    raise TransportFailed(
+                        f"{session.peer} reported a proxy error", "failed-transport"
+                    )
+
+    async def _open_ibb(
+        self,
+        session: _Session,
+        transport: IBBTransport,
+        opener: bool,
+        cleanup: contextlib.AsyncExitStack,
+    ) -> _Established:
+        peer = session.peer
+        client = self.client
+
+        class Sender:
+            async def send_iq(self, payload: etree._Element) -> etree._Element:
+                return await client.iq(make_iq("set", payload, to=peer))
+
+        stream = await cleanup.enter_async_context(
+            open_ibb_stream(
+                Sender(),
+                transport.sid,
+                transport.block_size,
+                window=self._ibb_window,
+                close_timeout=self._timeout,
+            )
+        )
+        key = (peer, transport.sid)
+        self._ibb[key] = stream
+        cleanup.callback(self._ibb.pop, key, None)
+        if opener:
+            with _within(self._timeout, f"{peer} did not answer our IBB <open>"):
+                await stream.open()
+        return _Established(stream, "ibb", cleanup)
+
+    async def _fallback_to_ibb(
+        self, session: _Session, cleanup: contextlib.AsyncExitStack
+    ) -> _Established:
+        """XEP-0260 fallback: the initiator replaces S5B by IBB (transport-replace)."""
+        we_initiated = session.jingle.initiator == self.client.jid
+        if we_initiated:
+            offer = IBBTransport(new_sid(), self._ibb_block_size)
+            await session.send(
+                session.jingle.transport_replace([_content(session, build_ibb(offer))])
+            )
+            with _within(self._timeout, f"{session.peer} did not answer our transport-replace"):
+                answer = await session.expect(
+                    JingleAction.TRANSPORT_ACCEPT, JingleAction.TRANSPORT_REJECT
+                )
+            if answer.action is JingleAction.TRANSPORT_REJECT or not answer.contents:
+                raise TransportFailed(
+                    f"{session.peer} refused the IBB fallback", "failed-transport"
+                )
+            got = parse_ibb(_transport_of(answer))
+            if got.block_size > offer.block_size:
+                raise TransportFailed("the peer raised the IBB block size", "failed-transport")
+            return await self._open_ibb(
+                session, IBBTransport(offer.sid, got.block_size), True, cleanup
+            )
+        with _within(self._timeout, f"{session.peer} did not replace the failed transport"):
+            replace = await session.expect(JingleAction.TRANSPORT_REPLACE)
+        offered = parse_ibb(_transport_of(replace))
+        agreed = IBBTransport(
+            offered.sid, answer_block_size(offered.block_size, self._ibb_block_size)
+        )
+        established = await self._open_ibb(session, agreed, False, cleanup)
+        await session.send(session.jingle.transport_accept([_content(session, build_ibb(agreed))]))
+        return established
+
+    async def _establish(
+        self,
+        session: _Session,
+        ours: etree._Element,
+        theirs: etree._Element,
+        cleanup: contextlib.AsyncExitStack,
+    ) -> _Established:
+        if theirs.tag == f"{{{_ns.JINGLE_IBB}}}transport":  # we initiated: we open
+            return await self._open_ibb(session, parse_ibb(theirs), True, cleanup)
+        started = trio.current_time()
+        established = await self._establish_s5b(
+            session, parse_s5b(ours), parse_s5b(theirs), cleanup
+        )
+        took = trio.current_time() - started
+        if established is not None:
+            log.info("S5B: %s ready with %s in %.2f s", established.transport, session.peer, took)
+            return established
+        log.info("S5B failed with %s after %.2f s, falling back to IBB", session.peer, took)
+        return await self._fallback_to_ibb(session, cleanup)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def send_file(
+        self,
+        path: str | os.PathLike[str],
+        to: JID | str,
+        *,
+        encrypt: str | None = "auto",
+        cipher: str | None = None,
+        transport: Transport = "auto",
+        name: str | None = None,
+        media_type: str | None = None,
+        progress: ProgressCallback | None = None,
+        accept_timeout: float | _Default | None = _DEFAULT,
+    ) -> TransferResult:
+        """Offer the file at ``path`` to ``to`` and send it once accepted.
+
+        ``encrypt`` is ``"auto"`` (the strongest JET envelope method both sides support, see
+        :func:`envelope_strength`; an error if there is none), an envelope namespace, or
+        ``None`` for an explicit unencrypted transfer. ``cipher`` defaults to AES-256-GCM unless
+        only the envelope method's own preference is safe (legacy OMEMO to a peer that does not
+        advertise AES-256-GCM: AES-128-GCM, as Dino and Conversations need);
+        :attr:`TransferResult.choice` says which was used and why.
+        ``accept_timeout`` bounds the wait for the receiver to accept or decline (default: the
+        service's, 300 s; ``None``: no bound): then :class:`TransferTimeout` is raised and the
+        session is terminated with ``timeout``.
+        ``transport`` is ``"auto"`` (SOCKS5, falling back to in-band), ``"s5b"`` or ``"ibb"``.
+        The file's SHA-256 is computed first (in a thread, cached) and sent in the offer, so the
+        receiver can verify and resume. Cancel with a cancel scope: the session is then
+        terminated with ``cancel``.
+        """
+        src = Path(path)
+        if not await trio.Path(src).is_file():
+            raise FileNotFoundError(f"{src} is not a file")
+        peer = await self.resolve_peer(to)
+        method, why = await self._choose_envelope(peer, encrypt)
+        secret, security, why_cipher = await self._make_security(method, cipher, peer, CONTENT_NAME)
+        choice = _describe_choice(method, secret, why, why_cipher)
+        size = (await trio.Path(src).stat()).st_size
+        digest = await self._hashes.sha256(src)
+        desc = FileDescription(
+            name=name or src.name,
+            size=size,
+            media_type=media_type,
+            hashes=(Hash("sha-256", digest),),
+        )
+        session = self._open_session(self._registry.create(peer))
+        start = time.monotonic()
+        async with contextlib.AsyncExitStack() as cleanup:
+            try:
+                ours = await self._initiate(session, transport, desc, security, request=False)
+                wait = (
+                    self._accept_timeout if isinstance(accept_timeout, _Default) else accept_timeout
+                )
+                with _within_or_never(wait, f"{peer} did not accept or decline the offer"):
+                    answer = await session.expect(JingleAction.SESSION_ACCEPT)
+                theirs = _transport_of(answer)
+                established = await self._establish(session, ours, theirs, cleanup)
+                wire = await self._send_data(session, established, src, 0, size, secret, progress)
+                await self._expect_success(session)
+            except BaseException as exc:
+                if (instead := await self._end_after_error(session, exc)) is not None:
+                    raise instead from exc
+                raise
+            finally:
+                self._forget(session)
+        return TransferResult(
+            "send",
+            peer,
+            desc.name or src.name,
+            size,
+            digest.hex(),
+            established.transport,
+            method.namespace if method else None,
+            secret.cipher.urn if secret else None,
+            time.monotonic() - start,
+            src,
+            wire,
+            True,
+            choice,
+        )
+
+    async def _make_security(
+        self, method: EnvelopeMethod | None, cipher: str | None, peer: JID, content_name: str
+    ) -> tuple[TransportSecret | None, etree._Element | None, str]:
+        """A fresh transport secret and its ``<security>`` element (none if unencrypted), and
+        why that cipher."""
+        if method is None:
+            return None, None, ""
+        chosen, why = await self._choose_cipher(method, cipher, peer)
+        secret = TransportSecret.generate(chosen)
+        with _within(self._timeout, f"encrypting the transport secret for {peer} took too long"):
+            envelope = await method.encrypt(secret, peer)
+        return secret, build_security(content_name, secret.cipher, envelope), why
+
+    async def _choose_cipher(
+        self, method: EnvelopeMethod, wanted: str | None, peer: JID
+    ) -> tuple[Cipher, str]:
+        """``wanted``, else the first of our preferences the peer supports, else AES-256-GCM
+        unless the envelope method prefers another cipher (legacy OMEMO: AES-128-GCM, the only
+        one Dino and Conversations accept) and the peer does not advertise AES-256-GCM. The
+        XEP-0391 ciphers are assumed with JET; any other cipher is used only if the peer
+        advertises its URN. Returns the cipher and why it was chosen."""
+        try:
+            info = await self._features_of(peer)
+        except StanzaError as exc:
+            raise TransferError(f"cannot ask {peer} what it supports: {exc}", "gone") from None
+
+        def usable(urn: str) -> Cipher | None:
+            try:
+                c = self.plugins.cipher(urn)
+            except SecurityError:
+                return None
+            return c if c.urn in _STANDARD_CIPHERS or info.has(c.urn) else None
+
+        if wanted is not None:
+            chosen = usable(wanted)
+            if chosen is None:
+                self.plugins.cipher(wanted)  # raises UnknownCipher if we lack it ourselves
+                raise JETError(
+                    f"{peer} does not support the cipher {wanted}", "unsupported-applications"
+                )
+            return chosen, "cipher asked for"
+        for urn in self._cipher_preference:
+            if (chosen := usable(urn)) is not None:
+                return chosen, "first of cipher_preference the peer supports"
+        preferred = str(getattr(method, "preferred_cipher", DEFAULT_CIPHER))
+        if self.plugins.cipher(preferred).urn == DEFAULT_CIPHER:
+            return self.plugins.cipher(DEFAULT_CIPHER), "the strongest standard cipher"
+        if info.has(DEFAULT_CIPHER):
+            return (
+                self.plugins.cipher(DEFAULT_CIPHER),
+                f"the strongest standard cipher, advertised by {peer}",
+            )
+        return (
+            self.plugins.cipher(preferred),
+            f"the cipher {method.namespace} prefers; {peer} does not advertise AES-256-GCM "
+            "(Dino and Conversations accept only AES-128-GCM)",
+        )
+
+    async def _initiate(
+        self,
+        session: _Session,
+        transport: Transport,
+        file: FileDescription,
+        security: etree._Element | None,
+        *,
+        request: bool,
+    ) -> etree._Element:
+        """Send session-initiate with one content: an offer of ``file`` (we send) or a
+        request for it (the peer sends). Returns our transport element."""
+        ours = await self._initial_transport(transport, session)
+        name, senders = (
+            (REQUEST_NAME, Senders.RESPONDER) if request else (CONTENT_NAME, Senders.INITIATOR)
+        )
+        description = build_description(file, request=request)
+        content = Content(Role.INITIATOR, name, senders, description, ours, security)
+        await session.send(session.jingle.initiate([content]))
+        return ours
+
+    async def _initial_transport(self, transport: Transport, session: _Session) -> etree._Element:
+        if transport == "ibb":
+            return build_ibb(IBBTransport(new_sid(), self._ibb_block_size))
+        return build_s5b(await self._our_s5b(session, new_sid()))
+
+    async def _responder_transport(
+        self, session: _Session, theirs: etree._Element
+    ) -> etree._Element:
+        if theirs.tag == f"{{{_ns.JINGLE_IBB}}}transport":
+            got = parse_ibb(theirs)
+            agreed = answer_block_size(got.block_size, self._ibb_block_size)
+            return build_ibb(IBBTransport(got.sid, agreed))
+        return build_s5b(await self._our_s5b(session, parse_s5b(theirs).sid))
+
+    async def _accept_and_establish(
+        self,
+        session: _Session,
+        content: Content,
+        description: etree._Element,
+        cleanup: contextlib.AsyncExitStack,
+    ) -> _Established:
+        """Send session-accept for ``content`` and set up the transport (we are the responder)."""
+        theirs = content.transport
+        assert theirs is not None
+        ours = await self._responder_transport(session, theirs)
+        accept = session.jingle.accept(
+            [Content(content.creator, content.name, content.senders, description, ours)]
+        )
+        if ours.tag == f"{{{_ns.JINGLE_IBB}}}transport":
+            # Listen before accepting: the initiator opens the IBB as soon as it may.
+            established = await self._open_ibb(session, parse_ibb(ours), False, cleanup)
+            await session.send(accept)
+            return established
+        await session.send(accept)
+        return await self._establish(session, ours, theirs, cleanup)
+
+    async def _expect_success(self, session: _Session) -> None:
+        with _within(self._timeout, f"{session.peer} did not confirm the transfer"):
+            end = await session.expect(JingleAction.SESSION_TERMINATE)
+        if end.reason is None or end.reason.condition != "success":
+            raise _reason_error(end.reason, str(session.peer))
+
+    def _stall_guard(self, what: str) -> contextlib.AbstractContextManager[_StallWatch]:
+        return _stall_guard(
+            self._stall_timeout, what, self._min_throughput, self._throughput_window
+        )
+
+    async def _end_after_error(self, session: _Session, exc: BaseException) -> TransferError | None:
+        """End the session after ``exc``. Returns the error to raise instead of ``exc`` when
+        the peer had already ended the session and ``exc`` is only a consequence (the peer's
+        session-terminate crossed our next request, or its transport closed first)."""
+        reason = session.ended_by_peer()
+        if reason is None:
+            reason_name, text = _reason_for(exc)
+            await session.terminate(reason_name, text)
+            return None
+        if reason.condition != "success" and _consequence_of_ending(exc):
+            return _reason_error(reason, str(session.peer))
+        return None
+
+    async def _send_data(
+        self,
+        session: _Session,
+        established: _Established,
+        src: Path,
+        offset: int,
+        length: int,
+        secret: TransportSecret | None,
+        progress: ProgressCallback | None,
+    ) -> int:
+        """Send ``length`` bytes of ``src`` from ``offset`` (encrypted if ``secret``)."""
+        sink: trio.abc.SendStream = established.stream
+        session.data_phase = True
+        enc = EncryptingSendStream(sink, secret, expected_size=length) if secret else None
+        done = 0
+        stalled = f"{session.peer} accepted no data"
+        with (
+            _typed_errors(session.peer),
+            unwrapped_errors(),
+            self._stall_guard(stalled) as stall,
+        ):
+            async with trio.open_nursery() as n:
+                n.start_soon(session.watch)
+                with src.open("rb") as f:
+                    f.seek(offset)
+                    while done < length:
+                        chunk = f.read(min(CHUNK, length - done))
+                        if not chunk:
+                            break
+                        await (enc or sink).send_all(chunk)
+                        done += len(chunk)
+                        stall.moved(len(chunk))
+                        if progress:
+                            progress(done, length)
+                if done != length:
+                    raise IntegrityError(f"{src} changed size while it was sent", "media-error")
+                if enc is not None:
+                    await enc.finish()
+                if isinstance(established.stream, trio.SocketStream):
+                    await established.stream.send_eof()
+                else:
+                    await established.stream.aclose()
+                n.cancel_scope.cancel()
+        return length + (secret.cipher.tag_size if secret else 0)
+
+    # -- sharing files and answering requests ----------------------------------------------
+
+    async def share(
+        self, path: str | os.PathLike[str], *, to: Iterable[JID | str] | None = None
+    ) -> str:
+        """Let peers request the file at ``path`` by its SHA-256 (XEP-0234 file request,
+        XEP-0391 4.2), and resume downloads of it (4.3). ``to`` limits it to those bare JIDs;
+        ``None`` serves anyone who knows the hash. Returns the hex SHA-256."""
+        src = Path(path)
+        digest = await self._hashes.sha256(src)
+        allowed = None if to is None else frozenset(JID(j).bare for j in to)
+        self._shares[digest] = (src, allowed)
+        return digest.hex()
+
+    def unshare(self, sha256: str) -> None:
+        """Stop serving the file with this hex SHA-256."""
+        self._shares.pop(bytes.fromhex(sha256), None)
+
+    async def _serve_request(self, session: _Session, offer: _Offer) -> None:
+        """Answer a file request from the files we share. Runs in the service's nursery."""
+        try:
+            async with contextlib.AsyncExitStack() as cleanup:
+                try:
+                    await self._serve_request_in(session, offer, cleanup)
+                except BaseException as exc:
+                    if (instead := await self._end_after_error(session, exc)) is not None:
+                        raise instead from exc
+                    raise
+                finally:
+                    self._forget(session)
+        except Exception as exc:  # a failed request must not end the service
+            # Several tasks may fail at once (an exception group); anything but our typed
+            # errors and I/O errors is a bug and still propagates.
+            if not all(isinstance(e, (JetError, OSError)) for e in _leaves(exc)):
+                raise
+            log.info("request from %s failed: %s", session.peer, exc)
+
+    async def _serve_request_in(
+        self, session: _Session, offer: _Offer, cleanup: contextlib.AsyncExitStack
+    ) -> None:
+        wanted = next((h.digest for h in offer.file.hashes if h.algo == "sha-256"), b"")
+        entry = self._shares.get(wanted)
+        if entry is None or (entry[1] is not None and session.peer.bare not in entry[1]):
+            await session.terminate_with(file_not_available("no such file is shared with you"))
+            return
+        src = entry[0]
+        if await self._hashes.sha256(src) != wanted:
+            await session.terminate_with(file_not_available("the shared file has changed"))
+            return
+        size = (await trio.Path(src).stat()).st_size
+        rng = offer.file.range
+        offset = rng.offset if rng else 0
+        length = rng.length if rng and rng.length is not None else size - offset
+        if offset + length > size:
+            raise TransferError(
+                "the requested range is beyond the end of the file", "failed-application"
+            )
+        secret = await self._open_security(offer.security, session)
+        desc = FileDescription(
+            name=src.name, size=size, hashes=(Hash("sha-256", wanted),), range=rng
+        )
+        established = await self._accept_and_establish(
+            session, offer.content, build_description(desc), cleanup
+        )
+        await self._send_data(session, established, src, offset, length, secret, None)
+        await self._expect_success(session)
+
+    # -- receiving -------------------------------------------------------------------------
+
+    async def _open_security(
+        self, security: etree._Element | None, session: _Session
+    ) -> TransportSecret | None:
+        """Open the envelope the session's initiator sent (authenticated as the initiator)."""
+        if security is None:
+            return None
+        try:
+            info = parse_security(security, self.plugins)
+            method = self.plugins.envelope(info.envelope_type)
+            with _within(self._timeout, f"opening the envelope of {session.peer} took too long"):
+                opened = await method.decrypt(info.envelope, session.peer, info.cipher)
+            check_envelope_sender(opened, session.jingle.initiator)
+        except (SecurityError, JetError) as exc:
+            # The envelope method's typed error stays available as __cause__.
+            raise JETError(f"cannot decrypt the transfer from {session.peer}: {exc}") from exc
+        return opened.secret
+
+    async def _run_receive(
+        self,
+        offer: IncomingOffer,
+        dest: Path,
+        progress: ProgressCallback | None,
+        *,
+        overwrite: bool,
+        rename: bool,
+    ) -> TransferResult:
+        session = offer._session
+        start = time.monotonic()
+        size = offer.size
+        sha = next((h.digest.hex() for h in offer.file.hashes if h.algo == "sha-256"), None)
+        try:
+            partial = Partial.create(
+                dest, session.peer, offer.name, size, sha or "", offer.envelope
+            )
+        except BaseException as exc:  # e.g. an unwritable directory: still end the session
+            await self._end_after_error(session, exc)
+            self._forget(session)
+            raise
+        resumable = sha is not None
+        async with contextlib.AsyncExitStack() as cleanup:
+            try:
+                if session.jingle.state.name == "ENDED":
+                    await session.expect()  # the peer withdrew the offer: raises its reason
+                secret = await self._open_security(offer._offer.security, session)
+                c = offer._offer.content
+                assert c.description is not None
+                established = await self._accept_and_establish(session, c, c.description, cleanup)
+                if resumable:
+                    partial.save()
+                digests = await self._receive_into(
+                    session, established, partial, 0, size, secret, progress, offer.file
+                )
+                verified = await self._verify_hash(session, offer.file, digests)
+                taken: NameTaken | None = None
+                try:
+                    dest = await _deliver(partial, overwrite, rename)
+                except NameTaken as exc:
+                    taken, dest = exc, exc.kept
+                partial.discard()
+                await session.terminate("success")
+            except BaseException as exc:
+                instead = await self._end_after_error(session, exc)
+                _keep_or_discard(partial, instead or exc, resumable)
+                if instead is not None:
+                    raise instead from exc
+                raise
+            finally:
+                self._forget(session)
+        result = TransferResult(
+            "receive",
+            session.peer,
+            offer.name,
+            size,
+            digests.plain["sha-256"].hex(),
+            established.transport,
+            offer.envelope,
+            secret.cipher.urn if secret else None,
+            time.monotonic() - start,
+            dest,
+            size + (secret.cipher.tag_size if secret else 0),
+            verified,
+            f"chosen by the sender {session.peer}" if secret else "the sender did not encrypt",
+        )
+        if taken is not None:
+            taken.result = result
+            raise taken
+        return result
+
+    async def request_file(
+        self,
+        peer: JID | str,
+        sha256: str,
+        destination: str | os.PathLike[str],
+        *,
+        encrypt: str | None = "auto",
+        cipher: str | None = None,
+        transport: Transport = "auto",
+        progress: ProgressCallback | None = None,
+        overwrite: bool = False,
+    ) -> TransferResult:
+        """Request the file with this hex SHA-256 from ``peer`` (XEP-0234 file request; with
+        JET, XEP-0391 4.2: we make the transport secret and the peer encrypts with it).
+
+        ``destination`` is a directory (the peer's file name is used) or a file path. If the
+        download is interrupted, the data so far is kept for :meth:`resume`.
+        """
+        try:
+            want = bytes.fromhex(sha256)
+        except ValueError:
+            raise ValueError(f"not a hex SHA-256: {sha256!r}") from None
+        if len(want) != 32:
+            raise ValueError(f"not a hex SHA-256: {sha256!r}")
+        return await self._request(
+            peer, want, Path(destination), None, encrypt, cipher, transport, progress, overwrite
+        )
+
+    async def resume(
+        self,
+        partial: Partial | str | os.PathLike[str],
+        *,
+        encrypt: str | None = "auto",
+        cipher: str | None = None,
+        transport: Transport = "auto",
+        progress: ProgressCallback | None = None,
+    ) -> TransferResult:
+        """Resume an interrupted download (XEP-0391 4.3): request the rest of the file with a
+        ``<range offset>`` and a fresh transport secret; the whole file is verified against its
+        SHA-256 before it is renamed to its destination.
+
+        The request goes to the sender's full JID recorded in the partial; if that resource is
+        not available but another resource of the same account is (the sender reconnected
+        under another name), to the best of those that support file transfer."""
+        p = partial if isinstance(partial, Partial) else Partial.load(partial)
+        # A record is confined to its directory when loaded; check again (the caller may
+        # have built it) and apply the no-overwrite rule of every download.
+        p.check_confined()
+        if await trio.Path(p.dest).exists():  # (not a symbolic link: checked)
+            raise FileExistsError(f"{p.dest} already exists: resuming never replaces a file")
+        peer = p.peer
+        online = self.client.resources(peer.bare)
+        if not peer.is_bare and peer not in online and online:
+            peer = peer.bare
+        return await self._request(
+            peer, bytes.fromhex(p.sha256), p.dest, p, encrypt, cipher, transport, progress, False
+        )
+
+    async def _request(
+        self,
+        to: JID | str,
+        want: bytes,
+        dest: Path,
+        partial: Partial | None,
+        encrypt: str | None,
+        cipher: str | None,
+        transport: Transport,
+        progress: ProgressCallback | None,
+        overwrite: bool,
+    ) -> TransferResult:
+        peer = await self.resolve_peer(to)
+        method, why = await self._choose_envelope(peer, encrypt)
+        secret, security, why_cipher = await self._make_security(method, cipher, peer, REQUEST_NAME)
+        choice = _describe_choice(method, secret, why, why_cipher)
+        offset = partial.received if partial is not None else 0
+        request = FileDescription(
+            hashes=(Hash("sha-256", want),), range=Range(offset) if offset else None
+        )
+        session = self._open_session(self._registry.create(peer))
+        start = time.monotonic()
+        async with contextlib.AsyncExitStack() as cleanup:
+            try:
+                ours = await self._initiate(session, transport, request, security, request=True)
+                with _within(self._timeout, f"{peer} did not answer our file request"):
+                    accept = await session.expect(JingleAction.SESSION_ACCEPT)
+                file = _accepted_file(accept)
+                assert file.size is not None
+                if partial is None:
+                    if await trio.Path(dest).is_dir():
+                        dest = dest / safe_filename(file.name or want.hex())
+                    if not overwrite and await trio.to_thread.run_sync(os.path.lexists, dest):
+                        raise FileExistsError(errno.EEXIST, f"{dest} already exists")
+                    partial = Partial.create(
+                        dest,
+                        peer,
+                        file.name or want.hex(),
+                        file.size,
+                        want.hex(),
+                        method.namespace if method else None,
+                    )
+                elif partial.size != file.size:
+                    raise IntegrityError("the peer's file has another size than the partial one")
+                partial.save()
+                established = await self._establish(session, ours, _transport_of(accept), cleanup)
+                expected = FileDescription(size=file.size, hashes=(Hash("sha-256", want),))
+                digests = await self._receive_into(
+                    session,
+                    established,
+                    partial,
+                    offset,
+                    file.size - offset,
+                    secret,
+                    progress,
+                    expected,
+                )
+                await self._verify_hash(session, expected, digests)
+                taken: NameTaken | None = None
+                try:
+                    dest = await _deliver(partial, overwrite, False)
+                except NameTaken as exc:
+                    taken, dest = exc, exc.kept
+                partial.discard()
+                await session.terminate("success")
+            except BaseException as exc:
+                instead = await self._end_after_error(session, exc)
+                if partial is not None:
+                    _keep_or_discard(partial, instead or exc, True)
+                if instead is not None:
+                    raise instead from exc
+                raise
+            finally:
+                self._forget(session)
+        result = TransferResult(
+            "receive",
+            peer,
+            partial.name,
+            partial.size,
+            want.hex(),
+            established.transport,
+            method.namespace if method else None,
+            secret.cipher.urn if secret else None,
+            time.monotonic() - start,
+            dest,
+            partial.size - offset + (secret.cipher.tag_size if secret else 0),
+            True,
+            choice,
+        )
+        if taken is not None:
+            taken.result = result
+            raise taken
+        return result
+
+    async def _receive_into(
+        self,
+        session: _Session,
+        established: _Established,
+        partial: Partial,
+        offset: int,
+        length: int,
+        secret: TransportSecret | None,
+        progress: ProgressCallback | None,
+        file: FileDescription,
+    ) -> _Digests:
+        """Receive ``length`` bytes into the partial file at ``offset``; return the hashes of
+        the whole file (the kept prefix included)."""
+        algos = tuple(dict.fromkeys(["sha-256", *(h.algo for h in file.hashes), *file.hash_used]))
+        hasher = await trio.to_thread.run_sync(_hash_prefix, partial.part, offset, algos)
+        source: trio.abc.ReceiveStream = established.stream
+        wire: _HashingReceiveStream | None = None
+        if secret is not None and not file.hashes and offset == 0:
+            # The hash comes later in a <checksum>: Conversations hashes the bytes on the wire
+            # (ciphertext and tag), others the plaintext; we accept either (INTEROP.md).
+            source = wire = _HashingReceiveStream(source, Hasher(algos))
+        if secret is not None:
+            source = DecryptingReceiveStream(
+                source, secret, expected_size=length, require_eof=False
+            )
+        done = 0
+        total = offset + length
+        session.data_phase = True
+        stalled = f"no data came from {session.peer}"
+        proxy = self._proxy_name(established)
+        tail = _Tail(length, secret.cipher.tag_size if secret else 0)
+        with (
+            _typed_errors(session.peer),
+            unwrapped_errors(),
+            _stall_reported(tail, session.peer, proxy, total, self._stall_timeout),
+            self._stall_guard(stalled) as stall,
+        ):
+            async with trio.open_nursery() as n:
+                n.start_soon(session.watch)
+                if proxy is not None:
+                    n.start_soon(self._release_held_tail, session, tail, proxy)
+                tail.update(0)
+                to_hash, hashing = trio.open_memory_channel[list[bytes | bytearray]](2)
+                async with trio.open_nursery() as hash_nursery:
+                    # Hashing runs in a thread (hashlib releases the GIL), overlapping the
+                    # next receive, decryption and write.
+                    hash_nursery.start_soon(_hash_behind, hasher, hashing)
+                    async with to_hash:
+                        batch: list[bytes | bytearray] = []
+                        batched = 0
+                        with open_part(partial.part, offset) as f:
+                            while secret is not None or done < length:
+                                # Plain: one byte more than left, to notice a peer sending
+                                # too much.
+                                want = CHUNK if secret else min(CHUNK, length - done + 1)
+                                chunk = await source.receive_some(want)
+                                if not chunk:
+                                    break
+                                if secret is None and done + len(chunk) > length:
+                                    raise IntegrityError(
+                                        f"more than the {total} bytes announced arrived",
+                                        "media-error",
+                                    )
+                                f.write(chunk)
+                                batch.append(chunk)
+                                batched += len(chunk)
+                                if batched >= _HASH_BATCH:
+                                    await to_hash.send(batch)
+                                    batch, batched = [], 0
+                                done += len(chunk)
+                                stall.moved(len(chunk))
+                                tail.update(done)
+                                if progress:
+                                    progress(offset + done, total)
+                        if batch:
+                            await to_hash.send(batch)
+                n.cancel_scope.cancel()
+        if done != length:
+            raise TransportFailed(
+                f"the stream ended after {offset + done} of {total} bytes", "connectivity-error"
+            )
+        return _Digests(_as_dict(hasher), _as_dict(wire.hasher) if wire else {})
+
+    def _proxy_name(self, established: _Established) -> str | None:
+        """The SOCKS5 proxy ``established`` goes through (its JID if it is one of ours, and
+        its address), or None for a direct connection or IBB."""
+        if established.transport != "s5b-proxy":
+            return None
+        sock = getattr(established.stream, "socket", None)  # a SocketStream or a wrapper
+        try:
+            assert isinstance(sock, trio.socket.SocketType)
+            host, port = sock.getpeername()[:2]
+        except (AssertionError, OSError):
+            return "(address unknown)"
+        for known in self._proxies or ():
+            if known.port == port and known.host == host:
+                return f"{known.jid} ({host}:{port})"
+        return f"{host}:{port}"
+
+    async def _release_held_tail(self, session: _Session, tail: _Tail, proxy: str) -> None:
+        """The stream through ``proxy`` stopped with at most ``_HELD_MAX`` bytes (the tag
+        among them) left: end the session, so that a sender that keeps its connection open
+        until then (Dino) closes it, which makes a proxy that holds back the end of a stream
+        (Prosody 0.12) pass it on. The data is still checked (tag, hash) before the file gets
+        its name, and read only up to its announced size; see docs/protocol.rst."""
+        grace = _TAIL_GRACE
+        if self._stall_timeout is not None:
+            grace = min(grace, self._stall_timeout / 4)
+        await tail.near_end.wait()
+        seen = -1
+        while tail.done != seen:
+            seen = tail.done
+            await trio.sleep(grace)
+        log.info(
+            "the stream from %s through the SOCKS5 proxy %s stopped %d bytes before its end "
+            "for %g s: ending the session so the proxy passes on the rest",
+            session.peer,
+            proxy,
+            tail.left,
+            grace,
+        )
+        tail.released = True
+        await session.terminate(
+            "success", "all data sent; the end of the stream held back by the proxy is checked next"
+        )
+
+    async def _verify_hash(self, session: _Session, file: FileDescription, got: _Digests) -> bool:
+        """Check the received data against the announced hashes; ``False`` if there were none
+        we know (the GCM tag, when encrypted, still authenticated the data)."""
+        hashes = file.hashes
+        if not hashes and file.hash_used:
+            with trio.move_on_after(self._timeout):
+                await _wait_checksum(session)
+            hashes = session.checksum
+        known = [h for h in hashes if h.algo in got.plain]
+        for h in known:
+            if got.plain[h.algo] != h.digest and got.wire.get(h.algo) != h.digest:
+                raise IntegrityError(
+                    f"the {h.algo} hash of the received file does not match", "media-error"
+                )
+        return bool(known)
+
+
+@dataclass(frozen=True, slots=True)
+class _Digests:
+    plain: dict[str, bytes]
+    wire: dict[str, bytes]
+
+
+def _as_dict(hasher: Hasher) -> dict[str, bytes]:
+    return {h.algo: h.digest for h in hasher.digests()}
+
+
+class _HashingReceiveStream(trio.abc.ReceiveStream):
+    """Hashes everything received through it."""
+
+    def __init__(self, inner: trio.abc.ReceiveStream, hasher: Hasher) -> None:
+        self.inner = inner
+        self.hasher = hasher
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self.inner.receive_some(max_bytes)
+        self.hasher.update(data)
+        return data
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def _hash_behind(
+    hasher: Hasher, batches: trio.MemoryReceiveChannel[list[bytes | bytearray]]
+) -> None:
+    async with batches:
+        async for batch in batches:
+            await trio.to_thread.run_sync(_update_all, hasher, batch)
+
+
+def _update_all(hasher: Hasher, batch: list[bytes | bytearray]) -> None:
+    # One update per batch: each update releases and retakes the GIL, which the event loop
+    # holds most of the time; many small chunks (a proxy's) would queue on it one by one.
+    hasher.update(batch[0] if len(batch) == 1 else b"".join(batch))
+
+
+@contextlib.contextmanager
+def _stall_guard(
+    seconds: float | None,
+    what: str,
+    min_rate: float | None = None,
+    window: float = 60.0,
+) -> Iterator[_StallWatch]:
+    """Cancel the block when no data moved for ``seconds`` (``None``: never), or when less
+    than ``min_rate`` bytes per second moved over ``window`` seconds (``None``: no minimum);
+    call the yielded watch's :meth:`~_StallWatch.moved` whenever some did. Raises
+    :class:`TransferTimeout` saying ``what``."""
+    with trio.CancelScope() as scope:
+        watch = _StallWatch(seconds, scope, min_rate, window)
+        yield watch
+    if scope.cancelled_caught:
+        if watch.too_slow is not None:
+            raise TransferTimeout(
+                f"{what} fast enough: {watch.too_slow:.0f} bytes/s over {window:g} s, below "
+                f"the minimum of {min_rate:g}",
+                "timeout",
+            )
+        raise TransferTimeout(f"{what} for {seconds:g} s", "timeout")
+
+
+class _StallWatch:
+    def __init__(
+        self,
+        seconds: float | None,
+        scope: trio.CancelScope,
+        min_rate: float | None = None,
+        window: float = 60.0,
+    ) -> None:
+        self._seconds = seconds
+        self._scope = scope
+        self._refreshed = -math.inf
+        self._min_rate = min_rate
+        self._window = window
+        self._window_start = trio.current_time()
+        self._window_bytes = 0
+        self.too_slow: float | None = None  # the rate that ended the transfer
+        self.moved()
+
+    def moved(self, n: int = 0) -> None:
+        now = trio.current_time()
+        if self._min_rate is not None:
+            # Throughput over the last window: a peer dripping a byte just before each
+            # stall period would otherwise hold the transfer (and its resources) for ever.
+            self._window_bytes += n
+            elapsed = now - self._window_start
+            if elapsed >= self._window:
+                rate = self._window_bytes / elapsed
+                if rate < self._min_rate:
+                    self.too_slow = rate
+                    self._scope.cancel()
+                self._window_start, self._window_bytes = now, 0
+        # Moving a cancel scope's deadline costs more than the rest of the receive loop's
+        # bookkeeping, so it moves at most four times per period: it then fires between
+        # 1 and 1.25 periods after the last progress.
+        if self._seconds is None:
+            return
+        if now - self._refreshed >= self._seconds / 4:
+            self._refreshed = now
+            self._scope.deadline = now + self._seconds * 1.25
+
+
+_ENVELOPE_STRENGTH: Final = {
+    "urn:xmpp:omemo:2": 30,
+    "eu.siacs.conversations.axolotl": 20,
+    "urn:xmpp:openpgp:0": 15,  # no forward secrecy, and no deployed client speaks it
+    _ns.JET_STUB: 0,
+}
+
+
+def envelope_strength(method: EnvelopeMethod) -> int:
+    """How ``encrypt="auto"`` ranks an envelope method: its ``strength`` attribute if it has
+    one, else OMEMO 2 30, legacy OMEMO 20, OpenPGP 15 (no forward secrecy, and only jet-trio
+    speaks it), other methods 10, the stub 0."""
+    strength = getattr(method, "strength", None)
+    if isinstance(strength, int):
+        return strength
+    return _ENVELOPE_STRENGTH.get(method.namespace, 10)
+
+
+def _describe_choice(
+    method: EnvelopeMethod | None, secret: TransportSecret | None, why: str, why_cipher: str
+) -> str:
+    if method is None or secret is None:
+        return why
+    return f"{method.namespace}: {why}; {secret.cipher.urn}: {why_cipher}"
+
+
+@contextlib.contextmanager
+def _within_or_never(seconds: float | None, what: str) -> Iterator[None]:
+    if seconds is None:
+        yield
+        return
+    with _within(seconds, what):
+        yield
+
+
+class _Tail:
+    """How far a receive loop got, for the task that watches the end of the stream."""
+
+    def __init__(self, length: int, trailer: int) -> None:
+        self.length = length  # the bytes the loop counts (plaintext)
+        self.trailer = trailer  # the bytes after them (the tag)
+        self.done = 0
+        self.near_end = trio.Event()  # some bytes came, and at most _HELD_MAX are left
+        self.released = False  # the session was ended to make the sender close
+
+    def update(self, done: int) -> None:
+        self.done = done
+        # A relay passes on the first 4 KiB it reads: it can hold back only after some came.
+        if done > 0 and self.left <= _HELD_MAX:
+            self.near_end.set()
+
+    @property
+    def left(self) -> int:
+        return self.length - self.done + self.trailer
+
+
+@contextlib.contextmanager
+def _stall_reported(
+    tail: _Tail, peer: JID, proxy: str | None, total: int, seconds: float | None
+) -> Iterator[None]:
+    """Say what was missing when the stall guard fired: :class:`TagTimeout` when the whole
+    ciphertext came but its tag did not, and the proxy the stream went through, if any."""
+    try:
+        yield
+    except TransferTimeout as exc:
+        if type(exc) is not TransferTimeout:
+            raise
+        via = ""
+        if proxy is not None:
+            via = f"; the stream came through the SOCKS5 proxy {proxy}"
+            if tail.near_end.is_set():
+                via += ", which did not pass on its end"
+            if tail.released:
+                via += " even after the session was ended"
+        if tail.trailer and tail.done == tail.length:
+            tag = f"the {tail.trailer}-byte authentication tag that follows them"
+            message = f"all {total} bytes of the file came from {peer} but not {tag}"
+            if seconds is not None:
+                message += f", for {seconds:g} s"
+            raise TagTimeout(message + via, proxy) from exc
+        if via:
+            message = f"{exc}, {tail.left} bytes before the end{via}"
+            raise TransferTimeout(message, "timeout") from exc
+        raise
+
+
+@contextlib.contextmanager
+def _within(seconds: float, what: str) -> Iterator[None]:
+    """Like :func:`trio.fail_after`, raising :class:`TransferTimeout` that says ``what``."""
+    with trio.move_on_after(seconds) as scope:
+        yield
+    if scope.cancelled_caught:
+        raise TransferTimeout(f"{what} within {seconds:g} s", "timeout")
+
+
+@contextlib.contextmanager
+def _typed_errors(peer: JID) -> Iterator[None]:
+    """Data-phase errors as the API's exceptions: a failed JET check (bad tag, truncated or
+    overlong stream) becomes JETError, a broken transport TransportFailed. When several tasks
+    failed at once, the security failure wins, then a transfer error, then the broken transport.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        leaves = [e for e in _leaves(exc) if not isinstance(e, trio.Cancelled)]
+        security = [
+            e for e in leaves if isinstance(e, SecurityError) and not isinstance(e, TransferError)
+        ]
+        if security:
+            raise JETError(f"encrypted transfer with {peer} refused: {security[0]}") from exc
+        transfer = [e for e in leaves if isinstance(e, TransferError)]
+        if transfer and transfer[0] is not exc:
+            raise transfer[0] from exc
+        broken = [
+            e for e in leaves if isinstance(e, (trio.BrokenResourceError, trio.ClosedResourceError))
+        ]
+        if not transfer and broken:
+            raise TransportFailed(
+                f"the transport to {peer} broke: {broken[0]}", "connectivity-error"
+            ) from exc
+        raise
+
+
+async def _deliver(partial: Partial, overwrite: bool, rename: bool) -> Path:
+    """Give the verified download its name (never replacing anything unless ``overwrite``)."""
+    part, dest = partial.part, partial.dest
+    return await trio.to_thread.run_sync(
+        lambda: deliver(part, dest, overwrite=overwrite, rename=rename)
+    )
+
+
+def _hash_prefix(part: Path, length: int, algos: tuple[str, ...]) -> Hasher:
+    hasher = Hasher(algos)
+    with part.open("rb") as f:
+        left = length
+        while left > 0:
+            chunk = f.read(min(1 << 20, left))
+            if not chunk:
+                raise TransferError(f"{part} is shorter than the resume offset")
+            hasher.update(chunk)
+            left -= len(chunk)
+    return hasher
+
+
+def _consequence_of_ending(exc: BaseException) -> bool:
+    """Whether ``exc`` is what a session ended by the peer looks like from here: our next
+    Jingle request impossible or refused, or the transport broken or cut short. A failed
+    integrity check, a bad tag or our own cancellation is never replaced."""
+    if isinstance(exc, IntegrityError) or any(isinstance(e, trio.Cancelled) for e in _leaves(exc)):
+        return False
+    if isinstance(exc, JETError):  # only an early end (no tag at all), not a wrong one
+        return _cut_short(exc)
+    if isinstance(exc, TransferError):
+        return exc.reason in ("general-error", "connectivity-error", "failed-transport")
+    return isinstance(exc, (JingleLocalError, trio.BrokenResourceError, trio.ClosedResourceError))
+
+
+def _cut_short(exc: BaseException) -> bool:
+    """Whether ``exc`` says only that an encrypted stream ended early (before its tag), not
+    that any data failed a check."""
+    if isinstance(exc, TruncatedStream):
+        return True
+    if not isinstance(exc, JETError) or exc.__cause__ is None:
+        return False
+    leaves = [e for e in _leaves(exc.__cause__) if not isinstance(e, trio.Cancelled)]
+    return bool(leaves) and all(isinstance(e, TruncatedStream) for e in leaves)
+
+
+def _keep_or_discard(partial: Partial, exc: BaseException, resumable: bool) -> None:
+    """Keep an interrupted download for resuming, unless its data is known bad. A stream cut
+    short is kept like a broken connection: the whole file's hash is checked on resume."""
+    bad = any(
+        isinstance(e, (IntegrityError, FileExistsError))
+        or (isinstance(e, SecurityError) and not _cut_short(e))
+        for e in _leaves(exc)
+    )
+    if resumable and not bad and partial.received > 0 and partial.sidecar.exists():
+        log.info(
+            "kept %d bytes of %s for resuming: %s", partial.received, partial.name, partial.sidecar
+        )
+        return
+    partial.discard()
+
+
+def _accepted_file(accept: JingleMessage) -> FileDescription:
+    for content in accept.contents:
+        if content.description is not None:
+            file = parse_description(content.description)
+            if file.size is None:
+                raise TransferError("the peer accepted without saying the file size")
+            return file
+    raise TransferError("session-accept without a file description")
+
+
+async def _wait_checksum(session: _Session) -> None:
+    with unwrapped_errors():
+        async with trio.open_nursery() as n:
+            n.start_soon(session.watch)
+            await session.checksum_seen.wait()
+            n.cancel_scope.cancel()
+
+
+def _condition(name: str) -> ReasonCondition:
+    try:
+        return ReasonCondition(name)
+    except ValueError:
+        return ReasonCondition.GENERAL_ERROR
+
+
+def _content(session: _Session, transport: etree._Element) -> Content:
+    return Content(
+        Role.INITIATOR,
+        CONTENT_NAME
+        if not session.jingle.contents
+        else next(iter(session.jingle.contents.values())).name,
+        None,
+        None,
+        transport,
+    )
+
+
+def _transport_of(msg: JingleMessage) -> etree._Element:
+    for content in msg.contents:
+        if content.transport is not None:
+            return content.transport
+    raise TransferError(f"{msg.action} without a transport", "failed-transport")
+
+
+def _agree_ibb(ours: etree._Element, theirs: etree._Element) -> etree._Element:
+    offered, answered = parse_ibb(ours), parse_ibb(theirs)
+    if answered.sid != offered.sid or answered.block_size > offered.block_size:
+        raise TransportFailed(
+            "the peer changed the IBB sid or raised the block size", "failed-transport"
+        )
+    return build_ibb(IBBTransport(offered.sid, answered.block_size))
+
+
+class _Unset:
+    pass
+
+
+_UNSET: Final = _Unset()
+
+
+@asynccontextmanager
+async def open_file_transfer(
+    client: Client,
+    *,
+    plugins: PluginManager | None = None,
+    allow_stub_envelope: bool = False,
+    extra_plugins: Iterable[object] = (),
+    direct_addresses: DirectAddresses = "auto",
+    direct_host: str | _Unset | None = _UNSET,
+    use_proxies: bool = True,
+    ibb_block_size: int = 16384,
+    ibb_window: int = 8,
+    cipher_preference: Sequence[str] = (),
+    data_dir: str | os.PathLike[str] | None = None,
+    negotiation_timeout: float = 30.0,
+    stall_timeout: float | None = 60.0,
+    max_pending_offers: int = 16,
+    max_offers_per_peer: int = 4,
+    max_transfers_per_peer: int = 4,
+    offer_timeout: float | None = 120.0,
+    min_throughput: float | None = 1024.0,
+    throughput_window: float = 60.0,
+    accept_timeout: float | None = DEFAULT_ACCEPT_TIMEOUT,
+) -> AsyncIterator[FileTransfer]:
+    """Jingle file transfer on ``client`` for the duration of the ``async with`` block.
+
+    Plugins (envelope methods, ciphers) come from the ``jet_trio`` entry points plus
+    ``extra_plugins``, or from ``plugins``. ``direct_addresses`` are the addresses offered as
+    direct SOCKS5 candidates: ``"auto"`` (every usable address of every interface that is up,
+    IPv4 and IPv6, loopback only when there is nothing else), a list of addresses or host names
+    (best first; an ``"auto"`` entry adds the gathered ones), or ``None`` (offer none).
+    ``direct_host`` is its deprecated one-address form. ``use_proxies`` offers the server's
+    SOCKS5 proxies.
+    In-band transfers use blocks of ``ibb_block_size`` bytes (the peer may lower it) with up to
+    ``ibb_window`` blocks awaiting acknowledgement. ``cipher_preference`` lists cipher URNs to
+    use when the peer supports them (e.g. a plugin's ChaCha20-Poly1305); otherwise AES-256-GCM
+    (or the envelope method's preferred cipher) is used. ``data_dir`` is where plugins keep
+    their state (keys, sessions), each in a subdirectory of its own.
+
+    ``negotiation_timeout`` bounds every wait for the peer's answer while a session is set up
+    and ended; ``stall_timeout`` ends a transfer during which no data moved for that long (a
+    peer that stopped reading or sending; ``None``: wait forever), and ``min_throughput``
+    (bytes per second, ``None``: no minimum) one whose data moved slower than that over any
+    ``throughput_window`` seconds (a peer dripping a byte now and then). ``accept_timeout``
+    bounds how long :meth:`~FileTransfer.send_file` waits for the receiver to accept or decline
+    (a person deciding: 300 s by default; ``None``: wait forever). All raise
+    :class:`TransferTimeout` and end the session with the reason ``timeout``.
+
+    What one contact may hold of a receiver is bounded: at most ``max_pending_offers`` offers
+    wait for the application (from all contacts), at most ``max_offers_per_peer`` unanswered
+    offers and ``max_transfers_per_peer`` running transfers (received files and served
+    requests) per contact (bare JID); more are refused with ``busy``. An offer the
+    application has not taken within ``offer_timeout`` seconds is refused with ``timeout``.
+    When the block ends, offers still unanswered are rejected (``decline``).
+    """
+    if plugins is None:
+        config = PluginConfig(
+            allow_stub_envelope=allow_stub_envelope,
+            account=client.jid,
+            data_dir=None if data_dir is None else Path(data_dir),
+            client=client,
+        )
+        plugins = PluginManager(config, plugins=extra_plugins)
+    if not isinstance(direct_host, _Unset):
+        warnings.warn(
+            "open_file_transfer(direct_host=...) is deprecated: use direct_addresses",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        direct_addresses = None if direct_host is None else [direct_host]
+    with unwrapped_errors():
+        async with (
+            open_direct_candidates(direct_addresses) as direct,
+            trio.open_nursery() as nursery,
+        ):
+            ft = FileTransfer(
+                client,
+                nursery,
+                plugins,
+                direct,
+                use_proxies=use_proxies,
+                ibb_block_size=ibb_block_size,
+                ibb_window=ibb_window,
+                cipher_preference=cipher_preference,
+                negotiation_timeout=negotiation_timeout,
+                stall_timeout=stall_timeout,
+                max_pending_offers=max_pending_offers,
+                max_offers_per_peer=max_offers_per_peer,
+                max_transfers_per_peer=max_transfers_per_peer,
+                offer_timeout=offer_timeout,
+                min_throughput=min_throughput,
+                throughput_window=throughput_window,
+                accept_timeout=accept_timeout,
+            )
+            ft._install()
+            try:
+                # E.g. publish keys before we advertise support; a method whose start() fails
+                # with a bug of its plugin is unloaded (see PluginManager.load_errors).
+                await plugins._start_envelopes()
+                await client.add_features(*ft.features)
+                yield ft
+            finally:
+                ft._uninstall()  # no new offers from here on
+                await ft._reject_unanswered()
+                nursery.cancel_scope.cancel()

@@ -1,0 +1,119 @@
+"""Public result, progress and error types of file transfers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .._errors import JetError, SecurityError
+from .._xmpp.jid import JID
+
+__all__ = [
+    "IntegrityError",
+    "JETError",
+    "NameTaken",
+    "ProgressCallback",
+    "TransferCancelled",
+    "TransferDeclined",
+    "TransferError",
+    "TransferResult",
+    "TransferTimeout",
+    "TransportFailed",
+]
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``progress(bytes_done, bytes_total)`` while data moves."""
+
+TransportName = Literal["s5b-direct", "s5b-proxy", "ibb"]
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    """A finished, verified transfer.
+
+    ``size`` and ``sha256`` describe the plaintext file; ``wire_bytes`` what crossed the
+    transport (``size`` + 16 for AES-GCM). ``envelope`` and ``cipher`` are ``None`` for an
+    unencrypted transfer. ``path`` is where the receiver stored the file (the sender's source).
+    """
+
+    direction: Literal["send", "receive"]
+    peer: JID
+    name: str
+    size: int
+    sha256: str
+    transport: TransportName
+    envelope: str | None
+    cipher: str | None
+    seconds: float
+    path: Path
+    wire_bytes: int
+    hash_verified: bool
+    choice: str = ""
+    """Why this envelope and cipher were used (sender: chosen by ``encrypt="auto"`` or asked
+    for; receiver: what the sender chose), or why the transfer was not encrypted."""
+
+
+class TransferError(JetError):
+    """A transfer did not complete. ``reason`` is the Jingle reason condition it ended with."""
+
+    def __init__(self, message: str, reason: str = "general-error") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TransferDeclined(TransferError):
+    """The peer declined the offer (or is busy)."""
+
+
+class TransferCancelled(TransferError):
+    """The transfer was cancelled, by us (cancel scope) or by the peer."""
+
+
+class TransferTimeout(TransferError):
+    """The peer stopped answering, or no data moved for ``stall_timeout`` seconds."""
+
+
+class NameTaken(TransferError):
+    """The target name was taken while the file was being received (a concurrent transfer,
+    another program, a directory, a fifo...): nothing was replaced. The verified file was kept
+    beside it under the unique name ``kept`` (``name (1).ext``...); ``path`` is the name that was
+    taken. The transfer itself succeeded (the sender was told so); ``result`` describes it.
+    """
+
+    def __init__(self, path: Path, kept: Path) -> None:
+        super().__init__(
+            f"{path} appeared during the transfer and was not replaced; the received file was "
+            f"kept as {kept}",
+            "failed-application",
+        )
+        self.path = path
+        self.kept = kept
+        self.result: TransferResult | None = None
+
+
+class TagTimeout(TransferTimeout):
+    """Every byte of an encrypted file arrived but not the authentication tag that follows
+    them, within ``stall_timeout``: nothing was stored under the file's name (a download
+    with a hash is kept for resuming). ``proxy`` names the SOCKS5 proxy the stream went
+    through, if any: a relay that holds back the end of a stream (see the interop notes)."""
+
+    def __init__(self, message: str, proxy: str | None = None) -> None:
+        super().__init__(message, "timeout")
+        self.proxy = proxy
+
+
+class TransportFailed(TransferError):
+    """No transport could be established, or it broke during the transfer."""
+
+
+class IntegrityError(TransferError, SecurityError):
+    """The data did not match the announced size or hash: nothing was kept."""
+
+
+class JETError(TransferError, SecurityError):
+    """The encryption layer failed: unknown cipher, bad envelope, wrong sender, bad tag..."""
+
+    def __init__(self, message: str, reason: str = "security-error") -> None:
+        super().__init__(message, reason)
