@@ -147,6 +147,11 @@ def trust_ca(ca: trustme.CA) -> None:
 # -- processes ------------------------------------------------------------------------------
 
 
+def in_namespace(netns: str | None) -> list[str]:
+    """The command prefix that runs a program inside ``netns`` (none: here)."""
+    return [] if netns is None else ["ip", "netns", "exec", netns]
+
+
 def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     """SIGTERM the process group we created for ``proc``; SIGKILL it if it lingers."""
     if proc.poll() is None:
@@ -183,8 +188,11 @@ class LabProsody(PrivateProsody):
 class Xvfb:
     """A virtual X server; the display number is chosen by Xvfb itself (``-displayfd``)."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, netns: str | None = None) -> None:
         self.log_path = log_path
+        #: Run inside this network namespace (``ip netns exec``); X clients of the display
+        #: then run there too (its abstract socket exists only in that namespace).
+        self.netns = netns
         self._proc: subprocess.Popen[bytes] | None = None
         self.display = ""
 
@@ -194,6 +202,7 @@ class Xvfb:
             with self.log_path.open("ab") as log:
                 self._proc = subprocess.Popen(
                     [
+                        *in_namespace(self.netns),
                         "Xvfb",
                         "-displayfd",
                         str(write_fd),
@@ -247,10 +256,16 @@ class Dino:
     are in :attr:`out_path`.
     """
 
-    def __init__(self, home: Path, display: str, account: DinoAccount) -> None:
+    def __init__(
+        self, home: Path, display: str, account: DinoAccount, netns: str | None = None
+    ) -> None:
         self.home = home
         self.display = display
         self.account = account
+        #: Dino, its session bus and the tools that drive it (gdbus, xdotool) run inside this
+        #: network namespace: the bus and the X server listen on abstract sockets, which exist
+        #: per network namespace.
+        self.netns = netns
         self.db_path = home / ".local/share/dino/dino.db"
         self.out_path = home / "dino.out"
         self.files_dir = home / DINO_FILES_DIR
@@ -273,7 +288,10 @@ class Dino:
     def _launch(self) -> None:
         with self.out_path.open("ab") as out:
             self._proc = subprocess.Popen(
-                ["dbus-run-session", "--", "dino-im", "--print-xmpp=show-ns;no-ansi;all"],
+                [
+                    *in_namespace(self.netns),
+                    *("dbus-run-session", "--", "dino-im", "--print-xmpp=show-ns;no-ansi;all"),
+                ],
                 cwd=self.home,
                 env=self._env(),
                 stdin=subprocess.DEVNULL,
@@ -443,7 +461,13 @@ class Dino:
             "DISPLAY": self.display,
             "DBUS_SESSION_BUS_ADDRESS": self._bus_address(),
         }
-        result = subprocess.run(args, env=env, capture_output=True, timeout=30, check=False)
+        result = subprocess.run(
+            [*in_namespace(self.netns), *args],
+            env=env,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
         if check and result.returncode != 0:
             raise AssertionError(
                 f"{' '.join(args)} failed ({result.returncode}): "

@@ -9,7 +9,7 @@ private ranges inside the namespaces) exist in these stacks, so a test can conta
 
 Typical use (see ``conftest.py`` for the fixtures)::
 
-    topo = Topology("j12")
+    topo = Topology("n4")
     lan = topo.lan("lan")
     a = topo.host("a")
     a.attach(lan, "10.12.1.2/24", "fd12:1::2/64")
@@ -266,7 +266,7 @@ class Topology:
     def _sweep(self) -> None:
         listed = _run(["ip", "netns", "list"], check=False).stdout.split()
         # Only our own prefix followed by a lower-case name we could have made; never another's
-        # (``j12`` must not sweep ``j12s...``: our names never start with "s" after the prefix).
+        # (``n4`` must not sweep ``n4d...``: our names never start with "d" after the prefix).
         for ns in listed:
             if ns.startswith(self.prefix) and ns[len(self.prefix) :].startswith(_OUR_NAMES):
                 _run(["ip", "netns", "delete", ns], check=False)

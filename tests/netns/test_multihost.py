@@ -22,8 +22,8 @@ import trio
 
 from tests.integration._servers import ServerInfo
 
+from ._peer import Peer, Ran
 from ._topology import Host, Topology
-from .conftest import Peer, Ran
 
 pytestmark = [pytest.mark.netns, pytest.mark.real_interfaces, pytest.mark.integration]
 
@@ -163,7 +163,7 @@ async def test_ipv6_only_lan_direct_both_ways(
 # -- 3. the receiver's host drops inbound connections --------------------------------------------
 
 DROP_INBOUND = """
-table inet j12fw {
+table inet n4fw {
     chain input {
         type filter hook input priority 0; policy accept;
         iifname "lo" accept
@@ -195,7 +195,7 @@ async def test_receiver_drops_inbound_direct_through_sender_candidate(
 #: A home router: masquerades what leaves through its uplink (eth1) and, like the Internet,
 #: silently drops what is sent towards other private networks.
 NAT_ROUTER = """
-table ip j12nat {
+table ip n4nat {
     chain postrouting {
         type nat hook postrouting priority 100; policy accept;
         oifname "eth1" masquerade
@@ -281,7 +281,7 @@ async def test_two_interfaces_one_blackholed(
     # Packets for 10.12.6.2 arriving from the LAN vanish: a blackhole, SYNs silently dropped.
     ha.nft(
         """
-table inet j12bh {
+table inet n4bh {
     chain input {
         type filter hook input priority 0; policy accept;
         iifname "eth1" ip daddr 10.12.6.2 drop
