@@ -656,6 +656,11 @@ class PrivateEjabberd(PrivateServer):
     authenticated by certificates of the test CA only (no dialback module), and makes the
     Erlang resolver ask that server and nothing else (no ``/etc/hosts``, no
     ``/etc/resolv.conf``). ``remote_contacts`` go into every account's roster.
+
+    ``netns`` runs the server inside that network namespace (``ip netns exec``, then
+    ``setpriv`` to the ``ejabberd`` user), with c2s, s2s and mod_proxy65 on ``host`` (an
+    address of the namespace); the admin API and the Erlang distribution stay on the
+    namespace's loopback, and the set-up calls reach them from a thread inside it.
     """
 
     kind = "ejabberd"
@@ -669,6 +674,8 @@ class PrivateEjabberd(PrivateServer):
         domain: str = DEFAULT_DOMAIN,
         s2s_dns: str | None = None,
         remote_contacts: Sequence[str] = (),
+        host: str = "127.0.0.1",
+        netns: str | None = None,
     ) -> None:
         ctl = find_ejabberd()
         if ctl is None:
@@ -691,6 +698,8 @@ class PrivateEjabberd(PrivateServer):
         self.s2s_port = 0
         self.s2s_dns = s2s_dns
         self.remote_contacts = tuple(remote_contacts)
+        self.host = host
+        self.netns = netns
 
     def _pick_ports(self) -> None:
         ports = free_ports(5)
@@ -737,7 +746,7 @@ certfiles:
 listen:
   -
     port: {self.c2s_port}
-    ip: "127.0.0.1"
+    ip: {json.dumps(self.host)}
     module: ejabberd_c2s
     max_stanza_size: 1048576
     shaper: none
@@ -788,9 +797,9 @@ modules:
       - pep
   mod_proxy65:
     host: {json.dumps(self.proxy_jid)}
-    ip: 127.0.0.1
+    ip: {json.dumps(self.host)}
     port: {self.proxy_port}
-    hostname: "127.0.0.1"
+    hostname: {json.dumps(self.host)}
     max_connections: infinity
     shaper: none
 """,
@@ -805,7 +814,7 @@ modules:
         return f"""\
   -
     port: {self.s2s_port}
-    ip: "127.0.0.1"
+    ip: {json.dumps(self.host)}
     module: ejabberd_s2s_in
     max_stanza_size: 524288
 """
@@ -834,7 +843,14 @@ s2s_dns_retries: 1
         ]
 
     def _command(self) -> list[str]:
-        return self._ctl_command("foreground")
+        if self.netns is None:
+            return self._ctl_command("foreground")
+        # Entering the namespace needs root; the server then runs as the ejabberd user.
+        return [
+            *("ip", "netns", "exec", self.netns),
+            *("setpriv", f"--reuid={self._pw.pw_uid}", f"--regid={self._pw.pw_gid}"),
+            *("--clear-groups", "--", *self._ctl_command("foreground")),
+        ]
 
     def _popen_kwargs(self) -> dict[str, Any]:
         # As the ejabberd user directly (ejabberdctl would otherwise `su`, and the server would
@@ -845,20 +861,21 @@ s2s_dns_retries: 1
             "LANG": "C.UTF-8",
         }
         kwargs: dict[str, Any] = {"env": env}
-        if os.geteuid() != self._pw.pw_uid:
+        if os.geteuid() != self._pw.pw_uid and self.netns is None:
             kwargs.update(user=self._pw.pw_uid, group=self._pw.pw_gid, extra_groups=[])
         return kwargs
 
     def _ready_lines(self) -> list[str]:
         lines = [
-            f"Start accepting TCP connections at 127.0.0.1:{self.c2s_port} for ejabberd_c2s",
-            f"Start accepting TCP connections at 127.0.0.1:{self.proxy_port} "
+            f"Start accepting TCP connections at {self.host}:{self.c2s_port} for ejabberd_c2s",
+            f"Start accepting TCP connections at {self.host}:{self.proxy_port} "
             "for mod_proxy65_stream",
             f"Start accepting TCP connections at 127.0.0.1:{self.api_port} for ejabberd_http",
         ]
         if self.s2s_dns is not None:
             lines.append(
-                f"Start accepting TCP connections at 127.0.0.1:{self.s2s_port} for ejabberd_s2s_in"
+                f"Start accepting TCP connections at {self.host}:{self.s2s_port} "
+                "for ejabberd_s2s_in"
             )
         return lines
 
@@ -871,8 +888,13 @@ s2s_dns_retries: 1
             method="POST",
         )
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read() or b"null")
+            with contextlib.ExitStack() as stack:
+                if self.netns is not None:
+                    from tests.netns._topology import in_netns
+
+                    stack.enter_context(in_netns(self.netns))
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             body = exc.read().decode(errors="replace")
             raise ServerUnavailable(f"ejabberd API {command}: {exc.code} {body}") from None

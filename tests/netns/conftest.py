@@ -3,8 +3,9 @@
 ``topology``
     A fresh :class:`~tests.netns._topology.Topology` (prefix ``n4``), removed after the test.
 ``xmpp_server``
-    ``start(host, address, proxy65=True)`` runs a private Prosody inside ``host`` (a
-    namespace of the topology) listening on ``address``; stopped after the test.
+    ``start(host, address, proxy65=True, kind="prosody")`` runs a private Prosody (or, with
+    ``kind="ejabberd"``, ejabberd with its mod_proxy65) inside ``host`` (a namespace of the
+    topology) listening on ``address``; stopped after the test.
 ``peer``
     ``peer(host, user, server)``: a :class:`Peer` that runs the real ``jet-trio`` command inside
     ``host`` as ``user`` of ``server`` (see ``_peer.py``).
@@ -21,7 +22,14 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.integration._servers import PrivateProsody, ServerInfo, missing_server
+from tests.integration._servers import (
+    PrivateEjabberd,
+    PrivateProsody,
+    PrivateServer,
+    ServerInfo,
+    ServerUnavailable,
+    missing_server,
+)
 
 from ._peer import Peer
 from ._topology import Host, NetnsUnavailable, Topology, netns_problem
@@ -47,10 +55,21 @@ def topology() -> Iterator[Topology]:
 
 @pytest.fixture
 def xmpp_server(tmp_path: Path) -> Iterator[Callable[..., ServerInfo]]:
-    servers: list[PrivateProsody] = []
+    servers: list[PrivateServer] = []
     ca = trustme.CA()
 
-    def start(host: Host, address: str, *, proxy65: bool = True) -> ServerInfo:
+    def start(
+        host: Host, address: str, *, proxy65: bool = True, kind: str = "prosody"
+    ) -> ServerInfo:
+        server: PrivateServer
+        if kind == "ejabberd":
+            assert proxy65, "the ejabberd set-up always has mod_proxy65"
+            try:
+                server = PrivateEjabberd(ca, domain=DOMAIN, host=address, netns=host.ns)
+            except ServerUnavailable as exc:
+                missing_server(str(exc))
+            servers.append(server)
+            return server.start()
         server = PrivateProsody(
             tmp_path / f"prosody-{len(servers)}",
             ca,
@@ -67,7 +86,7 @@ def xmpp_server(tmp_path: Path) -> Iterator[Callable[..., ServerInfo]]:
         yield start
     finally:
         for server in servers:
-            server.stop()
+            server.close()
 
 
 @pytest.fixture

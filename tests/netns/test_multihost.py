@@ -86,7 +86,10 @@ async def transfer(
     tmp_path: Path,
     send_args: tuple[str, ...] = (),
     receive_args: tuple[str, ...] = (),
+    envelope: str | None = "stub",
 ) -> Transfer:
+    """``sender`` sends a random file to ``receiver``; ``envelope=None``: the command's default
+    (OMEMO, negotiated)."""
     src = payload(tmp_path / f"out-{sender.user}")
     inbox = tmp_path / f"in-{receiver.user}"
     inbox.mkdir(exist_ok=True)
@@ -102,7 +105,7 @@ async def transfer(
         nursery.start_soon(receive)
         results["s"] = await sender.run(
             ["send", "--debug", str(src), "--to", receiver.jid, "--json", "--wait", "30",
-             "--envelope", "stub", *send_args]
+             *(("--envelope", envelope) if envelope else ()), *send_args]
         )  # fmt: skip
     return Transfer(results["s"], results["r"], src)
 
@@ -130,18 +133,33 @@ def lan(topology: Topology, v4: bool = True, v6: bool = False) -> tuple[Host, Ho
 
 # -- 1. one IPv4 LAN, default options -----------------------------------------------------------
 
+#: The server implementations a case runs against. With ejabberd the transfers use the
+#: default envelope (OMEMO 2 between jet-trio peers), so its PEP (device lists, bundles) is
+#: exercised across hosts too.
+SERVERS = pytest.mark.parametrize("kind", ["prosody", "ejabberd"])
+OMEMO2 = "urn:xmpp:omemo:2"
 
+
+def envelope_for(kind: str) -> str | None:
+    return None if kind == "ejabberd" else "stub"
+
+
+@SERVERS
 async def test_ipv4_lan_direct_both_ways(
-    topology: Topology, xmpp_server: StartServer, peer: MakePeer, tmp_path: Path
+    topology: Topology, xmpp_server: StartServer, peer: MakePeer, tmp_path: Path, kind: str
 ) -> None:
     srv, ha, hb = lan(topology)
-    server = xmpp_server(srv, "10.12.1.1")
+    server = xmpp_server(srv, "10.12.1.1", kind=kind)
     alice, bob = peer(ha, "alice", server), peer(hb, "bob", server)
     for sender, receiver, address in ((alice, bob, "10.12.1.2"), (bob, alice, "10.12.1.3")):
-        done = await transfer(sender, receiver, tmp_path)
+        done = await transfer(sender, receiver, tmp_path, envelope=envelope_for(kind))
         done.check_content()
         assert done.transport == "s5b-direct", done.sent.stderr
         assert offered_hosts(done.sent) == [address]  # its LAN address, not loopback
+        if kind == "ejabberd":
+            assert done.send_result["envelope"] == done.receive_result["envelope"] == OMEMO2, (
+                done.sent.stderr[-20000:]
+            )
 
 
 # -- 2. an IPv6-only LAN ------------------------------------------------------------------------
@@ -230,14 +248,15 @@ def natted_lans(topology: Topology) -> tuple[Host, Host, Host]:
     return srv, ends[0], ends[1]
 
 
+@SERVERS
 async def test_nat_both_sides_proxy_within_bound(
-    topology: Topology, xmpp_server: StartServer, peer: MakePeer, tmp_path: Path
+    topology: Topology, xmpp_server: StartServer, peer: MakePeer, tmp_path: Path, kind: str
 ) -> None:
     srv, ha, hb = natted_lans(topology)
-    server = xmpp_server(srv, "198.51.100.1")
+    server = xmpp_server(srv, "198.51.100.1", kind=kind)
     alice, bob = peer(ha, "alice", server), peer(hb, "bob", server)
     for sender, receiver in ((alice, bob), (bob, alice)):
-        done = await transfer(sender, receiver, tmp_path)
+        done = await transfer(sender, receiver, tmp_path, envelope=envelope_for(kind))
         done.check_content()
         assert done.transport == "s5b-proxy", done.sent.stderr
         # The peers' private addresses were offered and were unreachable (SYNs dropped).
