@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.integration._servers import PrivateProsody
 from tests.netns import test_multihost as cases
+from tests.netns._peer import Peer, Ran
 from tests.netns._topology import Host, Topology
-from tests.netns.conftest import DOMAIN, PREFIX, Peer, Ran
+from tests.netns.conftest import DOMAIN, PREFIX
 
 RECEIVER = """
 import socket, sys, time
@@ -165,7 +166,7 @@ def blackholed(topo: Topology) -> tuple[Host, Host, Host]:
     hb.attach(switch, "10.12.1.3/24")
     hb.route("10.12.6.0/24", "via", "10.12.1.2")
     ha.nft(
-        "table inet j12bh {\n chain input {\n"
+        "table inet n4bh {\n chain input {\n"
         " type filter hook input priority 0; policy accept;\n"
         ' iifname "eth1" ip daddr 10.12.6.2 drop\n }\n}\n'
     )

@@ -107,7 +107,15 @@ async def transfer(
             ["send", "--debug", str(src), "--to", receiver.jid, "--json", "--wait", "30",
              *(("--envelope", envelope) if envelope else ()), *send_args]
         )  # fmt: skip
-    return Transfer(results["s"], results["r"], src)
+    done = Transfer(results["s"], results["r"], src)
+    ready = _READY.search(done.sent.stderr) or _FALLBACK.search(done.sent.stderr)
+    print(  # shown with -s (and in the CI log of a failure): the numbers of the issue note
+        f"\n{sender.jid} -> {receiver.jid}: {done.send_result['transport']}, "
+        f"{done.send_result.get('envelope')}, stream after "
+        f"{ready[ready.lastindex or 0] if ready else '?'} s, "
+        f"{float(done.receive_result['seconds']):.2f} s transfer"
+    )
+    return done
 
 
 def offered_hosts(ran: Ran) -> list[str]:
