@@ -110,14 +110,14 @@ def split_lab() -> Iterator[SplitLab]:
             "the multi-host Dino test builds its own namespaces: run it outside the lab "
             "namespace (bash tests/interop/run.sh does)"
         )
-    keep = os.environ.get("JET_TRIO_INTEROP_DIR")
-    base = Path(keep) / "multihost" if keep else Path(tempfile.mkdtemp(prefix="jet-trio-n4d-"))
-    base.mkdir(parents=True, exist_ok=True)
-    os.chmod(base, 0o755)
     try:
         topology = Topology(PREFIX)
     except NetnsUnavailable as exc:
         missing_server(f"network namespaces unavailable: {exc}")
+    keep = os.environ.get("JET_TRIO_INTEROP_DIR")
+    base = Path(keep) / "multihost" if keep else Path(tempfile.mkdtemp(prefix="jet-trio-n4d-"))
+    base.mkdir(parents=True, exist_ok=True)
+    os.chmod(base, 0o755)
     ca = trustme.CA()
     prosody = xvfb = dino = None
     try:
