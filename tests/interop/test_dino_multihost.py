@@ -275,6 +275,13 @@ def assert_direct_between_hosts(xml: str) -> None:
     # Dino offers its LAN address (and its IPv6 link-local one with the interface as scope).
     dino = [c["host"] for c in s5b_candidates(xml) if c.get("jid") == DINO_JID]
     assert DINO_ADDR in dino, dino
+    # jet-trio (default --direct-host auto) offers its LAN address, not loopback.
+    jet = {
+        c["host"]
+        for c in s5b_candidates(xml)
+        if c.get("jid", "").startswith(JET_BARE + "/") and c.get("type", "direct") == "direct"
+    }
+    assert jet == {JET_ADDR}, jet
 
 
 # -- the tests --------------------------------------------------------------------------------
