@@ -247,21 +247,24 @@ class GuardedCipher(Cipher):
 
 
 class _GuardedEncryptor:
-    __slots__ = ("_inner", "_owner", "_tag_size")
+    __slots__ = ("_inner", "_owner", "_tag_size", "_update")
 
     def __init__(self, inner: StreamEncryptor, owner: _Owner, tag_size: int) -> None:
         self._inner = inner
         self._owner = owner
         self._tag_size = tag_size
+        self._update = inner.update  # per chunk: one attribute lookup less
 
     def update(self, data: bytes | bytearray | memoryview, /) -> bytes:
         try:
-            out = self._inner.update(data)
+            out = self._update(data)
         except JetError:
             raise
         except Exception as exc:
             raise self._owner.failure("encryptor update()", exc) from exc
-        if not isinstance(out, bytes) or len(out) != len(data):
+        if out.__class__ is not bytes or len(out) != len(data):
+            if isinstance(out, bytes) and len(out) == len(data):
+                return out  # a subclass of bytes
             raise self._owner.failure(
                 "encryptor update()",
                 detail=f"returned {_describe(out)} for {len(data)} bytes of plaintext (the "
@@ -285,20 +288,23 @@ class _GuardedEncryptor:
 
 
 class _GuardedDecryptor:
-    __slots__ = ("_inner", "_owner")
+    __slots__ = ("_inner", "_owner", "_update")
 
     def __init__(self, inner: StreamDecryptor, owner: _Owner) -> None:
         self._inner = inner
         self._owner = owner
+        self._update = inner.update  # per chunk: one attribute lookup less
 
     def update(self, data: bytes | bytearray | memoryview, /) -> bytes:
         try:
-            out = self._inner.update(data)
+            out = self._update(data)
         except JetError:
             raise
         except Exception as exc:
             raise self._owner.failure("decryptor update()", exc) from exc
-        if not isinstance(out, bytes) or len(out) != len(data):
+        if out.__class__ is not bytes or len(out) != len(data):
+            if isinstance(out, bytes) and len(out) == len(data):
+                return out  # a subclass of bytes
             raise self._owner.failure(
                 "decryptor update()",
                 detail=f"returned {_describe(out)} for {len(data)} bytes of ciphertext (the "
