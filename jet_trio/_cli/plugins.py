@@ -63,11 +63,14 @@ def make_plugins(
 ) -> PluginManager:
     """The plugin manager for one account (state of plugins under ``data_dir``); only the
     envelope methods ``envelopes`` when given (see :func:`wanted_envelopes`)."""
+    from .config import plugin_options
+
     config = PluginConfig(
         allow_stub_envelope=allow_stub,
         account=account,
         data_dir=data_dir,
         client=client,
+        options=plugin_options(),  # the configuration file and --plugin-option
         envelopes=envelopes,
     )
     return PluginManager(config)
