@@ -11,7 +11,9 @@ with ``security-error`` and that text, never with a fallback), and the manager r
 cipher or envelope method from then on (:attr:`~jet_trio.plugin.PluginManager.load_errors`).
 
 A view is its plugin object for everything else: attribute reads go to the object, and
-``isinstance(view, ThePluginClass)`` holds (``view.__class__`` is the plugin's class).
+``isinstance(view, ThePluginClass)`` holds (``view.__class__`` is the plugin's class). The
+attributes the manager validated at load time (a cipher's URN and sizes, an envelope method's
+namespace and features) are read once, then: the plugin cannot change them afterwards.
 """
 
 from __future__ import annotations
@@ -80,8 +82,10 @@ def _describe(value: object) -> str:
 
 # -- envelope methods ------------------------------------------------------------------------
 
+# Read once, when the manager validated them: a plugin cannot change them afterwards.
+_ENVELOPE_FIXED: Final = ("namespace", "features")
 _ENVELOPE_OWN: Final = frozenset(
-    {"encrypt", "decrypt", "_jt_inner", "_jt_owner", "__class__", "__dict__"}
+    {"encrypt", "decrypt", "_jt_inner", "_jt_owner", "__class__", "__dict__", *_ENVELOPE_FIXED}
 )
 
 
@@ -98,6 +102,8 @@ class GuardedEnvelope(EnvelopeMethod):
         self, inner: EnvelopeMethod, plugin: str, distribution: str | None, on_failure: OnFailure
     ) -> None:
         object.__setattr__(self, "_jt_inner", inner)
+        for name in _ENVELOPE_FIXED:
+            object.__setattr__(self, name, getattr(inner, name))
         what = f"envelope method {inner.namespace!r}"
         object.__setattr__(self, "_jt_owner", _Owner(plugin, distribution, what, on_failure))
 
@@ -173,8 +179,18 @@ def _decrypted_problem(result: DecryptedEnvelope, cipher: Cipher) -> str | None:
 
 # -- ciphers ---------------------------------------------------------------------------------
 
+_CIPHER_FIXED: Final = (
+    "urn",
+    "aliases",
+    "key_size",
+    "iv_size",
+    "accepted_iv_sizes",
+    "tag_size",
+    "max_plaintext_size",
+)
 _CIPHER_OWN: Final = frozenset(
     {
+        *_CIPHER_FIXED,
         "new_encryptor",
         "new_decryptor",
         "encryptor",
@@ -206,6 +222,8 @@ class GuardedCipher(Cipher):
         self, inner: Cipher, plugin: str, distribution: str | None, on_failure: OnFailure
     ) -> None:
         object.__setattr__(self, "_jt_inner", inner)
+        for name in _CIPHER_FIXED:
+            object.__setattr__(self, name, getattr(inner, name))
         what = f"cipher {inner.urn!r}"
         object.__setattr__(self, "_jt_owner", _Owner(plugin, distribution, what, on_failure))
 
@@ -239,7 +257,7 @@ class GuardedCipher(Cipher):
 
     def new_encryptor(self, key: bytes, iv: bytes) -> StreamEncryptor:
         inner: StreamEncryptor = self._jt_stream("new_encryptor", key, iv)  # type: ignore[assignment]
-        return _GuardedEncryptor(inner, self._jt_owner, self._jt_inner.tag_size)
+        return _GuardedEncryptor(inner, self._jt_owner, self.tag_size)
 
     def new_decryptor(self, key: bytes, iv: bytes) -> StreamDecryptor:
         inner: StreamDecryptor = self._jt_stream("new_decryptor", key, iv)  # type: ignore[assignment]

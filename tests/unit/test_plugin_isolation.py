@@ -378,3 +378,17 @@ def test_load_errors_are_not_printed_by_the_last_resort_handler() -> None:
     )
     assert done.stdout == "1\n"
     assert done.stderr == ""
+
+
+def test_validated_attributes_are_fixed_at_load_time() -> None:
+    """A plugin cannot change a cipher's tag size or an envelope's features once validated,
+    and a property that raises later cannot break a transfer or the listing."""
+    pm = _manager("")
+    cipher, env = pm.cipher(URN), pm.envelope(NS)
+    raw_cipher, raw_env = unguarded(cipher), unguarded(env)
+    assert isinstance(raw_cipher, BuggyCipher) and isinstance(raw_env, BuggyEnvelope)
+    raw_cipher.tag_size = 4
+    raw_env.features = "not a tuple"  # type: ignore[assignment]
+    assert cipher.tag_size == 16 and env.features == (NS,)
+    assert _sealed(cipher, b"x")[1] == b"\1" * 16
+    assert NS in pm.disco_features()
