@@ -62,9 +62,11 @@ class PluginLoadError:
     """A plugin that was skipped, and why."""
 
     name: str
-    """The entry-point name or the plugin's registered name."""
+    """The plugin's name (its entry-point name, or the name it was registered under)."""
     distribution: str | None
+    """The installed distribution that provides it (``None`` for a plugin passed in code)."""
     reason: str
+    """What is wrong, in words meant for the plugin's author."""
 
     def __str__(self) -> str:
         where = f" (from {self.distribution})" if self.distribution else ""
@@ -78,8 +80,8 @@ class PluginManager:
     either a mapping from plugin name to object or the objects alone; ``entry_points=False``
     skips the installed plugins (the built-ins are always loaded).
 
-    **The name of a plugin** (its key in :attr:`PluginConfig.options
-    <jet_trio.plugin.PluginConfig.options>`, the ``NAME`` of ``--plugin-option NAME.KEY=VALUE``,
+    **The name of a plugin** (its key in ``PluginConfig.options``, the ``NAME`` of
+    ``--plugin-option NAME.KEY=VALUE``,
     the name in :attr:`plugin_names` and :attr:`load_errors`) is its entry-point name in the
     ``jet_trio`` group. A plugin passed in code has the name it is given in the mapping; without
     one, the entry-point name its distribution declares for that module (so it is the same in
@@ -93,7 +95,9 @@ class PluginManager:
         plugins: Iterable[object] | Mapping[str, object] = (),
         entry_points: bool = True,
     ) -> None:
+        #: What the plugins are told (:class:`~jet_trio.plugin.PluginConfig`).
         self.config = config if config is not None else PluginConfig()
+        #: The plugins, ciphers and envelope methods skipped, and why (each also logged once).
         self.load_errors: list[PluginLoadError] = []
         self._pm = pluggy.PluginManager(_hookspecs.PROJECT)
         self._pm.add_hookspecs(_hookspecs.JetHookSpecs)
