@@ -145,7 +145,8 @@ def describe_plugins(plugins: PluginManager) -> dict[str, object]:
                 "name": short_envelope_name(env.namespace),
                 "namespace": env.namespace,
                 "features": list(env.features),
-                "provider": f"{type(env).__module__}.{type(env).__qualname__}",
+                # __class__: the plugin's class also behind the manager's guard.
+                "provider": f"{env.__class__.__module__}.{env.__class__.__qualname__}",
                 "testing_only": env.namespace == _ns.JET_STUB,
             }
             for env in plugins.envelopes
@@ -157,7 +158,7 @@ def describe_plugins(plugins: PluginManager) -> dict[str, object]:
                 "key_size": c.key_size,
                 "iv_size": c.iv_size,
                 "tag_size": c.tag_size,
-                "provider": f"{type(c).__module__}.{type(c).__qualname__}",
+                "provider": f"{c.__class__.__module__}.{c.__class__.__qualname__}",
             }
             for c in plugins.ciphers
         ],
