@@ -194,7 +194,7 @@ def parse_plugin_options(given: Sequence[str]) -> dict[str, dict[str, str]]:
                 "usage",
                 f"--plugin-option {item!r}: expected NAME.KEY=VALUE",
                 "NAME is the plugin's name as `jet-trio plugins` lists it, e.g. "
-                "--plugin-option openpgp.policy=manual.",
+                "--plugin-option psk-envelope.key_file=bob.key.",
             )
         out.setdefault(name.strip(), {})[key.strip()] = value
     return out
