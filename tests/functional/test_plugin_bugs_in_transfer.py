@@ -24,8 +24,11 @@ from ..unit.test_plugin_isolation import NS, URN, Plugin
 
 
 @asynccontextmanager
-async def pair(receiver_bug: str) -> AsyncIterator[tuple[FileTransfer, FileTransfer]]:
-    """alice has the plugin working, bob has it with the bug ``receiver_bug``."""
+async def pair(
+    receiver_bug: str, sender_bug: str = ""
+) -> AsyncIterator[tuple[FileTransfer, FileTransfer]]:
+    """alice has the plugin with the bug ``sender_bug`` (none by default), bob with
+    ``receiver_bug``."""
     tls = make_tls("localhost")
     async with AsyncExitStack() as stack:
         server = await stack.enter_async_context(
@@ -39,7 +42,7 @@ async def pair(receiver_bug: str) -> AsyncIterator[tuple[FileTransfer, FileTrans
         a = await stack.enter_async_context(open_client("a@localhost/s", "pw", **opts))
         b = await stack.enter_async_context(open_client("b@localhost/r", "pw", **opts))
         fts = []
-        for client, bug in ((a, ""), (b, receiver_bug)):
+        for client, bug in ((a, sender_bug), (b, receiver_bug)):
             pm = PluginManager(
                 PluginConfig(allow_stub_envelope=True),
                 plugins={"buggy": Plugin(bug)},
@@ -122,3 +125,22 @@ async def test_receiver_plugin_bug_ends_the_transfer_and_refuses_that_method(
             sent, received = await _transfer(fa, fb, tmp_path, encrypt=JET_STUB)
             assert isinstance(sent, jet_trio.TransferResult), sent
             assert isinstance(received, jet_trio.TransferResult), received
+
+
+async def test_sender_cipher_bug_ends_the_transfer_and_the_receiver_reads_why(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "out").mkdir()
+    problem = f"cipher {URN!r}: encryptor update() raised ValueError: update exploded"
+    with trio.fail_after(30):
+        async with pair("", sender_bug="update-raises") as (fa, fb):
+            sent, received = await _transfer(fa, fb, tmp_path, encrypt=NS, cipher=URN)
+            assert isinstance(sent, jet_trio.TransferError), sent
+            assert isinstance(_cause(sent), PluginError)
+            assert f"bug in the plugin 'buggy': {problem}" in str(sent)
+            # The receiver is told why, in the Jingle reason's text.
+            assert isinstance(received, jet_trio.TransferError), received
+            assert received.reason == "security-error"
+            assert f"bug in the plugin 'buggy': {problem}" in str(received)
+            assert list((tmp_path / "out").iterdir()) == []
+            assert [e.name for e in fa.plugins.load_errors] == ["buggy"]
