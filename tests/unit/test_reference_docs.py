@@ -3,13 +3,14 @@ docstring (or an attribute docstring) and appears in the API reference (docs/api
 
 from __future__ import annotations
 
+import ast
 import enum
 import importlib
 import inspect
+import sys
 from pathlib import Path
 
 import pytest
-from sphinx.pycode import ModuleAnalyzer
 
 MODULES = ("jet_trio", "jet_trio.plugin", "jet_trio.testing")
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -33,10 +34,35 @@ def _public() -> list[tuple[str, str, object]]:
 
 
 def _attr_docs(cls: type) -> set[str]:
-    """Names with an attribute docstring (``#:`` comment or string after it) in ``cls``'s
-    class body, or in its ``__init__`` as ``self.name``."""
-    docs = ModuleAnalyzer.for_module(cls.__module__).find_attr_docs()
-    return {name for (scope, name) in docs if scope == cls.__qualname__}
+    """Names with an attribute docstring in ``cls``'s class body, as autodoc reads them: a
+    ``#:`` comment on the line before the assignment, or a string right after it."""
+    path = sys.modules[cls.__module__].__file__
+    assert path is not None
+    source = Path(path).read_text(encoding="utf-8")
+    lines = source.splitlines()
+    body = next(
+        node.body
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ClassDef) and node.name == cls.__name__
+    )
+    out = set()
+    for i, node in enumerate(body):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            name = node.target.id
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+        else:
+            continue
+        after = body[i + 1] if i + 1 < len(body) else None
+        string_after = (
+            isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        )
+        comment_before = lines[node.lineno - 2].strip().startswith("#:")
+        if string_after or comment_before:
+            out.add(name)
+    return out
 
 
 def _undocumented_members(cls: type) -> list[str]:
