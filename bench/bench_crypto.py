@@ -6,7 +6,10 @@ Prints MB/s (10**6 bytes per second) for:
 * the machine's limit on one core: AES-256-GCM one-shot, SHA-256, and both on the same bytes;
 * EncryptingSendStream -> bounded in-memory transport -> DecryptingReceiveStream, AES-128 and
   AES-256 (one task sends, one receives, one core: twice the AES work of one peer), and its
-  ratio to the limit; plus AES-256 with the size not announced (the receiver holds back the tag).
+  ratio to the limit; plus AES-256 with the size not announced (the receiver holds back the tag);
+* the cost of the guard a third-party cipher runs behind (jet_trio._plugins.guard): AES-256-GCM
+  through a guarded view, as a plugin's cipher would be, against the built-in one, in the same
+  run (bare chunked calls and streams), and the extra time per chunk.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jet_trio._jet.cipher import Cipher, TransportSecret
 from jet_trio._jet.stream import DecryptingReceiveStream, EncryptingSendStream
 from jet_trio._plugins.builtin_ciphers import AES128GCM, AES256GCM
+from jet_trio._plugins.guard import GuardedCipher
 
 MB = 1_000_000
 
@@ -91,9 +95,14 @@ def machine_limit(total: int, block_size: int = 1 << 20) -> tuple[float, float, 
     return _rate(n, t_aes), _rate(n, t_sha), _rate(n, t_aes + t_sha)
 
 
-def bare_stream_crypto(total: int, chunk: int) -> float:
+def guarded(cipher: Cipher) -> Cipher:
+    """``cipher`` behind the guard of a third-party plugin's cipher."""
+    return GuardedCipher(cipher, "bench", None, lambda problem: None)
+
+
+def bare_stream_crypto(total: int, chunk: int, cipher: Cipher = AES256GCM) -> float:
     """Encrypt then decrypt chunk by chunk through the cipher objects alone (no streams, no I/O)."""
-    secret = TransportSecret.generate(AES256GCM)
+    secret = TransportSecret.generate(cipher)
     enc, dec = secret.encryptor(), secret.decryptor()
     block = os.urandom(chunk)
     t0 = time.perf_counter()
@@ -155,6 +164,51 @@ def main(argv: list[str]) -> None:
         )
     rate = trio.run(_pipeline, AES256GCM, total, chunk, False)
     print(f"stream AES-256 size not announced  {rate:9.1f} MB/s  ({rate / both:.2f} x limit)")
+    guard_cost(total, chunk)
+
+
+def _per_call(cipher: Cipher, data: bytes, calls: int) -> float:
+    """Seconds per encryptor+decryptor update() pair on ``data``."""
+    secret = TransportSecret.generate(cipher)
+    enc, dec = secret.encryptor(), secret.decryptor()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        dec.update(enc.update(data))
+    return (time.perf_counter() - t0) / calls
+
+
+def guard_cost(total: int, chunk: int, rounds: int = 7) -> None:
+    """Built-in AES-256-GCM against the same cipher behind a plugin's guard, alternated
+    ``rounds`` times (the best of each: the machine is shared), per chunk and through the
+    streams; and the guard's own cost per call, on 16-byte updates (next to no AES work)."""
+    view = guarded(AES256GCM)
+    pair = (("built-in", AES256GCM), ("guarded", view))
+    block, tiny = os.urandom(chunk), os.urandom(16)
+    calls = max(1, total // chunk)
+    per_chunk = {label: float("inf") for label, _ in pair}
+    per_tiny = dict(per_chunk)
+    stream = {label: 0.0 for label, _ in pair}
+    for _ in range(rounds):
+        for label, cipher in pair:
+            per_chunk[label] = min(per_chunk[label], _per_call(cipher, block, calls))
+            per_tiny[label] = min(per_tiny[label], _per_call(cipher, tiny, 20_000))
+    for _ in range(3):
+        for label, cipher in pair:
+            stream[label] = max(stream[label], trio.run(_pipeline, cipher, total, chunk))
+    for label, _ in pair:
+        print(
+            f"guard  {label:8} {chunk // 1024} KiB update pair {per_chunk[label] * 1e6:8.2f} us "
+            f"({_rate(chunk, per_chunk[label]):7.1f} MB/s), 16 B pair "
+            f"{per_tiny[label] * 1e9:6.0f} ns; stream {stream[label]:7.1f} MB/s"
+        )
+    own = (per_tiny["guarded"] - per_tiny["built-in"]) * 1e9
+    print(
+        f"guard  cost per encrypt+decrypt pair {own:.0f} ns = "
+        f"{own / (per_chunk['built-in'] * 1e9) * 100:.2f} % of a {chunk // 1024} KiB chunk's "
+        f"AES work; measured on {chunk // 1024} KiB chunks: "
+        f"{(per_chunk['guarded'] / per_chunk['built-in'] - 1) * 100:+.1f} %, streams: "
+        f"{(stream['guarded'] / stream['built-in'] - 1) * 100:+.1f} % (noise of a shared machine)"
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
         SecurityError,
         XMLError,
     )
+    from ._plugins.guard import PluginError
     from ._transfer.files import Partial, find_partials
     from ._transfer.service import (
         FileTransfer,
@@ -70,6 +71,7 @@ __all__ = [
     "NameTaken",
     "NoCommonMechanism",
     "Partial",
+    "PluginError",
     "ProgressCallback",
     "ProtocolError",
     "PubSubEvent",
@@ -128,6 +130,7 @@ _LAZY: dict[str, str] = {
     "envelope_strength": "_transfer.service",
     "open_file_transfer": "_transfer.service",
     "Partial": "_transfer.files",
+    "PluginError": "_plugins.guard",
     "find_partials": "_transfer.files",
     "IntegrityError": "_transfer.types",
     "JETError": "_transfer.types",

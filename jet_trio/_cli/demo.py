@@ -23,9 +23,11 @@ from .._transfer.service import open_file_transfer
 from .._transfer.types import TransferResult
 from .._xmpp import ns as _ns
 from .._xmpp.client import open_client
+from .config import cipher_preference
 from .errors import CLIError, ExitCode
 from .output import Output, human_size, rate, shown
 from .plugins import (
+    check_cipher,
     loaded_omemo,
     make_plugins,
     resolve_envelope,
@@ -51,6 +53,7 @@ class DemoOptions:
     transport: Literal["auto", "s5b", "ibb"]
     output_dir: Path | None
     timeout: float
+    cipher: str | None = None
 
 
 def _generate(path: Path, size: int) -> None:
@@ -71,6 +74,7 @@ def _sha256(path: Path) -> str:
 
 
 def _check_options(opts: DemoOptions) -> None:
+    check_cipher(opts.cipher)
     if opts.file is not None and not opts.file.is_file():
         raise CLIError(ExitCode.FILE, "file", f"{opts.file} is not a file", "Check the path.")
     if opts.file is None and not 0 <= opts.size <= MAX_GENERATED:
@@ -165,7 +169,10 @@ async def _demo(
             async with (
                 # Both ends run in this process: loopback is their direct path.
                 open_file_transfer(
-                    alice, plugins=plugins["alice"], direct_addresses=["127.0.0.1"]
+                    alice,
+                    plugins=plugins["alice"],
+                    direct_addresses=["127.0.0.1"],
+                    cipher_preference=cipher_preference(),
                 ) as ft_alice,
                 open_file_transfer(
                     bob, plugins=plugins["bob"], direct_addresses=["127.0.0.1"]
@@ -199,6 +206,7 @@ async def _demo(
                             src,
                             bob.jid,
                             encrypt=namespace,
+                            cipher=opts.cipher,
                             transport=opts.transport,
                             progress=bars.bar(f"{alice.jid} sends", size),
                         )

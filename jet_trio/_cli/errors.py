@@ -198,6 +198,29 @@ def _transfer_failure(exc: TransferError) -> Failure:
     return Failure(ExitCode.TRANSFER, "transfer", msg, "Try again.", jingle)
 
 
+def _plugin_bug(exc: BaseException) -> Failure | None:
+    """A plugin's bug (:class:`~jet_trio._plugins.guard.PluginError`, or an error caused by
+    one): pinned on the plugin, not reported as a bug in jet-trio."""
+    from .._plugins.guard import PluginError
+    from .._transfer.types import TransferError
+
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, PluginError):
+        cause = cause.__cause__
+    if cause is None:
+        return None
+    who = cause.distribution or f"the plugin {cause.plugin!r}"
+    return Failure(
+        ExitCode.ENCRYPTION,
+        "encryption",
+        str(exc),
+        f"The transfer was aborted; nothing was kept. This is a bug in a plugin, not in "
+        f"jet-trio: report it to the authors of {who} (`jet-trio plugins` lists what is "
+        "installed).",
+        exc.reason if isinstance(exc, TransferError) else None,
+    )
+
+
 def _classify_one(exc: BaseException) -> Failure:
     import trio
 
@@ -215,6 +238,9 @@ def _classify_one(exc: BaseException) -> Failure:
     msg = str(exc) or type(exc).__name__
     if isinstance(exc, CLIError):
         return exc.failure
+    plugin_bug = _plugin_bug(exc)
+    if plugin_bug is not None:
+        return plugin_bug
     if isinstance(exc, KeyboardInterrupt):
         return Failure(ExitCode.INTERRUPTED, "interrupted", "interrupted", "")
     if isinstance(exc, TransferError):

@@ -26,6 +26,7 @@ from .._xmpp import ns as _ns
 from .._xmpp.client import Client
 from .._xmpp.jid import JID
 from .account import AccountOptions, connect
+from .config import cipher_preference
 from .errors import CLIError, ExitCode
 from .output import Output, human_size, shown
 from .plugins import check_cipher, make_plugins, wants_stub
@@ -68,7 +69,12 @@ async def _file_transfer(
             account=client.jid, client=client, data_dir=data_dir, allow_stub=allow_stub
         )
         report_load_errors(out, plugins)
-        async with open_file_transfer(client, plugins=plugins, direct_addresses=direct) as ft:
+        async with open_file_transfer(
+            client,
+            plugins=plugins,
+            direct_addresses=direct,
+            cipher_preference=cipher_preference(str(jid)),
+        ) as ft:
             yield client, ft
 
 

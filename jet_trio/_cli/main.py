@@ -115,6 +115,15 @@ def output_options(fn: F) -> F:
     return fn
 
 
+plugin_option = click.option(
+    "--plugin-option",
+    multiple=True,
+    metavar="NAME.KEY=VALUE",
+    help="An option for the plugin NAME (as `jet-trio plugins` lists it); repeatable. "
+    "Overrides [plugins.NAME] of the configuration file.",
+)
+
+
 def account_options(fn: F) -> F:
     options = [
         click.option(
@@ -179,6 +188,7 @@ def account_options(fn: F) -> F:
             help="Where plugins keep their keys and state (default: $XDG_DATA_HOME/jet-trio, "
             "one subdirectory per account).",
         ),
+        plugin_option,
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -215,11 +225,13 @@ def command(fn: Callable[..., Callable[[Output], Awaitable[int]]]) -> Callable[.
 
     @wraps(fn)
     def wrapper(*, json_mode: bool, debug: bool, **kw: Any) -> int:
+        from .config import activate
         from .output import Output, setup_logging
 
         setup_logging(debug)
         out = Output(json_mode=json_mode, debug=debug)
         try:
+            activate(kw)  # the configuration file and --plugin-option
             body = fn(**kw)
         except CLIError as exc:
             out.failure(exc.failure)
@@ -252,13 +264,19 @@ cipher_option = click.option(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(__version__, prog_name="jet-trio")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """End-to-end encrypted file transfer over XMPP (XEP-0391 Jingle Encrypted Transports).
 
     Start with `jet-trio demo`. Exit codes: 0 ok, 1 internal error, 2 usage, 3 connection,
     4 TLS certificate, 5 login, 6 peer declined/cancelled/offline, 7 transport, 8 encryption,
     9 integrity, 10 local file, 11 timeout, 12 other transfer failure, 130 interrupted.
+
+    Defaults, accounts and plugin options can be set in $XDG_CONFIG_HOME/jet-trio/config.toml.
     """
+    from .config import load_into
+
+    load_into(ctx)
 
 
 @cli.command()
@@ -281,6 +299,7 @@ def cli() -> None:
     help="omemo, openpgp, stub, a namespace, or none. Default: omemo if installed, else the "
     "insecure stub (with a warning).",
 )
+@cipher_option
 @transport_option
 @click.option(
     "--output-dir",
@@ -288,12 +307,14 @@ def cli() -> None:
     help="Keep the received file here (default: a temporary directory, deleted afterwards).",
 )
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds.")
+@plugin_option
 @output_options
 @command
 def demo(
     size: int,
     file: Path | None,
     envelope: str | None,
+    cipher: str | None,
     transport: Literal["auto", "s5b", "ibb"],
     output_dir: Path | None,
     timeout: float,
@@ -305,7 +326,7 @@ def demo(
     """
     from .demo import DemoOptions, run_demo
 
-    opts = DemoOptions(size, file, envelope, transport, output_dir, timeout)
+    opts = DemoOptions(size, file, envelope, transport, output_dir, timeout, cipher)
     return lambda out: run_demo(out, opts)
 
 

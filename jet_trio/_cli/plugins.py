@@ -63,11 +63,14 @@ def make_plugins(
 ) -> PluginManager:
     """The plugin manager for one account (state of plugins under ``data_dir``); only the
     envelope methods ``envelopes`` when given (see :func:`wanted_envelopes`)."""
+    from .config import plugin_options
+
     config = PluginConfig(
         allow_stub_envelope=allow_stub,
         account=account,
         data_dir=data_dir,
         client=client,
+        options=plugin_options(),  # the configuration file and --plugin-option
         envelopes=envelopes,
     )
     return PluginManager(config)
@@ -142,7 +145,8 @@ def describe_plugins(plugins: PluginManager) -> dict[str, object]:
                 "name": short_envelope_name(env.namespace),
                 "namespace": env.namespace,
                 "features": list(env.features),
-                "provider": f"{type(env).__module__}.{type(env).__qualname__}",
+                # __class__: the plugin's class also behind the manager's guard.
+                "provider": f"{env.__class__.__module__}.{env.__class__.__qualname__}",
                 "testing_only": env.namespace == _ns.JET_STUB,
             }
             for env in plugins.envelopes
@@ -154,7 +158,7 @@ def describe_plugins(plugins: PluginManager) -> dict[str, object]:
                 "key_size": c.key_size,
                 "iv_size": c.iv_size,
                 "tag_size": c.tag_size,
-                "provider": f"{type(c).__module__}.{type(c).__qualname__}",
+                "provider": f"{c.__class__.__module__}.{c.__class__.__qualname__}",
             }
             for c in plugins.ciphers
         ],

@@ -22,6 +22,7 @@ from .._transports.s5b_direct import DirectAddresses
 from .._xmpp import ns as _ns
 from .._xmpp.jid import JID, InvalidJID
 from .account import AccountOptions, connect
+from .config import cipher_preference
 from .errors import CLIError, ExitCode, classify
 from .output import Output, ProgressBars, human_size
 from .plugins import (
@@ -165,7 +166,12 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
         )
         report_load_errors(out, plugins)
         namespace = _choose_envelope(out, opts.envelope, plugins)
-        async with open_file_transfer(client, plugins=plugins, direct_addresses=direct) as ft:
+        async with open_file_transfer(
+            client,
+            plugins=plugins,
+            direct_addresses=direct,
+            cipher_preference=cipher_preference(str(jid)),
+        ) as ft:
             await client.send_presence()  # now ready: keys published, features advertised
             out.note(f"logged in as {client.jid}; waiting for {to} to be online")
             try:

@@ -1,16 +1,20 @@
 """Loading plugins (entry point group ``jet_trio`` and objects passed in code) and looking them up.
 
 Each plugin is isolated: one that fails to import, has a misspelt or malformed hook, an async
-hook, or returns garbage is skipped and reported in :attr:`PluginManager.load_errors` (and logged);
-the others load. Two distributions registering the same entry-point name are both refused and
-reported instead of one silently shadowing the other.
+hook, or returns garbage is skipped and reported in :attr:`PluginManager.load_errors` (and logged
+once, on the ``jet_trio.plugins`` logger); the others load. Clashes load none of the contested
+names: two distributions registering the same entry-point name, two plugins providing the same
+cipher URN or envelope namespace are all refused, each error naming the other parties (a name
+the built-ins provide stays theirs). The ciphers and envelope methods of third-party plugins are
+handed out as guarded views (:mod:`jet_trio._plugins.guard`): a bug in one of them during a
+transfer becomes a :class:`~jet_trio._plugins.guard.PluginError` and refuses that object alone.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from types import ModuleType
@@ -23,6 +27,7 @@ from .._jet.cipher import Cipher, UnknownCipher
 from .._jet.envelope import EnvelopeMethod
 from .._xmpp import ns as _ns
 from . import builtin_ciphers as _builtin_ciphers
+from . import guard as _guard
 from . import hookspecs as _hookspecs
 from . import stub_envelope as _stub_envelope
 from .hookspecs import PluginConfig
@@ -30,12 +35,17 @@ from .hookspecs import PluginConfig
 __all__ = ["ENTRY_POINT_GROUP", "PluginLoadError", "PluginManager", "UnknownEnvelope"]
 
 logger = logging.getLogger("jet_trio.plugins")
+# Load errors are reported by the application from PluginManager.load_errors (the command-line
+# tool does); without a logging configuration they must not be printed a second time by
+# logging's last-resort handler.
+logger.addHandler(logging.NullHandler())
 
 ENTRY_POINT_GROUP = "jet_trio"
 _BUILTINS: tuple[tuple[str, ModuleType], ...] = (
     ("builtin-ciphers", _builtin_ciphers),
     ("stub-envelope", _stub_envelope),
 )
+_BUILTIN_NAMES = frozenset(name for name, _ in _BUILTINS)
 
 
 class UnknownEnvelope(JetError):
@@ -52,9 +62,11 @@ class PluginLoadError:
     """A plugin that was skipped, and why."""
 
     name: str
-    """The entry-point name or the plugin's registered name."""
+    """The plugin's name (its entry-point name, or the name it was registered under)."""
     distribution: str | None
+    """The installed distribution that provides it (``None`` for a plugin passed in code)."""
     reason: str
+    """What is wrong, in words meant for the plugin's author."""
 
     def __str__(self) -> str:
         where = f" (from {self.distribution})" if self.distribution else ""
@@ -64,18 +76,28 @@ class PluginLoadError:
 class PluginManager:
     """The loaded JET plugins: ciphers and envelope methods.
 
-    ``plugins`` are plugin objects (modules, instances) registered in code after the built-ins;
-    ``entry_points=False`` skips the installed plugins (the built-ins are always loaded).
+    ``plugins`` are plugin objects (modules, instances) registered in code after the built-ins,
+    either a mapping from plugin name to object or the objects alone; ``entry_points=False``
+    skips the installed plugins (the built-ins are always loaded).
+
+    **The name of a plugin** (its key in ``PluginConfig.options``, the ``NAME`` of
+    ``--plugin-option NAME.KEY=VALUE``,
+    the name in :attr:`plugin_names` and :attr:`load_errors`) is its entry-point name in the
+    ``jet_trio`` group. A plugin passed in code has the name it is given in the mapping; without
+    one, the entry-point name its distribution declares for that module (so it is the same in
+    code and installed), else its ``__name__``.
     """
 
     def __init__(
         self,
         config: PluginConfig | None = None,
         *,
-        plugins: Iterable[object] = (),
+        plugins: Iterable[object] | Mapping[str, object] = (),
         entry_points: bool = True,
     ) -> None:
+        #: What the plugins are told (:class:`~jet_trio.plugin.PluginConfig`).
         self.config = config if config is not None else PluginConfig()
+        #: The plugins, ciphers and envelope methods skipped, and why (each also logged once).
         self.load_errors: list[PluginLoadError] = []
         self._pm = pluggy.PluginManager(_hookspecs.PROJECT)
         self._pm.add_hookspecs(_hookspecs.JetHookSpecs)
@@ -89,8 +111,21 @@ class PluginManager:
             self._register(module, name, None)
         if entry_points:
             self._load_entry_points()
-        for obj in plugins:
-            self._register(obj, None, None)
+        named: Iterable[tuple[str | None, object]] = (
+            plugins.items() if isinstance(plugins, Mapping) else ((None, obj) for obj in plugins)
+        )
+        declared: dict[str, tuple[str, str | None]] | None = None
+        for given, obj in named:
+            plugin_name, dist = given, None
+            if plugin_name is None:
+                if declared is None:
+                    declared = _declared_names()
+                module_name = getattr(obj, "__name__", None)
+                if isinstance(module_name, str) and module_name in declared:
+                    plugin_name, dist = declared[module_name]
+                elif isinstance(module_name, str):
+                    plugin_name = module_name
+            self._register(obj, plugin_name, dist)
         self._collect()
 
     # -- loading ---------------------------------------------------------------------------------
@@ -131,7 +166,7 @@ class PluginManager:
             for hookname in _hook_functions(obj):
                 fn = getattr(obj, hookname)
                 if not hasattr(fn, _hookspecs.PROJECT + "_impl"):
-                    raise TypeError(f"{hookname} is not marked with @hookimpl")
+                    raise TypeError(_unmarked(hookname, fn))
                 if inspect.iscoroutinefunction(fn):
                     raise TypeError(f"hook {hookname} is async; jet_trio hooks must be synchronous")
             registered = self._pm.register(obj, name)
@@ -167,43 +202,118 @@ class PluginManager:
             out.extend((name, item) for item in result)
         return out
 
+    def _party(self, plugin: str) -> str:
+        dist = self._dists.get(plugin)
+        return f"plugin {plugin!r}" + (f" (distribution {dist})" if dist else "")
+
+    def _clash(self, plugin: str, what: str, name: str, owners: list[str]) -> str | None:
+        """Why ``plugin`` may not have ``name`` that ``owners`` (``plugin`` included) all
+        provide, or ``None`` when it keeps it (a built-in keeps its names)."""
+        if len(owners) < 2 or plugin in _BUILTIN_NAMES:
+            return None
+        builtin = next((p for p in owners if p in _BUILTIN_NAMES), None)
+        if builtin is not None:
+            return (
+                f"{what} {name!r} is provided by jet-trio itself ({builtin}); "
+                "a plugin cannot replace it"
+            )
+        others = [self._party(p) for p in dict.fromkeys(owners) if p != plugin]
+        if len(others) < len(owners) - 1:
+            others.append(f"another {what} of {self._party(plugin)}")
+        return (
+            f"{what} {name!r} is provided by {self._party(plugin)} and by {', '.join(others)}; "
+            "none of them is loaded"
+        )
+
     def _collect(self) -> None:
+        offered: dict[str, int] = {}
+        kept: dict[str, int] = {}
+
+        ciphers: list[tuple[str, Cipher]] = []
         for plugin, cipher in self._call_each("jet_register_ciphers", Cipher):
+            offered[plugin] = offered.get(plugin, 0) + 1
             problem = _problem(_cipher_problem, cipher)
             if problem is not None:
                 self._fail(plugin, self._dists.get(plugin), problem)
                 continue
-            clash = [n for n in cipher.names if n in self._ciphers]
-            if clash:
-                self._fail(
-                    plugin,
-                    self._dists.get(plugin),
-                    f"cipher {clash[0]!r} is already provided by another plugin; not replaced",
-                )
+            ciphers.append((plugin, cipher))
+        claims: dict[str, list[str]] = {}
+        for plugin, cipher in ciphers:
+            for n in dict.fromkeys(cipher.names):
+                claims.setdefault(n, []).append(plugin)
+        for plugin, cipher in ciphers:
+            clash = next(
+                (
+                    why
+                    for n in cipher.names
+                    if (why := self._clash(plugin, "cipher", n, claims[n])) is not None
+                ),
+                None,
+            )
+            if clash is not None:
+                self._fail(plugin, self._dists.get(plugin), clash)
                 continue
+            if plugin not in _BUILTIN_NAMES:
+                cipher = self._guard_cipher(plugin, cipher)
             for n in cipher.names:
-                self._ciphers[n] = cipher
+                self._ciphers.setdefault(n, cipher)  # a built-in's own aliases: the first
             self._cipher_list.append(cipher)
+            kept[plugin] = kept.get(plugin, 0) + 1
+
         wanted = self.config.envelopes
+        envelopes: list[tuple[str, EnvelopeMethod]] = []
         for plugin, env in self._call_each(
             "jet_register_envelopes", EnvelopeMethod, config=self.config
         ):
+            offered[plugin] = offered.get(plugin, 0) + 1
             problem = _problem(_envelope_problem, env)
             if problem is not None:
                 self._fail(plugin, self._dists.get(plugin), problem)
                 continue
+            envelopes.append((plugin, env))
+        owners: dict[str, list[str]] = {}
+        for plugin, env in envelopes:
+            owners.setdefault(env.namespace, []).append(plugin)
+        for plugin, env in envelopes:
+            clash = self._clash(plugin, "envelope", env.namespace, owners[env.namespace])
+            if clash is not None:
+                self._fail(plugin, self._dists.get(plugin), clash)
+                continue
+            kept[plugin] = kept.get(plugin, 0) + 1
             if wanted is not None and env.namespace not in wanted:
                 continue  # not used by this run: never started, not advertised
             if env.namespace in self._envelopes:
-                self._fail(
-                    plugin,
-                    self._dists.get(plugin),
-                    f"envelope {env.namespace!r} is already provided by another plugin; "
-                    "not replaced",
-                )
-                continue
+                continue  # a built-in returned it twice
+            if plugin not in _BUILTIN_NAMES:
+                env = self._guard_envelope(plugin, env)
             self._envelopes[env.namespace] = env
             self._envelope_owners[env.namespace] = plugin
+
+        # A plugin all of whose ciphers and envelope methods were refused is not loaded.
+        for plugin, count in offered.items():
+            if count and not kept.get(plugin) and self._pm.get_plugin(plugin) is not None:
+                self._pm.unregister(name=plugin)
+
+    def _guard_cipher(self, plugin: str, cipher: Cipher) -> Cipher:
+        def refuse(problem: str) -> None:
+            if any(c is view for c in self._cipher_list):
+                self._cipher_list.remove(view)
+                for n in [n for n, c in self._ciphers.items() if c is view]:
+                    del self._ciphers[n]
+                self._fail(plugin, self._dists.get(plugin), problem)
+
+        view = _guard.GuardedCipher(cipher, plugin, self._dists.get(plugin), refuse)
+        return view
+
+    def _guard_envelope(self, plugin: str, env: EnvelopeMethod) -> EnvelopeMethod:
+        def refuse(problem: str) -> None:
+            if self._envelopes.get(view.namespace) is view:
+                del self._envelopes[view.namespace]
+                self._envelope_owners.pop(view.namespace, None)
+                self._fail(plugin, self._dists.get(plugin), problem)
+
+        view = _guard.GuardedEnvelope(env, plugin, self._dists.get(plugin), refuse)
+        return view
 
     def _refuse_envelope(self, env: EnvelopeMethod, reason: str) -> None:
         """Unload ``env`` after it failed (e.g. its ``start()`` raised): recorded in
@@ -278,9 +388,34 @@ def _dist_name(ep: metadata.EntryPoint) -> str | None:
     return dist.name if dist is not None else None
 
 
+def _declared_names() -> dict[str, tuple[str, str | None]]:
+    """Module name -> (entry-point name, distribution) of the installed ``jet_trio`` plugins."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if not ep.attr:
+            out.setdefault(ep.module, (ep.name, _dist_name(ep)))
+    return out
+
+
 def _plugin_label(obj: object) -> str:
     name = getattr(obj, "__name__", None)
     return name if isinstance(name, str) else type(obj).__name__
+
+
+def _unmarked(hookname: str, fn: object) -> str:
+    """Why ``fn`` (a ``jet_*`` function without the ``jet_trio`` hookimpl mark) is refused."""
+    marks = sorted(
+        a[: -len("_impl")]
+        for a in getattr(fn, "__dict__", {})
+        if a.endswith("_impl") and isinstance(getattr(fn, a), dict)
+    )
+    if not marks:
+        return f"{hookname} is not marked with @hookimpl (use jet_trio.plugin.hookimpl)"
+    return (
+        f"{hookname} is marked with a hookimpl marker made for {marks[0]!r}, not for "
+        f"{_hookspecs.PROJECT!r}: use jet_trio.plugin.hookimpl, or "
+        f"pluggy.HookimplMarker({_hookspecs.PROJECT!r}) with an underscore"
+    )
 
 
 def _hook_functions(obj: object) -> list[str]:

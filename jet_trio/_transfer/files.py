@@ -159,21 +159,30 @@ class Partial:
 
     ``part`` holds the bytes received so far (not yet verified: the full-file hash is checked
     when the download completes); the record (sidecar JSON file) beside it says where it comes
-    from. Records are authenticated with a key of this installation kept in :func:`state_dir`,
-    so a file a peer delivered cannot pass for one; they name ``part`` and ``dest`` relative to
-    their own directory, and both are confined to it again when a record is loaded.
+    from. Records are authenticated with a key of this installation kept in ``state_dir()``
+    (``$XDG_STATE_HOME/jet-trio``), so a file a peer delivered cannot pass for one; they name
+    ``part`` and ``dest`` relative to their own directory, and both are confined to it again
+    when a record is loaded.
     """
 
+    #: The file holding the bytes received so far.
     part: Path
+    #: Where the file is to be stored once complete and verified.
     dest: Path
+    #: Who sent it.
     peer: JID
+    #: The file's name, as the sender gave it.
     name: str
+    #: The size of the whole file, in bytes.
     size: int
+    #: The SHA-256 of the whole file (hex), by which it is requested again.
     sha256: str
+    #: The envelope method (namespace) the download used, ``None`` if unencrypted.
     envelope: str | None
 
     @property
     def sidecar(self) -> Path:
+        """The record beside :attr:`part` (``.jet-partial.json``)."""
         return self.part.with_name(self.part.name + SIDECAR_SUFFIX)
 
     @property
@@ -192,6 +201,7 @@ class Partial:
     def create(
         cls, dest: Path, peer: JID, name: str, size: int, sha256: str, envelope: str | None
     ) -> Partial:
+        """Start a record for a download to ``dest``: a new, empty part file beside it."""
         # Absolute and normalised as mkstemp returns the temporary file's path: the two must
         # name one directory (a relative ``dest`` from ``accept(".")`` did not).
         dest = Path(os.path.abspath(dest))
@@ -233,7 +243,7 @@ class Partial:
     def load(cls, path: str | os.PathLike[str]) -> Partial:
         """Read a partial download from its record (or its ``.part`` file).
 
-        Raises :class:`RecordError` (a :class:`TransferError`) for a record this installation
+        Raises ``RecordError`` (a :class:`~jet_trio.TransferError`) for a record this installation
         did not write, or one that names anything but a regular file of this user in the
         record's own directory."""
         p = Path(path)
@@ -280,8 +290,9 @@ class Partial:
             raise RecordError(f"{p} is not a resumable download: {exc}") from None
 
     def check_confined(self) -> None:
-        """Raise :class:`RecordError` unless ``part`` is a regular file of this user (not a
-        symbolic link) in the record's directory, and ``dest`` is not a symbolic link."""
+        """Raise ``RecordError`` (a :class:`~jet_trio.TransferError`) unless ``part`` is a
+        regular file of this user (not a symbolic link) in the record's directory, and ``dest``
+        is not a symbolic link."""
         directory = self.sidecar.parent
         if self.part.parent != directory or self.dest.parent != directory:
             raise RecordError("the record names files outside its own directory")

@@ -370,8 +370,9 @@ class IncomingOffer:
 
     @property
     def safe_name(self) -> str:
-        """The name the file gets inside a directory: :attr:`name` without any directory part,
-        control characters or surrounding blanks, within 255 bytes."""
+        """The name the file gets inside a directory: :attr:`~jet_trio.IncomingOffer.name`
+        without any directory part, control characters or surrounding blanks, within 255
+        bytes."""
         return safe_filename(self.name)
 
     def target(self, destination: str | os.PathLike[str], *, rename: bool = False) -> Path:
@@ -392,14 +393,18 @@ class IncomingOffer:
 
     @property
     def name(self) -> str:
+        """The file name the sender gave, as it gave it (may contain a directory part or
+        control characters: store under :attr:`safe_name`)."""
         return self.file.name or "unnamed"
 
     @property
     def size(self) -> int:
+        """The size the sender announced, in bytes (0 when it gave none)."""
         return self.file.size or 0
 
     @property
     def encrypted(self) -> bool:
+        """Whether the offer is end-to-end encrypted (JET)."""
         return self.envelope is not None
 
     def __repr__(self) -> str:

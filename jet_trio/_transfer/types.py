@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,17 +39,23 @@ class TransferResult:
     unencrypted transfer. ``path`` is where the receiver stored the file (the sender's source).
     """
 
+    #: ``"send"`` or ``"receive"``: our side of the transfer.
     direction: Literal["send", "receive"]
+    #: The other side (full JID).
     peer: JID
+    #: The file name as offered.
     name: str
     size: int
     sha256: str
+    #: The transport that carried the data: ``"s5b-direct"``, ``"s5b-proxy"`` or ``"ibb"``.
     transport: TransportName
     envelope: str | None
     cipher: str | None
+    #: How long the transfer took, in seconds.
     seconds: float
     path: Path
     wire_bytes: int
+    #: Whether the file's hash was checked against the hash announced for it.
     hash_verified: bool
     choice: str = ""
     """Why this envelope and cipher were used (sender: chosen by ``encrypt="auto"`` or asked
@@ -82,7 +89,9 @@ class NameTaken(TransferError):
     taken. The transfer itself succeeded (the sender was told so); ``result`` describes it.
     """
 
-    def __init__(self, path: Path, kept: Path) -> None:
+    # pathlib.Path spelt out: the reference docs read the unevaluated annotation of an
+    # exception's __init__ and must find the class by that name.
+    def __init__(self, path: pathlib.Path, kept: pathlib.Path) -> None:
         super().__init__(
             f"{path} appeared during the transfer and was not replaced; the received file was "
             f"kept as {kept}",

@@ -304,6 +304,7 @@ class Client:
         self._inline_handlers[(type_, payload_tag)] = handler
 
     def unregister_iq_handler(self, type_: IqType, payload_tag: str) -> None:
+        """Remove the handler of ``type_`` requests with this payload (none: nothing to do)."""
         self._iq_handlers.pop((type_, payload_tag), None)
         self._inline_handlers.pop((type_, payload_tag), None)
 
@@ -444,7 +445,7 @@ class Client:
         created configured and the publish retried once. The item is never published to a
         node the options could not be applied to: that raises the server's
         :class:`StanzaError`. A request answered with a temporary server failure (see
-        :func:`~jet_trio._xmpp.pubsub.is_temporary_failure`) is sent again, a bounded number of
+        ``is_temporary_failure``) is sent again, a bounded number of
         times.
         """
         created = False

@@ -34,9 +34,13 @@ class Identity:
 class DiscoInfo:
     """What an entity said about itself in disco#info."""
 
+    #: The identities (category, type, name) it announced.
     identities: frozenset[Identity] = frozenset()
+    #: The features (namespaces) it supports.
     features: frozenset[str] = frozenset()
+    #: The node queried, if any (entity capabilities use ``CAPS_NODE#ver``).
     node: str | None = None
+    #: Extended information: XEP-0128 data forms, as elements.
     forms: tuple[etree._Element, ...] = field(default=(), compare=False)
 
     def has(self, *features: str) -> bool:
@@ -44,6 +48,7 @@ class DiscoInfo:
         return all(f in self.features for f in features)
 
     def to_element(self) -> etree._Element:
+        """The ``<query xmlns='http://jabber.org/protocol/disco#info'/>`` element."""
         q = E(_Q_INFO, {"node": self.node})
         for ident in sorted(self.identities):
             q.append(
@@ -63,6 +68,7 @@ class DiscoInfo:
 
     @classmethod
     def from_element(cls, query: etree._Element) -> DiscoInfo:
+        """Read a disco#info ``<query/>``; raises :class:`~jet_trio.RemoteProtocolError`."""
         if query.tag != _Q_INFO:
             raise RemoteProtocolError(f"expected a disco#info query, got <{query.tag}>")
         idents = frozenset(
@@ -83,8 +89,11 @@ class DiscoInfo:
 class DiscoItem:
     """One disco#items entry."""
 
+    #: The entity's JID.
     jid: str
+    #: The node, if the item is one.
     node: str | None = None
+    #: A human-readable name, if given.
     name: str | None = None
 
 

@@ -40,7 +40,9 @@ _NODE_CONFIG_FORM: Final = "http://jabber.org/protocol/pubsub#node_config"
 class PubSubItem:
     """An item of a node: its id and payload (``None`` for a retraction or an empty item)."""
 
+    #: The item id (``None`` when the service sent none).
     id: str | None
+    #: The item's payload element.
     payload: etree._Element | None
 
 
@@ -48,8 +50,11 @@ class PubSubItem:
 class PubSubEvent:
     """A notification: published items and retracted item ids of one node."""
 
+    #: The node the notification is about.
     node: str
+    #: The items published.
     items: tuple[PubSubItem, ...]
+    #: The ids of the items retracted.
     retracted: tuple[str, ...]
 
 

@@ -55,13 +55,19 @@ class Proxy65Like(Protocol):
     """What the server needs from a XEP-0065 proxy, such as :func:`serve_proxy65`'s."""
 
     @property
-    def jid(self) -> str | JID: ...
+    def jid(self) -> str | JID:
+        """The proxy's JID (the server lists it in disco#items)."""
+        ...
 
     @property
-    def host(self) -> str: ...
+    def host(self) -> str:
+        """The address clients connect to."""
+        ...
 
     @property
-    def port(self) -> int: ...
+    def port(self) -> int:
+        """The port clients connect to."""
+        ...
 
     def activate(self, sid: str, requester: JID, target: JID) -> object:
         """Pair the two connections of ``sid``; may be a coroutine function. Raise on failure."""
@@ -72,17 +78,29 @@ class Proxy65Like(Protocol):
 class ServerStats:
     """A snapshot of the server's counters (``server.stats``)."""
 
+    #: Client connections accepted.
     connections: int = 0
+    #: TLS handshakes completed.
     tls_handshakes: int = 0
+    #: Successful logins.
     auth_successes: int = 0
+    #: Failed logins.
     auth_failures: int = 0
+    #: Resources bound.
     binds: int = 0
+    #: Connections dropped by :meth:`Server.kick`.
     kicks: int = 0
+    #: The conditions of the stream errors the server sent.
     stream_errors: list[str] = field(default_factory=list)
+    #: Stanzas received from clients.
     stanzas_received: int = 0
+    #: Stanzas delivered to clients.
     stanzas_delivered: int = 0
+    #: disco#info queries the server sent to learn a client's entity capabilities.
     caps_queries: int = 0
+    #: PEP notifications sent.
     notifications: int = 0
+    #: SOCKS5 bytestream activations relayed to the proxy.
     activations: int = 0
     #: (SASL mechanism, channel-binding type or None) of each successful login.
     logins: list[tuple[str, str | None]] = field(default_factory=list)

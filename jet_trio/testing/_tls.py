@@ -13,9 +13,13 @@ class TestTLS:
 
     __test__ = False  # not a pytest test class
 
+    #: The server's context (its certificate for the domain and key).
     server_context: ssl.SSLContext
+    #: A client context that trusts the throwaway CA (verification on).
     client_context: ssl.SSLContext
+    #: The CA certificate (PEM).
     ca_pem: bytes
+    #: Where the CA certificate was written, when ``make_tls`` was given ``ca_file``.
     ca_file: Path | None
     #: The server certificate (DER), for ``serve(tls_certificate=...)`` (channel binding).
     certificate_der: bytes = b""

@@ -20,6 +20,8 @@ def cli_env(tmp_path: Path, extra: Mapping[str, str] | None = None) -> dict[str,
     """The environment of a run: no inherited JET_TRIO_* settings, state under ``tmp_path``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JET_TRIO_")}
     env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
+    # No configuration file of the user running the tests: each test writes its own here.
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg-config")
     env["COLUMNS"] = "200"
     # Both ends run on this host: offer loopback, never the host's real addresses.
     env["JET_TRIO_DIRECT_HOST"] = "127.0.0.1"

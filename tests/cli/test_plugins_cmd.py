@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from ._run import run
 
 
@@ -95,3 +97,12 @@ def test_plugins_reports_incomplete_plugin_objects(tmp_path: Path) -> None:
     assert "urn:example:j16:no-features" not in [e["namespace"] for e in info_json["envelopes"]]
     assert "urn:example:j16:no-tag-size" not in [c["urn"] for c in info_json["ciphers"]]
     assert ran.stdout.count("j16-broken") >= 2  # both listed by the human output
+
+
+def test_plugins_names_the_class_of_a_third_party_cipher(tmp_path: Path) -> None:
+    """The plugin's own class, not the guard jet-trio uses it through."""
+    pytest.importorskip("jet_trio_chacha20", reason="plugins/jet-trio-chacha20 not installed")
+    info = run(["plugins", "--json"], tmp_path).one_json()
+    providers = {c["urn"]: c["provider"] for c in info["ciphers"]}
+    chacha = providers["urn:jet-trio:ciphers:chacha20-poly1305:0"]
+    assert chacha == "jet_trio_chacha20.ChaCha20Poly1305Cipher"

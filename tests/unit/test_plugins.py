@@ -128,7 +128,7 @@ class Duplicate:
         (WrongArg(), "cfg"),
         (Raising(), "RuntimeError: boom"),
         (Garbage(), "must return a list of Cipher"),
-        (Duplicate(), "already provided by another plugin"),
+        (Duplicate(), "is provided by jet-trio itself (builtin-ciphers)"),
     ],
     ids=lambda v: v if isinstance(v, str) else type(v).__name__,
 )
@@ -153,13 +153,28 @@ def test_duplicate_cipher_keeps_the_first_and_the_rest_of_the_plugin() -> None:
     assert pm.cipher("urn:example:mine").urn == "urn:example:mine"
 
 
-def test_duplicate_envelope_namespace() -> None:
-    pm = PluginManager(plugins=[ToyPlugin(), ToyPlugin()], entry_points=False)
+def test_duplicate_names_load_neither_copy() -> None:
+    first, second = ToyPlugin(), ToyPlugin()
+    pm = PluginManager(plugins={"first": first, "second": second}, entry_points=False)
     errors = [str(e) for e in pm.load_errors]
-    # The second copy's cipher and envelope both clash with the first's.
-    assert len(errors) == 2
-    assert "urn:example:aes-192-gcm" in errors[0]
-    assert TOY_NS in errors[1]
+    # Each copy's cipher and envelope clash with the other's: none of the four is loaded, and
+    # each error names both parties.
+    assert errors == [
+        "plugin 'first' skipped: cipher 'urn:example:aes-192-gcm' is provided by plugin "
+        "'first' and by plugin 'second'; none of them is loaded",
+        "plugin 'second' skipped: cipher 'urn:example:aes-192-gcm' is provided by plugin "
+        "'second' and by plugin 'first'; none of them is loaded",
+        f"plugin 'first' skipped: envelope {TOY_NS!r} is provided by plugin 'first' and by "
+        "plugin 'second'; none of them is loaded",
+        f"plugin 'second' skipped: envelope {TOY_NS!r} is provided by plugin 'second' and by "
+        "plugin 'first'; none of them is loaded",
+    ]
+    with pytest.raises(UnknownCipher):
+        pm.cipher("urn:example:aes-192-gcm")
+    with pytest.raises(UnknownEnvelope):
+        pm.envelope(TOY_NS)
+    # Neither shows as loaded.
+    assert pm.plugin_names == ["builtin-ciphers", "stub-envelope"]
 
 
 def test_module_plugin() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 
 from jet_trio._jet.cipher import UnknownCipher
 from jet_trio._plugins.builtin_ciphers import AES128GCM
+from jet_trio._plugins.guard import GuardedCipher, unguarded
 from jet_trio._plugins.manager import PluginManager
 
 CHACHA_URN = "urn:jet-trio:ciphers:chacha20-poly1305:0"
@@ -34,7 +36,10 @@ def test_chacha20_plugin_found_through_its_entry_point() -> None:
     assert pm.load_errors == []
     assert "chacha20-poly1305" in pm.plugin_names
     cipher = pm.cipher(CHACHA_URN)
-    assert type(cipher).__module__ == "jet_trio_chacha20"
+    # A guarded view of the plugin's object (a bug in it is pinned on the plugin).
+    assert isinstance(cipher, GuardedCipher)
+    assert cipher.__class__.__module__ == "jet_trio_chacha20"
+    assert type(unguarded(cipher)).__module__ == "jet_trio_chacha20"
     assert pm.cipher(AES128GCM.urn) is AES128GCM
     # Built-ins found through their entry points too are not registered twice.
     assert pm.plugin_names.count("builtin-ciphers") == 1
@@ -104,3 +109,15 @@ def test_entry_points_can_be_disabled(site: Path) -> None:
     pm = PluginManager(entry_points=False)
     assert "off" not in pm.plugin_names
     assert pm.plugin_names == ["builtin-ciphers", "stub-envelope"]
+
+
+def test_plugin_in_code_has_its_entry_point_name(site: Path) -> None:
+    """One rule for a plugin's name (its options key): the entry-point name, also in code."""
+    _fake_dist(site, "jtfake-named", {"named-ep": "jtfake_named"}, GOOD.format(tag="named"))
+    module = importlib.import_module("jtfake_named")
+    pm = PluginManager(plugins=[module], entry_points=False)
+    assert pm.load_errors == []
+    assert pm.plugin_names[-1] == "named-ep"
+    # Given a name in code, that name; without an entry point, its __name__.
+    pm = PluginManager(plugins={"mine": module}, entry_points=False)
+    assert pm.plugin_names[-1] == "mine"

@@ -88,4 +88,6 @@ def test_registered_through_plugin_manager() -> None:
 
     pm = PluginManager(plugins=[jet_trio_chacha20], entry_points=False)
     assert pm.load_errors == []
-    assert pm.cipher(URN) is CHACHA20_POLY1305
+    # The manager uses a third-party cipher through a guard (a bug is pinned on the plugin).
+    cipher = pm.cipher(URN)
+    assert isinstance(cipher, type(CHACHA20_POLY1305)) and cipher.urn == URN

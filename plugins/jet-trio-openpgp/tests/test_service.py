@@ -302,7 +302,9 @@ async def test_registered_as_plugin(tmp_path: Path) -> None:
     _, a, _, _ = await trio_of(tmp_path)
     pm = PluginManager(plugins=[a], entry_points=False)
     assert pm.load_errors == []
-    assert pm.envelope(NS) is a.envelope
+    # The manager uses a third-party method through a guard (a bug is pinned on the plugin).
+    envelope = pm.envelope(NS)
+    assert isinstance(envelope, type(a.envelope)) and envelope.namespace == NS
     assert FEATURE in pm.disco_features()
 
 
