@@ -98,6 +98,9 @@ class Cipher(ABC):
     accepted_iv_sizes: frozenset[int]
     tag_size: int
     max_plaintext_size: int
+    install_hint: str = ""
+    """How to get this cipher, e.g. ``pip install jet-trio-chacha20``: shown when a peer lacks
+    it. Optional."""
 
     @abstractmethod
     def new_encryptor(self, key: bytes, iv: bytes) -> StreamEncryptor:
