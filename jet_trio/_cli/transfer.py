@@ -12,6 +12,7 @@ from typing import Literal
 
 import trio
 
+from .._errors import JetError
 from .._plugins.manager import PluginManager
 from .._transfer.description import FileTransferError, safe_filename
 from .._transfer.files import find_partials
@@ -20,6 +21,7 @@ from .._transfer.types import TransferError
 from .._transports.s5b import candidate_host_problem
 from .._transports.s5b_direct import DirectAddresses
 from .._xmpp import ns as _ns
+from .._xmpp.client import Client
 from .._xmpp.jid import JID, InvalidJID
 from .account import AccountOptions
 from .errors import CLIError, ExitCode, classify
@@ -125,6 +127,28 @@ def _choose_envelope(out: Output, name: str | None, plugins: PluginManager) -> s
     return namespace
 
 
+async def _warn_unsupported(
+    out: Output, client: Client, peer: JID, namespace: str | None, plugins: PluginManager
+) -> None:
+    """Before offering with an explicitly chosen method: say when ``peer`` does not advertise
+    it, and how they get it (the method's install hint); the offer is still made."""
+    if namespace in (None, "auto"):
+        return
+    method = plugins.envelope(namespace)
+    try:
+        with trio.fail_after(10):
+            info = await client.features_of(peer)
+    except (trio.TooSlowError, JetError):
+        return
+    if info.has(*method.features):
+        return
+    get = f"; they can install it: {method.install_hint}" if method.install_hint else ""
+    out.warn(
+        f"{peer} does not advertise the {method.short_name or method.namespace} envelope method, "
+        f"so it will probably refuse the offer{get}"
+    )
+
+
 def _how(namespace: str | None, plugins: PluginManager | None = None) -> str:
     if namespace == "auto":
         return "the strongest end-to-end encryption both sides support"
@@ -163,6 +187,7 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
                     "Check that the recipient is online (and that you are in each other's "
                     "contact lists), or wait longer with --wait.",
                 ) from None
+            await _warn_unsupported(out, client, peer, namespace, plugins)
             how = _how(namespace, plugins)
             out.note(f"offering {opts.file.name} to {peer} ({how})")
             with out.progress() as bars:
