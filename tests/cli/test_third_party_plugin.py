@@ -10,7 +10,6 @@ loaded without a login, and its trust notices reach the user with the command to
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import trio
@@ -21,7 +20,7 @@ from .test_send_receive import payload
 
 NS = "urn:example:keyfile:0"
 
-_PLUGIN = '''
+_PLUGIN = """
 import base64, hashlib, json, os
 from contextlib import asynccontextmanager
 
@@ -155,7 +154,7 @@ def jet_envelope_sessions(config):
 def jet_register_envelopes(config):
     session = RUNNING.get(config.client)
     return [] if session is None else [Keyfile(session)]
-'''
+"""
 
 
 def install_keyfile(tmp_path: Path) -> dict[str, str]:
@@ -227,9 +226,7 @@ async def test_third_party_envelope_as_capable_as_omemo(
     give_key(tmp_path, "alice@localhost", "bob@localhost")
 
     # Its short name, its session in the connection, and first use announced on both ends.
-    sent, received = await send_and_receive(
-        tmp_path, local_server, env, ["--envelope", "keyfile"]
-    )
+    sent, received = await send_and_receive(tmp_path, local_server, env, ["--envelope", "keyfile"])
     assert sent.returncode == 0 and received.returncode == 0, (sent.stderr, received.stderr)
     assert sent.one_json()["envelope"] == NS == received.one_json()["envelope"]
     assert "new keyfile key for bob@localhost: " in sent.stderr
@@ -269,15 +266,10 @@ async def test_third_party_session_failure_is_not_dropped_silently(
     the cause, as for a broken OMEMO store."""
     env = install_keyfile(tmp_path)
     src = payload(tmp_path, 100)
-    ran = await arun(
-        ["send", str(src), "--to", "bob@localhost", "--wait", "1", "--json"]
-        + ["--envelope", "keyfile"],
-        tmp_path,
-        local_server.env("alice") | env,
-    )
+    args = ["send", str(src), "--to", "bob@localhost", "--wait", "1", "--json"]
+    ran = await arun([*args, "--envelope", "keyfile"], tmp_path, local_server.env("alice") | env)
     failure = ran.one_json()
     assert (ran.returncode, failure["reason"]) == (8, "encryption"), ran.stderr
     assert "keyfile could not be set up" in failure["message"]
     assert "shared.key" in failure["message"]
     assert "keyfile is NOT available in this run" in ran.stderr
-    assert json.dumps(failure)  # one JSON object

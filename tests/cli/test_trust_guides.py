@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -50,10 +51,11 @@ async def transfer(
     return results["send"], results["receive"]
 
 
-async def own_device(tmp_path: Path, env: dict[str, str]) -> dict[str, object]:
+async def own_device(tmp_path: Path, env: dict[str, str]) -> dict[str, Any]:
     ran = await arun(["fingerprints", "--envelope", "omemo", "--json"], tmp_path, env)
     assert ran.returncode == 0, ran.stderr
     (own,) = [k for k in ran.one_json()["keys"] if k["own"]]
+    assert isinstance(own, dict)
     return own
 
 
