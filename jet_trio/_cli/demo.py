@@ -18,6 +18,7 @@ from typing import Literal
 
 import trio
 
+from .._jet.envelope import KeyNotice
 from .._plugins.manager import PluginManager
 from .._transfer.service import open_file_transfer
 from .._transfer.types import TransferResult
@@ -146,8 +147,11 @@ async def _demo(
                 ssl_context=tls.client_context,
                 presence=False,
             ) as bob,
-            envelope_sessions(out, alice, work / "data" / "alice") as alice_sessions,
-            envelope_sessions(out, bob, work / "data" / "bob"),
+            # Two throwaway accounts that trust each other on first use: nothing to announce.
+            envelope_sessions(
+                out, alice, work / "data" / "alice", notify=_no_notices
+            ) as alice_sessions,
+            envelope_sessions(out, bob, work / "data" / "bob", notify=_no_notices),
         ):
             allow_stub = opts.envelope is None or wants_stub(opts.envelope)
             plugins = {
@@ -210,6 +214,10 @@ async def _demo(
             "This is a bug in jet-trio; please report it.",
         )
     return received, results["send"]
+
+
+def _no_notices(notice: KeyNotice) -> None:
+    pass
 
 
 def _envelope(

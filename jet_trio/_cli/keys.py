@@ -1,6 +1,6 @@
 """``jet-trio fingerprints`` and ``jet-trio trust``: the keys of the envelope methods.
 
-Every loaded envelope method with a :attr:`~jet_trio.plugin.EnvelopeMethod.keys` store is
+Every loaded envelope method with a :attr:`~jet_trio.plugin.EnvelopeMethod.key_store` is
 listed (a store shared by several methods once), whichever plugin provides it: the tool logs in
 as ``send`` does (:func:`~.sessions.open_account`: envelope sessions, plugins), starts those
 methods (e.g. an OpenPGP key is loaded, or made and published) and asks their stores. Trust
@@ -67,7 +67,7 @@ class _Keys:
 def _stores(envelopes: list[object]) -> list[KeyStore]:
     stores: list[KeyStore] = []
     for env in envelopes:
-        store = getattr(env, "keys", None)
+        store = getattr(env, "key_store", None)
         if isinstance(store, KeyStore) and all(store is not s for s in stores):
             stores.append(store)
     return stores
@@ -81,7 +81,7 @@ async def _open_keys(
         raise CLIError(ExitCode.USAGE, "usage", "--envelope: give a method name", "")
     async with open_account(out, account, envelope=envelope, file_transfer=False) as opened:
         plugins = opened.plugins
-        with_keys = [env for env in plugins.envelopes if env.keys is not None]
+        with_keys = [env for env in plugins.envelopes if env.key_store is not None]
         for env in with_keys:
             try:
                 await env.start()  # e.g. OpenPGP: our key loaded (made and published)

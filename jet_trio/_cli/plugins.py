@@ -223,7 +223,7 @@ def describe_plugins(plugins: PluginManager) -> dict[str, object]:
                 "plugin": owner,
                 "testing_only": env.testing_only,
                 "install_hint": env.install_hint,
-                "keys": env.keys is not None,
+                "key_store": env.key_store is not None,
             }
         )
         item = entry(owner)

@@ -11,9 +11,10 @@ connect, envelope sessions, plugins (load errors reported), file transfer, prese
 
 from __future__ import annotations
 
+import logging
 import weakref
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -150,11 +151,14 @@ async def envelope_sessions(
                 envelopes=frozenset() if envelopes is None else envelopes,
                 notify=notify or key_notices(out),
             )
-            probe = PluginManager(config)
-            errors = len(probe.load_errors)
-            # The hook runs with the methods the command wants, not with the empty set above.
-            probe.config = _with_envelopes(config, envelopes)
-            found = probe.envelope_sessions()
+            # Its load errors are the real manager's, reported with it; only the failures of
+            # the session hook are reported here.
+            with _quiet_loading():
+                probe = PluginManager(config)
+                errors = len(probe.load_errors)
+                # The hook runs with the methods the command wants, not the empty set above.
+                probe.config = _with_envelopes(config, envelopes)
+                found = probe.envelope_sessions()
             for err in probe.load_errors[errors:]:  # the session hook of a plugin failed
                 out.warn(str(err))
             for _, session in found:
@@ -173,6 +177,17 @@ async def envelope_sessions(
                 else:
                     sessions.running.append(session)
         yield sessions
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    log = logging.getLogger("jet_trio.plugins")
+    before = log.disabled
+    log.disabled = True
+    try:
+        yield
+    finally:
+        log.disabled = before
 
 
 def _with_envelopes(config: PluginConfig, envelopes: frozenset[str] | None) -> PluginConfig:

@@ -94,7 +94,7 @@ class KeyRecord:
 
 class KeyStore(ABC):
     """The keys and trust decisions of an envelope method: what ``jet-trio fingerprints`` lists
-    and ``jet-trio trust`` changes. Set as :attr:`EnvelopeMethod.keys`; several methods of one
+    and ``jet-trio trust`` changes. Set as :attr:`EnvelopeMethod.key_store`; several methods of one
     plugin may share one store (OMEMO's two namespaces share the devices).
     """
 
@@ -209,7 +209,7 @@ class EnvelopeMethod(ABC):
     never chosen by default."""
     install_hint: str = ""
     """How to get this method, e.g. ``pip install jet-trio-omemo``: shown when a peer lacks it."""
-    keys: KeyStore | None = None
+    key_store: KeyStore | None = None
     """The keys and trust decisions of the method, if it has keys the user decides on."""
 
     @abstractmethod

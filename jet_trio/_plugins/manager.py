@@ -376,6 +376,6 @@ def _envelope_problem(env: EnvelopeMethod) -> str | None:
             return f"{what} ({env.namespace}): {attr} must be a string"
     if not isinstance(env.testing_only, bool):
         return f"{what} ({env.namespace}): testing_only must be a bool"
-    if env.keys is not None and not isinstance(env.keys, KeyStore):
-        return f"{what} ({env.namespace}): keys must be None or a KeyStore"
+    if env.key_store is not None and not isinstance(env.key_store, KeyStore):
+        return f"{what} ({env.namespace}): key_store must be None or a KeyStore"
     return None

@@ -67,7 +67,7 @@ class Session(EnvelopeSession):
         self.config = config
         self.client = config.client
         self.dir = config.data_dir / "keyfile"
-        self.keys = Keys(self)
+        self.key_store = Keys(self)
 
     @asynccontextmanager
     async def open(self):
@@ -96,7 +96,7 @@ class Session(EnvelopeSession):
         )
 
     def check(self, jid):
-        record = KeyRecord(jid.bare, self.keys.fingerprint(), self.trust(jid))
+        record = KeyRecord(jid.bare, self.key_store.fingerprint(), self.trust(jid))
         if record.trust is KeyTrust.DISTRUSTED:
             raise TrustDecisionNeeded(f"the key file of {jid.bare} is distrusted", "keyfile",
                                       [record])
@@ -114,7 +114,7 @@ class Keyfile(EnvelopeMethod):
 
     def __init__(self, session):
         self.session = session
-        self.keys = session.keys
+        self.key_store = session.key_store
 
     async def encrypt(self, secret, peer):
         self.session.check(peer)

@@ -51,7 +51,7 @@ class NamedPlugin:
 
 def test_defaults_keep_behaviour_for_plugins_without_the_new_attributes() -> None:
     env = ToyEnvelope()
-    assert env.short_name is None and env.keys is None
+    assert env.short_name is None and env.key_store is None
     assert env.testing_only is False and env.install_hint == ""
     assert env.preferred_cipher == _ns.CIPHER_AES256_GCM
     # What the file transfer service reads, unchanged: getattr with AES-256-GCM as default.
@@ -84,7 +84,7 @@ class BadShortName(ToyEnvelope):
 
 
 class BadKeys(ToyEnvelope):
-    keys = "not a key store"  # type: ignore[assignment]
+    key_store = "not a key store"  # type: ignore[assignment]
 
 
 class BadPlugin:
@@ -98,7 +98,7 @@ def test_malformed_new_attributes_are_refused_naming_them() -> None:
     assert pm.envelopes == []
     reasons = " | ".join(e.reason for e in pm.load_errors)
     assert "short_name must be None or a word" in reasons
-    assert "keys must be None or a KeyStore" in reasons
+    assert "key_store must be None or a KeyStore" in reasons
 
 
 class Session(EnvelopeSession):

@@ -155,7 +155,7 @@ class OmemoEnvelope(EnvelopeMethod):
 
     def __init__(self, session: OmemoSession, namespace: str) -> None:
         self._session = session
-        self.keys = session.keys
+        self.key_store = session.key_store
         self.namespace = namespace
         devices_node = (
             f"{OLDMEMO}.devicelist" if namespace == OLDMEMO else "urn:xmpp:omemo:2:devices"

@@ -96,7 +96,7 @@ class OmemoSession:
         self.notify = notify
         """Shows the user a :class:`~jet_trio.plugin.KeyNotice` (a device trusted on first use,
         one left out of a transfer); ``None``: they are logged only."""
-        self.keys = OmemoKeys(self)
+        self.key_store = OmemoKeys(self)
         self.manager = manager
         self.storage = storage
         self.namespaces = namespaces

@@ -509,7 +509,7 @@ class OpenPGPEnvelope(EnvelopeMethod):
 
     def __init__(self, service: OpenPGP) -> None:
         self.service = service
-        self.keys = OpenPGPKeys(service)
+        self.key_store = OpenPGPKeys(service)
 
     async def start(self) -> None:
         """Publish our key before support is advertised (called by open_file_transfer)."""
