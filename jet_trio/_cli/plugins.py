@@ -169,15 +169,6 @@ def default_envelope(plugins: PluginManager) -> str | None:
     return next((env.namespace for env in plugins.envelopes if not env.testing_only), None)
 
 
-def strongest_envelope(plugins: PluginManager) -> str | None:
-    """The strongest loaded method that is not for testing only (as ``encrypt="auto"`` ranks
-    them), or ``None``."""
-    from .._transfer.service import envelope_strength
-
-    real = [env for env in plugins.envelopes if not env.testing_only]
-    return max(real, key=envelope_strength).namespace if real else None
-
-
 def _why_not_loaded(plugins: PluginManager, info: EnvelopeInfo) -> str:
     config = plugins.config
     if not config.wants(info.namespace, info.short_name):
