@@ -273,3 +273,35 @@ async def test_third_party_session_failure_is_not_dropped_silently(
     assert "keyfile could not be set up" in failure["message"]
     assert "shared.key" in failure["message"]
     assert "keyfile is NOT available in this run" in ran.stderr
+
+
+async def test_install_hint_when_the_recipient_lacks_the_method(
+    tmp_path: Path, local_server: LocalServer
+) -> None:
+    """bob has no keyfile plugin: alice is told before offering, with the plugin's install
+    hint; bob refuses the offer saying the method is not installed there."""
+    env = install_keyfile(tmp_path)
+    give_key(tmp_path, "alice@localhost")
+    src = payload(tmp_path, 100)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    results: dict[str, Ran] = {}
+
+    async def receive() -> None:
+        results["receive"] = await arun(
+            ["receive", "-o", str(inbox), "--timeout", "20", "--json"],
+            tmp_path,
+            local_server.env("bob"),  # without the plugin
+        )
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        args = ["send", str(src), "--to", "bob@localhost", "--wait", "15", "--json"]
+        sent = await arun(
+            [*args, "--envelope", "keyfile"], tmp_path, local_server.env("alice") | env
+        )
+    text = " ".join(sent.stderr.split())
+    assert "does not advertise the keyfile envelope method" in text, sent.stderr
+    assert "they can install it: pip install jet-trio-keyfile" in text
+    assert sent.returncode != 0
+    assert f"encrypted with {NS}, which is not installed here" in results["receive"].stderr
