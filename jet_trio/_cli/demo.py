@@ -18,6 +18,7 @@ from typing import Literal
 
 import trio
 
+from .._jet.envelope import KeyNotice
 from .._plugins.manager import PluginManager
 from .._transfer.service import open_file_transfer
 from .._transfer.types import TransferResult
@@ -27,16 +28,15 @@ from .config import cipher_preference
 from .errors import CLIError, ExitCode
 from .output import Output, human_size, rate, shown
 from .plugins import (
+    NO_METHOD_HINT,
     check_cipher,
-    loaded_omemo,
     make_plugins,
     resolve_envelope,
     short_envelope_name,
     wants_stub,
 )
-from .sessions import envelope_sessions
+from .sessions import EnvelopeSessions, envelope_sessions, report_load_errors
 from .tls import make_demo_tls
-from .transfer import report_load_errors
 
 __all__ = ["DemoOptions", "run_demo"]
 
@@ -151,8 +151,11 @@ async def _demo(
                 ssl_context=tls.client_context,
                 presence=False,
             ) as bob,
-            envelope_sessions(out, alice, work / "data" / "alice"),
-            envelope_sessions(out, bob, work / "data" / "bob"),
+            # Two throwaway accounts that trust each other on first use: nothing to announce.
+            envelope_sessions(
+                out, alice, work / "data" / "alice", notify=_no_notices
+            ) as alice_sessions,
+            envelope_sessions(out, bob, work / "data" / "bob", notify=_no_notices),
         ):
             allow_stub = opts.envelope is None or wants_stub(opts.envelope)
             plugins = {
@@ -165,7 +168,7 @@ async def _demo(
                 for name, client in (("alice", alice), ("bob", bob))
             }
             report_load_errors(out, plugins["alice"])
-            namespace = _envelope(out, opts.envelope, plugins["alice"])
+            namespace = _envelope(out, opts.envelope, plugins["alice"], alice_sessions)
             async with (
                 # Both ends run in this process: loopback is their direct path.
                 open_file_transfer(
@@ -221,18 +224,34 @@ async def _demo(
     return received, results["send"]
 
 
-def _envelope(out: Output, name: str | None, plugins: PluginManager) -> str | None:
+def _no_notices(notice: KeyNotice) -> None:
+    pass
+
+
+def _envelope(
+    out: Output, name: str | None, plugins: PluginManager, sessions: EnvelopeSessions
+) -> str | None:
     if name is not None:
         namespace = resolve_envelope(name, plugins)
     else:
-        namespace = loaded_omemo(plugins)
+        # The first method of a running envelope session (OMEMO when installed): one that
+        # needs no set-up of its own (no key to make and publish for a demo).
+        running = sessions.default_envelopes or frozenset()
+        namespace = next(
+            (
+                env.namespace
+                for env in plugins.envelopes
+                if not env.testing_only and (env.namespace in running or env.short_name in running)
+            ),
+            None,
+        )
         if namespace is None:
             namespace = _ns.JET_STUB
             out.warn(
-                "no OMEMO plugin is installed, so this demo uses the INSECURE stub envelope: the "
-                "file is encrypted, but its key travels in clear text through the server. Never "
-                "use the stub for real files; install jet-trio-omemo for real end-to-end "
-                "encryption."
+                "no envelope plugin with a session is installed, so this demo uses the INSECURE "
+                "stub envelope: the file is encrypted, but its key travels in clear text "
+                "through the server. Never use the stub for real files; "
+                f"{NO_METHOD_HINT} for real end-to-end encryption."
             )
             return namespace
     if namespace == _ns.JET_STUB:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .._transfer.types import TransferError
@@ -243,6 +243,9 @@ def _classify_one(exc: BaseException) -> Failure:
         return plugin_bug
     if isinstance(exc, KeyboardInterrupt):
         return Failure(ExitCode.INTERRUPTED, "interrupted", "interrupted", "")
+    decision = _trust_decision_needed(exc)
+    if decision is not None:
+        return Failure(ExitCode.ENCRYPTION, "encryption", msg, _trust_hint(decision))
     if isinstance(exc, TransferError):
         return _transfer_failure(exc)
     if isinstance(exc, UnknownEnvelope | UnknownCipher):
@@ -334,3 +337,46 @@ def _classify_one(exc: BaseException) -> Failure:
         f"internal error: {type(exc).__name__}: {msg}",
         "This is a bug in jet-trio; run with --debug and report the traceback.",
     )
+
+
+def trust_command(jid: object, fingerprint: str, *, distrust: bool = False) -> str:
+    """The command line that records a trust decision (the fingerprint without spaces)."""
+    compact = "".join(fingerprint.replace(":", " ").split()).lower()
+    return f"jet-trio trust {jid} {compact}" + (" --distrust" if distrust else "")
+
+
+def _trust_decision_needed(exc: BaseException) -> Any:
+    """The :class:`~jet_trio.plugin.TrustDecisionNeeded` behind ``exc`` (itself or a cause)."""
+    from .._jet.envelope import TrustDecisionNeeded
+
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, TrustDecisionNeeded) and seen.keys:
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+def _trust_hint(decision: Any) -> str:
+    """What to run for each key a transfer needs a decision about."""
+    from .._jet.envelope import KeyTrust
+
+    hints = []
+    for key in decision.keys:
+        what = f"device {key.device_id}" if key.device_id is not None else "key"
+        if key.trust is KeyTrust.DISTRUSTED:
+            hints.append(
+                f"You distrusted {key.jid}'s {decision.method} {what}; if that was a mistake, "
+                f"run `{trust_command(key.jid, key.fingerprint)}`."
+            )
+        else:
+            hints.append(
+                f"Compare {key.jid}'s {decision.method} {what} fingerprint {key.fingerprint} "
+                "with them over another channel, then run "
+                f"`{trust_command(key.jid, key.fingerprint)}` (or "
+                f"`{trust_command(key.jid, key.fingerprint, distrust=True)}` to refuse it), and "
+                "try again."
+            )
+    return " ".join(hints)

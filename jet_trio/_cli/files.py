@@ -25,12 +25,11 @@ from .._transfer.types import TransferError
 from .._xmpp import ns as _ns
 from .._xmpp.client import Client
 from .._xmpp.jid import JID
-from .account import AccountOptions, connect
-from .config import cipher_preference
+from .account import AccountOptions
 from .errors import CLIError, ExitCode
 from .output import Output, human_size, shown
-from .plugins import check_cipher, make_plugins, wants_stub
-from .sessions import envelope_sessions
+from .plugins import NO_METHOD_HINT, check_cipher, wants_stub
+from .sessions import open_account
 from .transfer import (
     Transport,
     _choose_envelope,
@@ -39,7 +38,6 @@ from .transfer import (
     _peer_jid,
     check_output_dir,
     hint_partials,
-    report_load_errors,
 )
 
 __all__ = [
@@ -59,23 +57,11 @@ async def _file_transfer(
 ) -> AsyncIterator[tuple[Client, FileTransfer]]:
     """Log in, start the envelope plugins and file transfer; presence is sent by the caller."""
     direct = _direct_host(direct_host)  # a bad value is a usage error before connecting
-    jid = account.jid()
-    data_dir = account.account_data_dir(jid)
-    async with (
-        connect(account, jid, presence=False) as client,
-        envelope_sessions(out, client, data_dir),
-    ):
-        plugins = make_plugins(
-            account=client.jid, client=client, data_dir=data_dir, allow_stub=allow_stub
-        )
-        report_load_errors(out, plugins)
-        async with open_file_transfer(
-            client,
-            plugins=plugins,
-            direct_addresses=direct,
-            cipher_preference=cipher_preference(str(jid)),
-        ) as ft:
-            yield client, ft
+    async with open_account(
+        out, account, allow_stub=allow_stub, direct=direct, presence=False
+    ) as opened:
+        assert opened.ft is not None
+        yield opened.client, opened.ft
 
 
 async def _wait_for(client: Client, peer: JID, wait: float) -> JID:
@@ -111,21 +97,15 @@ async def run_share(out: Output, account: AccountOptions, opts: ShareOptions) ->
             raise CLIError(ExitCode.FILE, "file", f"{f} {what}", "Check the path.")
     allowed = [_peer_jid(j, "--to").bare for j in opts.to] or None
     _direct_host(opts.direct_host)  # a bad value is a usage error before connecting
-    jid = account.jid()
-    data_dir = account.account_data_dir(jid)
     deadline = math.inf if opts.timeout is None else trio.current_time() + opts.timeout
-    async with (
-        connect(account, jid, presence=False) as client,
-        envelope_sessions(out, client, data_dir),
-    ):
-        plugins = make_plugins(
-            account=client.jid, client=client, data_dir=data_dir, allow_stub=opts.accept_stub
-        )
-        report_load_errors(out, plugins)
+    async with open_account(
+        out, account, allow_stub=opts.accept_stub, file_transfer=False
+    ) as opened:
+        client, plugins = opened.client, opened.plugins
         if not plugins.envelopes:
             out.warn(
                 "no end-to-end encryption method is installed: only unencrypted requests can "
-                "be served (install the OMEMO plugin)"
+                f"be served ({NO_METHOD_HINT})"
             )
         await _serve_shared(out, client, plugins, opts, allowed, deadline)
     return ExitCode.OK

@@ -1,41 +1,35 @@
-"""``jet-trio fingerprints`` and ``jet-trio trust``: the keys of the OMEMO and OpenPGP plugins.
+"""``jet-trio fingerprints`` and ``jet-trio trust``: the keys of the envelope methods.
 
-Both plugins are optional and imported by name. OMEMO runs through the session the tool starts
-for every login (``_cli_sessions``); OpenPGP is opened here with ``open_openpgp`` on the same
-data directory its entry point uses, so trust decisions made here apply to ``send`` and
-``receive``.
+Every loaded envelope method with a :attr:`~jet_trio.plugin.EnvelopeMethod.key_store` is
+listed (a store shared by several methods once), whichever plugin provides it: the tool logs in
+as ``send`` does (:func:`~.sessions.open_account`: envelope sessions, plugins), starts those
+methods (e.g. an OpenPGP key is loaded, or made and published) and asks their stores. Trust
+decisions made here are the ones ``send`` and ``receive`` apply.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from types import ModuleType
-from typing import Any
 
+from .._errors import JetError
+from .._jet.envelope import KeyRecord, KeyStore
 from .._xmpp.client import Client
 from .._xmpp.jid import JID
-from .account import AccountOptions, connect
+from .account import AccountOptions
 from .errors import CLIError, ExitCode
 from .output import Output, shown
-from .sessions import envelope_sessions
+from .plugins import NO_METHOD_HINT
+from .sessions import open_account, trust_command
 from .transfer import _peer_jid
 
 __all__ = ["FingerprintOptions", "TrustOptions", "run_fingerprints", "run_trust"]
 
-METHODS = ("omemo", "openpgp")
-_MODULES = {"omemo": "jet_trio_omemo", "openpgp": "jet_trio_openpgp"}
-_INSTALL = {
-    "omemo": "pip install plugins/jet-trio-omemo",
-    "openpgp": "pip install plugins/jet-trio-openpgp",
-}
-
 
 @dataclass(frozen=True)
 class KeyRow:
-    """One device (OMEMO) or key (OpenPGP) of an account, as listed."""
+    """One device (OMEMO) or key (OpenPGP) of an account, as listed (``--json``)."""
 
     envelope: str
     jid: str
@@ -49,122 +43,73 @@ class KeyRow:
     active: bool = True
     """OMEMO: the device is in the account's device list; OpenPGP: the key is published."""
 
-    def compact(self) -> str:
-        return "".join(self.fingerprint.split()).lower()
-
-
-def _optional(module: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        return None
-
-
-def _wanted_methods(envelope: str | None) -> list[str]:
-    if envelope is None:
-        found = [m for m in METHODS if _optional(_MODULES[m]) is not None]
-        if not found:
-            raise CLIError(
-                ExitCode.ENCRYPTION,
-                "encryption",
-                "neither the OMEMO nor the OpenPGP plugin is installed",
-                f"Install one ({_INSTALL['omemo']}).",
-            )
-        return found
-    name = envelope.strip().lower()
-    if name not in METHODS:
-        raise CLIError(
-            ExitCode.USAGE, "usage", f"--envelope {envelope!r}: choose omemo or openpgp", ""
+    @classmethod
+    def of(cls, store: KeyStore, key: KeyRecord) -> KeyRow:
+        return cls(
+            store.name,
+            str(key.jid),
+            key.fingerprint,
+            key.trust.value,
+            key.own,
+            key.device_id,
+            key.active,
         )
-    if _optional(_MODULES[name]) is None:
-        raise CLIError(
-            ExitCode.ENCRYPTION,
-            "encryption",
-            f"the {name} plugin is not installed",
-            f"Install it ({_INSTALL[name]}).",
-        )
-    return [name]
 
 
 class _Keys:
-    """The running key services of one login: ``omemo`` (an OmemoSession), ``openpgp``."""
+    """The key stores of one login (one per store, in the order of the methods)."""
 
-    def __init__(self, client: Client, omemo: Any, pgp: Any) -> None:
+    def __init__(self, client: Client, stores: list[KeyStore]) -> None:
         self.client = client
-        self.omemo = omemo
-        self.pgp = pgp
+        self.stores = stores
 
-    @property
-    def methods(self) -> list[str]:
-        return [m for m, s in (("omemo", self.omemo), ("openpgp", self.pgp)) if s is not None]
 
-    async def rows(self, method: str, jid: JID) -> list[KeyRow]:
-        if method == "omemo":
-            devices = await self.omemo.devices(jid, refresh=True)
-            return [
-                KeyRow(
-                    "omemo",
-                    d.jid,
-                    d.fingerprint,
-                    "own" if d.own else d.trust,
-                    d.own,
-                    d.device_id,
-                    d.active,
-                )
-                for d in devices
-            ]
-        keys = await self.pgp.fingerprints(jid)
-        mine = self.pgp.fingerprint if jid.bare == self.client.jid.bare else None
-        return [
-            KeyRow(
-                "openpgp",
-                str(k.jid),
-                k.display,
-                "own" if k.fingerprint == mine else (k.state.value if k.state else "undecided"),
-                k.fingerprint == mine,
-                None,
-                k.published,
-            )
-            for k in keys
-        ]
+def _stores(envelopes: list[object]) -> list[KeyStore]:
+    stores: list[KeyStore] = []
+    for env in envelopes:
+        store = getattr(env, "key_store", None)
+        if isinstance(store, KeyStore) and all(store is not s for s in stores):
+            stores.append(store)
+    return stores
 
 
 @asynccontextmanager
 async def _open_keys(
-    out: Output, account: AccountOptions, methods: list[str]
+    out: Output, account: AccountOptions, envelope: str | None
 ) -> AsyncIterator[_Keys]:
-    jid = account.jid()
-    data_dir = account.account_data_dir(jid)
-    async with (
-        connect(account, jid, presence=False) as client,
-        envelope_sessions(out, client, data_dir),
-        AsyncExitStack() as stack,
-    ):
-        omemo = pgp = None
-        if "omemo" in methods:
-            module: Any = _optional(_MODULES["omemo"])
-            omemo = module.attached_session(client) if module is not None else None
-            if omemo is None:
-                out.warn("OMEMO is not running for this account (see the warning above)")
-        if "openpgp" in methods:
-            module = _optional(_MODULES["openpgp"])
-            if module is not None:
-                pgp = await stack.enter_async_context(module.open_openpgp(client, data_dir))
-        keys = _Keys(client, omemo, pgp)
-        if not keys.methods:
+    if envelope is not None and not envelope.strip():
+        raise CLIError(ExitCode.USAGE, "usage", "--envelope: give a method name", "")
+    async with open_account(out, account, envelope=envelope, file_transfer=False) as opened:
+        plugins = opened.plugins
+        with_keys = [env for env in plugins.envelopes if env.key_store is not None]
+        for env in with_keys:
+            try:
+                await env.start()  # e.g. OpenPGP: our key loaded (made and published)
+            except JetError:
+                raise
+            except Exception as exc:
+                out.warn(f"the {env.short_name or env.namespace} envelope could not start: {exc}")
+                with_keys.remove(env)
+        stores = _stores(list(with_keys))
+        if not stores:
+            what = (
+                f"the {envelope.strip()!r} envelope method is not loaded, or"
+                if envelope
+                else ("no loaded envelope method")
+            )
             raise CLIError(
                 ExitCode.ENCRYPTION,
                 "encryption",
-                "no key-based envelope method could be started",
-                "Run with --debug to see why.",
+                f"{what} has no keys to list or trust",
+                f"See `jet-trio plugins` for what is loaded and why not (or {NO_METHOD_HINT}).",
             )
-        yield keys
+        yield _Keys(opened.client, stores)
 
 
 def _row_text(row: KeyRow) -> str:
     device = f"device {row.device_id:<10} " if row.device_id is not None else ""
     trust = {
-        "own": "[bold]this device[/]" if row.envelope == "omemo" else "[bold]own key[/]",
+        "own": "[bold]this device[/]" if row.device_id is not None else "[bold]own key[/]",
         "verified": "[green]verified[/]",
         "distrusted": "[red]distrusted[/]",
         "undecided": "[yellow]undecided[/]",
@@ -174,39 +119,66 @@ def _row_text(row: KeyRow) -> str:
     return f"  {shown(row.jid)}  {device}{shown(row.fingerprint)}  {trust}{gone}"
 
 
-_TITLES = {"omemo": "OMEMO devices", "openpgp": "OpenPGP keys"}
-
-
 @dataclass(frozen=True)
 class FingerprintOptions:
     jids: tuple[str, ...]
     envelope: str | None
 
 
+def check_key_envelope(envelope: str | None) -> None:
+    """Before logging in: ``--envelope NAME`` names a method an installed plugin declares, and
+    one that has keys (not a testing-only one): else a usage error (exit code 2)."""
+    if envelope is None:
+        return
+    from .plugins import declared_envelopes
+
+    name = envelope.strip()
+    infos = [i for i in declared_envelopes() if name in (i.namespace, i.short_name)]
+    if not infos:
+        raise CLIError(
+            ExitCode.USAGE,
+            "usage",
+            f"--envelope {name!r}: no installed plugin provides this envelope method",
+            "See `jet-trio plugins` for the installed methods.",
+        )
+    if all(i.testing_only for i in infos):
+        raise CLIError(
+            ExitCode.USAGE,
+            "usage",
+            f"--envelope {name}: a testing-only method, without keys to list or trust",
+            "See `jet-trio plugins` for the installed methods.",
+        )
+
+
+async def _rows(out: Output, store: KeyStore, jid: JID) -> list[KeyRow] | None:
+    try:
+        return [KeyRow.of(store, k) for k in await store.list_keys(jid)]
+    except Exception as exc:  # e.g. no OMEMO device list: listed as nothing
+        out.warn(f"cannot read the {store.name} keys of {jid}: {exc}")
+        return None
+
+
 async def run_fingerprints(out: Output, account: AccountOptions, opts: FingerprintOptions) -> int:
-    methods = _wanted_methods(opts.envelope)
+    check_key_envelope(opts.envelope)
     peers = [_peer_jid(j, "JID").bare for j in opts.jids]
     all_rows: list[KeyRow] = []
-    async with _open_keys(out, account, methods) as keys:
+    async with _open_keys(out, account, opts.envelope) as keys:
         me = keys.client.jid.bare
-        for method in keys.methods:
-            out.say(f"[bold]{_TITLES[method]}[/]")
+        for store in keys.stores:
+            out.say(f"[bold]{shown(store.title)}[/]")
             for jid in [me, *[p for p in peers if p != me]]:
-                try:
-                    rows = await keys.rows(method, jid)
-                except Exception as exc:  # e.g. no OMEMO device list: listed as nothing
-                    out.warn(f"cannot read the {method} keys of {jid}: {exc}")
-                    rows = []
+                rows = await _rows(out, store, jid) or []
                 all_rows += rows
                 for row in rows:
                     out.say(_row_text(row))
                 if not rows:
                     out.say(f"  {shown(jid)}  none published")
     out.emit({"status": "ok", "account": str(me), "keys": [asdict(r) for r in all_rows]})
-    if any(r.trust == "undecided" for r in all_rows):
+    undecided = [r for r in all_rows if r.trust in ("undecided", "tofu")]
+    for row in undecided:
         out.note(
-            "Compare fingerprints with their owner over another channel, then: "
-            "jet-trio trust JID FINGERPRINT (or --distrust)"
+            f"Compare {row.jid}'s fingerprint with its owner over another channel, then: "
+            f"{trust_command(row.jid, row.fingerprint)} (or add --distrust)"
         )
     return ExitCode.OK
 
@@ -219,20 +191,14 @@ class TrustOptions:
     envelope: str | None
 
 
-def _matches(row: KeyRow, wanted: str) -> bool:
-    if row.compact() == wanted:
-        return True
-    return row.device_id is not None and wanted.isdigit() and int(wanted) == row.device_id
-
-
 async def run_trust(out: Output, account: AccountOptions, opts: TrustOptions) -> int:
-    methods = _wanted_methods(opts.envelope)
+    check_key_envelope(opts.envelope)
     jid = _peer_jid(opts.jid, "JID").bare
     wanted = "".join(opts.fingerprint.replace(":", " ").split()).lower()
     if not wanted:
         raise CLIError(ExitCode.USAGE, "usage", "the fingerprint is empty", "")
     changed: list[KeyRow] = []
-    async with _open_keys(out, account, methods) as keys:
+    async with _open_keys(out, account, opts.envelope) as keys:
         if jid == keys.client.jid.bare:
             raise CLIError(
                 ExitCode.USAGE,
@@ -240,33 +206,28 @@ async def run_trust(out: Output, account: AccountOptions, opts: TrustOptions) ->
                 "trust decisions are about other accounts",
                 "Pass the JID of the peer whose fingerprint you compared.",
             )
-        for method in keys.methods:
+        for store in keys.stores:
             try:
-                rows = await keys.rows(method, jid)
+                found = store.find(await store.list_keys(jid), wanted)
             except Exception as exc:
-                out.warn(f"cannot read the {method} keys of {jid}: {exc}")
+                out.warn(f"cannot read the {store.name} keys of {jid}: {exc}")
                 continue
-            for row in rows:
-                if not _matches(row, wanted):
-                    continue
-                if method == "omemo":
-                    await keys.omemo.set_trust(jid, row.device_id, not opts.distrust)
-                elif opts.distrust:
-                    keys.pgp.distrust(jid, row.fingerprint)
-                else:
-                    keys.pgp.verify(jid, row.fingerprint)
-                after = [r for r in await keys.rows(method, jid) if _matches(r, wanted)]
-                changed += after
+            for key in found:
+                changed.append(KeyRow.of(store, await store.set_trust(key, not opts.distrust)))
         if not changed:
+            names = " or ".join(s.name for s in keys.stores)
             raise CLIError(
                 ExitCode.USAGE,
                 "usage",
-                f"{jid} has no {' or '.join(keys.methods)} key with fingerprint "
-                f"{opts.fingerprint!r}",
+                f"{jid} has no {names} key with fingerprint {opts.fingerprint!r}",
                 f"List its keys with `jet-trio fingerprints {jid}`.",
             )
     for row in changed:
         out.emit({"status": "ok", **asdict(row)})
-        what = f"OMEMO device {row.device_id}" if row.device_id is not None else "OpenPGP key"
+        what = (
+            f"{row.envelope} device {row.device_id}"
+            if row.device_id is not None
+            else (f"{row.envelope} key")
+        )
         out.say(f"{shown(row.jid)}'s {what} {shown(row.fingerprint)} is now {shown(row.trust)}")
     return ExitCode.OK

@@ -560,21 +560,18 @@ def resume(**kw: Any) -> Callable[[Output], Awaitable[int]]:
     return lambda out: run_resume(out, account, opts)
 
 
-KEY_ENVELOPES = ("omemo", "openpgp")
-
-
 @cli.command()
 @click.argument("jids", nargs=-1, metavar="[JID]...")
 @click.option(
     "--envelope",
-    type=click.Choice(KEY_ENVELOPES),
-    help="Only this method (default: every one installed).",
+    metavar="NAME",
+    help="Only this method, e.g. omemo or openpgp (default: every one with keys).",
 )
 @account_options
 @output_options
 @command
 def fingerprints(**kw: Any) -> Callable[[Output], Awaitable[int]]:
-    """Show your OMEMO devices and OpenPGP key, and those of each JID, with their trust."""
+    """Show your keys (OMEMO devices, OpenPGP key...) and those of each JID, with their trust."""
     from .keys import FingerprintOptions, run_fingerprints
 
     account = _account(kw)
@@ -588,8 +585,8 @@ def fingerprints(**kw: Any) -> Callable[[Output], Awaitable[int]]:
 @click.option("--distrust", is_flag=True, help="Refuse this device or key from now on.")
 @click.option(
     "--envelope",
-    type=click.Choice(KEY_ENVELOPES),
-    help="Only look at this method (default: every one installed).",
+    metavar="NAME",
+    help="Only look at this method, e.g. omemo or openpgp (default: every one with keys).",
 )
 @account_options
 @output_options
@@ -618,7 +615,7 @@ def plugins(**kw: Any) -> Callable[[Output], Awaitable[int]]:
     such as OpenPGP, are only loaded then.
     """
     from .account import connect
-    from .plugins import describe_plugins, make_plugins
+    from .plugins import describe_plugins, make_plugins, print_plugins
     from .sessions import envelope_sessions
 
     opts = _account(kw)
@@ -638,49 +635,10 @@ def plugins(**kw: Any) -> Callable[[Output], Awaitable[int]]:
         if out.json_mode:
             out.emit({"status": "ok", **info})
         else:
-            _print_plugins(out, info)
+            print_plugins(out, info)
         return ExitCode.OK
 
     return body
-
-
-def _print_plugins(out: Output, info: dict[str, Any]) -> None:
-    from .output import shown as escape
-
-    out.say("[bold]Envelope methods[/] (--envelope NAME)")
-    for env in info["envelopes"]:
-        note = "  [yellow](INSECURE, testing only)[/]" if env["testing_only"] else ""
-        out.say(f"  {env['name']:<8} {escape(env['namespace'])}{note}")
-        out.say(f"           features: {escape(', '.join(env['features']))}")
-        out.say(f"           from {escape(env['provider'])}")
-    if not [e for e in info["envelopes"] if not e["testing_only"]]:
-        out.say(
-            "  [yellow]no real end-to-end encryption method is installed[/] "
-            "(install jet-trio-omemo)"
-        )
-    out.say("[bold]Ciphers[/] (--cipher URN)")
-    for c in info["ciphers"]:
-        aliases = f" (also {', '.join(c['aliases'])})" if c["aliases"] else ""
-        out.say(
-            f"  {escape(c['urn'])}{escape(aliases)}: key {c['key_size']} B, "
-            f"IV {c['iv_size']} B, tag {c['tag_size']} B"
-        )
-    out.say("[bold]Disco features advertised[/]")
-    for feature in info["disco_features"]:
-        out.say(f"  {escape(feature)}")
-    out.say("[bold]Plugins loaded[/]: " + escape(", ".join(info["plugins"])))
-    if info["load_errors"]:
-        out.say("[bold red]Plugins skipped[/]")
-        for err in info["load_errors"]:
-            dist = f" (from {err['distribution']})" if err["distribution"] else ""
-            out.say(f"  {escape(err['plugin'] + dist)}: {escape(err['reason'])}")
-    else:
-        out.say("[bold]Plugins skipped[/]: none")
-    if not info["logged_in"]:
-        out.say(
-            "[dim]Not logged in: envelope methods that need a connection (OMEMO, OpenPGP) are not "
-            "listed; pass --account to see them.[/]"
-        )
 
 
 COMPLETION_SHELLS = ("bash", "zsh", "fish")

@@ -12,6 +12,7 @@ from typing import Literal
 
 import trio
 
+from .._errors import JetError
 from .._plugins.manager import PluginManager
 from .._transfer.description import FileTransferError, safe_filename
 from .._transfer.files import find_partials
@@ -20,23 +21,22 @@ from .._transfer.types import TransferError
 from .._transports.s5b import candidate_host_problem
 from .._transports.s5b_direct import DirectAddresses
 from .._xmpp import ns as _ns
+from .._xmpp.client import Client
 from .._xmpp.jid import JID, InvalidJID
-from .account import AccountOptions, connect
+from .account import AccountOptions
 from .config import cipher_preference
 from .errors import CLIError, ExitCode, classify
 from .output import Output, ProgressBars, human_size
 from .plugins import (
-    ENVELOPE_NAMES,
+    NO_METHOD_HINT,
     check_cipher,
     default_envelope,
-    make_plugins,
-    may_use_omemo,
     resolve_envelope,
     short_envelope_name,
-    wanted_envelopes,
     wants_stub,
 )
-from .sessions import check_send_envelope, envelope_sessions, omemo_running
+from .sessions import check_send_envelope, open_account
+from .sessions import report_load_errors as report_load_errors
 
 __all__ = ["ReceiveOptions", "SendOptions", "run_receive", "run_send"]
 
@@ -90,11 +90,6 @@ def hint_partials(out: Output, directory: Path, sha256: str | None = None) -> No
         )
 
 
-def report_load_errors(out: Output, plugins: PluginManager) -> None:
-    for err in plugins.load_errors:
-        out.warn(str(err))
-
-
 @dataclass(frozen=True)
 class SendOptions:
     file: Path
@@ -108,7 +103,7 @@ class SendOptions:
 
 
 def _choose_envelope(out: Output, name: str | None, plugins: PluginManager) -> str | None:
-    check_send_envelope(plugins.config.client, name)  # no quiet stand-in for a failed OMEMO
+    check_send_envelope(plugins.config.client, name)  # no quiet stand-in for a failed session
     if name is None:
         namespace = default_envelope(plugins)
         if namespace is None:
@@ -116,8 +111,8 @@ def _choose_envelope(out: Output, name: str | None, plugins: PluginManager) -> s
                 ExitCode.ENCRYPTION,
                 "encryption",
                 "no end-to-end encryption method is installed",
-                "Install the OMEMO plugin (pip install plugins/jet-trio-omemo), or pass "
-                "--envelope none to send without end-to-end encryption.",
+                f"{NO_METHOD_HINT[0].upper()}{NO_METHOD_HINT[1:]}, or pass --envelope none to "
+                "send without end-to-end encryption.",
             )
         return "auto"  # the strongest method both sides support (OMEMO 2 before legacy OMEMO)
     namespace = resolve_envelope(name, plugins)
@@ -133,10 +128,32 @@ def _choose_envelope(out: Output, name: str | None, plugins: PluginManager) -> s
     return namespace
 
 
-def _how(namespace: str | None) -> str:
+async def _warn_unsupported(
+    out: Output, client: Client, peer: JID, namespace: str | None, plugins: PluginManager
+) -> None:
+    """Before offering with an explicitly chosen method: say when ``peer`` does not advertise
+    it, and how they get it (the method's install hint); the offer is still made."""
+    if namespace in (None, "auto"):
+        return
+    method = plugins.envelope(namespace)
+    try:
+        with trio.fail_after(10):
+            info = await client.features_of(peer)
+    except (trio.TooSlowError, JetError):
+        return
+    if info.has(*method.features):
+        return
+    get = f"; they can install it: {method.install_hint}" if method.install_hint else ""
+    out.warn(
+        f"{peer} does not advertise the {method.short_name or method.namespace} envelope method, "
+        f"so it will probably refuse the offer{get}"
+    )
+
+
+def _how(namespace: str | None, plugins: PluginManager | None = None) -> str:
     if namespace == "auto":
         return "the strongest end-to-end encryption both sides support"
-    return short_envelope_name(namespace) if namespace else "no end-to-end encryption"
+    return short_envelope_name(namespace, plugins) if namespace else "no end-to-end encryption"
 
 
 async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> int:
@@ -146,31 +163,22 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
     to = _peer_jid(opts.to, "--to")
     check_cipher(opts.cipher)
     direct = _direct_host(opts.direct_host)
-    jid = account.jid()
-    data_dir = account.account_data_dir(jid)
-    async with (
-        connect(account, jid, presence=False) as client,
-        envelope_sessions(out, client, data_dir, omemo_wanted=may_use_omemo(opts.envelope)),
-    ):
-        wanted = wanted_envelopes(opts.envelope)
-        if wanted is None and omemo_running(client):
-            # The default is OMEMO whenever it runs: the other methods would be prepared (an
-            # OpenPGP key loaded or made, and published) for nothing.
-            wanted = frozenset(ENVELOPE_NAMES["omemo"])
-        plugins = make_plugins(
-            account=client.jid,
-            client=client,
-            data_dir=data_dir,
-            allow_stub=wants_stub(opts.envelope),
-            envelopes=wanted,
-        )
-        report_load_errors(out, plugins)
+    async with open_account(
+        out,
+        account,
+        envelope=opts.envelope,
+        allow_stub=wants_stub(opts.envelope),
+        direct=direct,
+        file_transfer=False,
+        sending=True,
+    ) as opened:
+        client, plugins = opened.client, opened.plugins
         namespace = _choose_envelope(out, opts.envelope, plugins)
         async with open_file_transfer(
             client,
             plugins=plugins,
             direct_addresses=direct,
-            cipher_preference=cipher_preference(str(jid)),
+            cipher_preference=cipher_preference(str(account.jid())),
         ) as ft:
             await client.send_presence()  # now ready: keys published, features advertised
             out.note(f"logged in as {client.jid}; waiting for {to} to be online")
@@ -185,7 +193,8 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
                     "Check that the recipient is online (and that you are in each other's "
                     "contact lists), or wait longer with --wait.",
                 ) from None
-            how = _how(namespace)
+            await _warn_unsupported(out, client, peer, namespace, plugins)
+            how = _how(namespace, plugins)
             out.note(f"offering {opts.file.name} to {peer} ({how})")
             with out.progress() as bars:
                 result = await ft.send_file(
@@ -258,8 +267,8 @@ def _refusal(
         loaded = {env.namespace for env in plugins.envelopes}
         if offer.envelope not in loaded:
             why = (
-                f"it is encrypted with {short_envelope_name(offer.envelope)}, which is not "
-                "installed here"
+                f"it is encrypted with {short_envelope_name(offer.envelope, plugins)}, which is "
+                "not installed here"
             )
             return _Refusal(why, why.replace("here", "at the recipient"))
     try:
@@ -301,11 +310,15 @@ async def _reject_quietly(offer: IncomingOffer, why: _Refusal) -> None:
 
 
 async def _receive_one(
-    out: Output, opts: ReceiveOptions, offer: IncomingOffer, bars: ProgressBars
+    out: Output,
+    opts: ReceiveOptions,
+    offer: IncomingOffer,
+    bars: ProgressBars,
+    plugins: PluginManager | None = None,
 ) -> ExitCode:
     """Accept ``offer`` and report how it ended; the exit code it calls for."""
     how = (
-        f"encrypted with {short_envelope_name(offer.envelope)}"
+        f"encrypted with {short_envelope_name(offer.envelope, plugins)}"
         if offer.envelope
         else "NOT encrypted"
     )
@@ -365,22 +378,16 @@ async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions
     check_output_dir(opts.output_dir)
     direct = _direct_host(opts.direct_host)
     sender = _peer_jid(opts.sender, "--from") if opts.sender else None
-    jid = account.jid()
-    data_dir = account.account_data_dir(jid)
     first_error = ExitCode.OK
     done = 0
-    async with (
-        connect(account, jid, presence=False) as client,
-        envelope_sessions(out, client, data_dir),
-    ):
-        plugins = make_plugins(
-            account=client.jid, client=client, data_dir=data_dir, allow_stub=opts.accept_stub
-        )
-        report_load_errors(out, plugins)
+    async with open_account(
+        out, account, allow_stub=opts.accept_stub, direct=direct, file_transfer=False
+    ) as opened:
+        client, plugins = opened.client, opened.plugins
         if not plugins.envelopes and not opts.accept_unencrypted:
             out.warn(
                 "no end-to-end encryption method is installed: every offer will be refused "
-                "(install the OMEMO plugin)"
+                f"({NO_METHOD_HINT})"
             )
         async with open_file_transfer(client, plugins=plugins, direct_addresses=direct) as ft:
             await client.send_presence()  # senders see us only once we can receive
@@ -412,7 +419,7 @@ async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions
                         async def take(offer: IncomingOffer = offer) -> None:
                             nonlocal first_error, done, reserved
                             try:
-                                code = await _receive_one(out, opts, offer, bars)
+                                code = await _receive_one(out, opts, offer, bars, plugins)
                             finally:
                                 reserved -= offer.size
                                 slots.release()

@@ -94,10 +94,15 @@ class Cipher(ABC):
     urn: str
     aliases: tuple[str, ...] = ()
     key_size: int
+    """The length of the key in bytes (32 for AES-256-GCM)."""
     iv_size: int
     accepted_iv_sizes: frozenset[int]
     tag_size: int
+    """The length of the authentication tag that follows the ciphertext, in bytes."""
     max_plaintext_size: int
+    install_hint: str = ""
+    """How to get this cipher, e.g. ``pip install jet-trio-chacha20``: shown when a peer lacks
+    it. Optional."""
 
     @abstractmethod
     def new_encryptor(self, key: bytes, iv: bytes) -> StreamEncryptor:

@@ -24,7 +24,7 @@ import pluggy
 
 from .._errors import JetError
 from .._jet.cipher import Cipher, UnknownCipher
-from .._jet.envelope import EnvelopeMethod
+from .._jet.envelope import EnvelopeInfo, EnvelopeMethod, EnvelopeSession, KeyStore
 from .._xmpp import ns as _ns
 from . import builtin_ciphers as _builtin_ciphers
 from . import guard as _guard
@@ -106,6 +106,7 @@ class PluginManager:
         self._cipher_list: list[Cipher] = []
         self._envelopes: dict[str, EnvelopeMethod] = {}
         self._envelope_owners: dict[str, str] = {}
+        self._cipher_owners: dict[str, str] = {}
 
         for name, module in _BUILTINS:
             self._register(module, name, None)
@@ -259,6 +260,7 @@ class PluginManager:
                 self._ciphers.setdefault(n, cipher)  # a built-in's own aliases: the first
             self._cipher_list.append(cipher)
             kept[plugin] = kept.get(plugin, 0) + 1
+            self._cipher_owners[cipher.urn] = plugin
 
         wanted = self.config.envelopes
         envelopes: list[tuple[str, EnvelopeMethod]] = []
@@ -280,7 +282,7 @@ class PluginManager:
                 self._fail(plugin, self._dists.get(plugin), clash)
                 continue
             kept[plugin] = kept.get(plugin, 0) + 1
-            if wanted is not None and env.namespace not in wanted:
+            if wanted is not None and not self.config.wants(env.namespace, env.short_name):
                 continue  # not used by this run: never started, not advertised
             if env.namespace in self._envelopes:
                 continue  # a built-in returned it twice
@@ -335,6 +337,28 @@ class PluginManager:
                 raise
             except Exception as exc:
                 self._refuse_envelope(env, f"start() raised {type(exc).__name__}: {exc}")
+
+    # -- optional hooks: sessions and declarations -----------------------------------------------
+
+    def envelope_sessions(self) -> list[tuple[str, EnvelopeSession]]:
+        """The sessions the plugins run around the connection (``jet_envelope_sessions``), with
+        the name of each one's plugin; a plugin whose hook fails is skipped and reported."""
+        return self._call_each("jet_envelope_sessions", EnvelopeSession, config=self.config)
+
+    def describe_envelopes(self) -> list[tuple[str, EnvelopeInfo]]:
+        """The envelope methods each plugin declares (``jet_describe_envelopes``), loaded in
+        this run or not, with the plugin's name."""
+        return self._call_each("jet_describe_envelopes", EnvelopeInfo)
+
+    def owner(self, item: EnvelopeMethod | Cipher) -> str | None:
+        """The name of the plugin that provided a loaded envelope method or cipher."""
+        if isinstance(item, EnvelopeMethod):
+            return self._envelope_owners.get(item.namespace)
+        return self._cipher_owners.get(item.urn)
+
+    def distribution(self, plugin: str) -> str | None:
+        """The distribution (package) a plugin came from, if known."""
+        return self._dists.get(plugin)
 
     # -- lookups ---------------------------------------------------------------------------------
 
@@ -479,4 +503,14 @@ def _envelope_problem(env: EnvelopeMethod) -> str | None:
         isinstance(f, str) and f for f in features
     ):
         return f"{what} ({env.namespace}): features must be a tuple of strings, not {features!r}"
+    short = env.short_name
+    if short is not None and (not isinstance(short, str) or not short or short != short.strip()):
+        return f"{what} ({env.namespace}): short_name must be None or a word, not {short!r}"
+    for attr in ("preferred_cipher", "install_hint"):
+        if not isinstance(getattr(env, attr), str):
+            return f"{what} ({env.namespace}): {attr} must be a string"
+    if not isinstance(env.testing_only, bool):
+        return f"{what} ({env.namespace}): testing_only must be a bool"
+    if env.key_store is not None and not isinstance(env.key_store, KeyStore):
+        return f"{what} ({env.namespace}): key_store must be None or a KeyStore"
     return None

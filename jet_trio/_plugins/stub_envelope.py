@@ -18,12 +18,12 @@ import logging
 from lxml import etree
 
 from .._jet.cipher import Cipher, TransportSecret
-from .._jet.envelope import DecryptedEnvelope, EnvelopeError, EnvelopeMethod, Trust
+from .._jet.envelope import DecryptedEnvelope, EnvelopeError, EnvelopeInfo, EnvelopeMethod, Trust
 from .._xmpp import ns as _ns
 from .._xmpp.jid import JID
 from .hookspecs import PluginConfig, hookimpl
 
-__all__ = ["StubEnvelope", "jet_register_envelopes"]
+__all__ = ["StubEnvelope", "jet_describe_envelopes", "jet_register_envelopes"]
 
 logger = logging.getLogger("jet_trio.stub_envelope")
 
@@ -37,6 +37,8 @@ class StubEnvelope(EnvelopeMethod):
 
     namespace = _ns.JET_STUB
     features = (_ns.JET_STUB_FEATURE,)
+    short_name = "stub"
+    testing_only = True
 
     async def encrypt(self, secret: TransportSecret, peer: JID) -> etree._Element:
         """Put ``secret`` in clear text into a stub envelope for ``peer``."""
@@ -86,3 +88,15 @@ def jet_register_envelopes(config: PluginConfig) -> list[EnvelopeMethod]:
         return []
     logger.warning("INSECURE: the JET stub envelope is enabled (testing and demos only)")
     return [StubEnvelope()]
+
+
+@hookimpl
+def jet_describe_envelopes() -> list[EnvelopeInfo]:
+    return [
+        EnvelopeInfo(
+            _ns.JET_STUB,
+            "stub",
+            requires="to be enabled (allow_stub_envelope; --envelope stub, --accept-stub)",
+            testing_only=True,
+        )
+    ]

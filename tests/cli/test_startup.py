@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import jet_trio
-from jet_trio._cli.plugins import may_use_omemo, wanted_envelopes
+from jet_trio._cli.plugins import wanted_envelopes
 
 from ._run import cli_env
 from .conftest import LocalServer
@@ -145,42 +145,49 @@ async def test_stub_send_does_not_start_omemo(tmp_path: Path, local_server: Loca
     [
         (None, None),
         ("none", frozenset()),
-        ("stub", frozenset({"urn:xmpp:encryption:stub:0"})),
-        (" OMEMO ", frozenset({"eu.siacs.conversations.axolotl", "urn:xmpp:omemo:2"})),
+        ("stub", frozenset({"stub"})),
+        (" OMEMO ", frozenset({"omemo"})),  # a short name: any method calling itself so
         ("urn:xmpp:omemo:2", frozenset({"urn:xmpp:omemo:2"})),
-        ("openpgp", frozenset({"urn:xmpp:openpgp:0"})),
+        ("openpgp", frozenset({"openpgp"})),
     ],
 )
 def test_wanted_envelopes(name: str | None, wanted: frozenset[str] | None) -> None:
     assert wanted_envelopes(name) == wanted
-    assert may_use_omemo(name) == (wanted is None or "urn:xmpp:omemo:2" in wanted)
 
 
-class _BrokenOmemo:
-    """A plugin package whose libraries fail to import on first use (as a lazy one does)."""
-
-    def __getattr__(self, name: str) -> object:
-        raise ImportError("No module named 'oldmemo'")
-
-
+@pytest.mark.skipif(not HAVE_OMEMO, reason="jet-trio-omemo is not installed")
 async def test_omemo_libraries_missing_is_a_warning(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The plugin package imports, its libraries do not: OMEMO is left out with a warning,
-    as when its start fails, and the command goes on."""
+    as when its start fails, and the command goes on (its session, offered through the
+    plugin hook, fails to open)."""
+    import jet_trio_omemo
+
     from jet_trio._cli import sessions as _cli_sessions
     from jet_trio._cli.output import Output
+    from jet_trio._xmpp.client import Client
 
-    class FakeClient:  # what envelope_sessions reads of a client (weakly referenced)
+    def broken(self: object) -> Any:
+        raise ImportError("No module named 'oldmemo'")
+
+    monkeypatch.setattr(jet_trio_omemo._Session, "open", broken)
+
+    class FakeClient(Client):  # what envelope_sessions reads of a client (weakly referenced)
+        def __init__(self) -> None:
+            pass
+
         jid = jet_trio.JID("alice@example.org/x")
 
-    monkeypatch.setattr(_cli_sessions, "_optional", lambda name: _BrokenOmemo())
     client: Any = FakeClient()
     ran = False
     async with _cli_sessions.envelope_sessions(
         Output(json_mode=False, debug=False), client, tmp_path
-    ):
+    ) as sessions:
         ran = True
+        with pytest.raises(Exception, match="OMEMO could not be set up"):
+            sessions.check_send_envelope(None)
+        sessions.check_send_envelope("none")  # another method, chosen explicitly: goes on
     assert ran
     err = capsys.readouterr().err
     assert "OMEMO is NOT available in this run: its set-up for alice@example.org" in err

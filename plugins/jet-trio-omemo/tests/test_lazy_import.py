@@ -54,7 +54,7 @@ def test_public_names_load_on_first_use() -> None:
 def test_every_public_name_resolves() -> None:
     for name in jet_trio_omemo.__all__:
         value = getattr(jet_trio_omemo, name)
-        if name != "jet_register_envelopes":
+        if not name.startswith("jet_"):  # the hooks, defined in the package itself
             module = importlib.import_module(f"jet_trio_omemo.{jet_trio_omemo._LAZY[name]}")
             assert value is getattr(module, name), name
     assert set(jet_trio_omemo.__all__) <= set(dir(jet_trio_omemo))

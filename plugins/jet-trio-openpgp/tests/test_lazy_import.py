@@ -31,7 +31,7 @@ def test_plugin_manager_loads_the_plugin_without_pysequoia() -> None:
         "print(json.dumps({'plugins': pm.plugin_names, 'errors': [str(e) for e in "
         "pm.load_errors], 'pysequoia': 'pysequoia' in sys.modules}))"
     )
-    assert "openpgp-envelope" in result["plugins"]  # type: ignore[operator]
+    assert "openpgp" in result["plugins"]  # type: ignore[operator]
     assert result["errors"] == []
     assert result["pysequoia"] is False
 

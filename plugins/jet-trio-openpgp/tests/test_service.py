@@ -333,7 +333,7 @@ def test_entry_point_hook_skips_an_unwanted_method(
 def test_entry_point_loads(tmp_path: Path) -> None:
     pm = PluginManager()
     assert not [e for e in pm.load_errors if "openpgp" in e.name]
-    assert "openpgp-envelope" in pm.plugin_names
+    assert "openpgp" in pm.plugin_names
     with pytest.raises(Exception, match="unsupported JET envelope"):
         pm.envelope(NS)
 

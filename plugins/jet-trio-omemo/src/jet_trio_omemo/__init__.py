@@ -15,9 +15,17 @@ object of your own, or use :data:`plugin_for`.
 from __future__ import annotations
 
 import sys
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
-from jet_trio.plugin import EnvelopeMethod, PluginConfig, hookimpl
+from jet_trio import Client
+from jet_trio.plugin import (
+    EnvelopeInfo,
+    EnvelopeMethod,
+    EnvelopeSession,
+    PluginConfig,
+    hookimpl,
+)
 
 # The OMEMO libraries (oldmemo, twomemo, xmlschema, doubleratchet...) take a long time to import:
 # the plugin manager loads this module in every process, also when OMEMO is not used (stub or
@@ -48,9 +56,17 @@ __all__ = [
     "TrustPolicy",
     "UndecidedDevices",
     "fingerprint_of",
+    "jet_describe_envelopes",
+    "jet_envelope_sessions",
     "jet_register_envelopes",
     "open_omemo",
 ]
+
+# The namespaces as in _backends, without importing the OMEMO libraries for a declaration.
+_NAMESPACES = ("eu.siacs.conversations.axolotl", "urn:xmpp:omemo:2")
+SHORT_NAME = "omemo"
+INSTALL_HINT = "pip install jet-trio-omemo"
+OPTIONS = {"trust": "btbv (default: blind trust before verification) or manual"}
 
 
 @hookimpl
@@ -62,6 +78,50 @@ def jet_register_envelopes(config: PluginConfig) -> list[EnvelopeMethod]:
 
     session = attached_session(config.client)
     return [] if session is None else list(session.envelopes)
+
+
+@hookimpl
+def jet_describe_envelopes() -> list[EnvelopeInfo]:
+    """Legacy OMEMO and OMEMO 2, both ``--envelope omemo``."""
+    return [
+        EnvelopeInfo(
+            ns,
+            SHORT_NAME,
+            INSTALL_HINT,
+            requires="a login (pass --account): the OMEMO session runs on the connection",
+            options=OPTIONS,
+        )
+        for ns in _NAMESPACES
+    ]
+
+
+class _Session(EnvelopeSession):
+    """The OMEMO session of the connection: :func:`open_omemo` on ``config.client``."""
+
+    label = "OMEMO"
+    methods = frozenset({SHORT_NAME, *_NAMESPACES})
+
+    def __init__(self, config: PluginConfig) -> None:
+        self._config = config
+
+    def open(self) -> AbstractAsyncContextManager[object]:
+        # The OMEMO libraries are imported here: a missing or broken one is a failure to open.
+        from ._session import open_omemo
+
+        config = self._config
+        assert isinstance(config.client, Client) and config.data_dir is not None
+        trust = config.options.get(SHORT_NAME, {}).get("trust", "btbv")
+        return open_omemo(config.client, config.data_dir, trust=trust, notify=config.notify)
+
+
+@hookimpl
+def jet_envelope_sessions(config: PluginConfig) -> list[EnvelopeSession]:
+    """The OMEMO session, when ``config`` has a client and a data directory and wants OMEMO."""
+    if not isinstance(config.client, Client) or config.data_dir is None:
+        return []
+    if not any(config.wants(ns, SHORT_NAME) for ns in _NAMESPACES):
+        return []
+    return [_Session(config)]
 
 
 _LAZY: dict[str, str] = {

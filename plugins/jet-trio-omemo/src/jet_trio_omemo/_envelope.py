@@ -40,17 +40,21 @@ from jet_trio.plugin import (
     DecryptedEnvelope,
     EnvelopeError,
     EnvelopeMethod,
+    KeyEvent,
+    KeyRecord,
+    KeyTrust,
     TransportSecret,
     Trust,
+    TrustDecisionNeeded,
     UntrustedEnvelope,
 )
 from lxml import etree
 
 from ._backends import OLDMEMO, KeyTransport, et_to_lxml
-from ._manager import TrustLevelName, UndecidedDevices, fingerprint_of
+from ._manager import JetTrust, TrustLevelName, UndecidedDevices, fingerprint_of
 
 if TYPE_CHECKING:
-    from ._session import OmemoSession
+    from ._session import DeviceFingerprint, OmemoSession
 
 __all__ = [
     "JET_OMEMO_FEATURE",
@@ -137,10 +141,21 @@ def _b64(text: str | None, what: str) -> bytes:
 
 
 class OmemoEnvelope(EnvelopeMethod):
-    """One JET-OMEMO envelope method (legacy OMEMO or OMEMO 2) of an :class:`OmemoSession`."""
+    """One JET-OMEMO envelope method (legacy OMEMO or OMEMO 2) of an :class:`OmemoSession`.
+
+    Sending encrypts to the peer's trusted devices: a device without a decision that the trust
+    policy does not allow is left out (and the user told, :attr:`OmemoSession.notify`), as
+    Conversations and Dino do; with no trusted device left, :class:`TrustDecisionNeeded` names
+    the devices to decide on. A device used by blind trust is announced once (trusted on first
+    use).
+    """
+
+    short_name = "omemo"
+    install_hint = "pip install jet-trio-omemo"
 
     def __init__(self, session: OmemoSession, namespace: str) -> None:
         self._session = session
+        self.key_store = session.key_store
         self.namespace = namespace
         devices_node = (
             f"{OLDMEMO}.devicelist" if namespace == OLDMEMO else "urn:xmpp:omemo:2:devices"
@@ -166,9 +181,11 @@ class OmemoEnvelope(EnvelopeMethod):
             plaintext = KeyTransport(secret.key, secret.iv)
         else:
             plaintext = KeyTransport(secret.to_bytes(), b"")
+        found = JetTrust()
         try:
             await session._refresh_devices(bare, max_age=_max_age())
             token = manager._jet_recipient.set(bare)
+            found_token = manager._jet_trust.set(found)
             try:
                 messages, errors = await manager.encrypt(
                     frozenset({bare}),
@@ -176,12 +193,22 @@ class OmemoEnvelope(EnvelopeMethod):
                     backend_priority_order=[self.namespace],
                 )
             finally:
+                manager._jet_trust.reset(found_token)
                 manager._jet_recipient.reset(token)
         except UndecidedDevices as exc:
             raise UntrustedEnvelope(
                 f"cannot send an OMEMO-encrypted transfer to {bare}: {exc}"
             ) from None
         except omemo.NoEligibleDevices:
+            if found.left_out:
+                undecided = [_key_record(d, KeyTrust.UNDECIDED) for d in found.left_out.values()]
+                listed = "; ".join(f"device {k.device_id} {k.fingerprint}" for k in undecided)
+                raise TrustDecisionNeeded(
+                    f"no trusted OMEMO device of {bare} to encrypt to: a trust decision is "
+                    f"needed first about {listed}",
+                    "omemo",
+                    undecided,
+                ) from None
             raise EnvelopeError(
                 f"{bare} has no trusted {self.namespace} OMEMO device we could encrypt to "
                 "(no published device list or bundles, or all devices distrusted)"
@@ -198,6 +225,12 @@ class OmemoEnvelope(EnvelopeMethod):
         message = next((m for m in messages if m.namespace == self.namespace), None)
         if message is None:
             raise EnvelopeError(f"{bare} has no {self.namespace} OMEMO device")
+        used = {material.device_id for material, _ in message.keys}
+        for device in found.left_out.values():
+            session.tell(KeyEvent.LEFT_OUT, _device_fingerprint(device))
+        for device in found.blind.values():
+            if device.device_id in used:
+                await session.announce_first_use(device)
         if self.namespace == OLDMEMO:
             return et_to_lxml(oldmemo.etree.serialize_message(message))
         return et_to_lxml(twomemo.etree.serialize_message(message))
@@ -245,16 +278,19 @@ class OmemoEnvelope(EnvelopeMethod):
         fingerprint = fingerprint_of(device.identity_key)
         level = await manager._evaluate_custom_trust_level(device)
         if level is omemo.TrustLevel.DISTRUSTED:
-            raise UntrustedEnvelope(
+            raise TrustDecisionNeeded(
                 f"the transfer from {bare} is encrypted by its OMEMO device {sid} with "
-                f"fingerprint {fingerprint}, which is marked untrusted: refused"
+                f"fingerprint {fingerprint}, which is marked untrusted: refused",
+                "omemo",
+                [_key_record(device, KeyTrust.DISTRUSTED)],
             )
         if level is omemo.TrustLevel.UNDECIDED:
-            raise UntrustedEnvelope(
+            raise TrustDecisionNeeded(
                 f"the transfer from {bare} is encrypted by its OMEMO device {sid} with "
                 f"fingerprint {fingerprint}, which is not trusted yet "
-                f"(trust policy {session.trust_policy.value}): verify the fingerprint and mark "
-                "the device trusted to accept transfers from it"
+                f"(trust policy {session.trust_policy.value}): refused",
+                "omemo",
+                [_key_record(device, KeyTrust.UNDECIDED)],
             )
         try:
             message = await parse_message(manager, ns, element, bare, session.client.jid)
@@ -279,6 +315,8 @@ class OmemoEnvelope(EnvelopeMethod):
         if info.bare_jid != str(bare) or info.device_id != sid:  # pragma: no cover - defensive
             raise EnvelopeError("OMEMO: the decrypting session is not the sender's device")
         secret = self._secret(plaintext, key_material, cipher, iv)
+        if info.trust_level_name != TrustLevelName.VERIFIED:
+            await session.announce_first_use(device)  # blind trust: said once per key
         trust = (
             Trust.VERIFIED
             if info.trust_level_name == TrustLevelName.VERIFIED
@@ -333,6 +371,18 @@ class OmemoEnvelope(EnvelopeMethod):
         except CipherError as exc:
             raise EnvelopeError(f"OMEMO envelope: {exc}") from None
         raise EnvelopeError("OMEMO envelope: unexpected key material")  # pragma: no cover
+
+
+def _device_fingerprint(device: omemo.DeviceInformation) -> DeviceFingerprint:
+    from ._session import _fingerprint
+
+    return _fingerprint(device)
+
+
+def _key_record(device: omemo.DeviceInformation, trust: KeyTrust) -> KeyRecord:
+    return KeyRecord(
+        JID(device.bare_jid), fingerprint_of(device.identity_key), trust, device.device_id
+    )
 
 
 def _has_key_for(element: etree._Element, ns: str, device_id: int, own_bare: str) -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import enum
 import logging
 import math
@@ -162,6 +163,16 @@ def fingerprint_of(identity_key: bytes) -> str:
     return " ".join(SessionManager.format_identity_key(identity_key))
 
 
+@dataclasses.dataclass
+class JetTrust:
+    """What trust evaluation found while encrypting one JET key (see
+    :meth:`TrioSessionManager._evaluate_custom_trust_level`): the recipient's devices left out
+    for want of a decision, and the ones used by blind trust, by device id."""
+
+    left_out: dict[int, DeviceInformation] = dataclasses.field(default_factory=dict)
+    blind: dict[int, DeviceInformation] = dataclasses.field(default_factory=dict)
+
+
 class TrioSessionManager(SessionManager):
     """python-omemo's session manager on a jet-trio :class:`~jet_trio.Client`, under trio.
 
@@ -178,6 +189,9 @@ class TrioSessionManager(SessionManager):
     _rotation_done: trio.Event | None = None
     _jet_recipient: contextvars.ContextVar[str | None] = contextvars.ContextVar(
         "jet_trio_omemo_jet_recipient", default=None
+    )
+    _jet_trust: contextvars.ContextVar[JetTrust | None] = contextvars.ContextVar(
+        "jet_trio_omemo_jet_trust", default=None
     )
     rotations: int = 0
     rotation_event: trio.Event
@@ -286,11 +300,22 @@ class TrioSessionManager(SessionManager):
             # A JET key is for the peer only: our own other devices are left out of it.
             return TrustLevel.DISTRUSTED
         if self.policy is TrustPolicy.MANUAL:
-            return TrustLevel.UNDECIDED
-        others = await self.get_device_information(device.bare_jid)
-        if any(d.trust_level_name == TrustLevelName.VERIFIED for d in others):
-            return TrustLevel.UNDECIDED
-        return TrustLevel.TRUSTED  # blind trust before verification
+            level = TrustLevel.UNDECIDED
+        else:
+            others = await self.get_device_information(device.bare_jid)
+            verified = any(d.trust_level_name == TrustLevelName.VERIFIED for d in others)
+            # blind trust before verification
+            level = TrustLevel.UNDECIDED if verified else TrustLevel.TRUSTED
+        found = self._jet_trust.get()
+        if recipient is not None and found is not None:
+            # Encrypting a JET key (as Conversations and Dino do for messages): to the trusted
+            # devices; an undecided one is left out and the user told, instead of blocking the
+            # transfer. Without any trusted device, the envelope method asks for a decision.
+            if level is TrustLevel.UNDECIDED:
+                found.left_out[device.device_id] = device
+                return TrustLevel.DISTRUSTED
+            found.blind[device.device_id] = device
+        return level
 
     async def _make_trust_decision(
         self, undecided: frozenset[DeviceInformation], identifier: str | None

@@ -17,7 +17,7 @@ import omemo
 import trio
 import twomemo.etree
 from jet_trio import JID, Client, PubSubEvent
-from jet_trio.plugin import EnvelopeMethod
+from jet_trio.plugin import EnvelopeMethod, KeyEvent, KeyNotice, KeyRecord, KeyStore, KeyTrust
 from lxml import etree
 
 from ._backends import OLDMEMO, TWOMEMO, JetOldmemo, JetTwomemo, lxml_to_et, node_spec
@@ -31,7 +31,14 @@ from ._manager import (
 )
 from ._storage import SQLiteStorage
 
-__all__ = ["DeviceFingerprint", "OmemoError", "OmemoSession", "attached_session", "open_omemo"]
+__all__ = [
+    "DeviceFingerprint",
+    "OmemoError",
+    "OmemoKeys",
+    "OmemoSession",
+    "attached_session",
+    "open_omemo",
+]
 
 log = logging.getLogger("jet_trio_omemo")
 
@@ -83,8 +90,13 @@ class OmemoSession:
         manager: TrioSessionManager,
         storage: SQLiteStorage,
         namespaces: tuple[str, ...],
+        notify: Callable[[KeyNotice], None] | None = None,
     ) -> None:
         self.client = client
+        self.notify = notify
+        """Shows the user a :class:`~jet_trio.plugin.KeyNotice` (a device trusted on first use,
+        one left out of a transfer); ``None``: they are logged only."""
+        self.key_store = OmemoKeys(self)
         self.manager = manager
         self.storage = storage
         self.namespaces = namespaces
@@ -112,6 +124,7 @@ class OmemoSession:
         namespaces: Sequence[str] = (OLDMEMO, TWOMEMO),
         rotation_period: float = DEFAULT_ROTATION_PERIOD,
         label: str | None = None,
+        notify: Callable[[KeyNotice], None] | None = None,
     ) -> OmemoSession:
         """Load (or create and publish) this device's OMEMO identity for ``client``'s account.
 
@@ -149,7 +162,7 @@ class OmemoSession:
         except BaseException:
             storage.close()
             raise
-        self = cls(client, manager, storage, tuple(namespaces))
+        self = cls(client, manager, storage, tuple(namespaces), notify)
         try:
             await client.nursery.start(manager.run_rotation)
             await client.nursery.start(self._run_worker)
@@ -344,6 +357,28 @@ class OmemoSession:
         }[trusted]
         await self.manager.set_trust(bare, match.identity_key, level.value)
 
+    # -- notices ---------------------------------------------------------------------------------
+
+    def tell(self, event: KeyEvent, device: DeviceFingerprint) -> None:
+        """Tell the user about ``device`` (through :attr:`notify`), and log it."""
+        log.info(
+            "OMEMO %s: device %d of %s, %s",
+            event.value,
+            device.device_id,
+            device.jid,
+            device.fingerprint,
+        )
+        if self.notify is not None:
+            self.notify(KeyNotice(event, "omemo", _record(device)))
+
+    async def announce_first_use(self, device: omemo.DeviceInformation) -> None:
+        """Say once per identity key that a device is used without a decision (blind trust)."""
+        key = f"/jet/announced/{device.bare_jid}/{device.identity_key.hex()}"
+        if (await self.storage.load_primitive(key, bool)).maybe(False):
+            return
+        await self.storage.store(key, True)
+        self.tell(KeyEvent.FIRST_USE, _fingerprint(device))
+
     async def fingerprint_of_device(self, jid: JID | str, device_id: int) -> str | None:
         for d in await self.manager.get_device_information(str(JID(jid).bare)):
             if d.device_id == device_id:
@@ -367,6 +402,39 @@ class _PepCallback:
             session._events_in.send_nowait(("devices:" + self._ns, publisher, payload))
         except (trio.WouldBlock, trio.ClosedResourceError):
             log.warning("dropping a device list update from %s: queue full", publisher)
+
+
+class OmemoKeys(KeyStore):
+    """The devices and trust decisions of an :class:`OmemoSession`, for ``jet-trio
+    fingerprints`` and ``jet-trio trust`` (both OMEMO envelope methods share it)."""
+
+    name = "omemo"
+    title = "OMEMO devices"
+
+    def __init__(self, session: OmemoSession) -> None:
+        self._session = session
+
+    async def list_keys(self, jid: JID) -> list[KeyRecord]:
+        return [_record(d) for d in await self._session.devices(jid, refresh=True)]
+
+    async def set_trust(self, key: KeyRecord, trusted: bool) -> KeyRecord:
+        if key.device_id is None:
+            raise OmemoError("an OMEMO device has a device id")
+        await self._session.set_trust(key.jid, key.device_id, trusted)
+        after = await self._session.devices(key.jid, refresh=False)
+        return next(_record(d) for d in after if d.device_id == key.device_id)
+
+
+_KEY_TRUST: Final = {
+    "verified": KeyTrust.VERIFIED,
+    "distrusted": KeyTrust.DISTRUSTED,
+    "undecided": KeyTrust.UNDECIDED,
+}
+
+
+def _record(d: DeviceFingerprint) -> KeyRecord:
+    trust = KeyTrust.OWN if d.own else _KEY_TRUST.get(d.trust, KeyTrust.UNDECIDED)
+    return KeyRecord(JID(d.jid), d.fingerprint, trust, d.device_id, d.active)
 
 
 def _fingerprint(d: omemo.DeviceInformation, *, own: bool = False) -> DeviceFingerprint:
@@ -401,6 +469,7 @@ async def open_omemo(
     namespaces: Sequence[str] = (OLDMEMO, TWOMEMO),
     rotation_period: float = DEFAULT_ROTATION_PERIOD,
     label: str | None = None,
+    notify: Callable[[KeyNotice], None] | None = None,
 ) -> AsyncIterator[OmemoSession]:
     """OMEMO on ``client`` for the ``async with`` block; see :meth:`OmemoSession.start`.
 
@@ -414,6 +483,7 @@ async def open_omemo(
         namespaces=namespaces,
         rotation_period=rotation_period,
         label=label,
+        notify=notify,
     )
     try:
         yield session

@@ -8,7 +8,9 @@ the JET layer's :class:`~jet_trio.plugin.EnvelopeSenderMismatch` and
 
 from __future__ import annotations
 
-from jet_trio.plugin import EnvelopeError, EnvelopeSenderMismatch, UntrustedEnvelope
+from collections.abc import Sequence
+
+from jet_trio.plugin import EnvelopeError, EnvelopeSenderMismatch, KeyRecord, TrustDecisionNeeded
 
 __all__ = [
     "KeyStoreError",
@@ -61,13 +63,18 @@ class WrongSigner(OpenPGPError, EnvelopeSenderMismatch):
     """The envelope is not signed by any key the stanza's sender (the iq ``from``) published."""
 
 
-class UntrustedKey(OpenPGPError, UntrustedEnvelope):
-    """The key is distrusted, or not trusted under the policy in force (unverified new key)."""
+class UntrustedKey(OpenPGPError, TrustDecisionNeeded):
+    """The key is distrusted, or not trusted under the policy in force (unverified new key):
+    a :class:`~jet_trio.plugin.TrustDecisionNeeded` whose ``keys`` name it."""
 
-    def __init__(self, message: str, jid: str = "", fingerprint: str = "") -> None:
+    def __init__(
+        self, message: str, jid: str = "", fingerprint: str = "", keys: Sequence[KeyRecord] = ()
+    ) -> None:
         super().__init__(message)
         self.jid = jid
         self.fingerprint = fingerprint
+        self.method = "openpgp"
+        self.keys = tuple(keys)
 
 
 class KeyStoreError(OpenPGPError):

@@ -19,11 +19,32 @@ from __future__ import annotations
 from datetime import timedelta
 
 from jet_trio import Client
-from jet_trio.plugin import EnvelopeMethod, PluginConfig, hookimpl
+from jet_trio.plugin import EnvelopeInfo, EnvelopeMethod, PluginConfig, hookimpl
 
-__all__ = ["jet_register_envelopes"]
+__all__ = ["jet_describe_envelopes", "jet_register_envelopes"]
 
 NS = "urn:xmpp:openpgp:0"  # _signcrypt.NS, without importing pysequoia for a method not wanted
+SHORT_NAME = "openpgp"
+INSTALL_HINT = "pip install jet-trio-openpgp"
+OPTIONS = {
+    "passphrase": "the passphrase of our secret key (default: none)",
+    "policy": "tofu (default: trust on first use) or manual",
+    "max_clock_skew": "seconds an envelope's time may differ from ours (default 300)",
+}
+
+
+@hookimpl
+def jet_describe_envelopes() -> list[EnvelopeInfo]:
+    """The OpenPGP envelope: ``--envelope openpgp``."""
+    return [
+        EnvelopeInfo(
+            NS,
+            SHORT_NAME,
+            INSTALL_HINT,
+            requires="a login (pass --account): our key is published through PEP",
+            options=OPTIONS,
+        )
+    ]
 
 
 @hookimpl
@@ -32,7 +53,7 @@ def jet_register_envelopes(config: PluginConfig) -> list[EnvelopeMethod]:
     (and wants it: see ``PluginConfig.envelopes``)."""
     if config.data_dir is None or not isinstance(config.client, Client):
         return []
-    if config.envelopes is not None and NS not in config.envelopes:
+    if not config.wants(NS, SHORT_NAME):
         return []
     from ._openpgp import OpenPGP, TrustPolicy
     from ._signcrypt import DEFAULT_MAX_CLOCK_SKEW
@@ -45,5 +66,6 @@ def jet_register_envelopes(config: PluginConfig) -> list[EnvelopeMethod]:
         passphrase=opts.get("passphrase"),
         policy=TrustPolicy(opts.get("policy", TrustPolicy.TOFU.value)),
         max_clock_skew=timedelta(seconds=float(skew)) if skew else DEFAULT_MAX_CLOCK_SKEW,
+        notify=config.notify,
     )
     return [pgp.envelope]

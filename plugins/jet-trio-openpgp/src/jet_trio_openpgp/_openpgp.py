@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +18,11 @@ from jet_trio.plugin import (
     Cipher,
     DecryptedEnvelope,
     EnvelopeMethod,
+    KeyEvent,
+    KeyNotice,
+    KeyRecord,
+    KeyStore,
+    KeyTrust,
     PluginConfig,
     TransportSecret,
     Trust,
@@ -116,8 +121,11 @@ class OpenPGP:
         max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW,
         publish: bool = True,
         clock: Callable[[], datetime] | None = None,
+        notify: Callable[[KeyNotice], None] | None = None,
     ) -> None:
         self.client = client
+        self.notify = notify
+        """Shows the user a key trusted on first use (a :class:`~jet_trio.plugin.KeyNotice`)."""
         self.directory = Path(directory)
         self.policy = policy
         self.max_clock_skew = max_clock_skew
@@ -274,6 +282,9 @@ class OpenPGP:
             for fpr in fingerprints:
                 self._trust.set(bare, fpr, KeyState.TOFU)
                 logger.info("trusting OpenPGP key %s of %s on first use", fpr, bare)
+                if self.notify is not None:
+                    record = KeyRecord(bare, format_fingerprint(fpr), KeyTrust.TOFU)
+                    self.notify(KeyNotice(KeyEvent.FIRST_USE, "openpgp", record))
         return {fpr: self._trust.get(bare, fpr) for fpr in fingerprints}
 
     async def fingerprints(self, jid: JID | str) -> list[KeyInfo]:
@@ -338,10 +349,10 @@ class OpenPGP:
                 f"{f} ({s.value if s else 'not verified'})" for f, s in states.items()
             )
             raise UntrustedKey(
-                f"no trusted OpenPGP key of {bare} to encrypt to: {listed}; compare the "
-                "fingerprints with them and verify one",
+                f"no trusted OpenPGP key of {bare} to encrypt to: {listed}",
                 str(bare),
                 next(iter(states)),
+                _records(bare, states),
             )
         plaintext = build_signcrypt(secret, bare, self._clock())
         message = seal_message(plaintext, [*usable, key.cert], key.secret)
@@ -377,14 +388,16 @@ class OpenPGP:
                 "distrusted: refused",
                 str(bare),
                 signer,
+                _records(bare, {signer: state}),
             )
         if state is None:
             raise UntrustedKey(
                 f"the transfer from {bare} is signed with OpenPGP key {format_fingerprint(signer)}"
-                ", which is not verified (a new key, or manual trust policy): compare the "
-                "fingerprint with them, verify it, and ask them to send again",
+                ", which is not verified (a new key, or manual trust policy): refused; once "
+                "verified, ask them to send again",
                 str(bare),
                 signer,
+                _records(bare, {signer: state}),
             )
         now = self._clock()
         sc = parse_signcrypt(plaintext)
@@ -402,6 +415,58 @@ class OpenPGP:
             trust=Trust.VERIFIED if state is KeyState.VERIFIED else Trust.UNDECIDED,
             detail=f"OpenPGP key {format_fingerprint(signer)} ({state.value})",
         )
+
+
+_KEY_TRUST = {
+    KeyState.TOFU: KeyTrust.TOFU,
+    KeyState.VERIFIED: KeyTrust.VERIFIED,
+    KeyState.DISTRUSTED: KeyTrust.DISTRUSTED,
+}
+
+
+def _records(jid: JID, states: dict[str, KeyState | None]) -> Sequence[KeyRecord]:
+    return [
+        KeyRecord(jid, format_fingerprint(f), _KEY_TRUST[s] if s else KeyTrust.UNDECIDED)
+        for f, s in states.items()
+    ]
+
+
+class OpenPGPKeys(KeyStore):
+    """Our key and peers' keys with the trust decisions, for ``jet-trio fingerprints`` and
+    ``jet-trio trust``."""
+
+    name = "openpgp"
+    title = "OpenPGP keys"
+
+    def __init__(self, service: OpenPGP) -> None:
+        self._service = service
+
+    async def list_keys(self, jid: JID) -> list[KeyRecord]:
+        service = self._service
+        await service.start()
+        mine = service.fingerprint if jid.bare == service.client.jid.bare else None
+        return [
+            KeyRecord(
+                k.jid,
+                k.display,
+                KeyTrust.OWN
+                if k.fingerprint == mine
+                else (_KEY_TRUST[k.state] if k.state else KeyTrust.UNDECIDED),
+                None,
+                k.published,
+            )
+            for k in await service.fingerprints(jid)
+        ]
+
+    async def set_trust(self, key: KeyRecord, trusted: bool) -> KeyRecord:
+        service = self._service
+        if trusted:
+            service.verify(key.jid, key.fingerprint)
+        else:
+            service.distrust(key.jid, key.fingerprint)
+        state = service.trust_of(key.jid, key.fingerprint)
+        trust = _KEY_TRUST[state] if state else KeyTrust.UNDECIDED
+        return KeyRecord(key.jid, key.fingerprint, trust, None, key.active)
 
 
 def _clean(fingerprint: str) -> str:
@@ -439,9 +504,12 @@ class OpenPGPEnvelope(EnvelopeMethod):
 
     namespace = NS
     features = (FEATURE,)
+    short_name = "openpgp"
+    install_hint = "pip install jet-trio-openpgp"
 
     def __init__(self, service: OpenPGP) -> None:
         self.service = service
+        self.key_store = OpenPGPKeys(service)
 
     async def start(self) -> None:
         """Publish our key before support is advertised (called by open_file_transfer)."""
