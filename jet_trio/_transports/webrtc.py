@@ -345,7 +345,7 @@ class _Inbox:
 class _Peer:
     """The asyncio half: one RTCPeerConnection and its two data channels. Asyncio thread only."""
 
-    def __init__(self, config: WebRTCConfig, inbox: _Inbox) -> None:
+    def __init__(self, config: WebRTCConfig, inbox: _Inbox, open_channel: bool = True) -> None:
         from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
         from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
@@ -362,8 +362,13 @@ class _Peer:
         self.changed = asyncio.Event()
         self.error: WebRTCError | None = None
         self.inbound: RTCDataChannel | None = None
+        # open_channel=False only in tests: a peer that never opens its channel.
         self.out: RTCDataChannel = self.pc.createDataChannel(
-            CHANNEL_LABEL, ordered=True, protocol=CHANNEL_PROTOCOL
+            CHANNEL_LABEL if open_channel else "unused",
+            ordered=True,
+            protocol=CHANNEL_PROTOCOL,
+            negotiated=not open_channel,
+            id=None if open_channel else 1000,
         )
         self.out.bufferedAmountLowThreshold = _LOW_BUFFERED
         self.writable = asyncio.Event()
@@ -489,6 +494,16 @@ class _Peer:
                 return
             self.changed.clear()
             await self.changed.wait()
+
+    def selected_pair(self) -> tuple[str, str]:
+        """Types of the nominated (local, remote) candidates, ``("?", "?")`` if unknown."""
+        sctp = self.pc.sctp
+        connection = getattr(sctp.transport.transport, "_connection", None) if sctp else None
+        nominated = getattr(connection, "_nominated", {}) or {}
+        pair = nominated.get(1)
+        if pair is None:
+            return ("?", "?")
+        return (pair.local_candidate.type, pair.remote_candidate.type)
 
     def progress(self) -> tuple[str, str, bool]:
         sctp = self.pc.sctp
@@ -624,6 +639,7 @@ class WebRTCSession:
         self._remote_candidates = 0
         self._remote_set = False
         self._closed = False
+        self._open_channel = True
         self.local: WebRTCTransportInfo | None = None
         self.remote: WebRTCTransportInfo | None = None
 
@@ -631,7 +647,7 @@ class WebRTCSession:
         return await self._bridge.call(fn, *args)
 
     async def _make_peer(self) -> _Peer:
-        self._peer = _Peer(self.config, self._inbox)
+        self._peer = _Peer(self.config, self._inbox, self._open_channel)
         return self._peer
 
     def _require_peer(self) -> _Peer:
@@ -716,6 +732,11 @@ class WebRTCSession:
             )
         return WebRTCStream(self)
 
+    async def selected_candidate_types(self) -> tuple[str, str]:
+        """The types (``host``/``srflx``/``prflx``/``relay``) of the local and remote candidates
+        ICE nominated; ``"?"`` before that."""
+        return await self._call(_selected, self._require_peer())
+
     async def aclose(self) -> None:
         """Close the peer connection (idempotent); the thread stops when the block is left."""
         if self._closed:
@@ -725,6 +746,10 @@ class WebRTCSession:
         if self._peer is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await self._call(self._peer.close)
+
+
+async def _selected(peer: _Peer) -> tuple[str, str]:
+    return peer.selected_pair()
 
 
 async def _progress(peer: _Peer) -> tuple[str, str, bool]:

@@ -1,0 +1,419 @@
+"""The WebRTC data-channel transport between network namespaces: LAN, two NATs with STUN,
+symmetric NATs through TURN (coturn), relay-only, a DTLS man in the middle, a silent peer and
+blocked UDP.
+
+Each peer's asyncio thread is moved into its host's namespace, so ICE sees only the addresses
+these tests create. Signalling goes through the element codec (build, parse) as the Jingle
+driver will carry it; the offer and answer travel without candidates and the candidates are
+trickled, as Conversations sends them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import hmac
+import os
+import shutil
+import subprocess
+import time
+from base64 import b64encode
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import trio
+
+from jet_trio._jet.cipher import TransportSecret
+from jet_trio._jet.stream import DecryptingReceiveStream, EncryptingSendStream
+from jet_trio._plugins.builtin_ciphers import AES256GCM
+from jet_trio._transports import webrtc_element as we
+from jet_trio._transports.webrtc import (
+    DataChannelStalled,
+    DataChannelTimeout,
+    DtlsFingerprintMismatch,
+    IceFailed,
+    IceServer,
+    WebRTCConfig,
+    WebRTCSession,
+    WebRTCStream,
+    open_webrtc_session,
+)
+from tests.integration._servers import missing_server
+
+from ._topology import Host, NetnsUnavailable, Topology, netns_problem
+
+pytest.importorskip("aiortc")  # the optional extra; CI installs it
+
+pytestmark = [pytest.mark.netns, pytest.mark.integration]
+
+PREFIX = "w4"
+TURN_SECRET = "w4-test-secret"
+TURN_HOST = "198.51.100.1"
+
+
+@pytest.fixture
+def topology() -> Iterator[Topology]:
+    problem = netns_problem()
+    if problem is not None:
+        missing_server(f"network namespaces unavailable: {problem}")
+    try:
+        topo = Topology(PREFIX)
+    except NetnsUnavailable as exc:
+        missing_server(f"network namespaces unavailable: {exc}")
+    try:
+        yield topo
+    finally:
+        topo.close()
+
+
+def in_ns(host: Host) -> Callable[[], None]:
+    """``thread_init`` moving the WebRTC event-loop thread into ``host``'s namespace."""
+
+    def enter() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/run/netns/{host.ns}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, 0x40000000) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
+        finally:
+            os.close(fd)
+
+    return enter
+
+
+def lan_pair(topo: Topology) -> tuple[Host, Host]:
+    lan = topo.lan("lan")
+    a, b = topo.host("ha"), topo.host("hb")
+    a.attach(lan, "10.44.1.2/24")
+    b.attach(lan, "10.44.1.3/24")
+    return a, b
+
+
+#: A home router: masquerade out of the uplink (eth1); private networks unreachable beyond it.
+NAT = """
+table ip w4nat {
+    chain postrouting {
+        type nat hook postrouting priority 100; policy accept;
+        oifname "eth1" masquerade MODE
+    }
+    chain forward {
+        type filter hook forward priority 0; policy accept;
+        oifname "eth1" ip daddr 10.0.0.0/8 drop
+        BLOCK
+    }
+}
+"""
+
+
+def natted(topo: Topology, *, symmetric: bool = False, block_udp: bool = False) -> tuple[Host, ...]:
+    """``ha`` and ``hb`` behind routers ``rta``/``rtb`` on the "Internet" ``wan``, where
+    ``xmpp`` (198.51.100.1) runs the STUN/TURN server. ``symmetric``: a new random port per
+    destination (endpoint-dependent mapping), which defeats STUN hole punching."""
+    wan = topo.lan("wan")
+    srv = topo.host("xmpp")
+    srv.attach(wan, f"{TURN_HOST}/24")
+    ends = []
+    rules = NAT.replace("MODE", "random" if symmetric else "").replace(
+        "BLOCK", 'meta l4proto udp drop' if block_udp else ""
+    )
+    for n, side in ((1, "a"), (2, "b")):
+        home = topo.lan(f"lan{side}")
+        router = topo.host(f"rt{side}")
+        router.attach(home, f"10.44.{n}.1/24")
+        router.attach(wan, f"198.51.100.{n + 1}/24")
+        router.forwarding()
+        router.nft(rules)
+        host = topo.host(f"h{side}")
+        host.attach(home, f"10.44.{n}.2/24")
+        host.route("default", "via", f"10.44.{n}.1")
+        ends.append(host)
+    return srv, ends[0], ends[1]
+
+
+@pytest.fixture
+def coturn(tmp_path: Path) -> Iterator[Callable[[Host], None]]:
+    """``start(host)``: coturn on ``TURN_HOST``:3478 (STUN + TURN, REST-API shared secret)."""
+    binary = shutil.which("turnserver")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(host: Host) -> None:
+        if binary is None:
+            missing_server("coturn is not installed (apt-get install coturn)")
+        log = tmp_path / "turn.log"
+        args = [
+            binary, "-n", "--no-cli", "--no-tls", "--no-dtls", "--fingerprint",
+            f"--listening-ip={TURN_HOST}", "--listening-port=3478", f"--relay-ip={TURN_HOST}",
+            "--min-port=49152", "--max-port=49352", "--realm=w4.test", "--use-auth-secret",
+            f"--static-auth-secret={TURN_SECRET}", f"--log-file={log}", "--simple-log",
+            "--no-stdout-log", f"--pidfile={tmp_path / 'turn.pid'}",
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            host.command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        procs.append(proc)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                host.command("ss", "-uln"), capture_output=True, text=True, check=False
+            ).stdout
+            if f"{TURN_HOST}:3478" in out:
+                return
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"coturn did not start: {log.read_text() if log.exists() else ''}")
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def turn_credentials() -> tuple[str, str]:
+    """TURN REST API credentials (what Prosody's mod_external_services hands out)."""
+    username = str(int(time.time()) + 3600)
+    digest = hmac.new(TURN_SECRET.encode(), username.encode(), hashlib.sha1).digest()
+    return username, b64encode(digest).decode()
+
+
+def stun_turn() -> tuple[IceServer, ...]:
+    user, password = turn_credentials()
+    return (
+        IceServer((f"stun:{TURN_HOST}:3478",)),
+        IceServer((f"turn:{TURN_HOST}:3478?transport=udp",), user, password),
+    )
+
+
+def wire(info: we.WebRTCTransportInfo) -> we.WebRTCTransportInfo:
+    """Through the codec, as the Jingle driver carries it (offer/answer without candidates)."""
+    bare = replace(info, candidates=())
+    return we.parse_transport(we.build_transport(bare))
+
+
+async def trickle(info: we.WebRTCTransportInfo, to: WebRTCSession) -> None:
+    """Each candidate in its own transport-info, as Conversations trickles them."""
+    assert to.remote is not None
+    for el in we.trickle_infos(info):
+        await to.add_remote_candidates(we.parse_trickle(el, to.remote))
+
+
+async def negotiate(sa: WebRTCSession, sb: WebRTCSession) -> None:
+    offer = await sa.create_offer()
+    answer = await sb.create_answer(wire(offer))
+    await sa.accept_answer(wire(answer))
+    await trickle(offer, sb)
+    await trickle(answer, sa)
+
+
+async def connect_both(sa: WebRTCSession, sb: WebRTCSession) -> tuple[WebRTCStream, WebRTCStream]:
+    streams: dict[str, WebRTCStream] = {}
+
+    async def one(name: str, s: WebRTCSession) -> None:
+        streams[name] = await s.connect()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, "a", sa)
+        nursery.start_soon(one, "b", sb)
+    return streams["a"], streams["b"]
+
+
+async def jet_both_ways(a: WebRTCStream, b: WebRTCStream, size: int) -> None:
+    """JET (AES-256-GCM, test keys) over the channel in both directions at once, byte for byte."""
+
+    async def one_way(src: WebRTCStream, dst: WebRTCStream) -> None:
+        secret = TransportSecret.generate(AES256GCM)
+        data = os.urandom(size)
+        sender = EncryptingSendStream(src, secret, expected_size=size)
+        receiver = DecryptingReceiveStream(dst, secret, expected_size=size)
+        got = bytearray()
+
+        async def receive() -> None:
+            while chunk := await receiver.receive_some(65536):
+                got.extend(chunk)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            for start in range(0, size, 100_000):
+                await sender.send_all(data[start : start + 100_000])
+            await sender.finish()
+            await src.send_eof()  # half-close: our channel closes, the peer reads end of file
+        assert receiver.verified
+        assert bytes(got) == data
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one_way, a, b)
+        nursery.start_soon(one_way, b, a)
+
+
+async def test_lan_jet_both_directions_and_eof(topology: Topology) -> None:
+    ha, hb = lan_pair(topology)
+    cfg = WebRTCConfig(connect_timeout=20)
+    with trio.fail_after(90):
+        async with (
+            open_webrtc_session(cfg, thread_init=in_ns(ha)) as sa,
+            open_webrtc_session(cfg, thread_init=in_ns(hb)) as sb,
+        ):
+            await negotiate(sa, sb)
+            a, b = await connect_both(sa, sb)
+            assert await sa.selected_candidate_types() == ("host", "host")
+            await jet_both_ways(a, b, 2_000_000)
+            assert await b.receive_some() == b""  # end of file stays end of file
+            with pytest.raises(trio.ClosedResourceError):
+                await a.send_all(b"after eof")
+            await a.aclose()
+            await b.aclose()
+
+
+async def test_two_nats_connect_through_stun(topology: Topology, coturn: Callable[[Host], None]) -> None:
+    srv, ha, hb = natted(topology)
+    coturn(srv)
+    cfg = WebRTCConfig(ice_servers=(IceServer((f"stun:{TURN_HOST}:3478",)),), connect_timeout=30)
+    with trio.fail_after(120):
+        async with (
+            open_webrtc_session(cfg, thread_init=in_ns(ha)) as sa,
+            open_webrtc_session(cfg, thread_init=in_ns(hb)) as sb,
+        ):
+            await negotiate(sa, sb)
+            assert sa.local is not None
+            kinds = {c.type for c in sa.local.candidates}
+            assert "srflx" in kinds, sa.local.candidates
+            a, b = await connect_both(sa, sb)
+            local, remote = await sa.selected_candidate_types()
+            assert "relay" not in (local, remote)
+            assert "host" not in (local, remote)  # the private addresses cannot reach each other
+            await jet_both_ways(a, b, 1_000_000)
+
+
+async def test_symmetric_nats_connect_through_turn(
+    topology: Topology, coturn: Callable[[Host], None]
+) -> None:
+    srv, ha, hb = natted(topology, symmetric=True)
+    coturn(srv)
+    cfg = WebRTCConfig(ice_servers=stun_turn(), connect_timeout=40)
+    with trio.fail_after(150):
+        async with (
+            open_webrtc_session(cfg, thread_init=in_ns(ha)) as sa,
+            open_webrtc_session(cfg, thread_init=in_ns(hb)) as sb,
+        ):
+            await negotiate(sa, sb)
+            a, b = await connect_both(sa, sb)
+            assert "relay" in await sa.selected_candidate_types()
+            await jet_both_ways(a, b, 1_000_000)
+
+
+async def test_relay_only_reveals_no_address(
+    topology: Topology, coturn: Callable[[Host], None]
+) -> None:
+    srv, ha, hb = natted(topology)
+    coturn(srv)
+    relay = WebRTCConfig(ice_servers=stun_turn(), relay_only=True, connect_timeout=40)
+    plain = WebRTCConfig(ice_servers=stun_turn(), connect_timeout=40)
+    with trio.fail_after(150):
+        async with (
+            open_webrtc_session(relay, thread_init=in_ns(ha)) as sa,
+            open_webrtc_session(plain, thread_init=in_ns(hb)) as sb,
+        ):
+            await negotiate(sa, sb)
+            assert sa.local is not None and sa.local.candidates
+            assert {c.type for c in sa.local.candidates} == {"relay"}
+            # Neither the host address nor the router's public one appears in what we send.
+            sent = b"".join(
+                __import__("lxml.etree").etree.tostring(el) for el in we.trickle_infos(sa.local)
+            )
+            assert b"10.44.1.2" not in sent and b"198.51.100.2" not in sent
+            a, b = await connect_both(sa, sb)
+            assert (await sa.selected_candidate_types())[0] == "relay"
+            await jet_both_ways(a, b, 200_000)
+
+
+async def test_dtls_fingerprint_mismatch_aborts(topology: Topology) -> None:
+    ha, hb = lan_pair(topology)
+    cfg = WebRTCConfig(connect_timeout=20)
+    with trio.fail_after(60):
+        async with (
+            open_webrtc_session(cfg, thread_init=in_ns(ha)) as sa,
+            open_webrtc_session(cfg, thread_init=in_ns(hb)) as sb,
+        ):
+            offer = await sa.create_offer()
+            answer = await sb.create_answer(wire(offer))
+            # A man in the middle rewrites the fingerprint in the signalling.
+            forged = we.Fingerprint("sha-256", ":".join(["AB"] * 32), answer.setup)
+            await sa.accept_answer(replace(wire(answer), fingerprints=(forged,)))
+            await trickle(offer, sb)
+            await trickle(answer, sa)
+            start = time.monotonic()
+            with pytest.raises(DtlsFingerprintMismatch, match="man in the middle"):
+                await sa.connect()
+            assert time.monotonic() - start < 20
+
+
+async def test_peer_that_never_opens_its_channel_is_bounded(topology: Topology) -> None:
+    ha, hb = lan_pair(topology)
+    with trio.fail_after(60):
+        async with (
+            open_webrtc_session(WebRTCConfig(connect_timeout=6), thread_init=in_ns(ha)) as sa,
+            open_webrtc_session(WebRTCConfig(connect_timeout=6), thread_init=in_ns(hb)) as sb,
+        ):
+            sb._open_channel = False  # a peer that negotiates but never opens its channel
+            await negotiate(sa, sb)
+            start = time.monotonic()
+            with pytest.raises(DataChannelTimeout):
+                await sa.connect()
+            assert time.monotonic() - start < 12
+
+
+async def test_open_channel_that_never_sends_is_bounded(topology: Topology) -> None:
+    ha, hb = lan_pair(topology)
+    quiet = WebRTCConfig(connect_timeout=20, idle_timeout=2)
+    with trio.fail_after(60):
+        async with (
+            open_webrtc_session(quiet, thread_init=in_ns(ha)) as sa,
+            open_webrtc_session(WebRTCConfig(), thread_init=in_ns(hb)) as sb,
+        ):
+            await negotiate(sa, sb)
+            a, _b = await connect_both(sa, sb)
+            start = time.monotonic()
+            with pytest.raises(DataChannelStalled):
+                await a.receive_some()
+            assert 1.5 < time.monotonic() - start < 10
+
+
+async def test_udp_blocked_fails_typed_within_bound(
+    topology: Topology, coturn: Callable[[Host], None]
+) -> None:
+    srv, ha, hb = natted(topology, block_udp=True)
+    coturn(srv)
+    cfg = WebRTCConfig(ice_servers=stun_turn(), connect_timeout=8)
+    with trio.fail_after(90):
+        async with (
+            open_webrtc_session(cfg, thread_init=in_ns(ha)) as sa,
+            open_webrtc_session(cfg, thread_init=in_ns(hb)) as sb,
+        ):
+            await negotiate(sa, sb)
+            start = time.monotonic()
+            with pytest.raises(IceFailed):
+                await sa.connect()
+            assert time.monotonic() - start < 8 + 5
+
+
+async def test_cancellation_reaches_the_asyncio_side(topology: Topology) -> None:
+    """Cancelling a connect leaves no thread behind: the block joins the loop's thread."""
+    import threading
+
+    ha, hb = lan_pair(topology)
+    before = {t.ident for t in threading.enumerate()}
+    with trio.move_on_after(1.0) as scope:
+        async with open_webrtc_session(WebRTCConfig(), thread_init=in_ns(ha)) as sa:
+            await sa.create_offer()
+            await sa.connect()  # no peer: only the cancel scope ends this
+    assert scope.cancelled_caught
+    assert {t.ident for t in threading.enumerate() if t.name == "jet-trio-webrtc"} <= before
