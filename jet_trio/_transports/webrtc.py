@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -138,7 +139,7 @@ class DataChannelStalled(WebRTCError, trio.BrokenResourceError):
 
 @dataclass(frozen=True, slots=True)
 class IceServer:
-    """A STUN or TURN server: ``urls`` like ``stun:host:3478`` or ``turn:host:3478?transport=udp``."""
+    """A STUN or TURN server: ``urls`` like ``stun:host:3478``, ``turn:host:3478?transport=udp``."""
 
     urls: tuple[str, ...]
     username: str | None = None
@@ -237,10 +238,9 @@ class _AsyncioThread:
         done = trio.Event()
 
         def wake(_: object) -> None:
-            try:
+            # RunFinishedError cannot happen: the thread is joined before trio's run ends.
+            with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(done.set)
-            except trio.RunFinishedError:  # pragma: no cover - the loop is joined before that
-                pass
 
         async def run() -> T:
             return await fn(*args)
@@ -276,7 +276,7 @@ class _Inbox:
         self._closed = False  # shared, under _cond
         self._chunks: deque[bytes] = deque()  # trio only
         self._arrived = trio.Event()
-        self._end: BaseException | None | bool = False  # False: open; None: EOF; exc: broken
+        self._end: BaseException | bool | None = False  # False: open; None: EOF; exc: broken
 
     # -- asyncio thread --
     def put(self, data: bytes) -> None:
@@ -293,10 +293,8 @@ class _Inbox:
                 self._cond.wait(1.0)
 
     def finish(self, error: BaseException | None) -> None:
-        try:
+        with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(self._set_end, error)
-        except trio.RunFinishedError:  # pragma: no cover
-            pass
 
     # -- trio --
     def _deliver(self, data: bytes) -> None:
@@ -409,7 +407,7 @@ class _Peer:
         if ssl is not None:
             try:
                 cert = ssl.get_peer_certificate(as_cryptography=True)
-            except Exception:  # noqa: BLE001 - no certificate: the handshake itself failed
+            except Exception:
                 cert = None
         if cert is not None and expected is not None:
             from cryptography.hazmat.primitives import hashes
@@ -528,8 +526,11 @@ class _Peer:
             await self.writable.wait()
 
     async def finish_sending(self) -> None:
+        """Close our channel once everything sent left its buffer (the peer reads EOF)."""
+        self.out.bufferedAmountLowThreshold = 0
         while self.out.bufferedAmount > 0 and self.out.readyState == "open":
-            await asyncio.sleep(0.01)
+            self.writable.clear()
+            await self.writable.wait()
         self.out.close()
 
     async def close(self) -> None:

@@ -1,10 +1,11 @@
 """The Jingle WebRTC data-channel transport element, sans-IO.
 
-Conversations (since 2.13.1) offers ``<transport xmlns='urn:xmpp:jingle:transports:webrtc-datachannel:1'
-sctp-port max-message-size>`` holding one ``urn:xmpp:jingle:transports:ice-udp:1`` transport
-(``ufrag``, ``pwd``, a ``urn:xmpp:jingle:apps:dtls:0`` ``<fingerprint hash setup>``, ICE options
-and ``<candidate/>`` elements); candidates are trickled, one per ``transport-info``. The exact
-dialect is written down in ``docs/protocol.rst``.
+Conversations (since 2.13.1) offers ``<transport sctp-port max-message-size>`` in
+``urn:xmpp:jingle:transports:webrtc-datachannel:1`` holding one
+``urn:xmpp:jingle:transports:ice-udp:1`` transport: ``ufrag``, ``pwd``, a
+``urn:xmpp:jingle:apps:dtls:0`` ``<fingerprint hash setup>``, ICE options and ``<candidate/>``
+elements. Candidates are trickled, one per ``transport-info``. The exact dialect is written
+down in ``docs/protocol.rst``.
 
 This module parses and builds that element and converts it to and from the SDP an
 ``RTCPeerConnection`` speaks. Everything a peer sends is bounded and validated: too many
@@ -31,13 +32,13 @@ __all__ = [
     "ICE_UDP_NS",
     "MAX_CANDIDATES",
     "MAX_FINGERPRINTS",
+    "SDP_MID",
     "WEBRTC_DATACHANNEL_NS",
     "CandidateFlood",
     "Fingerprint",
     "IceCandidate",
     "MalformedTransport",
     "MissingFingerprint",
-    "SDP_MID",
     "WebRTCElementError",
     "WebRTCTransportInfo",
     "build_transport",
@@ -273,7 +274,8 @@ def parse_transport(el: _Element) -> WebRTCTransportInfo:
         setup = fp.get("setup") or ""
         if setup not in ("actpass", "active", "passive"):
             raise MalformedTransport(f"DTLS setup {setup[:20]!r} is not actpass/active/passive")
-        fingerprints.append(Fingerprint((fp.get("hash") or "").lower(), (fp.text or "").strip(), setup))  # type: ignore[arg-type]  # noqa: E501
+        value = (fp.text or "").strip()
+        fingerprints.append(Fingerprint((fp.get("hash") or "").lower(), value, setup))  # type: ignore[arg-type]
     options = [
         str(etree.QName(c).localname)
         for c in ice

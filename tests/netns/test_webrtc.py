@@ -155,7 +155,8 @@ def coturn(tmp_path: Path) -> Iterator[Callable[[Host], None]]:
         args = [
             binary, "-n", "--no-cli", "--no-tls", "--no-dtls", "--fingerprint",
             f"--listening-ip={TURN_HOST}", "--listening-port=3478", f"--relay-ip={TURN_HOST}",
-            "--min-port=49152", "--max-port=49352", "--allowed-peer-ip=198.51.100.0-198.51.100.255", "--realm=w4.test", "--use-auth-secret",
+            "--min-port=49152", "--max-port=49352", "--realm=w4.test", "--use-auth-secret",
+            "--allowed-peer-ip=198.51.100.0-198.51.100.255",
             f"--static-auth-secret={TURN_SECRET}", f"--log-file={log}", "--simple-log",
             "--no-stdout-log", f"--pidfile={tmp_path / 'turn.pid'}",
         ]  # fmt: skip
@@ -283,7 +284,9 @@ async def test_lan_jet_both_directions_and_eof(topology: Topology) -> None:
             await b.aclose()
 
 
-async def test_two_nats_connect_through_stun(topology: Topology, coturn: Callable[[Host], None]) -> None:
+async def test_two_nats_connect_through_stun(
+    topology: Topology, coturn: Callable[[Host], None]
+) -> None:
     srv, ha, hb = natted(topology)
     coturn(srv)
     cfg = WebRTCConfig(ice_servers=(IceServer((f"stun:{TURN_HOST}:3478",)),), connect_timeout=30)
@@ -430,7 +433,7 @@ async def test_cancellation_reaches_the_asyncio_side(topology: Topology) -> None
     """Cancelling a connect leaves no thread behind: the block joins the loop's thread."""
     import threading
 
-    ha, hb = lan_pair(topology)
+    ha, _hb = lan_pair(topology)
     before = {t.ident for t in threading.enumerate()}
     with trio.move_on_after(1.0) as scope:
         async with open_webrtc_session(WebRTCConfig(), thread_init=in_ns(ha)) as sa:

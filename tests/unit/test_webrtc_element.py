@@ -112,7 +112,7 @@ def test_candidate_flood_is_refused() -> None:
     [
         candidate(port="70000"),
         candidate(port="-1"),
-        candidate(port="１２"),  # non-ASCII digits
+        candidate(port="\uff11\uff12"),  # non-ASCII (fullwidth) digits
         candidate(ip="example.org"),
         candidate(ip="host.local"),
         candidate(priority="0"),
@@ -143,13 +143,13 @@ def test_malformed_candidate_attributes(inner: str) -> None:
     ],
 )
 def test_malformed_transport_attributes(outer: str | None, ice: str | None) -> None:
-    kwargs = {}
+    kwargs: dict[str, str] = {}
     if outer is not None:
         kwargs["outer_attrs"] = outer
     if ice is not None:
         kwargs["ice_attrs"] = ice
     with pytest.raises(we.MalformedTransport):
-        we.parse_transport(transport(**kwargs))
+        we.parse_transport(transport(**kwargs))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
