@@ -31,7 +31,7 @@ import concurrent.futures
 import contextlib
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import trio
 
 from .._errors import JetError, RemoteProtocolError, SecurityError
+from .._xmpp.extdisco import ExternalService
 from .webrtc_element import (
     SDP_MID,
     IceCandidate,
@@ -71,6 +72,7 @@ __all__ = [
     "WebRTCSession",
     "WebRTCStream",
     "WebRTCUnavailable",
+    "ice_servers_from_services",
     "open_webrtc_session",
 ]
 
@@ -157,6 +159,27 @@ class IceServer:
     @property
     def is_turn(self) -> bool:
         return any(u.startswith("turn") for u in self.urls)
+
+
+def ice_servers_from_services(services: Iterable[ExternalService]) -> tuple[IceServer, ...]:
+    """The STUN/TURN servers among XEP-0215 ``services``, TURN ones with their credentials.
+
+    A TURN service without a username and password is left out (fetching credentials
+    separately, XEP-0215's ``<credentials/>`` request, is not implemented: Prosody and
+    ejabberd send them with the service).
+    """
+    servers = []
+    for service in services:
+        url = service.ice_url
+        if url is None:
+            continue
+        if service.type.startswith("turn"):
+            if service.username is None or service.password is None:
+                continue
+            servers.append(IceServer((url,), service.username, service.password))
+        else:
+            servers.append(IceServer((url,)))
+    return tuple(servers)
 
 
 @dataclass(frozen=True, slots=True)
