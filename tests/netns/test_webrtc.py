@@ -35,6 +35,7 @@ from jet_trio._transports.webrtc import (
     DtlsFingerprintMismatch,
     IceFailed,
     IceServer,
+    TooManyRemoteCandidates,
     WebRTCConfig,
     WebRTCSession,
     WebRTCStream,
@@ -121,6 +122,10 @@ def natted(topo: Topology, *, symmetric: bool = False, block_udp: bool = False) 
     wan = topo.lan("wan")
     srv = topo.host("xmpp")
     srv.attach(wan, f"{TURN_HOST}/24")
+    # Like a server on the Internet, it has a default route (to a next hop that never answers):
+    # without one, relaying towards a peer's private address fails with ENETUNREACH, and coturn
+    # 4.6.1 then closes the whole allocation.
+    srv.route("default", "via", "198.51.100.254")
     ends = []
     for n, side in ((1, "a"), (2, "b")):
         cone = "" if symmetric else f'iifname "eth1" udp dport 1024-65535 dnat to 10.44.{n}.2'
@@ -307,11 +312,6 @@ async def test_two_nats_connect_through_stun(
             await jet_both_ways(a, b, 1_000_000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relayed path not working yet: coturn 4.6.1 allocates and binds channels for aioice "
-    "0.13, but no connectivity check crosses the relay (coturn logs 'wrote to peer 0 bytes')",
-)
 async def test_symmetric_nats_connect_through_turn(
     topology: Topology, coturn: Callable[[Host], None]
 ) -> None:
@@ -329,11 +329,23 @@ async def test_symmetric_nats_connect_through_turn(
             await jet_both_ways(a, b, 1_000_000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relayed path not working yet: coturn 4.6.1 allocates and binds channels for aioice "
-    "0.13, but no connectivity check crosses the relay (coturn logs 'wrote to peer 0 bytes')",
-)
+async def test_symmetric_nats_defeat_stun_alone(
+    topology: Topology, coturn: Callable[[Host], None]
+) -> None:
+    """The control of the TURN test: without a relay, the symmetric NATs are not traversed."""
+    srv, ha, hb = natted(topology, symmetric=True)
+    coturn(srv)
+    cfg = WebRTCConfig(ice_servers=(IceServer((f"stun:{TURN_HOST}:3478",)),), connect_timeout=8)
+    with trio.fail_after(60):
+        async with (
+            open_webrtc_session(cfg, thread_init=in_ns(ha)) as sa,
+            open_webrtc_session(cfg, thread_init=in_ns(hb)) as sb,
+        ):
+            await negotiate(sa, sb)
+            with pytest.raises(IceFailed):
+                await sa.connect()
+
+
 async def test_relay_only_reveals_no_address(
     topology: Topology, coturn: Callable[[Host], None]
 ) -> None:
@@ -427,6 +439,26 @@ async def test_udp_blocked_fails_typed_within_bound(
             with pytest.raises(IceFailed):
                 await sa.connect()
             assert time.monotonic() - start < 8 + 5
+
+
+async def test_remote_candidate_flood_is_bounded(topology: Topology) -> None:
+    ha, hb = lan_pair(topology)
+    cfg = WebRTCConfig(max_remote_candidates=64)
+    with trio.fail_after(30):
+        async with (
+            open_webrtc_session(cfg, thread_init=in_ns(ha)) as sa,
+            open_webrtc_session(cfg, thread_init=in_ns(hb)) as sb,
+        ):
+            offer = await sa.create_offer()
+            await sb.create_answer(wire(offer))
+            flood = [
+                we.IceCandidate("1", 1, "10.44.1.200", 1000 + i, 100, "host", id=f"c{i}")
+                for i in range(we.MAX_CANDIDATES)
+            ]
+            await sb.add_remote_candidates(flood)
+            await sb.add_remote_candidates(flood)  # 64: the bound itself
+            with pytest.raises(TooManyRemoteCandidates):
+                await sb.add_remote_candidates(flood[:1])
 
 
 async def test_cancellation_reaches_the_asyncio_side(topology: Topology) -> None:
