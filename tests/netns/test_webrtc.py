@@ -441,6 +441,40 @@ async def test_udp_blocked_fails_typed_within_bound(
             assert time.monotonic() - start < 8 + 5
 
 
+async def test_receive_backpressure_reaches_the_sender(topology: Topology) -> None:
+    """A receiver that does not read stalls the sender: unread bytes stay bounded."""
+    ha, hb = lan_pair(topology)
+    small = WebRTCConfig(receive_buffer=64 * 1024)
+    size = 6 * 1024 * 1024
+    data = os.urandom(size)
+    sent = 0
+    with trio.fail_after(120):
+        async with (
+            open_webrtc_session(WebRTCConfig(), thread_init=in_ns(ha)) as sa,
+            open_webrtc_session(small, thread_init=in_ns(hb)) as sb,
+        ):
+            await negotiate(sa, sb)
+            a, b = await connect_both(sa, sb)
+
+            async def send() -> None:
+                nonlocal sent
+                for start in range(0, size, 64 * 1024):
+                    await a.send_all(data[start : start + 64 * 1024])
+                    sent += 64 * 1024
+                await a.send_eof()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                await trio.sleep(6)  # not reading
+                # Our buffer (64 KiB), the SCTP windows and the sender's 256 KiB: far below
+                # what 6 s of sending would move (the channel carries over 1 MB/s here).
+                assert sent <= 2 * 1024 * 1024, sent
+                got = bytearray()
+                while chunk := await b.receive_some():
+                    got.extend(chunk)
+            assert bytes(got) == data
+
+
 async def test_remote_candidate_flood_is_bounded(topology: Topology) -> None:
     ha, hb = lan_pair(topology)
     cfg = WebRTCConfig(max_remote_candidates=64)
