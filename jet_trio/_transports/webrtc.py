@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import operator
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -333,12 +334,17 @@ class _Inbox:
         self._set_end(error)
 
     def close(self) -> None:
+        """Closed on our side (trio thread): wakes a blocked receive and the asyncio thread."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self._chunks.clear()
+        self._arrived.set()
 
     async def receive(self, max_bytes: int, idle_timeout: float | None) -> bytes:
         while not self._chunks:
+            if self._closed:
+                raise trio.ClosedResourceError("the WebRTC stream was closed")
             if self._end is None:
                 return b""
             if isinstance(self._end, BaseException):
@@ -626,8 +632,10 @@ class WebRTCStream(trio.abc.HalfCloseableStream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._receive_busy:
             raise trio.BusyResourceError("another task is receiving on this WebRTC stream")
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError("max_bytes must be at least 1")
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be at least 1")
         self._receive_busy = True
         try:
             self._check()

@@ -507,3 +507,27 @@ async def test_cancellation_reaches_the_asyncio_side(topology: Topology) -> None
             await sa.connect()  # no peer: only the cancel scope ends this
     assert scope.cancelled_caught
     assert {t.ident for t in threading.enumerate() if t.name == "jet-trio-webrtc"} <= before
+
+
+async def test_stream_conformance(topology: Topology) -> None:
+    """trio's own conformance checks for a half-closeable stream, over real data channels."""
+    import contextlib
+
+    import trio.testing
+
+    ha, hb = lan_pair(topology)
+    cfg = WebRTCConfig(connect_timeout=20)
+    with trio.fail_after(300):
+        async with contextlib.AsyncExitStack() as stack:
+
+            async def maker() -> tuple[WebRTCStream, WebRTCStream]:
+                sa = await stack.enter_async_context(
+                    open_webrtc_session(cfg, thread_init=in_ns(ha))
+                )
+                sb = await stack.enter_async_context(
+                    open_webrtc_session(cfg, thread_init=in_ns(hb))
+                )
+                await negotiate(sa, sb)
+                return await connect_both(sa, sb)
+
+            await trio.testing.check_half_closeable_stream(maker, None)
