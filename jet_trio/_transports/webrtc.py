@@ -64,6 +64,7 @@ __all__ = [
     "DtlsFailed",
     "DtlsFingerprintMismatch",
     "IceFailed",
+    "IceGatheringTimeout",
     "IceServer",
     "NoRelayServer",
     "TooManyRemoteCandidates",
@@ -119,6 +120,10 @@ class WebRTCConnectError(WebRTCError):
 
 class IceFailed(WebRTCConnectError):
     """No ICE candidate pair worked within the bound (UDP blocked, no usable relay...)."""
+
+
+class IceGatheringTimeout(WebRTCConnectError):
+    """Gathering our candidates (STUN/TURN answers) took longer than ``gather_timeout``."""
 
 
 class DataChannelTimeout(WebRTCConnectError):
@@ -189,6 +194,8 @@ class WebRTCConfig:
 
     ``ice_servers``: STUN/TURN servers (from configuration and from XEP-0215 discovery).
     ``relay_only``: use relayed candidates only, revealing no address of ours to the peer.
+    ``gather_timeout``: bound of making our offer or answer (candidate gathering waits for the
+    STUN/TURN servers' answers).
     ``connect_timeout``: bound of :meth:`WebRTCSession.connect` (ICE, DTLS, SCTP, channels).
     ``idle_timeout``: a receive that gets nothing for this long raises
     :class:`DataChannelStalled` (``None``: leave it to the caller's stall guard).
@@ -198,6 +205,7 @@ class WebRTCConfig:
 
     ice_servers: tuple[IceServer, ...] = ()
     relay_only: bool = False
+    gather_timeout: float = 10.0
     connect_timeout: float = 30.0
     idle_timeout: float | None = None
     receive_buffer: int = 4 * 1024 * 1024
@@ -206,8 +214,8 @@ class WebRTCConfig:
     def __post_init__(self) -> None:
         if self.relay_only and not any(s.is_turn for s in self.ice_servers):
             raise NoRelayServer("relay_only needs at least one TURN server")
-        if self.connect_timeout <= 0 or self.receive_buffer <= 0:
-            raise ValueError("connect_timeout and receive_buffer must be positive")
+        if min(self.connect_timeout, self.gather_timeout, self.receive_buffer) <= 0:
+            raise ValueError("gather_timeout, connect_timeout and receive_buffer must be positive")
 
 
 # --- the asyncio side, in its own thread -----------------------------------------------------
@@ -696,10 +704,19 @@ class WebRTCSession:
     async def _peer_finish(self) -> None:
         await self._require_peer().finish_sending()
 
+    async def _gathered(self, fn: Callable[..., Awaitable[str]], *args: Any) -> str:
+        with trio.move_on_after(self.config.gather_timeout) as scope:
+            return await self._call(fn, *args)
+        assert scope.cancelled_caught
+        raise IceGatheringTimeout(
+            f"gathering candidates took more than {self.config.gather_timeout:g} s "
+            "(STUN/TURN server unreachable?)"
+        )
+
     async def create_offer(self) -> WebRTCTransportInfo:
         """Our offer (initiator): ICE credentials, DTLS fingerprint, gathered candidates."""
         peer = await self._call(self._make_peer)
-        self.local = from_sdp(await self._call(peer.offer))
+        self.local = from_sdp(await self._gathered(peer.offer))
         return self.local
 
     async def create_answer(self, offer: WebRTCTransportInfo) -> WebRTCTransportInfo:
@@ -708,7 +725,7 @@ class WebRTCSession:
         peer.expected = offer
         self.remote = offer
         self._count(len(offer.candidates))
-        self.local = from_sdp(await self._call(peer.answer, to_sdp(offer)))
+        self.local = from_sdp(await self._gathered(peer.answer, to_sdp(offer)))
         self._remote_set = True
         return self.local
 

@@ -34,6 +34,7 @@ from jet_trio._transports.webrtc import (
     DataChannelTimeout,
     DtlsFingerprintMismatch,
     IceFailed,
+    IceGatheringTimeout,
     IceServer,
     TooManyRemoteCandidates,
     WebRTCConfig,
@@ -493,6 +494,51 @@ async def test_remote_candidate_flood_is_bounded(topology: Topology) -> None:
             await sb.add_remote_candidates(flood)  # 64: the bound itself
             with pytest.raises(TooManyRemoteCandidates):
                 await sb.add_remote_candidates(flood[:1])
+
+
+async def test_gathering_is_bounded_when_the_servers_are_unreachable(
+    topology: Topology, coturn: Callable[[Host], None]
+) -> None:
+    srv, ha, _hb = natted(topology, block_udp=True)
+    coturn(srv)
+    cfg = WebRTCConfig(ice_servers=stun_turn(), gather_timeout=2)
+    with trio.fail_after(30):
+        async with open_webrtc_session(cfg, thread_init=in_ns(ha)) as sa:
+            start = time.monotonic()
+            with pytest.raises(IceGatheringTimeout):
+                await sa.create_offer()
+            assert time.monotonic() - start < 4
+
+
+async def test_cancelled_sender_closes_the_peer_connection(topology: Topology) -> None:
+    """Cancelling the trio side mid-transfer closes the peer connection in the asyncio thread:
+    the receiver sees the channel end at once, not after ICE consent expires (30 s)."""
+    ha, hb = lan_pair(topology)
+    cfg = WebRTCConfig(connect_timeout=20)
+    with trio.fail_after(60):
+        async with open_webrtc_session(cfg, thread_init=in_ns(hb)) as sb:
+            with trio.CancelScope() as a_scope:
+                async with open_webrtc_session(cfg, thread_init=in_ns(ha)) as sa:
+                    await negotiate(sa, sb)
+                    a, b = await connect_both(sa, sb)
+
+                    async def pump() -> None:
+                        while True:
+                            await a.send_all(b"x" * 65536)
+
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(pump)
+                        assert await b.receive_some()
+                        a_scope.cancel()
+            assert a_scope.cancelled_caught
+            start = time.monotonic()
+            with trio.fail_after(10):
+                try:
+                    while await b.receive_some():
+                        pass
+                except trio.BrokenResourceError:
+                    pass
+            assert time.monotonic() - start < 10
 
 
 async def test_cancellation_reaches_the_asyncio_side(topology: Topology) -> None:
