@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from lxml import etree
 
 from jet_trio._jet.cipher import TransportSecret
 from jet_trio._jet.stream import DecryptingReceiveStream, EncryptingSendStream
@@ -577,3 +578,125 @@ async def test_stream_conformance(topology: Topology) -> None:
                 return await connect_both(sa, sb)
 
             await trio.testing.check_half_closeable_stream(maker, None)
+
+
+SIGNAL_NS = "urn:example:jet-trio:w4-signal"
+
+
+async def test_two_clients_on_prosody_signal_and_cross_symmetric_nats(
+    topology: Topology, coturn: Callable[[Host], None], tmp_path: Path
+) -> None:
+    """End to end without the Jingle driver: two real clients behind symmetric NATs log in to a
+    Prosody on the "Internet" host, get the STUN/TURN servers (with TURN REST credentials for
+    coturn) from its XEP-0215 service, carry offer, answer and trickled candidates in iqs
+    through the server, connect through the relay and move JET bytes both ways."""
+    import contextlib
+
+    import trustme
+
+    from jet_trio import open_client
+    from jet_trio._transports.webrtc import ice_servers_from_services
+    from jet_trio._xmpp.client import Client
+    from jet_trio._xmpp.extdisco import discover_external_services
+    from jet_trio._xmpp.stanza import E
+    from tests.integration._servers import ServerUnavailable, lua_string
+    from tests.integration.test_extdisco_prosody import ExtdiscoProsody
+
+    from ._topology import in_netns
+
+    srv, ha, hb = natted(topology, symmetric=True)
+    coturn(srv)
+    services = f"""
+external_services = {{
+    {{ type = "stun", transport = "udp", host = "{TURN_HOST}", port = 3478 }};
+    {{ type = "turn", transport = "udp", host = "{TURN_HOST}", port = 3478,
+       secret = {lua_string(TURN_SECRET)} }};
+}}
+"""
+    try:
+        prosody = ExtdiscoProsody(
+            tmp_path / "prosody", trustme.CA(), domain="w4.test", netns=srv.ns,
+            host=TURN_HOST, proxy65=False, extra_config=services, stanza_debug=False,
+        )  # fmt: skip
+    except ServerUnavailable as exc:
+        missing_server(str(exc))
+    info = prosody.start()
+    try:
+        streams: dict[str, WebRTCStream] = {}
+        with trio.fail_after(150):
+            async with contextlib.AsyncExitStack() as stack:
+                clients: dict[str, Client] = {}
+                inboxes: dict[str, trio.MemoryReceiveChannel[tuple[str, etree._Element]]] = {}
+                for user, host in (("alice", ha), ("bob", hb)):
+                    with in_netns(host.ns):  # the client's TCP socket lives in its host
+                        client = await stack.enter_async_context(
+                            open_client(
+                                info.jid(user),
+                                info.password(user),
+                                host=TURN_HOST,
+                                port=info.port,
+                                ca_file=info.ca_file,
+                            )
+                        )
+                    send, receive = trio.open_memory_channel[tuple[str, etree._Element]](64)
+                    inboxes[user] = receive
+
+                    async def handler(
+                        iq: etree._Element,
+                        send: trio.MemorySendChannel[tuple[str, etree._Element]] = send,
+                    ) -> None:
+                        signal = iq[0]
+                        send.send_nowait((signal.get("kind") or "", signal[0]))
+
+                    client.register_iq_handler("set", f"{{{SIGNAL_NS}}}signal", handler)
+                    clients[user] = client
+
+                async def signal(me: Client, to: Client, kind: str, el: etree._Element) -> None:
+                    await me.request("set", E(f"{{{SIGNAL_NS}}}signal", {"kind": kind}, el), to.jid)
+
+                async def side(user: str, peer: str, host: Host, initiator: bool) -> None:
+                    me, other, inbox = clients[user], clients[peer], inboxes[user]
+                    ice = ice_servers_from_services(await discover_external_services(me))
+                    assert any(s.is_turn for s in ice)
+                    cfg = WebRTCConfig(ice_servers=ice, connect_timeout=40)
+                    session = await stack.enter_async_context(
+                        open_webrtc_session(cfg, thread_init=in_ns(host))
+                    )
+                    if initiator:
+                        local = await session.create_offer()
+                        await signal(
+                            me, other, "offer", we.build_transport(replace(local, candidates=()))
+                        )
+                        kind, el = await inbox.receive()
+                        assert kind == "answer"
+                        await session.accept_answer(we.parse_transport(el))
+                    else:
+                        kind, el = await inbox.receive()
+                        assert kind == "offer"
+                        local = await session.create_answer(we.parse_transport(el))
+                        await signal(
+                            me, other, "answer", we.build_transport(replace(local, candidates=()))
+                        )
+                    for el in we.trickle_infos(local):
+                        await signal(me, other, "candidate", el)
+
+                    async def take_candidates() -> None:
+                        assert session.remote is not None
+                        async for kind, el in inbox:
+                            assert kind == "candidate"
+                            await session.add_remote_candidates(
+                                we.parse_trickle(el, session.remote)
+                            )
+
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(take_candidates)
+                        streams[user] = await session.connect()
+                        nursery.cancel_scope.cancel()
+                    assert "relay" in await session.selected_candidate_types()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(side, "alice", "bob", ha, True)
+                    nursery.start_soon(side, "bob", "alice", hb, False)
+                await jet_both_ways(streams["alice"], streams["bob"], 300_000)
+    finally:
+        prosody.stop()
