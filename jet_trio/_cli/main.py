@@ -104,7 +104,23 @@ def _refuse_password(ctx: click.Context, param: click.Parameter, value: str | No
 
 def output_options(fn: F) -> F:
     fn = click.option(
-        "--debug", is_flag=True, help="Log the protocol on standard error; tracebacks on errors."
+        "--debug",
+        is_flag=True,
+        help="As -vv: log everything (the protocol, the plugins' libraries) on standard error; "
+        "tracebacks on errors.",
+    )(fn)
+    fn = click.option(
+        "--verbose",
+        "-v",
+        count=True,
+        help="-v: also show jet-trio's own steps (login, candidates, fallbacks); -vv: everything, "
+        "as --debug.",
+    )(fn)
+    fn = click.option(
+        "--quiet",
+        "-q",
+        is_flag=True,
+        help="Only results, warnings and errors: no progress notes or bars.",
     )(fn)
     fn = click.option(
         "--json",
@@ -173,6 +189,12 @@ def account_options(fn: F) -> F:
             help="Never send the password with SASL PLAIN, even over TLS (SCRAM only).",
         ),
         click.option(
+            "--save-password",
+            is_flag=True,
+            help="After a successful login, keep the password in the system keyring (needs "
+            "jet-trio[keyring]); later runs take it from there. Never done without this option.",
+        ),
+        click.option(
             "--data-dir",
             type=click.Path(file_okay=False, path_type=Path),
             envvar="JET_TRIO_DATA_DIR",
@@ -197,6 +219,7 @@ def _account(kw: dict[str, Any]) -> AccountOptions:
         data_dir=kw.pop("data_dir"),
         login_timeout=kw.pop("login_timeout"),
         allow_plain=not kw.pop("no_plain"),
+        save_password=kw.pop("save_password"),
     )
 
 
@@ -214,11 +237,21 @@ def command(fn: Callable[..., Callable[[Output], Awaitable[int]]]) -> Callable[.
     """Wrap a command body returning ``async fn(out) -> exit code`` into the run shell."""
 
     @wraps(fn)
-    def wrapper(*, json_mode: bool, debug: bool, **kw: Any) -> int:
-        from .output import Output, setup_logging
+    def wrapper(*, json_mode: bool, debug: bool, verbose: int, quiet: bool, **kw: Any) -> int:
+        from .output import DEBUG, Output, setup_logging
 
-        setup_logging(debug)
-        out = Output(json_mode=json_mode, debug=debug)
+        if quiet and (verbose or debug):
+            failure = Failure(
+                ExitCode.USAGE,
+                "usage",
+                "-q cannot be combined with -v or --debug",
+                "Choose one.",
+            )
+            Output(json_mode=json_mode, debug=False).failure(failure)
+            return int(failure.code)
+        verbosity = DEBUG if debug else -1 if quiet else min(verbose, DEBUG)
+        setup_logging(verbosity)
+        out = Output(json_mode=json_mode, debug=False, verbosity=verbosity)
         try:
             body = fn(**kw)
         except CLIError as exc:
@@ -660,6 +693,42 @@ def _print_plugins(out: Output, info: dict[str, Any]) -> None:
             "[dim]Not logged in: envelope methods that need a connection (OMEMO, OpenPGP) are not "
             "listed; pass --account to see them.[/]"
         )
+
+
+@cli.group()
+def account() -> None:
+    """Your account: create it on a server that allows it, forget a saved password."""
+
+
+@account.command("forget-password")
+@click.option(
+    "--account",
+    "-a",
+    "account_",
+    envvar="JET_TRIO_ACCOUNT",
+    metavar="JID",
+    help="Your XMPP address (or set JET_TRIO_ACCOUNT).",
+)
+@output_options
+@command
+def forget_password(account_: str | None) -> Callable[[Output], Awaitable[int]]:
+    """Remove the password that --save-password kept in the system keyring."""
+    from .account import AccountOptions, forget_password
+
+    opts = AccountOptions(account_, None, None, None, False, None)
+    jid = opts.jid()
+
+    async def body(out: Output) -> int:
+        removed = forget_password(jid)
+        if out.json_mode:
+            out.emit({"status": "ok", "account": str(jid.bare), "removed": removed})
+        elif removed:
+            out.say(f"removed the saved password of {jid.bare} from the system keyring")
+        else:
+            out.say(f"no password of {jid.bare} was saved in the system keyring")
+        return ExitCode.OK
+
+    return body
 
 
 COMPLETION_SHELLS = ("bash", "zsh", "fish")
