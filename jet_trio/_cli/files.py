@@ -26,6 +26,7 @@ from .._xmpp import ns as _ns
 from .._xmpp.client import Client
 from .._xmpp.jid import JID
 from .account import AccountOptions, connect
+from .contacts import wait_for_peer
 from .errors import CLIError, ExitCode
 from .output import Output, human_size, shown
 from .plugins import check_cipher, make_plugins, wants_stub
@@ -73,17 +74,12 @@ async def _file_transfer(
 
 
 async def _wait_for(client: Client, peer: JID, wait: float) -> JID:
-    try:
-        with trio.fail_after(wait):
-            return await client.wait_available(peer)
-    except trio.TooSlowError:
-        raise CLIError(
-            ExitCode.PEER,
-            "peer-unavailable",
-            f"{peer} did not come online within {wait:g} s",
-            "Check that the peer is online and runs `jet-trio share` (and that you are in "
-            "each other's contact lists), or wait longer with --wait.",
-        ) from None
+    return await wait_for_peer(
+        client,
+        peer,
+        wait,
+        "Check that the peer is online and runs `jet-trio share`, or wait longer with --wait.",
+    )
 
 
 # -- share ------------------------------------------------------------------------------------

@@ -696,6 +696,63 @@ def _print_plugins(out: Output, info: dict[str, Any]) -> None:
 
 
 @cli.group()
+def contact() -> None:
+    """Your contacts (the roster): who sees whom online.
+
+    jet-trio can only send to someone whose presence you see: add them, and have them add you.
+    """
+
+
+@contact.command("add")
+@click.argument("jid")
+@click.option("--name", help="A name for the contact in your roster.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for them to accept (0: do not wait; the server keeps the request).",
+)
+@account_options
+@output_options
+@command
+def contact_add(**kw: Any) -> Callable[[Output], Awaitable[int]]:
+    """Add JID to your contacts: ask to see their presence and let them see yours."""
+    from .contacts import ContactOptions, run_contact_add
+
+    account = _account(kw)
+    opts = _options(ContactOptions, kw)
+    return lambda out: run_contact_add(out, account, opts)
+
+
+@contact.command("remove")
+@click.argument("jid")
+@account_options
+@output_options
+@command
+def contact_remove(**kw: Any) -> Callable[[Output], Awaitable[int]]:
+    """Remove JID from your contacts (both subscriptions are cancelled)."""
+    from .contacts import ContactOptions, run_contact_remove
+
+    account = _account(kw)
+    opts = ContactOptions(jid=kw["jid"])
+    return lambda out: run_contact_remove(out, account, opts)
+
+
+@contact.command("list")
+@account_options
+@output_options
+@command
+def contact_list(**kw: Any) -> Callable[[Output], Awaitable[int]]:
+    """List your contacts, who sees whom online, and requests waiting for your answer."""
+    from .contacts import run_contact_list
+
+    account = _account(kw)
+    return lambda out: run_contact_list(out, account)
+
+
+@cli.group()
 def account() -> None:
     """Your account: create it on a server that allows it, forget a saved password."""
 

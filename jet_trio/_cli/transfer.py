@@ -22,6 +22,7 @@ from .._transports.s5b_direct import DirectAddresses
 from .._xmpp import ns as _ns
 from .._xmpp.jid import JID, InvalidJID
 from .account import AccountOptions, connect
+from .contacts import wait_for_peer
 from .errors import CLIError, ExitCode, classify
 from .output import Output, ProgressBars, human_size
 from .plugins import (
@@ -168,17 +169,12 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
         async with open_file_transfer(client, plugins=plugins, direct_addresses=direct) as ft:
             await client.send_presence()  # now ready: keys published, features advertised
             out.note(f"logged in as {client.jid}; waiting for {to} to be online")
-            try:
-                with trio.fail_after(opts.wait):
-                    peer = await client.wait_available(to)
-            except trio.TooSlowError:
-                raise CLIError(
-                    ExitCode.PEER,
-                    "peer-unavailable",
-                    f"{to} did not come online within {opts.wait:g} s",
-                    "Check that the recipient is online (and that you are in each other's "
-                    "contact lists), or wait longer with --wait.",
-                ) from None
+            peer = await wait_for_peer(
+                client,
+                to,
+                opts.wait,
+                "Check that the recipient is online, or wait longer with --wait.",
+            )
             how = _how(namespace)
             out.note(f"offering {opts.file.name} to {peer} ({how})")
             with out.progress() as bars:
