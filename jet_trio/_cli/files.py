@@ -14,13 +14,14 @@ import string
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from .._plugins.manager import PluginManager
 from .._transfer.files import SIDECAR_SUFFIX, Partial, find_partials
-from .._transfer.service import FileTransfer, open_file_transfer
+from .._transfer.service import FileTransfer, ServedRequest, open_file_transfer
 from .._transfer.types import TransferError
 from .._xmpp import ns as _ns
 from .._xmpp.client import Client
@@ -134,7 +135,7 @@ async def _serve_shared(
     ) as ft:
         for f in opts.files:
             out.note(f"hashing {f} ({human_size(f.stat().st_size)})")
-            sha = await ft.share(f, to=allowed)
+            sha = await ft.share(f, to=allowed, on_served=partial(_served, out))
             out.emit(
                 {
                     "status": "shared",
@@ -154,6 +155,29 @@ async def _serve_shared(
             f"jet-trio request SHA256 --from {client.jid.bare} --output-dir DIR"
         )
         await trio.sleep_until(deadline)
+
+
+def _served(out: Output, served: ServedRequest) -> None:
+    """Say who fetched what (standard output: it is what share is run for)."""
+    part = "" if served.offset == 0 else f", resumed from byte {served.offset}"
+    what = f"{shown(served.name)} ({human_size(served.length)}{part})"
+    if served.error is None:
+        out.say(f"{shown(served.peer)} fetched {what}")
+        status = "served"
+    else:
+        out.say(f"[yellow]{shown(served.peer)} did not get {what}: {shown(served.error)}[/]")
+        status = "failed"
+    out.emit(
+        {
+            "status": status,
+            "peer": str(served.peer),
+            "name": served.name,
+            "sha256": served.sha256,
+            "offset": served.offset,
+            "length": served.length,
+            **({} if served.error is None else {"error": str(served.error)}),
+        }
+    )
 
 
 # -- request ----------------------------------------------------------------------------------
