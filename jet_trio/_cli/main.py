@@ -277,7 +277,11 @@ transport_option = click.option(
     "--transport", type=click.Choice(TRANSPORTS), default="auto", show_default=True
 )
 cipher_option = click.option(
-    "--cipher", metavar="URN", help="The JET cipher (default: AES-256-GCM)."
+    "--cipher",
+    metavar="URN",
+    help="The JET cipher. Default: AES-256-GCM; with legacy OMEMO to a peer that does not "
+    "advertise it (Dino, Conversations), AES-128-GCM, the only one they accept. The result "
+    "says which was used.",
 )
 
 
