@@ -26,5 +26,13 @@ autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 
 exclude_patterns = ["_build"]
-html_theme = "alabaster"
+html_title = f"jet-trio {release}"
 html_static_path: list[str] = []
+# Furo (the docs extra installs it): a current theme that reflows on narrow screens; the
+# built-in alabaster keeps a build without it possible.
+try:
+    import furo  # noqa: F401
+except ImportError:  # pragma: no cover - only without the docs extra
+    html_theme = "alabaster"
+else:
+    html_theme = "furo"

@@ -295,7 +295,7 @@ def cli() -> None:
     Start with `jet-trio demo`. Exit codes: 0 ok, 1 internal error, 2 usage, 3 connection,
     4 TLS certificate, 5 login, 6 peer declined/cancelled/offline/not a contact, 7 transport,
     8 encryption, 9 integrity, 10 local file, 11 timeout, 12 other transfer failure,
-    130 interrupted. See `man jet-trio` or the documentation for the whole table.
+    130 interrupted (the documentation has the whole table).
     """
 
 
