@@ -188,6 +188,7 @@ class PasswordSource(enum.Enum):
     ENV = PASSWORD_ENV
     KEYRING = "the system keyring"
     PROMPT = "the prompt"
+    CHOSEN = "the new account's password"
 
 
 def on_terminal() -> bool:
@@ -325,7 +326,7 @@ def _warn_if_readable_by_others(path: Path) -> None:
 
 @asynccontextmanager
 async def connect(
-    opts: AccountOptions, jid: JID, *, presence: bool = True
+    opts: AccountOptions, jid: JID, *, presence: bool = True, password: str | None = None
 ) -> AsyncIterator[Client]:
     """Log in with the account options (the password is read first, before connecting).
 
@@ -334,11 +335,15 @@ async def connect(
     with ``--save-password`` the password is stored in the system keyring.
 
     With ``presence=False`` the caller sends the initial presence itself, once it is ready to
-    be contacted (plugins started, file transfer features registered).
+    be contacted (plugins started, file transfer features registered). ``password``: use this
+    one (a new account's) instead of the usual sources.
     """
     if opts.save_password:
         require_keyring()
-    password, source = opts.password_and_source(jid)
+    if password is not None:  # chosen by this run (account register)
+        source = PasswordSource.CHOSEN
+    else:
+        password, source = opts.password_and_source(jid)
     host, port = parse_server(opts.server) if opts.server else (None, None)
     ca_file = str(opts.ca_file) if opts.ca_file is not None else None
     if ca_file is not None and not await trio.Path(ca_file).is_file():
@@ -386,3 +391,62 @@ async def connect(
         if opts.save_password and source is not PasswordSource.KEYRING:
             store_password(jid, password)
         yield client
+
+
+def new_password(opts: AccountOptions, jid: JID) -> str:
+    """The password of an account to create: from the usual sources but the keyring, or typed
+    twice on the terminal (three tries to type the same twice)."""
+    if opts.password_file is not None:
+        return opts._password_from_file()
+    env = os.environ.get(PASSWORD_ENV)
+    if env:
+        return env
+    if not on_terminal():
+        raise CLIError(
+            ExitCode.USAGE,
+            "usage",
+            f"no password for the new account {jid.bare}",
+            f"Use --password-file FILE, set {PASSWORD_ENV}, or run on a terminal to be asked.",
+        )
+    for _ in range(PROMPT_TRIES):
+        first = prompt_password(jid)
+        try:
+            second = getpass.getpass(f"The same password again for {jid.bare}: ")
+        except EOFError:
+            second = ""
+        if first == second:
+            return first
+        print("jet-trio: the two entries differ; type them again", file=sys.stderr)
+    raise CLIError(
+        ExitCode.USAGE,
+        "usage",
+        f"no password entered for {jid.bare} (the entries differed)",
+        "Type the same password twice.",
+    )
+
+
+async def register(opts: AccountOptions, jid: JID) -> str:
+    """Create the account on its server (XEP-0077); returns the password used."""
+    from .._xmpp.register import RegistrationError, register_account
+
+    password = new_password(opts, jid)
+    host, port = parse_server(opts.server) if opts.server else (None, None)
+    ca_file = str(opts.ca_file) if opts.ca_file is not None else None
+    try:
+        await register_account(
+            jid,
+            password,
+            host=host,
+            port=port,
+            security="direct" if opts.direct_tls else "starttls",
+            ca_file=ca_file,
+            login_timeout=opts.login_timeout,
+        )
+    except RegistrationError as exc:
+        hint = {
+            "conflict": "Choose another name, or log in to it if it is yours.",
+            "not-acceptable": "Choose another name or a stronger password.",
+            "bad-request": "Choose another name or a stronger password.",
+        }.get(exc.condition or "", "Create the account on the server's web page or ask its admin.")
+        raise CLIError(ExitCode.AUTH, "registration", str(exc), hint) from None
+    return password

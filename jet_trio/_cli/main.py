@@ -762,6 +762,37 @@ def account() -> None:
     """Your account: create it on a server that allows it, forget a saved password."""
 
 
+@account.command("register")
+@account_options
+@output_options
+@command
+def account_register(**kw: Any) -> Callable[[Output], Awaitable[int]]:
+    """Create the account --account on its server, if the server allows it (XEP-0077).
+
+    The password is asked twice on a terminal (or taken from --password-file or
+    JET_TRIO_PASSWORD). The new account then logs in once; with --save-password the password
+    goes to the system keyring.
+    """
+    from .account import connect, register
+
+    opts = _account(kw)
+    jid = opts.jid()
+    opts.account_data_dir(jid)  # checked before the work, as every command does
+
+    async def body(out: Output) -> int:
+        password = await register(opts, jid)
+        out.note(f"created {jid.bare}; logging in")
+        async with connect(opts, jid, presence=False, password=password) as client:
+            logged_in = str(client.jid)
+        if out.json_mode:
+            out.emit({"status": "ok", "registered": str(jid.bare), "logged_in": logged_in})
+        else:
+            out.say(f"created the account {jid.bare} and logged in as {logged_in}")
+        return ExitCode.OK
+
+    return body
+
+
 @account.command("forget-password")
 @click.option(
     "--account",

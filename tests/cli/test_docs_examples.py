@@ -322,10 +322,9 @@ def _reasons_in_code() -> dict[str, set[ExitCode]]:
     )
     for source in (Path(jet_trio.__file__).parent / "_cli").glob("*.py"):
         for m in pattern.finditer(source.read_text(encoding="utf-8")):
+            pairs = [(m[1], m[3] or m[5])]
             if m[2]:  # CODE_A if x else CODE_B, "reason_a" if x else "reason_b"
-                pairs = [(m[1], m[3] or m[5]), (m[2], m[4] or m[5])]
-            else:
-                pairs = [(m[1], m[3] or m[5])]
+                pairs.append((m[2], m[4] or m[5]))
             for code, reason in pairs:
                 found.setdefault(reason, set()).add(ExitCode[code])
     return found
