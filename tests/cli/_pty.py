@@ -4,23 +4,24 @@ read from the terminal and answered by the test."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import pty
 import select
 import subprocess
-import termios
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ._run import COMMAND, cli_env
 
-
-def _take_terminal() -> None:  # pragma: no cover - runs in the child
-    """Make the pty (standard input) the controlling terminal of the new session, so that
-    ``getpass`` reads ``/dev/tty`` as it does for a user."""
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+#: Runs jet-trio after making the pty (standard input) the controlling terminal of its new
+#: session, so that ``getpass`` reads ``/dev/tty`` as it does for a user. (A wrapper rather
+#: than ``preexec_fn``, which is unsafe in the test's threads.)
+_TAKE_TERMINAL = (
+    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 class Terminal:
@@ -34,13 +35,12 @@ class Terminal:
     ) -> None:
         primary, secondary = pty.openpty()
         self.proc = subprocess.Popen(
-            [*COMMAND, *args],
+            [sys.executable, "-c", _TAKE_TERMINAL, *COMMAND, *args],
             env=cli_env(tmp_path, {"TERM": "dumb", **(env or {})}),
             stdin=secondary,
             stdout=secondary,
             stderr=secondary,
             start_new_session=True,
-            preexec_fn=_take_terminal,
         )
         os.close(secondary)
         self._fd = primary
