@@ -16,12 +16,15 @@ from typing import Any
 import trio
 from lxml import etree
 
+from .._errors import RemoteProtocolError
+from .._xmpp import ns as _ns
 from .._xmpp.client import Client
 from .._xmpp.jid import JID, InvalidJID
 from .._xmpp.roster import (
     RosterItem,
     SubscriptionRequest,
     parse_roster,
+    parse_roster_push,
     parse_subscription_presence,
     roster_query,
     roster_remove,
@@ -35,6 +38,7 @@ from .output import Output, shown
 
 __all__ = ["ContactOptions", "run_contact_add", "run_contact_list", "run_contact_remove"]
 
+_ROSTER_QUERY = f"{{{_ns.ROSTER}}}query"
 #: The bound on the exchanges with our server after the login (roster queries, pings).
 SERVER_WAIT = 30.0
 #: How long ``contact add`` waits for the contact's answer by default: none (they may be
@@ -105,14 +109,28 @@ class _Requests:
     def __init__(self, client: Client) -> None:
         self.received: list[SubscriptionRequest] = []
         self.changed = trio.Event()
+        self._client = client
         self._unwatch = client.on_presence(self._on_presence)
+        client.register_iq_handler("set", _ROSTER_QUERY, self._on_push)
+
+    async def _on_push(self, iq: etree._Element) -> None:
+        """A roster push (RFC 6121 2.1.6): acknowledged if it comes from our own account;
+        anyone else's is refused as if we had no roster (it must not change anything)."""
+        try:
+            parse_roster_push(iq, self._client.jid)
+        except RemoteProtocolError:
+            raise StanzaError("service-unavailable") from None
+        self._notify()
 
     def _on_presence(self, presence: etree._Element) -> None:
         request = parse_subscription_presence(presence)
         if request is not None:
             self.received.append(request)
-            self.changed.set()
-            self.changed = trio.Event()
+            self._notify()
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
     def asking(self) -> list[JID]:
         """Who asked to see our presence (and was not answered since)."""
@@ -120,6 +138,7 @@ class _Requests:
 
     def close(self) -> None:
         self._unwatch()
+        self._client.unregister_iq_handler("set", _ROSTER_QUERY)
 
 
 async def _settle(client: Client) -> None:
