@@ -354,6 +354,7 @@ async def connect(
             "Pass the PEM file of the server's certificate authority to --ca-file.",
         )
     prompts = 1 if source is PasswordSource.PROMPT else 0
+    log.info("logging in as %s (password from %s)", jid, source.value)
     async with AsyncExitStack() as stack:
         while True:
             try:
@@ -387,7 +388,7 @@ async def connect(
                 print(f"jet-trio: {said}", file=sys.stderr)
                 password, source = prompt_password(jid, again=True), PasswordSource.PROMPT
                 prompts += 1
-        opts.make_data_dir(jid)
+        log.info("data directory of %s: %s", jid.bare, opts.make_data_dir(jid))
         if opts.save_password and source is not PasswordSource.KEYRING:
             store_password(jid, password)
         yield client

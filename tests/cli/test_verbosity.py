@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ._run import run
+from ._run import arun, run
+from .conftest import LocalServer
 
 HAVE_OMEMO = importlib.util.find_spec("jet_trio_omemo") is not None
 
@@ -51,3 +52,14 @@ def test_quiet_and_verbose_conflict(tmp_path: Path) -> None:
     ran = run(["demo", "-q", "-v"], tmp_path)
     assert ran.returncode == 2
     assert "-q cannot be combined with -v" in ran.stderr
+
+
+async def test_verbose_login_says_where_the_password_came_from(
+    tmp_path: Path, local_server: LocalServer
+) -> None:
+    ran = await arun(["plugins", "-v"], tmp_path, local_server.env("alice"))
+    assert ran.returncode == 0, ran.stderr
+    assert "logging in as alice@localhost (password from JET_TRIO_PASSWORD)" in ran.stderr
+    assert "data directory of alice@localhost: " in ran.stderr
+    ran = await arun(["plugins"], tmp_path, local_server.env("alice"))
+    assert "password from" not in ran.stderr
