@@ -26,7 +26,7 @@ autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 
 exclude_patterns = ["_build"]
-html_theme = "alabaster"
+html_title = f"jet-trio {release}"
 html_static_path: list[str] = []
 
 # -- Reference documentation: every cross-reference checked, Python and trio linked ----------
@@ -66,3 +66,11 @@ nitpick_ignore += [
     ("py:class", "_Session"),
     ("py:class", "_Offer"),
 ]
+# Furo (the docs extra installs it): a current theme that reflows on narrow screens; the
+# built-in alabaster keeps a build without it possible.
+try:
+    import furo  # noqa: F401
+except ImportError:  # pragma: no cover - only without the docs extra
+    html_theme = "alabaster"
+else:
+    html_theme = "furo"

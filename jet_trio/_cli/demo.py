@@ -276,15 +276,16 @@ def _json(received: TransferResult, sent: TransferResult, *, kept: bool) -> dict
 
 def _summary(out: Output, received: TransferResult, sent: TransferResult, kept: bool) -> None:
     seconds = received.seconds
+    # Values are Rich markup: what came from elsewhere (names, paths) is escaped here.
     envelope = (
-        f"{short_envelope_name(received.envelope)} ({received.envelope})"
+        shown(f"{short_envelope_name(received.envelope)} ({received.envelope})")
         if received.envelope
         else "[red]none: NOT encrypted[/]"
     )
     rows = [
-        ("file", f"{received.name}, {received.size} bytes ({human_size(received.size)})"),
+        ("file", f"{shown(received.name)}, {received.size} bytes ({human_size(received.size)})"),
         ("envelope", envelope),
-        ("cipher", received.cipher or "none"),
+        ("cipher", shown(received.cipher or "none")),
         ("transport", received.transport),
         ("bytes on the wire", f"{received.wire_bytes}"),
         ("time", f"{seconds:.2f} s"),
@@ -295,8 +296,11 @@ def _summary(out: Output, received: TransferResult, sent: TransferResult, kept: 
             if received.hash_verified
             else "[red]no[/]",
         ),
-        ("received file", str(received.path) if kept else "deleted (pass --output-dir to keep it)"),
+        (
+            "received file",
+            shown(received.path) if kept else "deleted (pass --output-dir to keep it)",
+        ),
     ]
     out.say(f"[bold]{shown(received.peer)} -> {shown(sent.peer)}: transfer complete[/]")
     for key, value in rows:
-        out.say(f"  {key + ':':<19}{shown(value)}")
+        out.say(f"  {key + ':':<19}{value}")

@@ -150,6 +150,18 @@ def _transfer_failure(exc: TransferError) -> Failure:
             "Nothing was kept. Try again; if it keeps happening the data is altered on the way.",
             jingle,
         )
+    if isinstance(exc, JETError) and "supports none of our JET envelope methods" in msg:
+        # The library's own advice (encrypt=None) is for programs; say it in options.
+        peer, _, tried = msg.partition(" supports none of our JET envelope methods ")
+        return Failure(
+            ExitCode.ENCRYPTION,
+            "encryption",
+            f"{peer} advertises none of the encryption methods tried "
+            f"{tried.partition(';')[0].strip()}",
+            "If they use OpenPGP, pass --envelope openpgp (jet-trio plugins lists what is "
+            "installed here); --envelope none sends without end-to-end encryption.",
+            jingle,
+        )
     if isinstance(exc, JETError):
         return Failure(
             ExitCode.ENCRYPTION,

@@ -14,18 +14,20 @@ import string
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from .._plugins.manager import PluginManager
 from .._transfer.files import SIDECAR_SUFFIX, Partial, find_partials
-from .._transfer.service import FileTransfer, open_file_transfer
+from .._transfer.service import FileTransfer, ServedRequest, open_file_transfer
 from .._transfer.types import TransferError
 from .._xmpp import ns as _ns
 from .._xmpp.client import Client
 from .._xmpp.jid import JID
 from .account import AccountOptions
+from .contacts import wait_for_peer
 from .errors import CLIError, ExitCode
 from .output import Output, human_size, shown
 from .plugins import NO_METHOD_HINT, check_cipher, wants_stub
@@ -65,17 +67,12 @@ async def _file_transfer(
 
 
 async def _wait_for(client: Client, peer: JID, wait: float) -> JID:
-    try:
-        with trio.fail_after(wait):
-            return await client.wait_available(peer)
-    except trio.TooSlowError:
-        raise CLIError(
-            ExitCode.PEER,
-            "peer-unavailable",
-            f"{peer} did not come online within {wait:g} s",
-            "Check that the peer is online and runs `jet-trio share` (and that you are in "
-            "each other's contact lists), or wait longer with --wait.",
-        ) from None
+    return await wait_for_peer(
+        client,
+        peer,
+        wait,
+        "Check that the peer is online and runs `jet-trio share`, or wait longer with --wait.",
+    )
 
 
 # -- share ------------------------------------------------------------------------------------
@@ -124,7 +121,7 @@ async def _serve_shared(
     ) as ft:
         for f in opts.files:
             out.note(f"hashing {f} ({human_size(f.stat().st_size)})")
-            sha = await ft.share(f, to=allowed)
+            sha = await ft.share(f, to=allowed, on_served=partial(_served, out))
             out.emit(
                 {
                     "status": "shared",
@@ -144,6 +141,29 @@ async def _serve_shared(
             f"jet-trio request SHA256 --from {client.jid.bare} --output-dir DIR"
         )
         await trio.sleep_until(deadline)
+
+
+def _served(out: Output, served: ServedRequest) -> None:
+    """Say who fetched what (standard output: it is what share is run for)."""
+    part = "" if served.offset == 0 else f", resumed from byte {served.offset}"
+    what = f"{shown(served.name)} ({human_size(served.length)}{part})"
+    if served.error is None:
+        out.say(f"{shown(served.peer)} fetched {what}")
+        status = "served"
+    else:
+        out.say(f"[yellow]{shown(served.peer)} did not get {what}: {shown(served.error)}[/]")
+        status = "failed"
+    out.emit(
+        {
+            "status": status,
+            "peer": str(served.peer),
+            "name": served.name,
+            "sha256": served.sha256,
+            "offset": served.offset,
+            "length": served.length,
+            **({} if served.error is None else {"error": str(served.error)}),
+        }
+    )
 
 
 # -- request ----------------------------------------------------------------------------------

@@ -104,7 +104,23 @@ def _refuse_password(ctx: click.Context, param: click.Parameter, value: str | No
 
 def output_options(fn: F) -> F:
     fn = click.option(
-        "--debug", is_flag=True, help="Log the protocol on standard error; tracebacks on errors."
+        "--debug",
+        is_flag=True,
+        help="As -vv: log everything (the protocol, the plugins' libraries) on standard error; "
+        "tracebacks on errors.",
+    )(fn)
+    fn = click.option(
+        "--verbose",
+        "-v",
+        count=True,
+        help="-v: also show jet-trio's own steps (login, candidates, fallbacks); -vv: everything, "
+        "as --debug.",
+    )(fn)
+    fn = click.option(
+        "--quiet",
+        "-q",
+        is_flag=True,
+        help="Only results, warnings and errors: no progress notes or bars.",
     )(fn)
     fn = click.option(
         "--json",
@@ -182,6 +198,12 @@ def account_options(fn: F) -> F:
             help="Never send the password with SASL PLAIN, even over TLS (SCRAM only).",
         ),
         click.option(
+            "--save-password",
+            is_flag=True,
+            help="After a successful login, keep the password in the system keyring (needs "
+            "jet-trio[keyring]); later runs take it from there. Never done without this option.",
+        ),
+        click.option(
             "--data-dir",
             type=click.Path(file_okay=False, path_type=Path),
             envvar="JET_TRIO_DATA_DIR",
@@ -207,6 +229,7 @@ def _account(kw: dict[str, Any]) -> AccountOptions:
         data_dir=kw.pop("data_dir"),
         login_timeout=kw.pop("login_timeout"),
         allow_plain=not kw.pop("no_plain"),
+        save_password=kw.pop("save_password"),
     )
 
 
@@ -224,12 +247,22 @@ def command(fn: Callable[..., Callable[[Output], Awaitable[int]]]) -> Callable[.
     """Wrap a command body returning ``async fn(out) -> exit code`` into the run shell."""
 
     @wraps(fn)
-    def wrapper(*, json_mode: bool, debug: bool, **kw: Any) -> int:
+    def wrapper(*, json_mode: bool, debug: bool, verbose: int, quiet: bool, **kw: Any) -> int:
         from .config import activate
-        from .output import Output, setup_logging
+        from .output import DEBUG, Output, setup_logging
 
-        setup_logging(debug)
-        out = Output(json_mode=json_mode, debug=debug)
+        if quiet and (verbose or debug):
+            failure = Failure(
+                ExitCode.USAGE,
+                "usage",
+                "-q cannot be combined with -v or --debug",
+                "Choose one.",
+            )
+            Output(json_mode=json_mode, debug=False).failure(failure)
+            return int(failure.code)
+        verbosity = DEBUG if debug else -1 if quiet else min(verbose, DEBUG)
+        setup_logging(verbosity)
+        out = Output(json_mode=json_mode, debug=False, verbosity=verbosity)
         try:
             activate(kw)  # the configuration file and --plugin-option
             body = fn(**kw)
@@ -256,7 +289,11 @@ transport_option = click.option(
     "--transport", type=click.Choice(TRANSPORTS), default="auto", show_default=True
 )
 cipher_option = click.option(
-    "--cipher", metavar="URN", help="The JET cipher (default: AES-256-GCM)."
+    "--cipher",
+    metavar="URN",
+    help="The JET cipher. Default: AES-256-GCM; with legacy OMEMO to a peer that does not "
+    "advertise it (Dino, Conversations), AES-128-GCM, the only one they accept. The result "
+    "says which was used.",
 )
 
 
@@ -269,8 +306,9 @@ def cli(ctx: click.Context) -> None:
     """End-to-end encrypted file transfer over XMPP (XEP-0391 Jingle Encrypted Transports).
 
     Start with `jet-trio demo`. Exit codes: 0 ok, 1 internal error, 2 usage, 3 connection,
-    4 TLS certificate, 5 login, 6 peer declined/cancelled/offline, 7 transport, 8 encryption,
-    9 integrity, 10 local file, 11 timeout, 12 other transfer failure, 130 interrupted.
+    4 TLS certificate, 5 login, 6 peer declined/cancelled/offline/not a contact, 7 transport,
+    8 encryption, 9 integrity, 10 local file, 11 timeout, 12 other transfer failure,
+    130 interrupted (the documentation has the whole table).
 
     Defaults, accounts and plugin options can be set in $XDG_CONFIG_HOME/jet-trio/config.toml.
     """
@@ -636,6 +674,130 @@ def plugins(**kw: Any) -> Callable[[Output], Awaitable[int]]:
             out.emit({"status": "ok", **info})
         else:
             print_plugins(out, info)
+        return ExitCode.OK
+
+    return body
+
+
+@cli.group()
+def contact() -> None:
+    """Your contacts (the roster): who sees whom online.
+
+    jet-trio can only send to someone whose presence you see: add them, and have them add you.
+    """
+
+
+@contact.command("add")
+@click.argument("jid")
+@click.option("--name", help="A name for the contact in your roster.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for them to accept (0: do not wait; the server keeps the request).",
+)
+@account_options
+@output_options
+@command
+def contact_add(**kw: Any) -> Callable[[Output], Awaitable[int]]:
+    """Add JID to your contacts: ask to see their presence and let them see yours."""
+    from .contacts import ContactOptions, run_contact_add
+
+    account = _account(kw)
+    opts = _options(ContactOptions, kw)
+    return lambda out: run_contact_add(out, account, opts)
+
+
+@contact.command("remove")
+@click.argument("jid")
+@account_options
+@output_options
+@command
+def contact_remove(**kw: Any) -> Callable[[Output], Awaitable[int]]:
+    """Remove JID from your contacts (both subscriptions are cancelled)."""
+    from .contacts import ContactOptions, run_contact_remove
+
+    account = _account(kw)
+    opts = ContactOptions(jid=kw["jid"])
+    return lambda out: run_contact_remove(out, account, opts)
+
+
+@contact.command("list")
+@account_options
+@output_options
+@command
+def contact_list(**kw: Any) -> Callable[[Output], Awaitable[int]]:
+    """List your contacts, who sees whom online, and requests waiting for your answer."""
+    from .contacts import run_contact_list
+
+    account = _account(kw)
+    return lambda out: run_contact_list(out, account)
+
+
+@cli.group()
+def account() -> None:
+    """Your account: create it on a server that allows it, forget a saved password."""
+
+
+@account.command("register")
+@account_options
+@output_options
+@command
+def account_register(**kw: Any) -> Callable[[Output], Awaitable[int]]:
+    """Create the account --account on its server, if the server allows it (XEP-0077).
+
+    The password is asked twice on a terminal (or taken from --password-file or
+    JET_TRIO_PASSWORD). The new account then logs in once; with --save-password the password
+    goes to the system keyring.
+    """
+    from .account import connect, register
+
+    opts = _account(kw)
+    jid = opts.jid()
+    opts.account_data_dir(jid)  # checked before the work, as every command does
+
+    async def body(out: Output) -> int:
+        password = await register(opts, jid)
+        out.note(f"created {jid.bare}; logging in")
+        async with connect(opts, jid, presence=False, password=password) as client:
+            logged_in = str(client.jid)
+        if out.json_mode:
+            out.emit({"status": "ok", "registered": str(jid.bare), "logged_in": logged_in})
+        else:
+            out.say(f"created the account {jid.bare} and logged in as {logged_in}")
+        return ExitCode.OK
+
+    return body
+
+
+@account.command("forget-password")
+@click.option(
+    "--account",
+    "-a",
+    "account_",
+    envvar="JET_TRIO_ACCOUNT",
+    metavar="JID",
+    help="Your XMPP address (or set JET_TRIO_ACCOUNT).",
+)
+@output_options
+@command
+def forget_password(account_: str | None) -> Callable[[Output], Awaitable[int]]:
+    """Remove the password that --save-password kept in the system keyring."""
+    from .account import AccountOptions, forget_password
+
+    opts = AccountOptions(account_, None, None, None, False, None)
+    jid = opts.jid()
+
+    async def body(out: Output) -> int:
+        removed = forget_password(jid)
+        if out.json_mode:
+            out.emit({"status": "ok", "account": str(jid.bare), "removed": removed})
+        elif removed:
+            out.say(f"removed the saved password of {jid.bare} from the system keyring")
+        else:
+            out.say(f"no password of {jid.bare} was saved in the system keyring")
         return ExitCode.OK
 
     return body

@@ -68,26 +68,40 @@ class _PlainFormatter(logging.Formatter):
         return plain(super().format(record), keep="\n\t")
 
 
-def setup_logging(debug: bool) -> None:
-    """Library log records on standard error: warnings, or everything with ``--debug``.
+#: Verbosity levels: ``-q``, the default, ``-v``, ``-vv`` (or ``--debug``).
+QUIET, NORMAL, VERBOSE, DEBUG = -1, 0, 1, 2
+
+
+def setup_logging(debug: bool | int) -> None:
+    """Library log records on standard error, by verbosity (``True`` is :data:`DEBUG`):
+
+    * quiet and normal: jet-trio's warnings; other libraries' (plugins') errors;
+    * ``-v``: also jet-trio's own steps (its INFO records: login attempts, candidates tried,
+      fallbacks, refusals) and the plugins' own warnings, not the internals of the libraries
+      they use;
+    * ``-vv`` / ``--debug``: everything, every library, with the logger names.
 
     The stub envelope's and the plugin loader's own records are left to the tool, which
     reports them once in its own words (unless ``--debug``).
     """
+    level = DEBUG if debug is True else int(debug)
+    debug = level >= DEBUG
     handler = logging.StreamHandler(sys.stderr)
     fmt = "jet-trio: %(levelname)s: %(name)s: %(message)s" if debug else "jet-trio: %(message)s"
     handler.setFormatter(_PlainFormatter(fmt))
     root = logging.getLogger("jet_trio")
     root.handlers[:] = [handler]
     root.propagate = False
-    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    root.setLevel(logging.DEBUG if debug else logging.INFO if level >= VERBOSE else logging.WARNING)
     for name in ("jet_trio.stub_envelope", "jet_trio.plugins"):
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.CRITICAL)
     # Other libraries (those of plugins): only their errors, or everything with --debug.
     other = logging.StreamHandler(sys.stderr)
     other.setFormatter(_PlainFormatter("jet-trio: %(levelname)s: %(name)s: %(message)s"))
     logging.root.handlers[:] = [other]
-    logging.root.setLevel(logging.DEBUG if debug else logging.ERROR)
+    logging.root.setLevel(
+        logging.DEBUG if debug else logging.WARNING if level >= VERBOSE else logging.ERROR
+    )
 
 
 def _speed(size: int, seconds: float) -> float:
@@ -150,13 +164,15 @@ def result_json(result: TransferResult, **extra: object) -> dict[str, object]:
 class Output:
     """The tool's voice for one command run."""
 
-    def __init__(self, *, json_mode: bool, debug: bool) -> None:
+    def __init__(self, *, json_mode: bool, debug: bool, verbosity: int = NORMAL) -> None:
         self.json_mode = json_mode
-        self.debug = debug
+        self.verbosity = DEBUG if debug else verbosity
+        self.debug = self.verbosity >= DEBUG
+        self.quiet = self.verbosity <= QUIET
         # No emoji codes: ":warning:" in a peer's text stays as it is.
         self.out = Console(highlight=False, soft_wrap=True, emoji=False)
         self.err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
-        self.interactive = not json_mode and sys.stdout.isatty()
+        self.interactive = not json_mode and not self.quiet and sys.stdout.isatty()
 
     # -- results -----------------------------------------------------------------------------
 
@@ -174,8 +190,9 @@ class Output:
 
     def note(self, text: str) -> None:
         """A progress note: on standard error, so standard output stays parseable. Plain
-        text (no markup: notes quote JIDs, file names and other text from peers)."""
-        if not self.json_mode:
+        text (no markup: notes quote JIDs, file names and other text from peers). Not with
+        ``-q``."""
+        if not self.json_mode and not self.quiet:
             self.err.print(shown(text), style="dim")
 
     def warn(self, text: str) -> None:

@@ -25,6 +25,7 @@ from .._xmpp.client import Client
 from .._xmpp.jid import JID, InvalidJID
 from .account import AccountOptions
 from .config import cipher_preference
+from .contacts import wait_for_peer
 from .errors import CLIError, ExitCode, classify
 from .output import Output, ProgressBars, human_size
 from .plugins import (
@@ -182,17 +183,12 @@ async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> i
         ) as ft:
             await client.send_presence()  # now ready: keys published, features advertised
             out.note(f"logged in as {client.jid}; waiting for {to} to be online")
-            try:
-                with trio.fail_after(opts.wait):
-                    peer = await client.wait_available(to)
-            except trio.TooSlowError:
-                raise CLIError(
-                    ExitCode.PEER,
-                    "peer-unavailable",
-                    f"{to} did not come online within {opts.wait:g} s",
-                    "Check that the recipient is online (and that you are in each other's "
-                    "contact lists), or wait longer with --wait.",
-                ) from None
+            peer = await wait_for_peer(
+                client,
+                to,
+                opts.wait,
+                "Check that the recipient is online, or wait longer with --wait.",
+            )
             await _warn_unsupported(out, client, peer, namespace, plugins)
             how = _how(namespace, plugins)
             out.note(f"offering {opts.file.name} to {peer} ({how})")

@@ -404,6 +404,32 @@ def _no_clobber(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
     os.unlink(src, dir_fd=src_fd)
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (``os.umask`` can
+    only be read by setting it, which races with other threads creating files)."""
+    with (
+        contextlib.suppress(OSError, ValueError),
+        open("/proc/self/status", encoding="ascii", errors="replace") as status,
+    ):
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def _set_final_mode(dir_fd: int, name: str) -> None:
+    """The verified file gets the mode a newly created file would have (``0666 & ~umask``),
+    as files saved by scp, wget or a browser do. Until then it was 0600: nobody else reads
+    unverified data."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
+
+
 def _open_dir(path: Path) -> int:
     try:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -448,6 +474,7 @@ def _deliver_at(
             "replaced during the transfer); nothing was stored",
             "failed-application",
         ) from None
+    _set_final_mode(src_fd, part.name)
     if overwrite:
         os.replace(part.name, dest.name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
         return dest

@@ -15,7 +15,7 @@ import time
 import warnings
 import weakref
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -490,6 +490,18 @@ class _Established:
     cleanup: contextlib.AsyncExitStack
 
 
+@dataclass(frozen=True, slots=True)
+class ServedRequest:
+    """A request for a shared file, once served (``error`` is ``None``) or failed."""
+
+    peer: JID
+    name: str
+    sha256: str
+    offset: int
+    length: int
+    error: Exception | None = None
+
+
 class FileTransfer:
     """Send and receive files over Jingle on one client; make one with
     :func:`open_file_transfer`."""
@@ -547,6 +559,8 @@ class FileTransfer:
         self._proxies: list[StreamHost] | None = None
         self._hashes = HashCache()
         self._shares: dict[bytes, tuple[Path, frozenset[JID] | None]] = {}
+        #: share(on_served=): told of each request served or failed, per shared file.
+        self._served: dict[bytes, Callable[[ServedRequest], None]] = {}
 
     # -- features and handlers -------------------------------------------------------------
 
@@ -1422,15 +1436,22 @@ class FileTransfer:
     # -- sharing files and answering requests ----------------------------------------------
 
     async def share(
-        self, path: str | os.PathLike[str], *, to: Iterable[JID | str] | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        to: Iterable[JID | str] | None = None,
+        on_served: Callable[[ServedRequest], None] | None = None,
     ) -> str:
         """Let peers request the file at ``path`` by its SHA-256 (XEP-0234 file request,
         XEP-0391 4.2), and resume downloads of it (4.3). ``to`` limits it to those bare JIDs;
-        ``None`` serves anyone who knows the hash. Returns the hex SHA-256."""
+        ``None`` serves anyone who knows the hash. ``on_served`` is called after each request
+        for it was served (or failed). Returns the hex SHA-256."""
         src = Path(path)
         digest = await self._hashes.sha256(src)
         allowed = None if to is None else frozenset(JID(j).bare for j in to)
         self._shares[digest] = (src, allowed)
+        if on_served is not None:
+            self._served[digest] = on_served
         return digest.hex()
 
     def unshare(self, sha256: str) -> None:
@@ -1483,8 +1504,15 @@ class FileTransfer:
         established = await self._accept_and_establish(
             session, offer.content, build_description(desc), cleanup
         )
-        await self._send_data(session, established, src, offset, length, secret, None)
-        await self._expect_success(session)
+        try:
+            await self._send_data(session, established, src, offset, length, secret, None)
+            await self._expect_success(session)
+        except Exception as exc:
+            if (told := self._served.get(wanted)) is not None:
+                told(ServedRequest(session.peer, src.name, wanted.hex(), offset, length, exc))
+            raise
+        if (told := self._served.get(wanted)) is not None:
+            told(ServedRequest(session.peer, src.name, wanted.hex(), offset, length))
 
     # -- receiving -------------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ def cli_env(tmp_path: Path, extra: Mapping[str, str] | None = None) -> dict[str,
     env["COLUMNS"] = "200"
     # Both ends run on this host: offer loopback, never the host's real addresses.
     env["JET_TRIO_DIRECT_HOST"] = "127.0.0.1"
+    # Never the keyring of the user running the tests (a test that needs one sets its own).
+    env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
     env.update(extra or {})
     return env
 

@@ -5,17 +5,22 @@ from __future__ import annotations
 import importlib.util
 import os
 import py_compile
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import click
 import pytest
 import trio
 
 import jet_trio
+from jet_trio._cli.errors import ExitCode
 from jet_trio.plugin import PluginConfig, PluginManager
 
+from ._run import run
 from .conftest import LocalServer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
@@ -235,3 +240,103 @@ async def test_psk_envelope_passes_the_conformance_kit() -> None:
         return method
 
     await check_envelope_method(factory)
+
+
+# -- the command-line guide: its examples and its table of exit codes ------------------------
+
+DOCS = EXAMPLES.parent
+
+
+def _console_commands() -> list[tuple[str, str]]:
+    """Every ``jet-trio ...`` command shown in a console block of the docs: (page, line)."""
+    found = []
+    for page in sorted(DOCS.glob("*.rst")):
+        in_console = False
+        text = page.read_text(encoding="utf-8").replace("\\\n", " ")  # continued lines
+        for line in text.splitlines():
+            if line.startswith(".. code-block::"):
+                in_console = line.split("::", 1)[1].strip() == "console"
+                continue
+            if in_console and line and not line.startswith(" "):
+                in_console = False
+            text = line.strip()
+            if in_console and re.match(r"^(\w+)?\$ jet-trio\b", text):
+                found.append((page.name, text.split("$ ", 1)[1]))
+    return found
+
+
+def test_every_command_line_in_the_docs_is_valid() -> None:
+    """Each command of the docs exists, with the options it is shown with."""
+    from jet_trio._cli.main import cli
+
+    commands = _console_commands()
+    assert len(commands) > 20
+    for page, line in commands:
+        words = shlex.split(line.split(" # ")[0], comments=False)[1:]
+        cmd: click.Command = cli
+        while isinstance(cmd, click.Group) and words and words[0] in cmd.commands:
+            cmd = cmd.commands[words.pop(0)]
+        assert not isinstance(cmd, click.Group), (page, line)
+        known = {"--help", "-h"}
+        for param in cmd.params:
+            known.update(param.opts if isinstance(param, click.Option) else ())
+        for word in words:
+            for part in word.strip("[]").split("|"):
+                if part.startswith("-") and part != "-":
+                    assert part.split("=")[0] in known, (page, line, part)
+
+
+def test_demo_output_in_the_guide_is_current(tmp_path: Path) -> None:
+    page = (DOCS / "cli.rst").read_text(encoding="utf-8")
+    block = page.split("   $ jet-trio demo --envelope stub\n", 1)[1].split("\n\n", 1)[0]
+    shown = [line[3:] for line in block.splitlines()]
+    ran = run(["demo", "--envelope", "stub"], tmp_path, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    actual = ran.stdout.splitlines()
+    assert len(actual) == len(shown), (actual, shown)
+    varying = ("time:", "throughput:", "hash verified:")
+    for want, got in zip(shown, actual, strict=True):
+        if want.strip().startswith(varying):
+            assert got.split(":")[0] == want.split(":")[0], (got, want)
+        else:
+            assert got == want
+
+
+def _exit_code_table() -> dict[int, str]:
+    """The rows of the table in docs/cli.rst: code -> the text of the row."""
+    page = (DOCS / "cli.rst").read_text(encoding="utf-8")
+    table = page.split("Errors and exit codes\n", 1)[1].split(".. list-table::", 1)[1]
+    rows: dict[int, str] = {}
+    for row in re.split(r"\n   \* - ", table)[2:]:
+        code, _, rest = row.partition("\n")
+        rows[int(code)] = " ".join(rest.split())
+    return rows
+
+
+def _reasons_in_code() -> dict[str, set[ExitCode]]:
+    """Every (exit code, reason) pair the command line reports, from its source."""
+    found: dict[str, set[ExitCode]] = {}
+    pattern = re.compile(
+        r"(?:CLIError|Failure)\(\s*ExitCode\.(\w+)(?: if \w+ else ExitCode\.(\w+))?,\s*"
+        r'(?:"([\w-]+)" if \w+ else "([\w-]+)"|"([\w-]+)")'
+    )
+    for source in (Path(jet_trio.__file__).parent / "_cli").glob("*.py"):
+        for m in pattern.finditer(source.read_text(encoding="utf-8")):
+            pairs = [(m[1], m[3] or m[5])]
+            if m[2]:  # CODE_A if x else CODE_B, "reason_a" if x else "reason_b"
+                pairs.append((m[2], m[4] or m[5]))
+            for code, reason in pairs:
+                found.setdefault(reason, set()).add(ExitCode[code])
+    return found
+
+
+def test_exit_code_table_lists_every_code_reason_and_a_message() -> None:
+    rows = _exit_code_table()
+    assert sorted(rows) == sorted(int(c) for c in ExitCode)
+    for code, text in rows.items():
+        assert "Example: " in text, code
+    reasons = _reasons_in_code()
+    assert {"usage", "not-subscribed", "authentication", "keyring"} <= set(reasons)
+    for reason, codes in reasons.items():
+        for code in codes:
+            assert f"``{reason}``" in rows[int(code)], (reason, code)

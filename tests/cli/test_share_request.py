@@ -104,6 +104,13 @@ async def test_share_and_request(tmp_path: Path, local_server: LocalServer) -> N
         assert got["seconds"] >= 0 and got["hash_verified"] is True
         assert Path(got["path"]) == inbox / "first.bin"
         assert (inbox / "first.bin").read_bytes() == first.read_bytes()
+        # share says who fetched what.
+        with trio.fail_after(30):
+            served = (await share.json_objects(3))[2]
+        assert served["status"] == "served"
+        assert served["peer"].startswith("bob@localhost/")
+        assert (served["name"], served["length"], served["offset"]) == ("first.bin", 150_000, 0)
+        assert served["sha256"] == shared[0]["sha256"]
 
         # The same file again: it exists, and nothing is kept of the second download.
         ran = await arun(

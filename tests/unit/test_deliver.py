@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +181,26 @@ def test_racing_deliveries_of_one_name(tmp_path: Path, method: str) -> None:
         t.join()
     assert len(set(got)) == len(parts)
     assert sorted(p.read_bytes() for p in got) == sorted(f"file {i}".encode() for i in range(8))
+
+
+@pytest.fixture
+def umask() -> Iterator[Callable[[int], int]]:
+    """Set the process umask for the test; the old one comes back afterwards."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_delivered_file_follows_the_umask(
+    tmp_path: Path, umask: Callable[[int], int], mask: int, mode: int, overwrite: bool
+) -> None:
+    umask(mask)
+    assert tf.current_umask() == mask
+    part = tmp_path / ".f.txt.abc.part"
+    part.write_bytes(b"data")
+    part.chmod(0o600)  # as the partial file is made
+    got = deliver(part, tmp_path / "f.txt", overwrite=overwrite)
+    assert stat.S_IMODE(got.stat().st_mode) == mode
