@@ -40,12 +40,19 @@ class PluginConfig:
     """
 
     allow_stub_envelope: bool = False
+    """Whether the insecure stub envelope may be offered (tests and demos only)."""
     account: JID | None = None
+    """Our own JID."""
     data_dir: Path | None = None
+    """A directory the plugin may keep state in, under a subdirectory named after itself."""
     client: object | None = None
+    """The logged-in XMPP client (for PEP access); ``None`` in sans-IO use."""
     options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Per-plugin settings, keyed by the plugin's entry-point name."""
     envelopes: frozenset[str] | None = None
+    """The only envelope methods wanted (namespaces or short names); ``None``: any."""
     notify: Callable[[KeyNotice], None] | None = None
+    """Shows a :class:`~jet_trio.plugin.KeyNotice` to the user, when set."""
 
     def wants(self, namespace: str, short_name: str | None = None) -> bool:
         """Whether the envelope method ``namespace`` (short name ``short_name``) is wanted."""
