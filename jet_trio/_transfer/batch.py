@@ -1,0 +1,285 @@
+"""Sending many files in one call: :func:`send_files`, on top of :meth:`FileTransfer.send_file`.
+
+Each file is its own Jingle session (what every client understands); at most
+``max_concurrent`` run at once. The files are taken from the iterable only when a slot is free,
+so a generator of thousands of paths (a folder walk) costs memory for the files in flight and
+their outcomes, and no file descriptor for a file that waits. A failed file is reported with its
+error and the others go on; cancelling the call (a cancel scope around it) cancels the files in
+flight, whose sessions end with ``cancel`` (the receiver keeps what it got, as for a single
+file).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import trio
+
+from .._xmpp.jid import JID
+from .types import ProgressCallback, TransferDeclined, TransferResult
+
+if TYPE_CHECKING:
+    from .service import FileTransfer
+
+__all__ = [
+    "BatchItem",
+    "BatchProgress",
+    "BatchResult",
+    "FileOutcome",
+    "send_files",
+]
+
+DEFAULT_CONCURRENCY = 4
+"""Files sent at once by default: what a jet-trio receiver accepts at once from one contact
+(``max_transfers_per_peer``, ``jet-trio receive --parallel``)."""
+
+Transport = Literal["auto", "s5b", "ibb"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One file of a batch: ``path`` on disk, offered as ``name`` (default: its own name).
+    ``relative`` is its path inside a folder that was sent (``photos/2023/beach.jpg``), or
+    ``None`` for a file given by itself."""
+
+    path: Path
+    name: str | None = None
+    relative: str | None = None
+
+    @property
+    def offered_name(self) -> str:
+        return self.name or self.path.name
+
+    @classmethod
+    def of(cls, value: BatchItem | str | os.PathLike[str]) -> BatchItem:
+        return value if isinstance(value, BatchItem) else cls(Path(value))
+
+
+@dataclass(frozen=True, slots=True)
+class FileOutcome:
+    """How one file of a batch ended: ``result`` if it arrived, else ``error`` (the exception
+    :meth:`FileTransfer.send_file` raised: :class:`TransferError` and its subclasses, an
+    :class:`OSError` for a file that could not be read...). ``index`` is its position in the
+    batch; ``busy_retries`` how often the receiver answered ``busy`` before it was taken."""
+
+    index: int
+    item: BatchItem
+    result: TransferResult | None = None
+    error: Exception | None = None
+    busy_retries: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchProgress:
+    """The whole batch so far, passed to the ``progress`` callback of :func:`send_files`.
+
+    ``bytes_done`` counts the plaintext bytes of finished files plus those sent of the files in
+    flight; ``bytes_total`` is the ``total_bytes`` given to :func:`send_files`, or the sizes of
+    the files started so far until every file has been taken (``files_total`` is ``None``
+    until then, unless ``total_files`` was given)."""
+
+    files_done: int
+    files_failed: int
+    files_in_flight: int
+    files_total: int | None
+    bytes_done: int
+    bytes_total: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """Every file's outcome (in batch order, if ``keep_outcomes``), and counts."""
+
+    outcomes: tuple[FileOutcome, ...]
+    files: int
+    sent: int
+    failed: int
+    bytes_sent: int
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """Every file arrived."""
+        return self.failed == 0
+
+    @property
+    def errors(self) -> list[Exception]:
+        return [o.error for o in self.outcomes if o.error is not None]
+
+
+@dataclass
+class _Tally:
+    started: int = 0
+    done: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    bytes_finished: int = 0
+    bytes_started: int = 0
+    exhausted: bool = False
+    moving: dict[int, int] = field(default_factory=dict)  # index -> bytes sent so far
+
+
+_UNSET: Any = object()
+_DONE: Any = object()
+
+
+async def send_files(
+    ft: FileTransfer,
+    files: Iterable[BatchItem | str | os.PathLike[str]],
+    to: JID | str,
+    *,
+    max_concurrent: int = DEFAULT_CONCURRENCY,
+    encrypt: str | None = "auto",
+    cipher: str | None = None,
+    transport: Transport = "auto",
+    accept_timeout: float | None = _UNSET,
+    file_progress: Callable[[BatchItem], ProgressCallback | None] | None = None,
+    progress: Callable[[BatchProgress], None] | None = None,
+    on_outcome: Callable[[FileOutcome], None] | None = None,
+    total_bytes: int | None = None,
+    total_files: int | None = None,
+    busy_retries: int = 5,
+    busy_delay: float = 1.0,
+    keep_outcomes: bool = True,
+) -> BatchResult:
+    """Send every file of ``files`` to ``to``, at most ``max_concurrent`` at once.
+
+    ``files`` holds paths or :class:`BatchItem` (a path with the name to offer); it is iterated
+    lazily, one item when a slot frees. ``encrypt``, ``cipher``, ``transport`` and
+    ``accept_timeout`` are those of :meth:`FileTransfer.send_file`, for every file. A bare
+    ``to`` is resolved once, so every file goes to the same resource.
+
+    A file that fails is reported (its :class:`FileOutcome` has the error) and the others go
+    on; an offer the receiver answers with ``busy`` (it already takes as many files from us as
+    it wants at once) is offered again after ``busy_delay`` seconds, doubling, up to
+    ``busy_retries`` times. Reporting as the batch goes:
+
+    * ``file_progress(item)`` is called when a file starts and returns its ``progress(done,
+      total)`` callback (or ``None``);
+    * ``progress(BatchProgress)`` after every change of the whole batch;
+    * ``on_outcome(FileOutcome)`` when a file ends, in the order they end.
+
+    The :class:`BatchResult` lists every outcome in batch order (with ``keep_outcomes=False``
+    only the counts: for very large batches reported through ``on_outcome``). Cancelling (a
+    cancel scope around the call) cancels the files in flight, whose sessions end with
+    ``cancel``, and takes no further file; the outcomes reported so far are what was done.
+    """
+    if max_concurrent < 1:
+        raise ValueError(f"max_concurrent must be at least 1, not {max_concurrent}")
+    peer = await ft.resolve_peer(to)
+    options: dict[str, Any] = {"encrypt": encrypt, "cipher": cipher, "transport": transport}
+    if accept_timeout is not _UNSET:
+        options["accept_timeout"] = accept_timeout
+    tally = _Tally()
+    outcomes: dict[int, FileOutcome] = {}
+    start = time.monotonic()
+
+    def report() -> None:
+        if progress is None:
+            return
+        known_files = tally.started if tally.exhausted else total_files
+        total = total_bytes if total_bytes is not None else tally.bytes_started
+        progress(
+            BatchProgress(
+                files_done=tally.done,
+                files_failed=tally.failed,
+                files_in_flight=tally.in_flight,
+                files_total=known_files,
+                bytes_done=tally.bytes_finished + sum(tally.moving.values()),
+                bytes_total=max(total, 0),
+            )
+        )
+
+    async def one(index: int, item: BatchItem, slot: trio.Semaphore) -> None:
+        retries = 0
+        try:
+            own = file_progress(item) if file_progress is not None else None
+
+            def moved(done: int, total: int) -> None:
+                tally.moving[index] = done
+                if own is not None:
+                    own(done, total)
+                report()
+
+            delay = busy_delay
+            while True:
+                try:
+                    result = await ft.send_file(
+                        item.path, peer, name=item.offered_name, progress=moved, **options
+                    )
+                except TransferDeclined as exc:
+                    if exc.reason != "busy" or retries >= busy_retries:
+                        raise
+                    retries += 1
+                    tally.moving.pop(index, None)
+                    await trio.sleep(delay)
+                    delay *= 2
+                    continue
+                break
+            outcome = FileOutcome(index, item, result=result, busy_retries=retries)
+            tally.bytes_finished += result.size
+        except Exception as exc:  # one file's failure is that file's outcome
+            outcome = FileOutcome(index, item, error=exc, busy_retries=retries)
+            tally.failed += 1
+        finally:
+            tally.moving.pop(index, None)
+            tally.in_flight -= 1
+            slot.release()
+        tally.done += 1
+        if keep_outcomes:
+            outcomes[index] = outcome
+        report()
+        if on_outcome is not None:
+            on_outcome(outcome)
+
+    slot = trio.Semaphore(max_concurrent)
+    async with trio.open_nursery() as nursery:
+        items: Iterator[BatchItem | str | os.PathLike[str]] = iter(files)
+        index = 0
+        while True:
+            await slot.acquire()
+            try:
+                # In a thread: the iterable may walk a folder (blocking file system calls).
+                value = await trio.to_thread.run_sync(next, items, _DONE)
+            except BaseException:
+                slot.release()
+                raise
+            if value is _DONE:
+                slot.release()
+                break
+            item = BatchItem.of(value)
+            size = await _size(item.path)
+            tally.started += 1
+            tally.in_flight += 1
+            tally.bytes_started += size
+            nursery.start_soon(one, index, item, slot)
+            index += 1
+            report()
+        tally.exhausted = True
+        report()
+    return BatchResult(
+        outcomes=tuple(outcomes[i] for i in sorted(outcomes)),
+        files=tally.started,
+        sent=tally.done - tally.failed,
+        failed=tally.failed,
+        bytes_sent=tally.bytes_finished,
+        seconds=time.monotonic() - start,
+    )
+
+
+async def _size(path: Path) -> int:
+    """The size of ``path`` for the totals (0 if it cannot be read: its send reports why)."""
+    try:
+        st = await trio.Path(path).stat()
+    except OSError:
+        return 0
+    return st.st_size
