@@ -225,6 +225,9 @@ def test_arguments_checked_before_login(
 # -- through the real Prosody -------------------------------------------------------------------
 
 
+N_TREE = 200
+
+
 def tree_names(count: int) -> list[str]:
     dirs = ["", "2023", "2023/Été à Zürich", "docs", "docs/日本語", "docs/日本語/深い/もっと"]
     bases = ["photo", "Übersicht", "notes final", "файл", "ångström"]
@@ -234,43 +237,46 @@ def tree_names(count: int) -> list[str]:
 @pytest.mark.integration
 def test_prosody_tree_of_200_files(prosody: ServerInfo, tmp_path: Path) -> None:
     top = tmp_path / "out" / "Fotos"
-    names = tree_names(200)
+    names = tree_names(N_TREE)
     for i, name in enumerate(names):
         write(top / name, os.urandom(i * 97 % 20_000))
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    receiver = subprocess.Popen(
-        [
-            *COMMAND,
-            *("receive", "-o", str(inbox), "--count", "200", "--timeout", "240"),
-            *("--json", "--accept-stub", "--from", prosody.jid("alice")),
-        ],
-        env=cli_env(tmp_path, prosody_env(prosody, "bob")),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        start = time.monotonic()
-        sent = run(
-            ["send", str(top), "--to", prosody.jid("bob"), "--envelope", "stub", "--json"],
-            tmp_path,
-            prosody_env(prosody, "alice"),
-            timeout=300,
+    # The receiver's output goes to files: 200 JSON lines overflow a pipe nobody reads yet.
+    out_path, err_path = tmp_path / "receive.out", tmp_path / "receive.err"
+    with out_path.open("w") as out_file, err_path.open("w") as err_file:
+        receiver = subprocess.Popen(
+            [
+                *COMMAND,
+                *("receive", "-o", str(inbox), "--count", str(N_TREE), "--timeout", "240"),
+                *("--json", "--accept-stub", "--from", prosody.jid("alice")),
+            ],
+            env=cli_env(tmp_path, prosody_env(prosody, "bob")),
+            stdin=subprocess.DEVNULL,
+            stdout=out_file,
+            stderr=err_file,
         )
-        out, err = receiver.communicate(timeout=max(5.0, 300 - (time.monotonic() - start)))
-    finally:
-        receiver.kill()
-        receiver.wait()
+        try:
+            start = time.monotonic()
+            sent = run(
+                ["send", str(top), "--to", prosody.jid("bob"), "--envelope", "stub", "--json"],
+                tmp_path,
+                prosody_env(prosody, "alice"),
+                timeout=300,
+            )
+            receiver.wait(timeout=max(5.0, 300 - (time.monotonic() - start)))
+        finally:
+            receiver.kill()
+            receiver.wait()
+    out, err = out_path.read_text(), err_path.read_text()
     assert sent.returncode == 0, sent.stderr[-3000:]
     assert receiver.returncode == 0, err[-3000:]
     objs = by_status(sent)
-    assert objs["summary"][0]["sent"] == 200
+    assert objs["summary"][0]["sent"] == N_TREE
     flat = {o["relative"]: o["name"] for o in objs["ok"]}
-    assert len(flat) == 200 and {p.name for p in inbox.iterdir()} == set(flat.values())
+    assert len(flat) == N_TREE and {p.name for p in inbox.iterdir()} == set(flat.values())
     for rel, name in flat.items():
         assert digest(inbox / name) == digest(top.parent / rel)
         assert name == rel.split("/", 1)[1].replace("/", "__")
     got = [o for o in Ran(0, out, err).json_lines() if o["status"] == "ok"]
-    assert len(got) == 200
+    assert len(got) == N_TREE
