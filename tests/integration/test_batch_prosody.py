@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from jet_trio import IncomingOffer, TransferDeclined, TransferResult, flat_items, send_files, walk_tree
+from jet_trio import (
+    IncomingOffer,
+    TransferDeclined,
+    TransferResult,
+    flat_items,
+    send_files,
+    walk_tree,
+)
 from jet_trio._transfer.service import FileTransfer
 from jet_trio._xmpp.ns import JET_STUB
 
