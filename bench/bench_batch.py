@@ -167,6 +167,8 @@ class Bench:
             )
             if not result.ok:
                 raise RuntimeError(result.errors[:3])
+            busy = sum(o.busy_retries for o in result.outcomes)
+            print(f"       (the receiver answered busy {busy} times)", flush=True)
 
         async def each() -> None:
             for p in self.paths:

@@ -147,8 +147,8 @@ async def send_files(
     on_outcome: Callable[[FileOutcome], None] | None = None,
     total_bytes: int | None = None,
     total_files: int | None = None,
-    busy_retries: int = 5,
-    busy_delay: float = 1.0,
+    busy_retries: int = 8,
+    busy_delay: float = 0.1,
     keep_outcomes: bool = True,
 ) -> BatchResult:
     """Send every file of ``files`` to ``to``, at most ``max_concurrent`` at once.
@@ -161,7 +161,9 @@ async def send_files(
     A file that fails is reported (its :class:`FileOutcome` has the error) and the others go
     on; an offer the receiver answers with ``busy`` (it already takes as many files from us as
     it wants at once) is offered again after ``busy_delay`` seconds, doubling, up to
-    ``busy_retries`` times. Reporting as the batch goes:
+    ``busy_retries`` times (0.1 s to 12.8 s, 25.5 s in all, by default: a jet-trio receiver
+    counts a file against its limit until its session has ended on its side too, a moment after
+    the sender saw it succeed). Reporting as the batch goes:
 
     * ``file_progress(item)`` is called when a file starts and returns its ``progress(done,
       total)`` callback (or ``None``);
