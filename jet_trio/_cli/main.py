@@ -390,6 +390,12 @@ def send(**kw: Any) -> Callable[[Output], Awaitable[int]]:
     "--max-size", type=click.IntRange(min=0), metavar="BYTES", help="Refuse larger files."
 )
 @click.option(
+    "--max-files",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Accept at most N files in this run; refuse the offers after them.",
+)
+@click.option(
     "--accept-unencrypted", is_flag=True, help="Also accept files sent without encryption."
 )
 @click.option(

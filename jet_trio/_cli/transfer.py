@@ -436,6 +436,7 @@ class ReceiveOptions:
     timeout: float | None
     direct_host: tuple[str, ...]
     parallel: int = 4
+    max_files: int | None = None
 
 
 @dataclass(frozen=True)
@@ -623,6 +624,11 @@ async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions
                         await slots.acquire()
                         offer = await ft.next_offer()
                         why = _refusal(offer, opts, sender, plugins, reserved)
+                        if why is None and opts.max_files and accepted >= opts.max_files:
+                            why = _Refusal(
+                                f"{accepted} files were accepted already (--max-files)",
+                                "the recipient accepts no more files",
+                            )
                         if why is not None:
                             slots.release()
                             _report_refusal(out, offer, why)

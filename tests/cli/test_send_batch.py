@@ -132,6 +132,28 @@ async def test_one_refused_file_sets_the_exit_code(
         assert (inbox / f.name).read_bytes() == f.read_bytes()
 
 
+async def test_receiver_max_files(tmp_path: Path, local_server: LocalServer) -> None:
+    """``receive --max-files 2`` takes two files of the batch and refuses the third; the
+    sender reports it as declined (exit code 6)."""
+    files = [write(tmp_path / "out" / n, os.urandom(20_000)) for n in ("1.bin", "2.bin", "3.bin")]
+    sent, received, inbox = await batch(
+        tmp_path,
+        local_server,
+        [*map(str, files), "--parallel", "1"],
+        0,
+        ("--max-files", "2", "--timeout", "8"),
+    )
+    assert sent.returncode == 6, sent.stderr
+    assert received.returncode == 0, received.stderr
+    assert sorted(p.name for p in inbox.iterdir()) == ["1.bin", "2.bin"]
+    objs = by_status(received)
+    assert len(objs["ok"]) == 2
+    (refused,) = objs["refused"]
+    assert refused["name"] == "3.bin" and "--max-files" in refused["reason"]
+    (error,) = by_status(sent)["error"]
+    assert error["name"] == "3.bin" and "accepts no more files" in error["message"]
+
+
 async def test_folder(tmp_path: Path, local_server: LocalServer) -> None:
     top = tmp_path / "out" / "photos"
     names = ["a.jpg", "2023/b c.jpg", "2023/Été/ü.png", "2023/Été/deep/x.bin", "A.JPG"]
