@@ -269,14 +269,15 @@ def _items(
     names = FlatNames()
     for f in opts.files:
         if not f.is_dir():
-            yield BatchItem(f, names.name_for([opts.name if f == stdin and opts.name else f.name]))
+            name = opts.name if f == stdin and opts.name else f.name
+            yield BatchItem(f, names.name_for([name]), size=f.stat().st_size)
             continue
         for entry in walk_tree(f, follow_symlinks=opts.follow_symlinks):
             if entry.kind != "file":
                 trio.from_thread.run_sync(report, entry)
                 continue
             parts = entry.relative[1:] or entry.relative
-            yield BatchItem(entry.path, names.name_for(parts), entry.relative_path)
+            yield BatchItem(entry.path, names.name_for(parts), entry.relative_path, entry.size)
 
 
 def _report_skipped(out: Output, entry: TreeEntry) -> None:

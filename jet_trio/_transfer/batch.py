@@ -1,20 +1,22 @@
 """Sending many files in one call: :func:`send_files`, on top of :meth:`FileTransfer.send_file`.
 
 Each file is its own Jingle session (what every client understands); at most
-``max_concurrent`` run at once. The files are taken from the iterable only when a slot is free,
-so a generator of thousands of paths (a folder walk) costs memory for the files in flight and
-their outcomes, and no file descriptor for a file that waits. A failed file is reported with its
-error and the others go on; cancelling the call (a cancel scope around it) cancels the files in
-flight, whose sessions end with ``cancel`` (the receiver keeps what it got, as for a single
-file).
+``max_concurrent`` run at once. The files are taken from the iterable as slots free (a few
+dozen ahead at most), so a generator of thousands of paths (a folder walk) costs memory for the
+files in flight and their outcomes, and no file descriptor for a file that waits. A failed file
+is reported with its error and the others go on; cancelling the call (a cancel scope around it)
+cancels the files in flight, whose sessions end with ``cancel`` (the receiver keeps what it
+got, as for a single file).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -45,11 +47,13 @@ Transport = Literal["auto", "s5b", "ibb"]
 class BatchItem:
     """One file of a batch: ``path`` on disk, offered as ``name`` (default: its own name).
     ``relative`` is its path inside a folder that was sent (``photos/2023/beach.jpg``), or
-    ``None`` for a file given by itself."""
+    ``None`` for a file given by itself; ``size``, if known, counts in the batch's progress
+    before the file starts."""
 
     path: Path
     name: str | None = None
     relative: str | None = None
+    size: int | None = None
 
     @property
     def offered_name(self) -> str:
@@ -83,9 +87,10 @@ class BatchProgress:
     """The whole batch so far, passed to the ``progress`` callback of :func:`send_files`.
 
     ``bytes_done`` counts the plaintext bytes of finished files plus those sent of the files in
-    flight; ``bytes_total`` is the ``total_bytes`` given to :func:`send_files`, or the sizes of
-    the files started so far until every file has been taken (``files_total`` is ``None``
-    until then, unless ``total_files`` was given)."""
+    flight; ``bytes_total`` is the ``total_bytes`` given to :func:`send_files`, or else the
+    sizes of the files started so far, as they become known (:attr:`BatchItem.size`, or when a
+    file's data starts); ``files_total`` is ``None`` until every file has been taken, unless
+    ``total_files`` was given."""
 
     files_done: int
     files_failed: int
@@ -126,10 +131,10 @@ class _Tally:
     bytes_started: int = 0
     exhausted: bool = False
     moving: dict[int, int] = field(default_factory=dict)  # index -> bytes sent so far
+    sized: set[int] = field(default_factory=set)  # files whose size is counted
 
 
 _UNSET: Any = object()
-_DONE: Any = object()
 
 
 async def send_files(
@@ -154,7 +159,9 @@ async def send_files(
     """Send every file of ``files`` to ``to``, at most ``max_concurrent`` at once.
 
     ``files`` holds paths or :class:`BatchItem` (a path with the name to offer); it is iterated
-    lazily, one item when a slot frees. ``encrypt``, ``cipher``, ``transport`` and
+    lazily, when a slot frees: a list or tuple directly, any other iterable
+    :data:`READ_AHEAD` (32) items at a time in a worker thread, so that a generator may walk a
+    folder without blocking trio. ``encrypt``, ``cipher``, ``transport`` and
     ``accept_timeout`` are those of :meth:`FileTransfer.send_file`, for every file. A bare
     ``to`` is resolved once, so every file goes to the same resource.
 
@@ -207,6 +214,10 @@ async def send_files(
             own = file_progress(item) if file_progress is not None else None
 
             def moved(done: int, total: int) -> None:
+                if index not in tally.sized:
+                    tally.sized.add(index)
+                    if item.size is None:
+                        tally.bytes_started += total
                 tally.moving[index] = done
                 if own is not None:
                     own(done, total)
@@ -229,11 +240,14 @@ async def send_files(
                 break
             outcome = FileOutcome(index, item, result=result, busy_retries=retries)
             tally.bytes_finished += result.size
+            if index not in tally.sized and item.size is None:
+                tally.bytes_started += result.size  # an empty file: no progress callback
         except Exception as exc:  # one file's failure is that file's outcome
             outcome = FileOutcome(index, item, error=exc, busy_retries=retries)
             tally.failed += 1
         finally:
             tally.moving.pop(index, None)
+            tally.sized.discard(index)
             tally.in_flight -= 1
             slot.release()
         tally.done += 1
@@ -244,25 +258,22 @@ async def send_files(
             on_outcome(outcome)
 
     slot = trio.Semaphore(max_concurrent)
+    source = _Source(files)
     async with trio.open_nursery() as nursery:
-        items: Iterator[BatchItem | str | os.PathLike[str]] = iter(files)
         index = 0
         while True:
             await slot.acquire()
             try:
-                # In a thread: the iterable may walk a folder (blocking file system calls).
-                value = await trio.to_thread.run_sync(next, items, _DONE)
+                item = await source.next()
             except BaseException:
                 slot.release()
                 raise
-            if value is _DONE:
+            if item is None:
                 slot.release()
                 break
-            item = BatchItem.of(value)
-            size = await _size(item.path)
             tally.started += 1
             tally.in_flight += 1
-            tally.bytes_started += size
+            tally.bytes_started += item.size or 0
             nursery.start_soon(one, index, item, slot)
             index += 1
             report()
@@ -278,10 +289,34 @@ async def send_files(
     )
 
 
-async def _size(path: Path) -> int:
-    """The size of ``path`` for the totals (0 if it cannot be read: its send reports why)."""
-    try:
-        st = await trio.Path(path).stat()
-    except OSError:
-        return 0
-    return st.st_size
+READ_AHEAD = 32
+"""Items taken from an iterable at once, in a worker thread (a thread hop per file costs
+milliseconds on a loaded machine)."""
+
+
+class _Source:
+    """The batch's items, taken lazily: a list or tuple directly, any other iterable
+    :data:`READ_AHEAD` items at a time in a worker thread (it may walk a folder)."""
+
+    def __init__(self, files: Iterable[BatchItem | str | os.PathLike[str]]) -> None:
+        self._direct = isinstance(files, list | tuple)
+        self._items: Iterator[BatchItem | str | os.PathLike[str]] = iter(files)
+        self._buffer: deque[BatchItem | str | os.PathLike[str]] = deque()
+        self._exhausted = False
+
+    async def next(self) -> BatchItem | None:
+        if not self._buffer and not self._exhausted:
+            if self._direct:
+                await trio.lowlevel.checkpoint()
+                taken = list(islice(self._items, READ_AHEAD))
+            else:
+                taken = await trio.to_thread.run_sync(_take, self._items, READ_AHEAD)
+            self._exhausted = len(taken) < READ_AHEAD
+            self._buffer.extend(taken)
+        return BatchItem.of(self._buffer.popleft()) if self._buffer else None
+
+
+def _take(
+    items: Iterator[BatchItem | str | os.PathLike[str]], n: int
+) -> list[BatchItem | str | os.PathLike[str]]:
+    return list(islice(items, n))

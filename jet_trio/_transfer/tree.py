@@ -197,4 +197,4 @@ def flat_items(
         if entry.kind != "file":
             continue
         parts = entry.relative if keep_root or len(entry.relative) == 1 else entry.relative[1:]
-        yield BatchItem(entry.path, names.name_for(parts), entry.relative_path)
+        yield BatchItem(entry.path, names.name_for(parts), entry.relative_path, entry.size)

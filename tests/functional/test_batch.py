@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from jet_trio import (
     send_files,
     walk_tree,
 )
+from jet_trio._transfer.batch import READ_AHEAD
 from jet_trio._transfer.service import FileTransfer
 from jet_trio._xmpp.ns import JET_STUB
 
@@ -308,27 +310,29 @@ async def test_cancelling_the_batch_keeps_partials(
 
 
 async def test_files_are_taken_lazily(net: Net, tmp_path: Path, dest_dir: Path) -> None:
-    """The iterable is advanced only when a slot is free: never more than ``max_concurrent``
-    files ahead of those finished."""
+    """A generator is advanced only as slots free: never more than ``READ_AHEAD`` items
+    (taken at once, in a worker thread) plus ``max_concurrent`` ahead of the files that
+    ended."""
+    count = READ_AHEAD * 3
     src = tmp_path / "src"
     src.mkdir()
-    for i in range(10):
-        (src / f"f{i}").write_bytes(os.urandom(1000))
-    taken = 0
+    for i in range(count):
+        (src / f"f{i}").write_bytes(os.urandom(100))
     finished: list[int] = []
     ahead: list[int] = []
+    threads: set[bool] = set()
+    trio_thread = threading.get_ident()
 
     def items() -> Iterator[Path]:
-        nonlocal taken
-        for i in range(10):
-            ahead.append(taken - len(finished))
-            taken += 1
+        for i in range(count):
+            ahead.append(i - len(finished))
+            threads.add(threading.get_ident() == trio_thread)
             yield src / f"f{i}"
 
     inbox = Inbox()
     async with net.pair() as (fa, fb), trio.open_nursery() as n:
         n.start_soon(receive_files, fb, dest_dir, inbox)
-        with trio.fail_after(30):
+        with trio.fail_after(60):
             batch = await send_files(
                 fa,
                 items(),
@@ -338,10 +342,11 @@ async def test_files_are_taken_lazily(net: Net, tmp_path: Path, dest_dir: Path) 
                 on_outcome=lambda o: finished.append(o.index),
                 keep_outcomes=False,
             )
-        await settled(inbox, 10)
+        await settled(inbox, count)
         n.cancel_scope.cancel()
-    assert batch.sent == 10 and batch.outcomes == ()
-    assert max(ahead) <= 2  # in flight when the next one is taken: at most max_concurrent - 1
+    assert batch.sent == count and batch.outcomes == ()
+    assert max(ahead) <= READ_AHEAD + 3
+    assert threads == {False}  # never in trio's own thread: a walk may block
 
 
 async def test_bad_concurrency(net: Net) -> None:
