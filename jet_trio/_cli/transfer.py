@@ -270,7 +270,11 @@ def _items(
     for f in opts.files:
         if not f.is_dir():
             name = opts.name if f == stdin and opts.name else f.name
-            yield BatchItem(f, names.name_for([name]), size=f.stat().st_size)
+            try:
+                size: int | None = f.stat().st_size
+            except OSError:
+                size = None  # gone since it was checked: its send says so
+            yield BatchItem(f, names.name_for([name]), size=size)
             continue
         for entry in walk_tree(f, follow_symlinks=opts.follow_symlinks):
             if entry.kind != "file":

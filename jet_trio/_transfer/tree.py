@@ -115,7 +115,8 @@ def walk_tree(
             try:
                 st = entry.stat(follow_symlinks=True)
             except FileNotFoundError:
-                yield TreeEntry("skipped", path, here, note="a symbolic link to nothing")
+                why = "a symbolic link to nothing" if is_link else "it disappeared"
+                yield TreeEntry("skipped", path, here, note=why)
                 continue
         except OSError as exc:
             yield TreeEntry("skipped", path, here, note=f"cannot read it: {exc.strerror}")
