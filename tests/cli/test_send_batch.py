@@ -302,3 +302,34 @@ def test_prosody_tree_of_200_files(prosody: ServerInfo, tmp_path: Path) -> None:
         assert name == rel.split("/", 1)[1].replace("/", "__")
     got = [o for o in Ran(0, out, err).json_lines() if o["status"] == "ok"]
     assert len(got) == N_TREE
+
+
+def test_per_file_bars_leave_with_their_file() -> None:
+    """A batch shows one bar for the whole and one per file in flight: a file's bar is taken
+    off the display when the file ends (its own lines are printed instead)."""
+    import io
+
+    from rich.console import Console
+
+    from jet_trio._cli.output import Output
+
+    out = Output(json_mode=False, debug=False)
+    out.out = Console(file=io.StringIO(), force_terminal=True, width=120)
+    out.interactive = True
+    with out.progress() as bars:
+        overall = bars.bar("3 files", 300)
+        first, remove_first = bars.removable("  a.jpg", 0)
+        second, remove_second = bars.removable("  b.jpg", 0)
+        assert overall is not None and first is not None and second is not None
+        progress = bars._bars
+        assert progress is not None
+        first(100, 100)
+        remove_first()
+        assert [t.description for t in progress.tasks] == ["3 files", "  b.jpg"]
+        remove_second()
+        assert [t.description for t in progress.tasks] == ["3 files"]
+    quiet = Output(json_mode=True, debug=False)
+    with quiet.progress() as bars:
+        update, remove = bars.removable("  a.jpg", 10)
+        assert update is None
+        remove()  # nothing to remove, no error
