@@ -16,13 +16,16 @@ if TYPE_CHECKING:
         XMLError,
     )
     from ._plugins.guard import PluginError
+    from ._transfer.batch import BatchItem, BatchProgress, BatchResult, FileOutcome, send_files
     from ._transfer.files import Partial, find_partials
+    from ._transfer.paths import PathCollision, PathSet, UnsafePath, check_relative_path
     from ._transfer.service import (
         FileTransfer,
         IncomingOffer,
         envelope_strength,
         open_file_transfer,
     )
+    from ._transfer.tree import FlatNames, TreeEntry, flat_items, walk_tree
     from ._transfer.types import (
         IntegrityError,
         JETError,
@@ -51,6 +54,9 @@ __all__ = [
     "INSECURE_TEST_ONLY",
     "JID",
     "AuthenticationError",
+    "BatchItem",
+    "BatchProgress",
+    "BatchResult",
     "Client",
     "ConnectionFailed",
     "ConnectionLost",
@@ -58,7 +64,9 @@ __all__ = [
     "DiscoInfo",
     "DiscoItem",
     "DowngradeDetected",
+    "FileOutcome",
     "FileTransfer",
+    "FlatNames",
     "Identity",
     "IncomingOffer",
     "IntegrityError",
@@ -71,6 +79,8 @@ __all__ = [
     "NameTaken",
     "NoCommonMechanism",
     "Partial",
+    "PathCollision",
+    "PathSet",
     "PluginError",
     "ProgressCallback",
     "ProtocolError",
@@ -88,12 +98,18 @@ __all__ = [
     "TransferResult",
     "TransferTimeout",
     "TransportFailed",
+    "TreeEntry",
+    "UnsafePath",
     "XMLError",
     "__version__",
+    "check_relative_path",
     "envelope_strength",
     "find_partials",
+    "flat_items",
     "open_client",
     "open_file_transfer",
+    "send_files",
+    "walk_tree",
 ]
 
 # Public name -> the private module that defines it.
@@ -143,6 +159,19 @@ _LAZY: dict[str, str] = {
     "TransferResult": "_transfer.types",
     "TransferTimeout": "_transfer.types",
     "TransportFailed": "_transfer.types",
+    "BatchItem": "_transfer.batch",
+    "BatchProgress": "_transfer.batch",
+    "BatchResult": "_transfer.batch",
+    "FileOutcome": "_transfer.batch",
+    "send_files": "_transfer.batch",
+    "PathCollision": "_transfer.paths",
+    "PathSet": "_transfer.paths",
+    "UnsafePath": "_transfer.paths",
+    "check_relative_path": "_transfer.paths",
+    "FlatNames": "_transfer.tree",
+    "TreeEntry": "_transfer.tree",
+    "flat_items": "_transfer.tree",
+    "walk_tree": "_transfer.tree",
 }
 
 

@@ -369,8 +369,25 @@ def demo(
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, required=True, metavar="FILE|DIR|-...", type=Path)
 @click.option("--to", required=True, metavar="JID", help="The recipient (bare or full JID).")
+@click.option(
+    "--name",
+    metavar="NAME",
+    help="The name to offer for standard input (-), or for the one FILE sent.",
+)
+@click.option(
+    "--parallel",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Send up to this many files at once.",
+)
+@click.option(
+    "--follow-symlinks",
+    is_flag=True,
+    help="In a DIR, send what symbolic links point to (default: skip them, with a note).",
+)
 @click.option(
     "--envelope",
     metavar="NAME",
@@ -399,7 +416,12 @@ def demo(
 @output_options
 @command
 def send(**kw: Any) -> Callable[[Output], Awaitable[int]]:
-    """Send FILE to another XMPP account, end-to-end encrypted."""
+    """Send files to another XMPP account, end-to-end encrypted.
+
+    Several FILEs, and every file in each DIR, are sent as separate offers with flat names
+    (photos/2023/a.jpg as 2023__a.jpg), --parallel at a time. - reads standard input (with
+    --name). The exit code is the worst outcome of the files.
+    """
     from .transfer import SendOptions, run_send
 
     account = _account(kw)
@@ -425,6 +447,12 @@ def send(**kw: Any) -> Callable[[Output], Awaitable[int]]:
 @click.option("--from", "sender", metavar="JID", help="Refuse offers from anyone else.")
 @click.option(
     "--max-size", type=click.IntRange(min=0), metavar="BYTES", help="Refuse larger files."
+)
+@click.option(
+    "--max-files",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Accept at most N files in this run; refuse the offers after them.",
 )
 @click.option(
     "--accept-unencrypted", is_flag=True, help="Also accept files sent without encryption."

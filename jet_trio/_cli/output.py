@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -284,6 +284,18 @@ class ProgressBars:
             bars.update(task, completed=done, total=total or None)
 
         return update
+
+    def removable(
+        self, description: str, total: int
+    ) -> tuple[ProgressCallback | None, Callable[[], None]]:
+        """A bar as :meth:`bar` makes, and a function that takes it off the display (the bar
+        of one file of a batch, once the file's own line is printed)."""
+        update = self.bar(description, total)
+        bars = self._bars
+        if bars is None:
+            return None, lambda: None
+        task = bars.task_ids[-1]
+        return update, lambda: bars.remove_task(task)
 
 
 def _short_envelope(namespace: str | None) -> str:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
-from collections.abc import Sequence
+import shutil
+import sys
+import tempfile
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -14,10 +19,12 @@ import trio
 
 from .._errors import JetError
 from .._plugins.manager import PluginManager
+from .._transfer.batch import BatchItem, BatchProgress, FileOutcome, send_files
 from .._transfer.description import FileTransferError, safe_filename
 from .._transfer.files import find_partials
-from .._transfer.service import IncomingOffer, open_file_transfer
-from .._transfer.types import TransferError
+from .._transfer.service import FileTransfer, IncomingOffer, open_file_transfer
+from .._transfer.tree import FLAT_SEPARATOR, FlatNames, TreeEntry, walk_tree
+from .._transfer.types import ProgressCallback, TransferError
 from .._transports.s5b import candidate_host_problem
 from .._transports.s5b_direct import DirectAddresses
 from .._xmpp import ns as _ns
@@ -26,8 +33,8 @@ from .._xmpp.jid import JID, InvalidJID
 from .account import AccountOptions
 from .config import cipher_preference
 from .contacts import wait_for_peer
-from .errors import CLIError, ExitCode, classify
-from .output import Output, ProgressBars, human_size
+from .errors import CLIError, ExitCode, Failure, classify
+from .output import Output, ProgressBars, human_size, shown
 from .plugins import (
     NO_METHOD_HINT,
     check_cipher,
@@ -93,14 +100,289 @@ def hint_partials(out: Output, directory: Path, sha256: str | None = None) -> No
 
 @dataclass(frozen=True)
 class SendOptions:
-    file: Path
+    files: tuple[Path, ...]
     to: str
+    name: str | None
+    parallel: int
+    follow_symlinks: bool
     envelope: str | None
     cipher: str | None
     transport: Transport
     wait: float
     direct_host: tuple[str, ...]
     accept_timeout: float
+
+
+STDIN = "-"
+
+
+def _usage(message: str, hint: str) -> CLIError:
+    return CLIError(ExitCode.USAGE, "usage", message, hint)
+
+
+def _check_sources(opts: SendOptions) -> None:
+    """Before logging in: the arguments name files, directories or standard input, once."""
+    stdin = [f for f in opts.files if str(f) == STDIN]
+    if len(stdin) > 1:
+        raise _usage("- (standard input) can be given only once", "Pass - once.")
+    if stdin and opts.name is None:
+        raise _usage(
+            "- (standard input) needs a name for the recipient",
+            "Pass --name NAME, e.g. `tar c dir | jet-trio send - --name dir.tar --to JID`.",
+        )
+    if opts.name is not None:
+        if not stdin and (len(opts.files) != 1 or opts.files[0].is_dir()):
+            raise _usage(
+                "--name names standard input (-) or the one FILE sent",
+                "Pass --name with - or with a single file.",
+            )
+        if not opts.name.strip() or "/" in opts.name or "\\" in opts.name or "\0" in opts.name:
+            raise _usage(f"--name {opts.name!r} is not a file name", "Give a name without /.")
+    if stdin and sys.stdin.isatty():
+        raise _usage(
+            "- reads standard input, which is a terminal here",
+            "Pipe the data in: `command | jet-trio send - --name NAME --to JID`.",
+        )
+    for f in opts.files:
+        if str(f) == STDIN or f.is_dir():
+            continue
+        if not f.is_file():
+            what = "does not exist" if not f.exists() else "is not a regular file or directory"
+            raise CLIError(ExitCode.FILE, "file", f"{f} {what}", "Check the path.")
+
+
+def _spool_stdin(dest: Path) -> None:
+    """Standard input into ``dest`` (its hash is offered first, so it must be read whole)."""
+    with dest.open("wb") as f:
+        shutil.copyfileobj(sys.stdin.buffer, f, 1024 * 1024)
+
+
+@contextlib.asynccontextmanager
+async def _sending(
+    out: Output, account: AccountOptions, opts: SendOptions
+) -> AsyncIterator[tuple[FileTransfer, JID, str | None]]:
+    """Logged in, encryption chosen, the recipient online: the service, the JID to send to
+    and the ``encrypt`` argument."""
+    to = _peer_jid(opts.to, "--to")
+    check_cipher(opts.cipher)
+    direct = _direct_host(opts.direct_host)
+    async with open_account(
+        out,
+        account,
+        envelope=opts.envelope,
+        allow_stub=wants_stub(opts.envelope),
+        direct=direct,
+        file_transfer=False,
+        sending=True,
+    ) as opened:
+        client, plugins = opened.client, opened.plugins
+        namespace = _choose_envelope(out, opts.envelope, plugins)
+        async with open_file_transfer(
+            client,
+            plugins=plugins,
+            direct_addresses=direct,
+            cipher_preference=cipher_preference(str(account.jid())),
+        ) as ft:
+            await client.send_presence()  # now ready: keys published, features advertised
+            out.note(f"logged in as {client.jid}; waiting for {to} to be online")
+            peer = await wait_for_peer(
+                client,
+                to,
+                opts.wait,
+                "Check that the recipient is online, or wait longer with --wait.",
+            )
+            await _warn_unsupported(out, client, peer, namespace, plugins)
+            out.note(f"{peer} is online; sending with {_how(namespace, plugins)}")
+            yield ft, (to if to.is_bare else peer), namespace
+
+
+async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> int:
+    _check_sources(opts)
+    with contextlib.ExitStack() as stack:
+        files = list(opts.files)
+        spooled: Path | None = None
+        if STDIN in map(str, files):
+            assert opts.name is not None
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jet-trio-")))
+            spooled = tmp / "stdin"
+            await trio.to_thread.run_sync(_spool_stdin, spooled, abandon_on_cancel=True)
+            files = [spooled if str(f) == STDIN else f for f in files]
+            opts = dataclasses.replace(opts, files=tuple(files))
+        if len(files) == 1 and not files[0].is_dir():
+            return await _send_one(out, account, opts, files[0])
+        return await _send_batch(out, account, opts, spooled)
+    raise AssertionError("unreachable")
+
+
+async def _send_one(out: Output, account: AccountOptions, opts: SendOptions, file: Path) -> int:
+    name = opts.name or file.name
+    size = (await trio.Path(file).stat()).st_size
+    async with _sending(out, account, opts) as (ft, to, namespace):
+        out.note(f"offering {name} to {to}")
+        with out.progress() as bars:
+            result = await ft.send_file(
+                file,
+                to,
+                encrypt=namespace,
+                cipher=opts.cipher,
+                transport=opts.transport,
+                name=name,
+                progress=bars.bar(f"sending {name}", size),
+                accept_timeout=opts.accept_timeout,
+            )
+    out.transfer(result)
+    return ExitCode.OK
+
+
+def _count(opts: SendOptions) -> tuple[int, int]:
+    """Files and bytes the batch will send (a walk of its directories, nothing opened)."""
+    files = size = 0
+    for f in opts.files:
+        if f.is_dir():
+            for entry in walk_tree(f, follow_symlinks=opts.follow_symlinks):
+                if entry.kind == "file":
+                    files += 1
+                    size += entry.size
+        else:
+            files += 1
+            size += f.stat().st_size
+    return files, size
+
+
+def _items(
+    opts: SendOptions, report: Callable[[TreeEntry], None], stdin: Path | None
+) -> Iterator[BatchItem]:
+    """The files of the batch, lazily, with flat unique names (``stdin``: the file holding
+    standard input, offered as ``--name``); the entries of its directories that are not sent
+    go to ``report`` (called in the trio thread: this generator runs in a worker thread)."""
+    names = FlatNames()
+    for f in opts.files:
+        if not f.is_dir():
+            name = opts.name if f == stdin and opts.name else f.name
+            try:
+                size: int | None = f.stat().st_size
+            except OSError:
+                size = None  # gone since it was checked: its send says so
+            yield BatchItem(f, names.name_for([name]), size=size)
+            continue
+        for entry in walk_tree(f, follow_symlinks=opts.follow_symlinks):
+            if entry.kind != "file":
+                trio.from_thread.run_sync(report, entry)
+                continue
+            parts = entry.relative[1:] or entry.relative
+            yield BatchItem(entry.path, names.name_for(parts), entry.relative_path, entry.size)
+
+
+def _report_skipped(out: Output, entry: TreeEntry) -> None:
+    why = "an empty directory (only files are sent)" if entry.kind == "empty-dir" else entry.note
+    out.warn(f"skipped {entry.relative_path}: {why}")
+    out.emit(
+        {
+            "status": "skipped",
+            "relative": entry.relative_path,
+            "path": str(entry.path),
+            "reason": why,
+        }
+    )
+
+
+def _report_failed(out: Output, outcome: FileOutcome) -> Failure:
+    assert outcome.error is not None
+    failure = classify(outcome.error)
+    item = outcome.item
+    out.err.print(
+        f"jet-trio: error: {shown(item.offered_name)}: {shown(failure.line())}", style="bold red"
+    )
+    extra: dict[str, object] = {"name": item.offered_name, "path": str(item.path)}
+    if item.relative is not None:
+        extra["relative"] = item.relative
+    out.emit({**failure.as_json(), **extra})
+    return failure
+
+
+async def _send_batch(
+    out: Output, account: AccountOptions, opts: SendOptions, stdin: Path | None
+) -> int:
+    files, total = await trio.to_thread.run_sync(_count, opts)
+    folders = [f for f in opts.files if f.is_dir()]
+    skipped = 0
+    failures: list[Exception] = []
+
+    def report(entry: TreeEntry) -> None:
+        nonlocal skipped
+        skipped += 1
+        _report_skipped(out, entry)
+
+    async with _sending(out, account, opts) as (ft, to, namespace):
+        if folders:
+            shown_dirs = ", ".join(f"{f}/" for f in folders)
+            out.warn(
+                f"the files of {shown_dirs} go as separate files with flat names "
+                f"(a/b/c.txt as b{FLAT_SEPARATOR}c.txt): the recipient gets no folders"
+            )
+        out.note(f"offering {files} files ({human_size(total)}) to {to}, {opts.parallel} at once")
+        with out.progress() as bars:
+            overall = bars.bar(f"{files} files", total)
+            removers: dict[int, Callable[[], None]] = {}
+
+            def file_progress(item: BatchItem) -> ProgressCallback | None:
+                update, remove = bars.removable(f"  {item.offered_name}", 0)
+                removers[id(item)] = remove
+                return update
+
+            def progress(p: BatchProgress) -> None:
+                if overall is not None:
+                    overall(p.bytes_done, total)
+
+            def ended(outcome: FileOutcome) -> None:
+                removers.pop(id(outcome.item), lambda: None)()
+                if outcome.result is not None:
+                    extra = {"relative": outcome.item.relative} if outcome.item.relative else {}
+                    out.transfer(outcome.result, **extra)
+                else:
+                    assert outcome.error is not None
+                    failure = _report_failed(out, outcome)
+                    if failure.code is ExitCode.INTERNAL and out.debug:
+                        traceback.print_exception(outcome.error)
+                    failures.append(outcome.error)
+
+            batch = await send_files(
+                ft,
+                _items(opts, report, stdin),
+                to,
+                max_concurrent=opts.parallel,
+                encrypt=namespace,
+                cipher=opts.cipher,
+                transport=opts.transport,
+                accept_timeout=opts.accept_timeout,
+                file_progress=file_progress,
+                progress=progress,
+                on_outcome=ended,
+                total_bytes=total,
+                keep_outcomes=False,
+            )
+    code = classify(ExceptionGroup("batch", failures)).code if failures else ExitCode.OK
+    out.say(
+        f"{'[green]' if not failures else '[yellow]'}sent {batch.sent} of {batch.files} "
+        f"files[/] ({human_size(batch.bytes_sent)}) to {shown(to)} in {batch.seconds:.2f} s"
+        + (f", {batch.failed} failed" if batch.failed else "")
+        + (f", {skipped} skipped" if skipped else "")
+    )
+    out.emit(
+        {
+            "status": "summary",
+            "direction": "send",
+            "peer": str(to),
+            "files": batch.files,
+            "sent": batch.sent,
+            "failed": batch.failed,
+            "skipped": skipped,
+            "bytes": batch.bytes_sent,
+            "seconds": round(batch.seconds, 6),
+            "exit_code": int(code),
+        }
+    )
+    return code
 
 
 def _choose_envelope(out: Output, name: str | None, plugins: PluginManager) -> str | None:
@@ -157,55 +439,6 @@ def _how(namespace: str | None, plugins: PluginManager | None = None) -> str:
     return short_envelope_name(namespace, plugins) if namespace else "no end-to-end encryption"
 
 
-async def run_send(out: Output, account: AccountOptions, opts: SendOptions) -> int:
-    if not opts.file.is_file():
-        what = "does not exist" if not opts.file.exists() else "is not a regular file"
-        raise CLIError(ExitCode.FILE, "file", f"{opts.file} {what}", "Check the path.")
-    to = _peer_jid(opts.to, "--to")
-    check_cipher(opts.cipher)
-    direct = _direct_host(opts.direct_host)
-    async with open_account(
-        out,
-        account,
-        envelope=opts.envelope,
-        allow_stub=wants_stub(opts.envelope),
-        direct=direct,
-        file_transfer=False,
-        sending=True,
-    ) as opened:
-        client, plugins = opened.client, opened.plugins
-        namespace = _choose_envelope(out, opts.envelope, plugins)
-        async with open_file_transfer(
-            client,
-            plugins=plugins,
-            direct_addresses=direct,
-            cipher_preference=cipher_preference(str(account.jid())),
-        ) as ft:
-            await client.send_presence()  # now ready: keys published, features advertised
-            out.note(f"logged in as {client.jid}; waiting for {to} to be online")
-            peer = await wait_for_peer(
-                client,
-                to,
-                opts.wait,
-                "Check that the recipient is online, or wait longer with --wait.",
-            )
-            await _warn_unsupported(out, client, peer, namespace, plugins)
-            how = _how(namespace, plugins)
-            out.note(f"offering {opts.file.name} to {peer} ({how})")
-            with out.progress() as bars:
-                result = await ft.send_file(
-                    opts.file,
-                    to if to.is_bare else peer,
-                    encrypt=namespace,
-                    cipher=opts.cipher,
-                    transport=opts.transport,
-                    progress=bars.bar(f"sending {opts.file.name}", opts.file.stat().st_size),
-                    accept_timeout=opts.accept_timeout,
-                )
-    out.transfer(result)
-    return ExitCode.OK
-
-
 @dataclass(frozen=True)
 class ReceiveOptions:
     output_dir: Path
@@ -219,6 +452,7 @@ class ReceiveOptions:
     timeout: float | None
     direct_host: tuple[str, ...]
     parallel: int = 4
+    max_files: int | None = None
 
 
 @dataclass(frozen=True)
@@ -404,6 +638,11 @@ async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions
                         await slots.acquire()
                         offer = await ft.next_offer()
                         why = _refusal(offer, opts, sender, plugins, reserved)
+                        if why is None and opts.max_files and accepted >= opts.max_files:
+                            why = _Refusal(
+                                f"{accepted} files were accepted already (--max-files)",
+                                "the recipient accepts no more files",
+                            )
                         if why is not None:
                             slots.release()
                             _report_refusal(out, offer, why)
