@@ -52,6 +52,7 @@ _SEND_CHUNK = 1 << 20
 # stream on in pieces of 4-100 KiB; one wake-up, read and decryption per batch instead of per
 # piece is what makes the receiver's cost per byte small. _RECEIVE_SIZE is the batch when the
 # caller gives no max_bytes.
+_BATCH_MIN = 16 * 1024
 _BATCH_MAX = 256 * 1024
 _BATCH_WAIT = 0.002
 _RECEIVE_SIZE = 256 * 1024
@@ -294,16 +295,20 @@ class _BatchReader:
     ``SO_RCVLOWAT`` makes the kernel wake the task only once ``lowat`` bytes are queued (or the
     peer closed, or an error); a wait bounded by ``_BATCH_WAIT`` keeps a slow or pausing sender,
     and the end of a stream, from waiting for a batch that does not come: after it, whatever is
-    there is read, and with nothing there the wait goes on for a single byte. ``lowat`` stays at
-    or below a quarter of the socket's receive buffer, so the kernel never has to clamp the
-    window to make room for it (a clamped window would stall the sender at every batch).
+    there is read, and with nothing there the wait goes on for a single byte. The batch follows
+    the stream's rate: it doubles (up to ``_BATCH_MAX``) while the kernel wakes the task before
+    the bound, and becomes about what one bounded wait brought when it does not, so the task is
+    woken by data rather than by the clock. ``lowat`` stays at or below a quarter of the
+    socket's receive buffer, so the kernel never has to clamp the window to make room for it
+    (a clamped window would stall the sender at every batch).
     """
 
-    __slots__ = ("_lowat", "_rcvbuf", "_rcvbuf_check", "_sock")
+    __slots__ = ("_lowat", "_rcvbuf", "_rcvbuf_check", "_sock", "_target")
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self._sock = stream.socket
         self._lowat = 1
+        self._target = _BATCH_MIN
         self._rcvbuf = 0
         self._rcvbuf_check = 0
 
@@ -318,7 +323,7 @@ class _BatchReader:
             self._rcvbuf_check = 32
             self._rcvbuf = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self._rcvbuf_check -= 1
-        n = min(space, _BATCH_MAX, self._rcvbuf // 4)
+        n = min(space, self._target, self._rcvbuf // 4)
         if left is not None:
             n = min(n, left)
         return max(n, 1)
@@ -336,8 +341,9 @@ class _BatchReader:
             await trio.lowlevel.checkpoint_if_cancelled()
             if sock.fileno() == -1:
                 raise trio.ClosedResourceError("the socket was closed")
-            self._set_lowat(self._batch_size(len(view), left))
-            with trio.move_on_after(_BATCH_WAIT):
+            lowat = self._batch_size(len(view), left)
+            self._set_lowat(lowat)
+            with trio.move_on_after(_BATCH_WAIT) as waited:
                 await trio.lowlevel.wait_readable(sock)
             n = self._read(view)
             if n is None:
@@ -348,6 +354,11 @@ class _BatchReader:
                     n = self._read(view)
             else:
                 await trio.lowlevel.cancel_shielded_checkpoint()
+            if not waited.cancelled_caught:
+                if lowat == self._target:
+                    self._target = min(2 * lowat, _BATCH_MAX)
+            elif n:
+                self._target = max(_BATCH_MIN, n * 3 // 4)
             return n
         except OSError as exc:
             if exc.errno == errno.EBADF:
