@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
 import sys
 import time
@@ -46,11 +47,15 @@ def parse_size(text: str) -> int:
     return int(text)
 
 
-async def _sender_and_relay(port: int, key: bytes, iv: bytes, size: int, relay_read: int) -> None:
+async def _sender_and_relay(
+    port: int, key: bytes, iv: bytes, size: int, relay_read: int, nagle: bool
+) -> None:
     secret = TransportSecret(key, iv, AES256GCM)
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     relay_in_port = listeners[0].socket.getsockname()[1]
     out = await trio.open_tcp_stream("127.0.0.1", port)  # relay -> receiver
+    if nagle:  # as Prosody leaves it by default
+        out.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, False)
 
     async def send() -> None:
         stream = await trio.open_tcp_stream("127.0.0.1", relay_in_port)
@@ -75,16 +80,16 @@ async def _sender_and_relay(port: int, key: bytes, iv: bytes, size: int, relay_r
         await out.send_eof()
 
 
-def _child(port: int, key: bytes, iv: bytes, size: int, relay_read: int) -> None:
-    trio.run(_sender_and_relay, port, key, iv, size, relay_read)
+def _child(port: int, key: bytes, iv: bytes, size: int, relay_read: int, nagle: bool) -> None:
+    trio.run(_sender_and_relay, port, key, iv, size, relay_read, nagle)
 
 
-async def _receive(mode: str, size: int, relay_read: int) -> tuple[float, float, int]:
+async def _receive(mode: str, size: int, relay_read: int, nagle: bool) -> tuple[float, float, int]:
     secret = TransportSecret.generate(AES256GCM)
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     proc = get_context("spawn").Process(
-        target=_child, args=(port, secret.key, secret.iv, size, relay_read)
+        target=_child, args=(port, secret.key, secret.iv, size, relay_read, nagle)
     )
     proc.start()
     try:
@@ -112,16 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("size", nargs="?", default="512M", type=parse_size)
     parser.add_argument("--relay-read", default="4096", type=parse_size)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--nagle", action="store_true", help="relay with Nagle's algorithm on (Prosody's default)"
+    )
     args = parser.parse_args(argv)
     print(
         f"Python {sys.version.split()[0]}, trio {trio.__version__}, {os.cpu_count()} CPUs;"
-        f" {args.size >> 20} MiB, relay reads {args.relay_read} B;"
+        f" {args.size >> 20} MiB, relay reads {args.relay_read} B"
+        f"{' with Nagle' if args.nagle else ''};"
         f" load average {os.getloadavg()[0]:.2f}"
     )
     res: dict[str, list[tuple[float, float, int]]] = {m: [] for m in MODES}
     for _ in range(args.rounds):
         for mode in MODES:
-            res[mode].append(trio.run(_receive, mode, args.size, args.relay_read))
+            res[mode].append(trio.run(_receive, mode, args.size, args.relay_read, args.nagle))
     med: dict[str, tuple[float, float, float]] = {}
     for mode in MODES:
         wall = statistics.median(r[0] for r in res[mode])

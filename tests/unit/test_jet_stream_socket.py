@@ -25,7 +25,7 @@ from jet_trio._jet.stream import (
 )
 from jet_trio._plugins.builtin_ciphers import AES256GCM
 
-pytestmark = pytest.mark.skipif(not stream_mod._BATCHING, reason="batched reads need Linux")
+pytestmark = pytest.mark.skipif(not stream_mod._BATCHING, reason="batched reads need os.readv")
 
 
 @asynccontextmanager
