@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import operator
 import os
+import socket
 import sys
 
 import trio
@@ -46,13 +47,16 @@ __all__ = [
 # Chunk handed to the cipher when a caller sends one huge buffer: bounds the extra memory.
 _SEND_CHUNK = 1 << 20
 
-# Receiving from a TCP socket (S5B): the pieces that arrive within _BATCH_WAIT seconds of the
-# first are gathered into one buffer (at most max_bytes, _RECEIVE_SIZE without it). A proxy
-# passes the stream on in pieces of 4-100 KiB; one decryption, write and hash step per batch
-# instead of per piece is what makes the receiver's cost per byte small.
+# Receiving from a TCP socket (S5B): wait until this many bytes are queued (SO_RCVLOWAT) before
+# waking up, at most _BATCH_WAIT seconds, then read all that is there at once. A proxy passes the
+# stream on in pieces of 4-100 KiB; one wake-up, read and decryption per batch instead of per
+# piece is what makes the receiver's cost per byte small. _RECEIVE_SIZE is the batch when the
+# caller gives no max_bytes.
+_BATCH_MIN = 16 * 1024
+_BATCH_MAX = 256 * 1024
 _BATCH_WAIT = 0.002
 _RECEIVE_SIZE = 256 * 1024
-_BATCHING = sys.platform != "win32" and hasattr(os, "readv")
+_BATCHING = sys.platform == "linux" and hasattr(socket, "SO_RCVLOWAT") and hasattr(os, "readv")
 
 
 class TruncatedStream(SecurityError, trio.BrokenResourceError):
@@ -288,18 +292,41 @@ class _Busy:
 class _BatchReader:
     """Reads a :class:`trio.SocketStream` in batches, straight into the caller's buffer.
 
-    Every piece is read as soon as it arrives (so the kernel acknowledges it as promptly as
-    with plain reads: a proxy that leaves Nagle's algorithm on, as Prosody does, waits for
-    those acknowledgements), but the pieces are gathered in the buffer until it is full, the
-    expected end is reached, the peer closed, or ``_BATCH_WAIT`` passed since the first byte.
-    The caller then decrypts, writes and hashes once per batch instead of once per piece.
+    ``SO_RCVLOWAT`` makes the kernel wake the task only once ``lowat`` bytes are queued (or the
+    peer closed, or an error); a wait bounded by ``_BATCH_WAIT`` keeps a slow or pausing sender,
+    and the end of a stream, from waiting for a batch that does not come: after it, whatever is
+    there is read, and with nothing there the wait goes on for a single byte. The batch follows
+    the stream's rate: it doubles (up to ``_BATCH_MAX``) while the kernel wakes the task before
+    the bound, and becomes about what one bounded wait brought when it does not, so the task is
+    woken by data rather than by the clock. ``lowat`` stays at or below a quarter of the
+    socket's receive buffer, so the kernel never has to clamp the window to make room for it
+    (a clamped window would stall the sender at every batch).
     """
 
-    __slots__ = ("_eof", "_sock")
+    __slots__ = ("_lowat", "_rcvbuf", "_rcvbuf_check", "_sock", "_target")
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self._sock = stream.socket
-        self._eof = False
+        self._lowat = 1
+        self._target = _BATCH_MIN
+        self._rcvbuf = 0
+        self._rcvbuf_check = 0
+
+    def _set_lowat(self, n: int) -> None:
+        if n != self._lowat:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, n)
+            self._lowat = n
+
+    def _batch_size(self, space: int, left: int | None) -> int:
+        if self._rcvbuf_check <= 0:
+            # The kernel grows the buffer as the connection speeds up: look again now and then.
+            self._rcvbuf_check = 32
+            self._rcvbuf = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        self._rcvbuf_check -= 1
+        n = min(space, self._target, self._rcvbuf // 4)
+        if left is not None:
+            n = min(n, left)
+        return max(n, 1)
 
     def _read(self, view: memoryview) -> int | None:
         try:
@@ -308,34 +335,30 @@ class _BatchReader:
             return None
 
     async def receive_into(self, view: memoryview, left: int | None) -> int:
-        """Read at least one byte into ``view`` (0: end of file), gathering a batch."""
+        """Read at least one byte into ``view`` (0: end of file), waiting for a batch."""
         sock = self._sock
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
             if sock.fileno() == -1:
                 raise trio.ClosedResourceError("the socket was closed")
-            if self._eof:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return 0
-            n = self._read(view)
-            while n is None:  # nothing yet: the wait for the first byte has no bound of ours
+            lowat = self._batch_size(len(view), left)
+            self._set_lowat(lowat)
+            with trio.move_on_after(_BATCH_WAIT) as waited:
                 await trio.lowlevel.wait_readable(sock)
-                n = self._read(view)
-            want = len(view) if left is None else min(len(view), left)
-            if n and n < want:
-                # Gather more until the deadline. Shielded: a cancellation would lose what was
-                # read; it waits at most _BATCH_WAIT.
-                with trio.CancelScope(deadline=trio.current_time() + _BATCH_WAIT, shield=True):
-                    while n < want:
-                        got = self._read(view[n:])
-                        if got is None:
-                            await trio.lowlevel.wait_readable(sock)
-                        elif got == 0:
-                            self._eof = True
-                            break
-                        else:
-                            n += got
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            n = self._read(view)
+            if n is None:
+                self._rcvbuf_check = 0
+                self._set_lowat(1)
+                while n is None:
+                    await trio.lowlevel.wait_readable(sock)
+                    n = self._read(view)
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            if not waited.cancelled_caught:
+                if lowat == self._target:
+                    self._target = min(2 * lowat, _BATCH_MAX)
+            elif n:
+                self._target = max(_BATCH_MIN, n * 3 // 4)
             return n
         except OSError as exc:
             if exc.errno == errno.EBADF:

@@ -25,7 +25,7 @@ from jet_trio._jet.stream import (
 )
 from jet_trio._plugins.builtin_ciphers import AES256GCM
 
-pytestmark = pytest.mark.skipif(not stream_mod._BATCHING, reason="batched reads need os.readv")
+pytestmark = pytest.mark.skipif(not stream_mod._BATCHING, reason="batched reads need Linux")
 
 
 @asynccontextmanager
@@ -180,9 +180,9 @@ async def test_socket_closed_stream() -> None:
             await dec.receive_some()
 
 
-async def test_socket_cancel_while_gathering_loses_nothing() -> None:
-    """Cancelled while a batch is being gathered (a first piece already read): that piece is
-    still returned, not dropped, so the stream stays whole."""
+async def test_socket_cancel_while_waiting_for_a_batch_loses_nothing() -> None:
+    """Cancelled while waiting for a batch with a piece already queued: the piece is either
+    returned or left in the socket, never dropped, so the stream stays whole."""
     secret = TransportSecret.generate(AES256GCM)
     plaintext = os.urandom(10_000)
     wire = _wire(secret, plaintext)
@@ -193,7 +193,7 @@ async def test_socket_cancel_while_gathering_loses_nothing() -> None:
         got = bytearray()
         with trio.move_on_after(stream_mod._BATCH_WAIT / 4):
             got += await dec.receive_some()
-        assert len(got) == 1000
+        assert len(got) in (0, 1000)
         await a.send_all(wire[1000:])
         await a.send_eof()
         got += b"".join(await _read_all(dec))
