@@ -22,6 +22,7 @@ import operator
 import os
 import socket
 import sys
+from collections.abc import Callable
 
 import trio
 
@@ -462,6 +463,12 @@ class DecryptingReceiveStream(trio.abc.ReceiveStream):
     ``require_eof`` (with ``expected_size`` only): after the tag, also wait for the transport's
     end of file and refuse any extra byte. With ``require_eof=False`` extra bytes are detected
     only when they arrive together with the tag; use it for peers that keep the transport open.
+
+    ``on_wire``, if given, is called with every piece of transport bytes (ciphertext and tag) as
+    it is received, before it is decrypted: for a hash of the bytes on the wire, as some peers
+    announce it. It is called synchronously and must not keep the object it gets (a view of a
+    buffer that is reused). Unlike a wrapper around ``transport``, it keeps the batched reads
+    of a socket transport.
     """
 
     def __init__(
@@ -471,10 +478,12 @@ class DecryptingReceiveStream(trio.abc.ReceiveStream):
         *,
         expected_size: int | None = None,
         require_eof: bool = True,
+        on_wire: Callable[[bytes | bytearray | memoryview], object] | None = None,
     ) -> None:
         self.transport = transport
         self._opener = StreamOpener(secret, expected_size=expected_size)
         self._require_eof = require_eof
+        self._on_wire = on_wire
         self._busy = _Busy("another task is using this DecryptingReceiveStream")
         self._closed = False
         self._eof_seen = False
@@ -518,12 +527,14 @@ class DecryptingReceiveStream(trio.abc.ReceiveStream):
                     data = await self._receive_batch(max_bytes or _RECEIVE_SIZE)
                 try:
                     if data:
+                        if self._on_wire is not None:
+                            self._on_wire(data)
                         out = self._opener.receive_data(data)
                     else:
                         self._eof_seen = True
                         self._opener.receive_eof()
                         out = b""
-                except SecurityError as exc:
+                except Exception as exc:  # a security error, or one from on_wire
                     self._broken = exc
                     raise
                 if out or self._done():

@@ -198,3 +198,56 @@ async def test_socket_cancel_while_waiting_for_a_batch_loses_nothing() -> None:
         await a.send_eof()
         got += b"".join(await _read_all(dec))
     assert got == plaintext
+
+
+@pytest.mark.parametrize("over_socket", [True, False])
+async def test_on_wire_sees_every_transport_byte(over_socket: bool) -> None:
+    """``on_wire`` gets the ciphertext and the tag exactly as they came, in order (for a hash
+    of the wire bytes), and the socket path still reads in batches with it."""
+    secret = TransportSecret.generate(AES256GCM)
+    plaintext = os.urandom(300_000)
+    wire = _wire(secret, plaintext)
+    seen = bytearray()
+    async with _tcp_pair() as (a, b):
+        transport: trio.abc.ReceiveStream = b if over_socket else _Wrapped(b)
+        dec = DecryptingReceiveStream(
+            transport, secret, expected_size=len(plaintext), on_wire=seen.extend
+        )
+        assert (dec._batch is not None) == over_socket
+
+        async def send() -> None:
+            await a.send_all(wire)
+            await a.send_eof()
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as n:
+                n.start_soon(send)
+                assert b"".join(await _read_all(dec)) == plaintext
+    assert seen == wire
+
+
+async def test_on_wire_error_breaks_the_stream() -> None:
+    secret = TransportSecret.generate(AES256GCM)
+    wire = _wire(secret, b"x" * 100)
+
+    def fail(_data: object) -> None:
+        raise OSError("disk full")
+
+    async with _tcp_pair() as (a, b):
+        dec = DecryptingReceiveStream(b, secret, expected_size=100, on_wire=fail)
+        await a.send_all(wire)
+        with pytest.raises(OSError, match="disk full"):
+            await dec.receive_some()
+        with pytest.raises(trio.BrokenResourceError):
+            await dec.receive_some()
+
+
+class _Wrapped(trio.abc.ReceiveStream):
+    def __init__(self, inner: trio.abc.ReceiveStream) -> None:
+        self.inner = inner
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
