@@ -62,7 +62,7 @@ from jet_trio._transports.socks5 import dstaddr
 from jet_trio._xmpp.ns import JET_STUB
 
 if TYPE_CHECKING:
-    from tests.integration._servers import PrivateProsody
+    from tests.integration._servers import PrivateProsody, PrivateServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,7 +71,7 @@ MIB = 1 << 20
 CHUNK = 256 * 1024
 AES256 = "urn:xmpp:ciphers:aes-256-gcm-nopadding"
 AES128 = "urn:xmpp:ciphers:aes-128-gcm-nopadding"
-ALL_CASES = ("direct", "proxy", "ibb", "crypto", "rss")
+ALL_CASES = ("direct", "proxy", "proxy-enc", "ibb", "crypto", "rss")
 _ctx = multiprocessing.get_context("spawn")
 
 
@@ -132,7 +132,7 @@ def bench_prosody(base_dir: Path, ca: Any, *, tuned_network: bool) -> PrivatePro
     return BenchProsody(base_dir, ca, tuned_network=tuned_network)
 
 
-def prosody_endpoint(server: PrivateProsody, name: str) -> Endpoint:
+def prosody_endpoint(server: PrivateServer, name: str) -> Endpoint:
     info = server.start()
     return Endpoint(
         name,
@@ -610,7 +610,7 @@ class Bench:
         import trustme
 
         self.ca = trustme.CA()
-        self.servers: list[PrivateProsody] = []
+        self.servers: list[PrivateServer] = []
         self._files: dict[int, Path] = {}
         self.ratios: list[Callable[[], None]] = []
 
@@ -628,6 +628,20 @@ class Bench:
         server = bench_prosody(self.base / name, self.ca, tuned_network=tuned)
         self.servers.append(server)
         return prosody_endpoint(server, name)
+
+    def ejabberd(self) -> Endpoint | None:
+        """A private ejabberd (mod_proxy65), or None (with a note) where it cannot run."""
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        from tests.integration._servers import PrivateEjabberd, ServerUnavailable
+
+        try:
+            server = PrivateEjabberd(self.ca)
+        except ServerUnavailable as exc:
+            print(f"  (ejabberd skipped: {exc})")
+            return None
+        self.servers.append(server)
+        return prosody_endpoint(server, "ejabberd")
 
     def jet(
         self,
@@ -665,7 +679,7 @@ class Bench:
 
     def stop(self) -> None:
         for server in self.servers:
-            server.stop()
+            server.close()  # ejabberd's also removes its directory (outside the bench's)
 
 
 def file_reference(b: Bench, hashed: bool = True) -> Outcome:
@@ -713,6 +727,36 @@ def case_proxy(b: Bench, prosody: Endpoint) -> None:
 
     def ratios() -> None:
         ratio_line("S5B proxy / raw SOCKS5 copy through the same proxy", jet, raw, ">= 0.9")
+
+    b.ratios.append(ratios)
+
+
+def case_proxy_enc(b: Bench, prosody: Endpoint) -> None:
+    """Encrypted (AES-256-GCM, stub envelope) S5B through each server's proxy, against the
+    same proxy unencrypted and a raw SOCKS5 copy: the receiver's cost per proxy read."""
+    servers = [("Prosody", prosody)]
+    ejabberd = b.ejabberd()
+    if ejabberd is not None:
+        servers.append(("ejabberd", ejabberd))
+    rows: list[tuple[str, Outcome, Outcome, Outcome]] = []
+    for name, ep in servers:
+        print(f"S5B through {name}'s proxy, {human(b.size)}:")
+        raw = run_pair(f"raw SOCKS5 copy through {name}", "socks5", ep, b.size, b.repeat)
+        plain = b.jet(f"S5B proxy {name}, unencrypted", ep, b.size, {"direct_addresses": None})
+        enc = b.jet(
+            f"S5B proxy {name}, AES-256-GCM",
+            ep,
+            b.size,
+            {"direct_addresses": None},
+            encrypt=JET_STUB,
+            cipher=AES256,
+        )
+        rows.append((name, raw, plain, enc))
+
+    def ratios() -> None:
+        for name, raw, plain, enc in rows:
+            ratio_line(f"{name} proxy: AES-256-GCM / unencrypted", enc, plain, "report")
+            ratio_line(f"{name} proxy: AES-256-GCM / raw SOCKS5 copy", enc, raw, "report")
 
     b.ratios.append(ratios)
 
@@ -836,6 +880,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             case_direct(bench, prosody)
         if "proxy" in cases:
             case_proxy(bench, prosody)
+        if "proxy-enc" in cases:
+            case_proxy_enc(bench, prosody)
         if "ibb" in cases:
             case_ibb(bench, prosody, bench.prosody(tuned=True))
         if "crypto" in cases:

@@ -6,11 +6,15 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
+import queue
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
+from types import MappingProxyType, TracebackType
 from typing import Final, Protocol, Self, cast
 
+import trio
 from lxml import etree
 
 from .._errors import JetError, RemoteProtocolError, SecurityError
@@ -22,6 +26,7 @@ __all__ = [
     "Hash",
     "HashError",
     "HashMismatch",
+    "HashWorker",
     "Hasher",
     "InvalidHash",
     "algo_feature",
@@ -259,3 +264,116 @@ class Hasher:
             raise HashMismatch(f"no hash to check against (announced: {names})")
         if not self.matches(wanted):
             raise HashMismatch("the data does not match its announced hash")
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+#: From how many usable cores on a :class:`HashWorker` hashes in a thread by default. With two
+#: cores (sender, receiver and often the server on one machine) the thread mostly waits for the
+#: core the event loop needs too: bench/bench_hashing.py measures the choice.
+THREAD_MIN_CORES: Final = 3
+
+
+class HashWorker:
+    """Feeds a :class:`Hasher` from a trio task, in one long-lived thread or inline.
+
+    ``async with HashWorker(hasher) as worker: await worker.update(data)``. Threaded, one
+    thread runs for the worker's whole life and takes the data from a queue: no thread
+    hand-off, no thread naming and no result delivery per batch, and the event loop is woken
+    only when :meth:`update` waits because ``max_pending`` batches are queued. Inline, the data
+    is hashed in the calling task. ``threaded=None`` picks the thread from
+    :data:`THREAD_MIN_CORES` usable cores on.
+
+    The data passed to :meth:`update` must not change afterwards (bytes, or a buffer nobody
+    writes to again). Read ``hasher`` only after the ``async with`` block: leaving it waits for
+    the thread to hash what is queued (a bounded wait: at most ``max_pending`` batches),
+    even when cancelled; an exception in the thread is raised there.
+    """
+
+    def __init__(
+        self, hasher: Hasher, *, threaded: bool | None = None, max_pending: int = 4
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be >= 1")
+        self.hasher = hasher
+        self.threaded = _usable_cores() >= THREAD_MIN_CORES if threaded is None else threaded
+        self._max_pending = max_pending
+        self._queue: queue.SimpleQueue[bytes | bytearray | memoryview | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._waiter: trio.Event | None = None
+        self._finished = trio.Event()
+        self._error: BaseException | None = None
+        self._skip = False
+        self._state = "new"
+
+    async def __aenter__(self) -> Self:
+        if self._state != "new":
+            raise RuntimeError("a HashWorker is used once")
+        self._state = "open"
+        if self.threaded:
+            token = trio.lowlevel.current_trio_token()
+            self._token = token
+            trio.lowlevel.start_thread_soon(
+                self._run, lambda _outcome: token.run_sync_soon(self._finished.set)
+            )
+        await trio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._state = "closed"
+        if not self.threaded:
+            return
+        if exc is not None:
+            self._skip = True  # the digests will not be used: stop hashing
+        self._queue.put(None)
+        with trio.CancelScope(shield=True):
+            await self._finished.wait()
+        if self._error is not None and exc is None:
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            data = self._queue.get()
+            if data is None:
+                return
+            if not self._skip and self._error is None:
+                try:
+                    self.hasher.update(data)
+                except BaseException as exc:  # handed to the trio side in __aexit__
+                    self._error = exc
+            with self._lock:
+                self._pending -= 1
+                waiter, self._waiter = self._waiter, None
+            if waiter is not None:
+                self._token.run_sync_soon(waiter.set)
+
+    async def update(self, data: bytes | bytearray | memoryview) -> None:
+        """Hash ``data`` (queued when threaded; waits while ``max_pending`` batches are)."""
+        if self._state != "open":
+            raise RuntimeError("HashWorker.update() outside its async with block")
+        if not self.threaded:
+            self.hasher.update(data)
+            await trio.lowlevel.checkpoint()
+            return
+        if self._error is not None:
+            raise self._error
+        while True:
+            with self._lock:
+                if self._pending < self._max_pending:
+                    self._pending += 1
+                    self._queue.put(data)
+                    break
+                waiter = self._waiter = trio.Event()
+            await waiter.wait()
+        await trio.lowlevel.checkpoint()

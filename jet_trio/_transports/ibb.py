@@ -509,9 +509,14 @@ class IBBStream(trio.abc.Stream):
                 if self._closed:
                     raise trio.ClosedResourceError("IBB stream was closed")
                 if self._buffer:
-                    n = len(self._buffer) if max_bytes is None else max_bytes
-                    out = bytes(self._buffer[:n])
-                    del self._buffer[:n]
+                    buf = self._buffer
+                    if max_bytes is None or max_bytes >= len(buf):
+                        out = bytes(buf)  # one copy (slicing first would make two)
+                        buf.clear()
+                    else:
+                        with memoryview(buf) as view:
+                            out = bytes(view[:max_bytes])
+                        del buf[:max_bytes]
                     self._release_acks()
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return out

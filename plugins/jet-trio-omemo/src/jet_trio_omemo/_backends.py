@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from typing import Final
 
 import oldmemo
-import oldmemo.etree
 import oldmemo.oldmemo
 import twomemo
-import twomemo.etree
 import twomemo.twomemo
 from lxml import etree
 
