@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -199,9 +200,15 @@ async def test_tag_never_comes(
         assert isinstance(err, TransferTimeout), repr(err)
         assert err.reason == "timeout"
         held_by_prosody = xmpp_server.kind == "prosody" and direct_host is None
+        held = 0  # ciphertext bytes Prosody's proxy kept back (besides the tag never sent)
         if not isinstance(err, TagTimeout):
             assert held_by_prosody, repr(err)
-            assert "4112 bytes before the end" in str(err), err
+            # Usually its last 4 KiB buffer (4112 bytes missing with the tag); fewer when the
+            # proxy's reads came in other sizes (seen under load: 528).
+            missing = re.search(r"(\d+) bytes before the end", str(err))
+            assert missing is not None, err
+            held = int(missing.group(1)) - 16
+            assert 0 < held <= 4096, err
         else:
             assert f"all {SIZE} bytes of the file came from" in str(err), err
             assert "but not the 16-byte authentication tag" in str(err), err
@@ -218,7 +225,7 @@ async def test_tag_never_comes(
         assert STALL <= took <= STALL * 2.5, took
         assert_not_stored_maybe_resumable(dest, src)
         (partial,) = find_partials(dest.parent)
-        assert partial.received == (SIZE if isinstance(err, TagTimeout) else SIZE - 4096)
+        assert partial.received == SIZE - held
         monkeypatch.undo()
         await fa.share(src)
         with trio.fail_after(STALL * 3):
