@@ -1,9 +1,10 @@
-"""Small transfers through Prosody are not slowed down by Nagle + delayed ACK stalls.
+"""Small transfers through Prosody and the delayed-ACK stalls that Nagle causes there.
 
 Prosody leaves Nagle's algorithm on by default: a small stanza that follows another one waits
 until the first is acknowledged, and a Linux client in an interactive exchange delays that ACK by
 up to 40 ms. A 1 KiB IBB transfer then took ~140-160 ms on loopback (three to four such stalls)
-instead of ~10 ms. The client acknowledges at once (``TCP_QUICKACK`` after each read).
+instead of ~10 ms. The client acknowledges at once (``TCP_QUICKACK`` after each read); the
+unit tests check the socket option, ``bench/bench_latency.py`` measures the time.
 """
 
 from __future__ import annotations
@@ -23,20 +24,18 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="TCP_QUICKACK is Linux-only")
-async def test_small_transfer_without_delayed_ack_stalls(
+async def test_small_transfers_through_prosody_use_the_quick_ack_stream(
     prosody: ServerInfo, tmp_path: Path
 ) -> None:
+    """The client's connection to Prosody acknowledges at once (``QuickAckStream`` under TLS),
+    and back-to-back small transfers through it complete. How much time that saves is measured
+    by ``bench/bench_latency.py`` (1 KiB offer-to-end, with its baseline in the same run), not
+    asserted here: a timing bound in a test fails on a loaded machine."""
     src = make_file(tmp_path, 1024)
-    times: list[float] = []
     async with pair(prosody) as (fa, fb):
         stream = fa.client._stream
         assert isinstance(stream, trio.SSLStream)
         assert isinstance(stream.transport_stream, QuickAckStream)
-        for i in range(9):
-            start = trio.current_time()
+        for i in range(3):
             await transfer(fa, fb, src, tmp_path / f"received-{i}.bin", transport="ibb")
-            times.append(trio.current_time() - start)
-    # The first one warms up (disco, caps). The stalls add ~40 ms each to every transfer (three
-    # of them: 0.11-0.16 s on an idle machine); the fastest transfer shows them best, since a
-    # busy machine only adds delays (about 0.01 s without stalls when idle, 0.04 s at load 11).
-    assert min(times[1:]) < 0.07, times
+            assert (tmp_path / f"received-{i}.bin").read_bytes() == src.read_bytes()
