@@ -17,7 +17,7 @@ import weakref
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
@@ -28,46 +28,37 @@ from .._errors import JetError, SecurityError
 from .._jet.cipher import Cipher, TransportSecret
 from .._jet.element import build_security, parse_security
 from .._jet.envelope import EnvelopeMethod, check_envelope_sender
-from .._jet.stream import DecryptingReceiveStream, EncryptingSendStream, TruncatedStream
-from .._jingle.machine import JingleSession, SessionRegistry, new_sid
+from .._jet.stream import DecryptingReceiveStream, EncryptingSendStream
+from .._jingle.machine import JingleSession, SessionRegistry, SessionState, new_sid
 from .._jingle.message import (
-    OUT_OF_ORDER,
     Content,
     ErrorReply,
     JingleAction,
-    JingleLocalError,
     JingleMessage,
     JingleProtocolError,
     Reason,
     ReasonCondition,
     Role,
-    Senders,
     build_error,
     build_jingle,
-    content_security,
     find_jingle,
     parse_error,
     parse_jingle,
 )
 from .._plugins.hookspecs import PluginConfig
 from .._plugins.manager import PluginManager
-from .._transports.ibb import IBBError, IBBStream, IBBTransport, answer_block_size, open_ibb_stream
+from .._transports.ibb import IBBError, IBBStream, IBBTransport, open_ibb_stream
 from .._transports.ibb import build_transport as build_ibb
 from .._transports.ibb import parse_transport as parse_ibb
 from .._transports.s5b import (
-    Activated,
     Candidate,
     CandidateConnectError,
-    CandidateError,
-    CandidateUsed,
-    Nomination,
     S5BTransport,
     StreamHost,
     build_activate,
     build_streamhost_query,
     connect_any,
     connect_candidate,
-    nominate,
     parse_streamhosts,
 )
 from .._transports.s5b import build_transport as build_s5b
@@ -81,18 +72,33 @@ from .._xmpp.disco import DiscoInfo
 from .._xmpp.jid import JID
 from .._xmpp.stanza import IQ, E, StanzaError, make_iq, make_result, stanza_from
 from .description import (
-    Checksum,
     FileDescription,
     FileTransferError,
     Range,
     build_description,
     file_not_available,
-    parse_description,
-    parse_info,
     safe_filename,
 )
 from .files import HashCache, Partial, deliver, open_part, unique_name
 from .hashes import Hash, Hasher
+from .reasons import condition as reason_condition
+from .reasons import consequence_of_ending, cut_short, error_for, leaves, reason_for
+from .session import (
+    CONTENT_NAME,
+    REQUEST_NAME,
+    AcceptDirect,
+    ActivateProxy,
+    AwaitActivated,
+    FallBack,
+    FileSession,
+    Offer,
+    Step,
+    UsePicked,
+    accepted_file,
+    is_ibb,
+    parse_offer,
+    refusal_reason,
+)
 from .types import (
     IntegrityError,
     JETError,
@@ -119,28 +125,10 @@ CHUNK: Final = 256 * 1024
 _TAIL_GRACE: Final = 2.0
 _HELD_MAX: Final = 8192 + 16  # Prosody 0.12: its socket library's read buffer, and the tag
 _HASH_BATCH: Final = 1 << 20  # bytes handed to the hashing thread at once
-CONTENT_NAME: Final = "a-file-offer"
-REQUEST_NAME: Final = "a-file-request"
 _JINGLE: Final = f"{{{_ns.JINGLE}}}jingle"
 _IBB_TAGS: Final = tuple(f"{{{_ns.IBB}}}{n}" for n in ("open", "data", "close"))
 DEFAULT_CIPHER: Final = _ns.CIPHER_AES256_GCM
 _STANDARD_CIPHERS: Final = frozenset({_ns.CIPHER_AES128_GCM, _ns.CIPHER_AES256_GCM})
-#: Actions a session may wait for after they arrived (kept until then, while setting up).
-_STASHED: Final = frozenset(
-    {
-        JingleAction.SESSION_ACCEPT,
-        JingleAction.TRANSPORT_INFO,
-        JingleAction.TRANSPORT_ACCEPT,
-        JingleAction.TRANSPORT_REJECT,
-        JingleAction.TRANSPORT_REPLACE,
-    }
-)
-#: Messages held per session (queued or stashed) before more are refused: a session needs a
-#: handful (candidate-used, activated, a transport-replace...), a peer could send thousands.
-_MAX_BACKLOG: Final = 16
-_BACKLOG_FULL: Final = ErrorReply(
-    "resource-constraint", "wait", text="too many unanswered Jingle messages for this session"
-)
 Transport = Literal["auto", "s5b", "ibb"]
 DEFAULT_ACCEPT_TIMEOUT: Final = 300.0
 """Seconds a sender waits for the receiver to accept or decline (a person deciding)."""
@@ -153,89 +141,67 @@ class _Default:
 _DEFAULT: Final = _Default()
 
 
-def _reason_error(reason: Reason | None, who: str) -> TransferError:
-    cond = str(reason.condition) if reason is not None else "general-error"
-    text = f": {reason.text}" if reason is not None and reason.text else ""
-    msg = f"{who} ended the transfer ({cond}){text}"
-    if cond in ("decline", "busy"):
-        return TransferDeclined(msg, cond)
-    if cond in ("cancel", "gone", "expired"):
-        return TransferCancelled(msg, cond)
-    if cond == "timeout":
-        return TransferTimeout(msg, cond)
-    if cond == "security-error":
-        return JETError(msg, cond)
-    if cond == "media-error":
-        return IntegrityError(msg, cond)
-    if cond in ("connectivity-error", "failed-transport", "unsupported-transports"):
-        return TransportFailed(msg, cond)
-    return TransferError(msg, cond)
+# The reason <-> exception table and the session's decisions live in .reasons and .session;
+# these names stay for the callers (and tests) that import them from here.
+_reason_error = error_for
+_reason_for = reason_for
+_leaves = leaves
+_consequence_of_ending = consequence_of_ending
+_cut_short = cut_short
+_Offer = Offer
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
-    return [exc]
-
-
-def _reason_for(exc: BaseException) -> tuple[str, str | None]:
-    """The Jingle reason to end a session with after ``exc``."""
-    leaves = _leaves(exc)
-    exc = next((e for e in leaves if not isinstance(e, trio.Cancelled)), leaves[0])
-    # A local cancellation (Ctrl-C reaches trio as KeyboardInterrupt, a timeout or a closed
-    # nursery as Cancelled) is the user's choice, not a failure: the peer reports "cancelled".
-    if isinstance(exc, trio.Cancelled | KeyboardInterrupt):
-        return "cancel", None
-    if isinstance(exc, TransferError):
-        return exc.reason, str(exc)
-    if isinstance(exc, SecurityError):
-        return "security-error", str(exc)
-    if isinstance(exc, OSError):
-        # Only what went wrong: the file name of an OSError is a path of this machine.
-        return "failed-application", f"local I/O error: {exc.strerror or type(exc).__name__}"
-    return "general-error", str(exc) if isinstance(exc, JetError) else None
-
-
-@dataclass(eq=False)
 class _Session:
-    """One Jingle session's shell: its state machine, inbox and what was stashed from it."""
+    """The trio shell of one session: its :class:`FileSession` machine, the wake-up of the
+    tasks waiting for the peer's next message, and the I/O of its Jingle messages."""
 
-    service: FileTransfer
-    jingle: JingleSession
-    inbox: trio.MemoryReceiveChannel[JingleMessage]
-    stash: list[JingleMessage] = field(default_factory=list)
-    checksum: tuple[Hash, ...] = ()
-    checksum_seen: trio.Event = field(default_factory=trio.Event)
-    peer_terminated: Reason | None = None
-    terminated: JingleMessage | None = None
-    listening: list[str] = field(default_factory=list)  # our direct candidates' DST.ADDRs
-    #: Set once data flows: the transport is settled, transport and accept messages are
-    #: refused (out-of-order) instead of kept.
-    data_phase: bool = False
-    #: What this session counts against its peer's quotas until it is forgotten.
-    quota: Literal["offer", "transfer"] | None = None
+    def __init__(self, client: Client, timeout: float, machine: FileSession) -> None:
+        self.client = client
+        self.timeout = timeout
+        self.machine = machine
+        self.listening: list[str] = []  # our direct candidates' DST.ADDRs
+        #: What this session counts against its peer's quotas until it is forgotten.
+        self.quota: Literal["offer", "transfer"] | None = None
+        self._arrivals = trio.lowlevel.ParkingLot()
 
-    def backlog(self) -> int:
-        """Messages from the peer held for this session (queued and stashed)."""
-        return self.inbox.statistics().current_buffer_used + len(self.stash)
-
-    def _keep(self, msg: JingleMessage) -> None:
-        """Stash ``msg`` if a later step of the session may ask for it; drop anything else
-        (the peer had its answer; nothing here waits for it)."""
-        if msg.action in _STASHED and not self.data_phase:
-            self.stash.append(msg)
-        else:
-            log.debug("dropping %s from %s: not needed now", msg.action, self.peer)
+    @property
+    def jingle(self) -> JingleSession:
+        return self.machine.jingle
 
     @property
     def peer(self) -> JID:
-        return self.jingle.peer
+        return self.machine.peer
+
+    def deliver(self, msg: JingleMessage | None) -> None:
+        """A message of the peer for this session (``None``: no more will come)."""
+        if msg is None:
+            self.machine.close()
+        else:
+            self.machine.receive(msg)
+        self._arrivals.unpark_all()
+
+    async def expect(self, *actions: JingleAction) -> JingleMessage:
+        """The next message with one of ``actions`` (see :meth:`FileSession.next_message`)."""
+        while (msg := self.machine.next_message(*actions)) is None:
+            await self._arrivals.park()
+        return msg
+
+    async def wait_checksum(self) -> None:
+        """Until the peer's ``<checksum/>`` arrived (raises if the peer ends the session)."""
+        while not self.machine.has_checksum:
+            if (end := self.machine.ended_by_peer()) is not None:
+                if end.condition == "success":
+                    return  # nothing comes after the end
+                raise error_for(end, str(self.peer))
+            if self.machine.closed:
+                raise TransferCancelled("the transfer service closed", "cancel")
+            await self._arrivals.park()
 
     async def send(self, msg: JingleMessage) -> None:
         iq = make_iq("set", build_jingle(msg), to=self.peer)
         try:
-            with _within(self.service._timeout, f"{self.peer} did not answer our {msg.action}"):
-                await self.service.client.iq(iq)
+            with _within(self.timeout, f"{self.peer} did not answer our {msg.action}"):
+                await self.client.iq(iq)
         except StanzaError as exc:
             if exc.element is not None:
                 self.jingle.receive_error(msg, parse_error(exc.element))
@@ -243,94 +209,26 @@ class _Session:
                 f"{self.peer} refused our {msg.action}: {exc}", "general-error"
             ) from None
 
-    def _take_info(self, msg: JingleMessage) -> bool:
-        if msg.action is JingleAction.SESSION_INFO and msg.info is not None:
-            try:
-                info = parse_info(msg.info)
-            except FileTransferError:
-                return False
-            if isinstance(info, Checksum):
-                self.checksum = info.hashes
-                self.checksum_seen.set()
-                return True
-        return False
-
-    async def expect(self, *actions: JingleAction) -> JingleMessage:
-        """The next message with one of ``actions``; a session-terminate raises unless asked
-        for (and is remembered, so a later ``expect(SESSION_TERMINATE)`` returns it)."""
-        if self.terminated is not None:
-            if JingleAction.SESSION_TERMINATE in actions:
-                return self.terminated
-            raise _reason_error(self.terminated.reason, str(self.peer))
-        for i, msg in enumerate(self.stash):
-            if msg.action in actions:
-                return self.stash.pop(i)
-        while True:
-            try:
-                msg = await self.inbox.receive()
-            except trio.EndOfChannel:
-                raise TransferCancelled("the transfer service closed", "cancel") from None
-            if msg.action is JingleAction.SESSION_TERMINATE:
-                self._ended(msg)
-                if JingleAction.SESSION_TERMINATE in actions:
-                    return msg
-                raise _reason_error(msg.reason, str(self.peer))
-            if self._take_info(msg):
-                continue
-            if msg.action in actions:
-                return msg
-            self._keep(msg)
-
-    def _ended(self, terminate: JingleMessage) -> None:
-        self.terminated = terminate
-        self.peer_terminated = terminate.reason or Reason(ReasonCondition.GENERAL_ERROR)
-
-    def ended_by_peer(self) -> Reason | None:
-        """The peer's reason if its session-terminate has arrived (looked for in the inbox
-        without waiting; other messages are stashed)."""
-        while self.peer_terminated is None:
-            try:
-                msg = self.inbox.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-            if msg.action is JingleAction.SESSION_TERMINATE:
-                self._ended(msg)
-            elif not self._take_info(msg):
-                self._keep(msg)
-        return self.peer_terminated
-
     async def watch(self) -> None:
         """Run during data transfer: raises as soon as the peer terminates, unless with
         success (a receiver may finish while our end of the transport is still closing)."""
-        msg = await self.expect(JingleAction.SESSION_TERMINATE)
-        if msg.reason is None or msg.reason.condition != "success":
-            raise _reason_error(msg.reason, str(self.peer))
+        self.machine.check_success(await self.expect(JingleAction.SESSION_TERMINATE))
 
     async def terminate(self, condition: str, text: str | None = None) -> None:
         """Send session-terminate (best effort, bounded, even when cancelled)."""
-        await self.terminate_with(Reason(_condition(condition), text))
+        await self.terminate_with(Reason(reason_condition(condition), text))
 
     async def terminate_with(self, reason: Reason) -> None:
         """Send session-terminate with ``reason`` (best effort, bounded, even when cancelled)."""
-        if self.jingle.state.name == "ENDED":
-            return
         try:
-            msg = self.jingle.terminate_with(reason)
+            msg = self.machine.terminate(reason)
         except JetError:
             return
-        with trio.move_on_after(min(3.0, self.service._timeout), shield=True):
+        if msg is None:
+            return
+        with trio.move_on_after(min(3.0, self.timeout), shield=True):
             with contextlib.suppress(JetError):
-                await self.service.client.iq(make_iq("set", build_jingle(msg), to=self.peer))
-
-
-@dataclass(frozen=True, slots=True)
-class _Offer:
-    """The parsed parts of a received session-initiate."""
-
-    content: Content
-    file: FileDescription
-    security: etree._Element | None
-    request: bool
+                await self.client.iq(make_iq("set", build_jingle(msg), to=self.peer))
 
 
 class IncomingOffer:
@@ -345,7 +243,15 @@ class IncomingOffer:
     logged; the sender also stops waiting after its ``accept_timeout``.
     """
 
-    def __init__(self, session: _Session, offer: _Offer, envelope: str | None, cipher: str | None):
+    def __init__(
+        self,
+        service: FileTransfer,
+        session: _Session,
+        offer: Offer,
+        envelope: str | None,
+        cipher: str | None,
+    ):
+        self._service = service
         self._session = session
         self._offer = offer
         self.peer = session.peer
@@ -354,12 +260,12 @@ class IncomingOffer:
         self.cipher = cipher
         self._answered = False
         self._expiry = trio.CancelScope()  # cancelled once the application takes the offer
-        session.service._unanswered.add(self)
+        service._unanswered.add(self)
 
     def __del__(self) -> None:
         if getattr(self, "_answered", True):
             return
-        service = self._session.service
+        service = self._service
         log.warning(
             "an offer of %r from %s was dropped without an answer: rejecting it",
             self.name,
@@ -415,11 +321,11 @@ class IncomingOffer:
         if self._answered:
             raise TransferError("this offer was already accepted or rejected", "general-error")
         self._answered = True
-        self._session.service._unanswered.discard(self)
+        self._service._unanswered.discard(self)
 
     async def _end(self, reason: str, text: str | None) -> None:
         await self._session.terminate(reason, text)
-        self._session.service._forget(self._session)
+        self._service._forget(self._session)
 
     async def accept(
         self,
@@ -448,7 +354,7 @@ class IncomingOffer:
         """
         self._check_unanswered()
         try:
-            if (withdrawn := self._session.ended_by_peer()) is not None:
+            if (withdrawn := self._session.machine.ended_by_peer()) is not None:
                 raise _reason_error(withdrawn, str(self.peer))  # e.g. its accept_timeout
             dest = await trio.to_thread.run_sync(
                 lambda: self.target(destination, rename=rename and not overwrite)
@@ -470,7 +376,7 @@ class IncomingOffer:
                 text = f"the offer could not be accepted: {text}" if text else None
             await self._end(reason, text)
             raise
-        service = self._session.service
+        service = self._service
         if not service._start_transfer(self._session):
             text = f"{self.peer.bare} has {service._max_transfers_per_peer} transfers running"
             await self._end("busy", text)
@@ -525,7 +431,6 @@ class FileTransfer:
         self._token = trio.lowlevel.current_trio_token()
         self._unanswered: weakref.WeakSet[IncomingOffer] = weakref.WeakSet()
         self._registry = SessionRegistry(client.jid)
-        self._inboxes: dict[tuple[JID, str], trio.MemorySendChannel[JingleMessage]] = {}
         self._sessions: dict[tuple[JID, str], _Session] = {}
         self._ibb: dict[tuple[JID, str], IBBStream] = {}
         self._max_pending_offers = max_pending_offers
@@ -570,7 +475,7 @@ class FileTransfer:
         with contextlib.suppress(JetError):
             gone = stanza_from(presence)
             reason = Reason(ReasonCondition.GONE, "the peer went offline")
-            for peer, sid in [k for k in self._inboxes if k[0] == gone]:
+            for peer, sid in [k for k in self._sessions if k[0] == gone]:
                 msg = JingleMessage(JingleAction.SESSION_TERMINATE, sid, reason=reason)
                 self._deliver(peer, sid, msg)
 
@@ -602,8 +507,8 @@ class FileTransfer:
             self.client.unregister_iq_handler("set", tag)
         self._closed = True
         self._queued.set()
-        for inbox in self._inboxes.values():
-            inbox.close()
+        for session in self._sessions.values():
+            session.deliver(None)
 
     async def _reply_error(self, iq: etree._Element, error: etree._Element) -> None:
         reply = E(IQ, {"type": "error", "id": iq.get("id"), "to": iq.get("from")})
@@ -643,33 +548,19 @@ class FileTransfer:
 
     def _refusal(self, peer: JID, msg: JingleMessage) -> ErrorReply | None:
         """Why a message for an existing session is answered with an error instead of being
-        kept for it: nothing needs it any more (the data is flowing), or the session holds
-        too many already. Memory per session stays bounded whatever the peer sends."""
+        kept for it (see :meth:`FileSession.refusal`)."""
         session = self._sessions.get((peer, msg.sid))
-        if session is None or msg.action is JingleAction.SESSION_TERMINATE:
-            return None
-        if session.data_phase and msg.action in _STASHED:
-            return OUT_OF_ORDER.with_text(f"{msg.action} while the data is being transferred")
-        if session.backlog() >= _MAX_BACKLOG:
-            return _BACKLOG_FULL
-        return None
+        return None if session is None else session.machine.refusal(msg)
 
     def _deliver(self, peer: JID, sid: str, msg: JingleMessage | None) -> None:
-        inbox = self._inboxes.get((peer, sid))
-        if inbox is None:
-            return
-        if msg is None:  # lost a tie-break: end the local session's shell
-            inbox.close()
-            return
-        try:
-            inbox.send_nowait(msg)
-        except (trio.WouldBlock, trio.ClosedResourceError):
-            log.warning("dropping %s for session %s: inbox full or closed", msg.action, sid)
+        session = self._sessions.get((peer, sid))
+        if session is not None:
+            session.deliver(msg)  # None: lost a tie-break, no more messages come
 
     def _new_incoming(self, jingle: JingleSession, msg: JingleMessage) -> None:
         session = self._open_session(jingle)
         try:
-            offer = self._parse_offer(msg)
+            offer = parse_offer(msg, self._cipher_if_known)
             busy = self._over_quota(session.peer.bare, request=offer.request)
             if busy is not None:
                 self._nursery.start_soon(self._refuse, session, "busy", busy)
@@ -682,12 +573,9 @@ class FileTransfer:
             if offer.security is not None:
                 envelope = offer.security.get("type")
                 cipher = offer.security.get("cipher")
-            self._enqueue(IncomingOffer(session, offer, envelope, cipher))
+            self._enqueue(IncomingOffer(self, session, offer, envelope, cipher))
         except (FileTransferError, JingleProtocolError, TransferError) as exc:
-            reason = exc.reason if isinstance(exc, TransferError) else "unsupported-applications"
-            if isinstance(exc, FileTransferError):  # a malformed or unsafe <file/>
-                reason = "failed-application"
-            self._nursery.start_soon(self._refuse, session, reason, str(exc))
+            self._nursery.start_soon(self._refuse, session, refusal_reason(exc), str(exc))
 
     # -- offers waiting for the application, and per-peer quotas ---------------------------
 
@@ -763,43 +651,6 @@ class FileTransfer:
         await session.terminate(reason, text)
         self._forget(session)
 
-    def _parse_offer(self, msg: JingleMessage) -> _Offer:
-        if len(msg.contents) != 1:
-            raise TransferError("only single-file offers are supported", "unsupported-applications")
-        content = msg.contents[0]
-        if (
-            content.description is None
-            or content.description.tag != f"{{{_ns.JINGLE_FT}}}description"
-        ):
-            raise TransferError("not a file transfer", "unsupported-applications")
-        request = content.senders is Senders.RESPONDER
-        if content.senders not in (None, Senders.INITIATOR, Senders.RESPONDER):
-            raise TransferError("unsupported senders value", "unsupported-applications")
-        file = parse_description(content.description)
-        if request and not file.hashes:
-            raise TransferError("a file request must name the file by hash", "failed-application")
-        if not request and file.size is None:
-            raise TransferError("the offer has no <size>", "failed-application")
-        if content.transport is None or content.transport.tag not in (
-            f"{{{_ns.JINGLE_S5B}}}transport",
-            f"{{{_ns.JINGLE_IBB}}}transport",
-        ):
-            raise TransferError("no supported transport offered", "unsupported-transports")
-        try:
-            security = content_security(msg, content)
-        except JingleProtocolError as exc:
-            raise TransferError(f"ambiguous encryption: {exc}", "security-error") from None
-        if security is not None and not request and file.size is not None:
-            # Refused before session-accept rather than failing at the limit.
-            cipher = self._cipher_if_known(security.get("cipher"))
-            if cipher is not None and file.size > cipher.max_plaintext_size:
-                raise TransferError(
-                    f"the offered {file.size} bytes exceed what {cipher.urn} may encrypt under "
-                    f"one key ({cipher.max_plaintext_size} bytes)",
-                    "failed-application",
-                )
-        return _Offer(content, file, security, request)
-
     def _cipher_if_known(self, urn: str | None) -> Cipher | None:
         try:
             return self.plugins.cipher((urn or "").strip())
@@ -829,19 +680,15 @@ class FileTransfer:
     # -- sessions --------------------------------------------------------------------------
 
     def _open_session(self, jingle: JingleSession) -> _Session:
-        send, receive = trio.open_memory_channel[JingleMessage](64)
-        self._inboxes[(jingle.peer, jingle.sid)] = send
-        session = _Session(self, jingle, receive)
+        session = _Session(self.client, self._timeout, FileSession(jingle))
         self._sessions[(jingle.peer, jingle.sid)] = session
         return session
 
     def _forget(self, session: _Session) -> None:
-        inbox = self._inboxes.pop((session.peer, session.jingle.sid), None)
         self._sessions.pop((session.peer, session.jingle.sid), None)
-        session.stash.clear()
+        session.machine.close(drop=True)
+        session.deliver(None)
         self._release_quota(session)
-        if inbox is not None:
-            inbox.close()
         if self._listener is not None:
             for dst in session.listening:
                 self._listener.forget(dst)
@@ -959,28 +806,27 @@ class FileTransfer:
     async def _establish_s5b(
         self,
         session: _Session,
-        ours: S5BTransport,
-        theirs: S5BTransport,
+        ours: etree._Element,
+        theirs: etree._Element,
         cleanup: contextlib.AsyncExitStack,
     ) -> _Established | None:
-        me, peer = self.client.jid, session.peer
-        role = Role.INITIATOR if session.jingle.initiator == me else Role.RESPONDER
-        their_dst = theirs.dstaddr or dstaddr(theirs.sid, peer, me)
-        picked: tuple[Candidate, trio.SocketStream] | None = None
+        """Run the candidate exchange (XEP-0260) the session's machine decides; ``None``
+        when no candidate worked on either side."""
+        exchange = session.machine.s5b(ours, theirs)
+        peer = session.peer
+        picked: trio.SocketStream | None = None
         connected = trio.Event()
 
         async def connect_theirs() -> None:
             nonlocal picked
-            info: CandidateUsed | CandidateError = CandidateError()
-            if theirs.candidates:
+            used: Candidate | None = None
+            if (connect := exchange.connect()) is not None:
                 try:
-                    picked = await connect_any(theirs.candidates, their_dst)
-                    cleanup.push_async_callback(trio.aclose_forcefully, picked[1])
-                    info = CandidateUsed(picked[0].cid)
+                    used, picked = await connect_any(connect.candidates, connect.dstaddr)
+                    cleanup.push_async_callback(trio.aclose_forcefully, picked)
                 except (CandidateConnectError, Socks5Error) as exc:
                     log.info("S5B: no candidate of %s worked: %s", peer, exc)
-            transport = build_s5b(S5BTransport(theirs.sid, info=info), include_mode=False)
-            await session.send(session.jingle.transport_info([_content(session, transport)]))
+            await session.send(exchange.connected(used))
             connected.set()
 
         with (
@@ -989,80 +835,37 @@ class FileTransfer:
         ):
             async with trio.open_nursery() as n:
                 n.start_soon(connect_theirs)
-                their_info = await self._next_s5b_info(session, (CandidateUsed, CandidateError))
+                while not exchange.take(await session.expect(JingleAction.TRANSPORT_INFO)):
+                    pass
                 await connected.wait()
-        ours_used: Candidate | None = None
-        if isinstance(their_info, CandidateUsed):
-            ours_used = next((c for c in ours.candidates if c.cid == their_info.cid), None)
-            if ours_used is None:
-                raise TransportFailed(
-                    f"{peer} used an S5B candidate we never offered", "failed-transport"
-                )
-        mine = picked[0] if picked else None
-        if role is Role.INITIATOR:
-            nomination = nominate(initiator_used=mine, responder_used=ours_used)
-        else:
-            nomination = nominate(initiator_used=ours_used, responder_used=mine)
-        if nomination is None:
+        command = exchange.decide()
+        if isinstance(command, FallBack):
             return None
-        return await self._use_nominated(session, nomination, role, ours, picked, cleanup)
-
-    async def _use_nominated(
-        self,
-        session: _Session,
-        nomination: Nomination,
-        role: Role,
-        ours: S5BTransport,
-        picked: tuple[Candidate, trio.SocketStream] | None,
-        cleanup: contextlib.AsyncExitStack,
-    ) -> _Established:
-        cand = nomination.candidate
-        name: TransportName = "s5b-proxy" if cand.type == "proxy" else "s5b-direct"
-        if nomination.offered_by == role.value:
-            assert ours.dstaddr is not None
-            if cand.type == "proxy":
-                with _within(self._timeout, f"the SOCKS5 proxy {cand.jid} did not connect us"):
-                    stream: trio.abc.Stream = await connect_candidate(
-                        cand.host, cand.port, ours.dstaddr
-                    )
-                cleanup.push_async_callback(trio.aclose_forcefully, stream)
-                with _within(self._timeout, f"the SOCKS5 proxy {cand.jid} did not activate"):
-                    await self.client.request(
-                        "set", build_activate(ours.sid, session.peer), cand.jid
-                    )
-                info = build_s5b(
-                    S5BTransport(ours.sid, info=Activated(cand.cid)), include_mode=False
+        if isinstance(command, ActivateProxy):
+            cand = command.candidate
+            with _within(self._timeout, f"the SOCKS5 proxy {cand.jid} did not connect us"):
+                stream: trio.abc.Stream = await connect_candidate(
+                    cand.host, cand.port, command.dstaddr
                 )
-                await session.send(session.jingle.transport_info([_content(session, info)]))
-            else:
-                assert self._listener is not None
-                with _within(self._timeout, f"{session.peer} did not connect to our candidate"):
-                    stream = await self._listener.accept(ours.dstaddr, cand.host)
-                cleanup.push_async_callback(trio.aclose_forcefully, stream)
-            return _Established(stream, name, cleanup)
-        assert picked is not None
-        if cand.type == "proxy":
-            with _within(self._timeout, f"{session.peer} did not activate the SOCKS5 proxy"):
-                await self._next_s5b_info(session, (Activated,))
-        return _Established(picked[1], name, cleanup)
-
-    async def _next_s5b_info(
-        self, session: _Session, kinds: tuple[type, ...]
-    ) -> CandidateUsed | CandidateError | Activated:
-        while True:
-            msg = await session.expect(JingleAction.TRANSPORT_INFO)
-            for content in msg.contents:
-                if content.transport is None:
-                    continue
-                info = parse_s5b(content.transport).info
-                if isinstance(info, kinds):
-                    return info  # type: ignore[return-value]
-                if info is not None and not isinstance(
-                    info, (CandidateUsed, CandidateError, Activated)
+            cleanup.push_async_callback(trio.aclose_forcefully, stream)
+            with _within(self._timeout, f"the SOCKS5 proxy {cand.jid} did not activate"):
+                await self.client.request("set", build_activate(command.sid, peer), cand.jid)
+            await session.send(exchange.activated(cand))
+            return _Established(stream, command.transport, cleanup)
+        if isinstance(command, AcceptDirect):
+            assert self._listener is not None
+            with _within(self._timeout, f"{peer} did not connect to our candidate"):
+                stream = await self._listener.accept(command.dstaddr, command.candidate.host)
+            cleanup.push_async_callback(trio.aclose_forcefully, stream)
+            return _Established(stream, command.transport, cleanup)
+        assert picked is not None and isinstance(command, AwaitActivated | UsePicked)
+        if isinstance(command, AwaitActivated):
+            with _within(self._timeout, f"{peer} did not activate the SOCKS5 proxy"):
+                while not exchange.take_activated(
+                    await session.expect(JingleAction.TRANSPORT_INFO)
                 ):
-                    raise TransportFailed(
-                        f"{session.peer} reported a proxy error", "failed-transport"
-                    )
+                    pass
+        return _Established(picked, command.transport, cleanup)
 
     async def _open_ibb(
         self,
@@ -1099,34 +902,21 @@ class FileTransfer:
         self, session: _Session, cleanup: contextlib.AsyncExitStack
     ) -> _Established:
         """XEP-0260 fallback: the initiator replaces S5B by IBB (transport-replace)."""
-        we_initiated = session.jingle.initiator == self.client.jid
-        if we_initiated:
-            offer = IBBTransport(new_sid(), self._ibb_block_size)
-            await session.send(
-                session.jingle.transport_replace([_content(session, build_ibb(offer))])
-            )
+        machine = session.machine
+        if machine.role is Role.INITIATOR:
+            replace, offer = machine.replace_with_ibb(self._ibb_block_size)
+            await session.send(replace)
             with _within(self._timeout, f"{session.peer} did not answer our transport-replace"):
                 answer = await session.expect(
                     JingleAction.TRANSPORT_ACCEPT, JingleAction.TRANSPORT_REJECT
                 )
-            if answer.action is JingleAction.TRANSPORT_REJECT or not answer.contents:
-                raise TransportFailed(
-                    f"{session.peer} refused the IBB fallback", "failed-transport"
-                )
-            got = parse_ibb(_transport_of(answer))
-            if got.block_size > offer.block_size:
-                raise TransportFailed("the peer raised the IBB block size", "failed-transport")
-            return await self._open_ibb(
-                session, IBBTransport(offer.sid, got.block_size), True, cleanup
-            )
+            agreed = machine.replace_answered(answer, offer)
+            return await self._open_ibb(session, agreed, True, cleanup)
         with _within(self._timeout, f"{session.peer} did not replace the failed transport"):
             replace = await session.expect(JingleAction.TRANSPORT_REPLACE)
-        offered = parse_ibb(_transport_of(replace))
-        agreed = IBBTransport(
-            offered.sid, answer_block_size(offered.block_size, self._ibb_block_size)
-        )
+        agreed, accept = machine.replace_received(replace, self._ibb_block_size)
         established = await self._open_ibb(session, agreed, False, cleanup)
-        await session.send(session.jingle.transport_accept([_content(session, build_ibb(agreed))]))
+        await session.send(accept)
         return established
 
     async def _establish(
@@ -1136,12 +926,10 @@ class FileTransfer:
         theirs: etree._Element,
         cleanup: contextlib.AsyncExitStack,
     ) -> _Established:
-        if theirs.tag == f"{{{_ns.JINGLE_IBB}}}transport":  # we initiated: we open
+        if is_ibb(theirs):  # we initiated: we open
             return await self._open_ibb(session, parse_ibb(theirs), True, cleanup)
         started = trio.current_time()
-        established = await self._establish_s5b(
-            session, parse_s5b(ours), parse_s5b(theirs), cleanup
-        )
+        established = await self._establish_s5b(session, ours, theirs, cleanup)
         took = trio.current_time() - started
         if established is not None:
             log.info("S5B: %s ready with %s in %.2f s", established.transport, session.peer, took)
@@ -1197,38 +985,29 @@ class FileTransfer:
         )
         session = self._open_session(self._registry.create(peer))
         start = time.monotonic()
-        async with contextlib.AsyncExitStack() as cleanup:
-            try:
-                ours = await self._initiate(session, transport, desc, security, request=False)
-                wait = (
-                    self._accept_timeout if isinstance(accept_timeout, _Default) else accept_timeout
-                )
-                with _within_or_never(wait, f"{peer} did not accept or decline the offer"):
-                    answer = await session.expect(JingleAction.SESSION_ACCEPT)
-                theirs = _transport_of(answer)
-                established = await self._establish(session, ours, theirs, cleanup)
-                wire = await self._send_data(session, established, src, 0, size, secret, progress)
-                await self._expect_success(session)
-            except BaseException as exc:
-                if (instead := await self._end_after_error(session, exc)) is not None:
-                    raise instead from exc
-                raise
-            finally:
-                self._forget(session)
-        return TransferResult(
+        async with self._session_scope(session) as cleanup:
+            ours = await self._initiate(session, transport, desc, security, request=False)
+            wait = self._accept_timeout if isinstance(accept_timeout, _Default) else accept_timeout
+            with _within_or_never(wait, f"{peer} did not accept or decline the offer"):
+                answer = await session.expect(JingleAction.SESSION_ACCEPT)
+            theirs = session.machine.accepted(answer)
+            established = await self._establish(session, ours, theirs, cleanup)
+            wire = await self._send_data(session, established, src, 0, size, secret, progress)
+            await self._expect_success(session)
+        return _result(
             "send",
-            peer,
-            desc.name or src.name,
-            size,
-            digest.hex(),
-            established.transport,
-            method.namespace if method else None,
-            secret.cipher.urn if secret else None,
-            time.monotonic() - start,
-            src,
-            wire,
-            True,
-            choice,
+            session,
+            name=desc.name or src.name,
+            size=size,
+            sha256=digest.hex(),
+            transport=established.transport,
+            envelope=method.namespace if method else None,
+            secret=secret,
+            started=start,
+            path=src,
+            wire_bytes=wire,
+            verified=True,
+            choice=choice,
         )
 
     async def _make_security(
@@ -1301,12 +1080,8 @@ class FileTransfer:
         """Send session-initiate with one content: an offer of ``file`` (we send) or a
         request for it (the peer sends). Returns our transport element."""
         ours = await self._initial_transport(transport, session)
-        name, senders = (
-            (REQUEST_NAME, Senders.RESPONDER) if request else (CONTENT_NAME, Senders.INITIATOR)
-        )
         description = build_description(file, request=request)
-        content = Content(Role.INITIATOR, name, senders, description, ours, security)
-        await session.send(session.jingle.initiate([content]))
+        await session.send(session.machine.initiate(description, ours, security, request=request))
         return ours
 
     async def _initial_transport(self, transport: Transport, session: _Session) -> etree._Element:
@@ -1317,10 +1092,8 @@ class FileTransfer:
     async def _responder_transport(
         self, session: _Session, theirs: etree._Element
     ) -> etree._Element:
-        if theirs.tag == f"{{{_ns.JINGLE_IBB}}}transport":
-            got = parse_ibb(theirs)
-            agreed = answer_block_size(got.block_size, self._ibb_block_size)
-            return build_ibb(IBBTransport(got.sid, agreed))
+        if is_ibb(theirs):
+            return session.machine.answer_ibb(theirs, self._ibb_block_size)
         return build_s5b(await self._our_s5b(session, parse_s5b(theirs).sid))
 
     async def _accept_and_establish(
@@ -1334,10 +1107,8 @@ class FileTransfer:
         theirs = content.transport
         assert theirs is not None
         ours = await self._responder_transport(session, theirs)
-        accept = session.jingle.accept(
-            [Content(content.creator, content.name, content.senders, description, ours)]
-        )
-        if ours.tag == f"{{{_ns.JINGLE_IBB}}}transport":
+        accept = session.machine.accept(content, description, ours)
+        if is_ibb(ours):
             # Listen before accepting: the initiator opens the IBB as soon as it may.
             established = await self._open_ibb(session, parse_ibb(ours), False, cleanup)
             await session.send(accept)
@@ -1348,8 +1119,7 @@ class FileTransfer:
     async def _expect_success(self, session: _Session) -> None:
         with _within(self._timeout, f"{session.peer} did not confirm the transfer"):
             end = await session.expect(JingleAction.SESSION_TERMINATE)
-        if end.reason is None or end.reason.condition != "success":
-            raise _reason_error(end.reason, str(session.peer))
+        session.machine.check_success(end)
 
     def _stall_guard(self, what: str) -> contextlib.AbstractContextManager[_StallWatch]:
         return _stall_guard(
@@ -1357,17 +1127,35 @@ class FileTransfer:
         )
 
     async def _end_after_error(self, session: _Session, exc: BaseException) -> TransferError | None:
-        """End the session after ``exc``. Returns the error to raise instead of ``exc`` when
-        the peer had already ended the session and ``exc`` is only a consequence (the peer's
-        session-terminate crossed our next request, or its transport closed first)."""
-        reason = session.ended_by_peer()
-        if reason is None:
-            reason_name, text = _reason_for(exc)
-            await session.terminate(reason_name, text)
-            return None
-        if reason.condition != "success" and _consequence_of_ending(exc):
-            return _reason_error(reason, str(session.peer))
-        return None
+        """End the session after ``exc`` as its machine decides (:meth:`FileSession.after_error`).
+        Returns the error to raise instead of ``exc`` when the peer had already ended the
+        session and ``exc`` is only a consequence."""
+        ending = session.machine.after_error(exc)
+        if ending.reason is not None:
+            await session.terminate_with(ending.reason)
+        return ending.instead
+
+    @asynccontextmanager
+    async def _session_scope(
+        self, session: _Session, download: _Download | None = None
+    ) -> AsyncIterator[contextlib.AsyncExitStack]:
+        """The one lifecycle of every session (sending or receiving, initiated or answered):
+        the transports it opens are closed at the end (the yielded exit stack); any error
+        ends the session with the reason it maps to (or is replaced by the peer's reason when
+        it is only a consequence of the peer ending first), keeps or discards the partial file
+        of a ``download``; and the session is forgotten."""
+        async with contextlib.AsyncExitStack() as cleanup:
+            try:
+                yield cleanup
+            except BaseException as exc:
+                instead = await self._end_after_error(session, exc)
+                if download is not None and download.partial is not None:
+                    _keep_or_discard(download.partial, instead or exc, download.resumable)
+                if instead is not None:
+                    raise instead from exc
+                raise
+            finally:
+                self._forget(session)
 
     async def _send_data(
         self,
@@ -1381,7 +1169,7 @@ class FileTransfer:
     ) -> int:
         """Send ``length`` bytes of ``src`` from ``offset`` (encrypted if ``secret``)."""
         sink: trio.abc.SendStream = established.stream
-        session.data_phase = True
+        session.machine.step(Step.DATA)
         enc = EncryptingSendStream(sink, secret, expected_size=length) if secret else None
         done = 0
         stalled = f"{session.peer} accepted no data"
@@ -1435,15 +1223,8 @@ class FileTransfer:
     async def _serve_request(self, session: _Session, offer: _Offer) -> None:
         """Answer a file request from the files we share. Runs in the service's nursery."""
         try:
-            async with contextlib.AsyncExitStack() as cleanup:
-                try:
-                    await self._serve_request_in(session, offer, cleanup)
-                except BaseException as exc:
-                    if (instead := await self._end_after_error(session, exc)) is not None:
-                        raise instead from exc
-                    raise
-                finally:
-                    self._forget(session)
+            async with self._session_scope(session) as cleanup:
+                await self._serve_request_in(session, offer, cleanup)
         except Exception as exc:  # a failed request must not end the service
             # Several tasks may fail at once (an exception group); anything but our typed
             # errors and I/O errors is a bug and still propagates.
@@ -1513,63 +1294,44 @@ class FileTransfer:
         start = time.monotonic()
         size = offer.size
         sha = next((h.digest.hex() for h in offer.file.hashes if h.algo == "sha-256"), None)
-        try:
-            partial = Partial.create(
+        download = _Download(resumable=sha is not None)
+        async with self._session_scope(session, download) as cleanup:
+            # e.g. an unwritable directory: still ends the session
+            partial = download.partial = Partial.create(
                 dest, session.peer, offer.name, size, sha or "", offer.envelope
             )
-        except BaseException as exc:  # e.g. an unwritable directory: still end the session
-            await self._end_after_error(session, exc)
-            self._forget(session)
-            raise
-        resumable = sha is not None
-        async with contextlib.AsyncExitStack() as cleanup:
-            try:
-                if session.jingle.state.name == "ENDED":
-                    await session.expect()  # the peer withdrew the offer: raises its reason
-                secret = await self._open_security(offer._offer.security, session)
-                c = offer._offer.content
-                assert c.description is not None
-                established = await self._accept_and_establish(session, c, c.description, cleanup)
-                if resumable:
-                    partial.save()
-                digests = await self._receive_into(
-                    session, established, partial, 0, size, secret, progress, offer.file
-                )
-                verified = await self._verify_hash(session, offer.file, digests)
-                taken: NameTaken | None = None
-                try:
-                    dest = await _deliver(partial, overwrite, rename)
-                except NameTaken as exc:
-                    taken, dest = exc, exc.kept
-                partial.discard()
-                await session.terminate("success")
-            except BaseException as exc:
-                instead = await self._end_after_error(session, exc)
-                _keep_or_discard(partial, instead or exc, resumable)
-                if instead is not None:
-                    raise instead from exc
-                raise
-            finally:
-                self._forget(session)
-        result = TransferResult(
+            if session.jingle.state is SessionState.ENDED:
+                await session.expect()  # the peer withdrew the offer: raises its reason
+            secret = await self._open_security(offer._offer.security, session)
+            c = offer._offer.content
+            assert c.description is not None
+            established = await self._accept_and_establish(session, c, c.description, cleanup)
+            if download.resumable:
+                partial.save()
+            digests = await self._receive_into(
+                session, established, partial, 0, size, secret, progress, offer.file
+            )
+            verified = await self._verify_hash(session, offer.file, digests)
+            dest, taken = await _deliver_or_keep(partial, overwrite, rename)
+            await session.terminate("success")
+        return _result(
             "receive",
-            session.peer,
-            offer.name,
-            size,
-            digests.plain["sha-256"].hex(),
-            established.transport,
-            offer.envelope,
-            secret.cipher.urn if secret else None,
-            time.monotonic() - start,
-            dest,
-            size + (secret.cipher.tag_size if secret else 0),
-            verified,
-            f"chosen by the sender {session.peer}" if secret else "the sender did not encrypt",
+            session,
+            name=offer.name,
+            size=size,
+            sha256=digests.plain["sha-256"].hex(),
+            transport=established.transport,
+            envelope=offer.envelope,
+            secret=secret,
+            started=start,
+            path=dest,
+            wire_bytes=size + (secret.cipher.tag_size if secret else 0),
+            verified=verified,
+            choice=f"chosen by the sender {session.peer}"
+            if secret
+            else "the sender did not encrypt",
+            taken=taken,
         )
-        if taken is not None:
-            taken.result = result
-            raise taken
-        return result
 
     async def request_file(
         self,
@@ -1651,77 +1413,61 @@ class FileTransfer:
         )
         session = self._open_session(self._registry.create(peer))
         start = time.monotonic()
-        async with contextlib.AsyncExitStack() as cleanup:
-            try:
-                ours = await self._initiate(session, transport, request, security, request=True)
-                with _within(self._timeout, f"{peer} did not answer our file request"):
-                    accept = await session.expect(JingleAction.SESSION_ACCEPT)
-                file = _accepted_file(accept)
-                assert file.size is not None
-                if partial is None:
-                    if await trio.Path(dest).is_dir():
-                        dest = dest / safe_filename(file.name or want.hex())
-                    if not overwrite and await trio.to_thread.run_sync(os.path.lexists, dest):
-                        raise FileExistsError(errno.EEXIST, f"{dest} already exists")
-                    partial = Partial.create(
-                        dest,
-                        peer,
-                        file.name or want.hex(),
-                        file.size,
-                        want.hex(),
-                        method.namespace if method else None,
-                    )
-                elif partial.size != file.size:
-                    raise IntegrityError("the peer's file has another size than the partial one")
-                partial.save()
-                established = await self._establish(session, ours, _transport_of(accept), cleanup)
-                expected = FileDescription(size=file.size, hashes=(Hash("sha-256", want),))
-                digests = await self._receive_into(
-                    session,
-                    established,
-                    partial,
-                    offset,
-                    file.size - offset,
-                    secret,
-                    progress,
-                    expected,
+        download = _Download(partial, resumable=True)
+        async with self._session_scope(session, download) as cleanup:
+            ours = await self._initiate(session, transport, request, security, request=True)
+            with _within(self._timeout, f"{peer} did not answer our file request"):
+                accept = await session.expect(JingleAction.SESSION_ACCEPT)
+            theirs = session.machine.accepted(accept)
+            file = accepted_file(accept)
+            assert file.size is not None
+            if partial is None:
+                if await trio.Path(dest).is_dir():
+                    dest = dest / safe_filename(file.name or want.hex())
+                if not overwrite and await trio.to_thread.run_sync(os.path.lexists, dest):
+                    raise FileExistsError(errno.EEXIST, f"{dest} already exists")
+                partial = download.partial = Partial.create(
+                    dest,
+                    peer,
+                    file.name or want.hex(),
+                    file.size,
+                    want.hex(),
+                    method.namespace if method else None,
                 )
-                await self._verify_hash(session, expected, digests)
-                taken: NameTaken | None = None
-                try:
-                    dest = await _deliver(partial, overwrite, False)
-                except NameTaken as exc:
-                    taken, dest = exc, exc.kept
-                partial.discard()
-                await session.terminate("success")
-            except BaseException as exc:
-                instead = await self._end_after_error(session, exc)
-                if partial is not None:
-                    _keep_or_discard(partial, instead or exc, True)
-                if instead is not None:
-                    raise instead from exc
-                raise
-            finally:
-                self._forget(session)
-        result = TransferResult(
+            elif partial.size != file.size:
+                raise IntegrityError("the peer's file has another size than the partial one")
+            partial.save()
+            established = await self._establish(session, ours, theirs, cleanup)
+            expected = FileDescription(size=file.size, hashes=(Hash("sha-256", want),))
+            digests = await self._receive_into(
+                session,
+                established,
+                partial,
+                offset,
+                file.size - offset,
+                secret,
+                progress,
+                expected,
+            )
+            await self._verify_hash(session, expected, digests)
+            dest, taken = await _deliver_or_keep(partial, overwrite, False)
+            await session.terminate("success")
+        return _result(
             "receive",
-            peer,
-            partial.name,
-            partial.size,
-            want.hex(),
-            established.transport,
-            method.namespace if method else None,
-            secret.cipher.urn if secret else None,
-            time.monotonic() - start,
-            dest,
-            partial.size - offset + (secret.cipher.tag_size if secret else 0),
-            True,
-            choice,
+            session,
+            name=partial.name,
+            size=partial.size,
+            sha256=want.hex(),
+            transport=established.transport,
+            envelope=method.namespace if method else None,
+            secret=secret,
+            started=start,
+            path=dest,
+            wire_bytes=partial.size - offset + (secret.cipher.tag_size if secret else 0),
+            verified=True,
+            choice=choice,
+            taken=taken,
         )
-        if taken is not None:
-            taken.result = result
-            raise taken
-        return result
 
     async def _receive_into(
         self,
@@ -1750,7 +1496,7 @@ class FileTransfer:
             )
         done = 0
         total = offset + length
-        session.data_phase = True
+        session.machine.step(Step.DATA)
         stalled = f"no data came from {session.peer}"
         proxy = self._proxy_name(established)
         tail = _Tail(length, secret.cipher.tag_size if secret else 0)
@@ -1855,8 +1601,8 @@ class FileTransfer:
         hashes = file.hashes
         if not hashes and file.hash_used:
             with trio.move_on_after(self._timeout):
-                await _wait_checksum(session)
-            hashes = session.checksum
+                await session.wait_checksum()
+            hashes = session.machine.checksum
         known = [h for h in hashes if h.algo in got.plain]
         for h in known:
             if got.plain[h.algo] != h.digest and got.wire.get(h.algo) != h.digest:
@@ -2115,36 +1861,12 @@ def _hash_prefix(part: Path, length: int, algos: tuple[str, ...]) -> Hasher:
     return hasher
 
 
-def _consequence_of_ending(exc: BaseException) -> bool:
-    """Whether ``exc`` is what a session ended by the peer looks like from here: our next
-    Jingle request impossible or refused, or the transport broken or cut short. A failed
-    integrity check, a bad tag or our own cancellation is never replaced."""
-    if isinstance(exc, IntegrityError) or any(isinstance(e, trio.Cancelled) for e in _leaves(exc)):
-        return False
-    if isinstance(exc, JETError):  # only an early end (no tag at all), not a wrong one
-        return _cut_short(exc)
-    if isinstance(exc, TransferError):
-        return exc.reason in ("general-error", "connectivity-error", "failed-transport")
-    return isinstance(exc, (JingleLocalError, trio.BrokenResourceError, trio.ClosedResourceError))
-
-
-def _cut_short(exc: BaseException) -> bool:
-    """Whether ``exc`` says only that an encrypted stream ended early (before its tag), not
-    that any data failed a check."""
-    if isinstance(exc, TruncatedStream):
-        return True
-    if not isinstance(exc, JETError) or exc.__cause__ is None:
-        return False
-    leaves = [e for e in _leaves(exc.__cause__) if not isinstance(e, trio.Cancelled)]
-    return bool(leaves) and all(isinstance(e, TruncatedStream) for e in leaves)
-
-
 def _keep_or_discard(partial: Partial, exc: BaseException, resumable: bool) -> None:
     """Keep an interrupted download for resuming, unless its data is known bad. A stream cut
     short is kept like a broken connection: the whole file's hash is checked on resume."""
     bad = any(
         isinstance(e, (IntegrityError, FileExistsError))
-        or (isinstance(e, SecurityError) and not _cut_short(e))
+        or (isinstance(e, SecurityError) and not cut_short(e))
         for e in _leaves(exc)
     )
     if resumable and not bad and partial.received > 0 and partial.sidecar.exists():
@@ -2155,57 +1877,66 @@ def _keep_or_discard(partial: Partial, exc: BaseException, resumable: bool) -> N
     partial.discard()
 
 
-def _accepted_file(accept: JingleMessage) -> FileDescription:
-    for content in accept.contents:
-        if content.description is not None:
-            file = parse_description(content.description)
-            if file.size is None:
-                raise TransferError("the peer accepted without saying the file size")
-            return file
-    raise TransferError("session-accept without a file description")
+@dataclass(slots=True)
+class _Download:
+    """The partial file of a download, once it exists, for the session scope to keep (for
+    resuming) or discard when the session fails."""
+
+    partial: Partial | None = None
+    resumable: bool = True
 
 
-async def _wait_checksum(session: _Session) -> None:
-    with unwrapped_errors():
-        async with trio.open_nursery() as n:
-            n.start_soon(session.watch)
-            await session.checksum_seen.wait()
-            n.cancel_scope.cancel()
-
-
-def _condition(name: str) -> ReasonCondition:
+async def _deliver_or_keep(
+    partial: Partial, overwrite: bool, rename: bool
+) -> tuple[Path, NameTaken | None]:
+    """Give the verified download its name; if the name was taken meanwhile, where it was
+    kept instead and the :class:`NameTaken` to raise once the session ended well."""
     try:
-        return ReasonCondition(name)
-    except ValueError:
-        return ReasonCondition.GENERAL_ERROR
+        dest = await _deliver(partial, overwrite, rename)
+    except NameTaken as exc:
+        partial.discard()
+        return exc.kept, exc
+    partial.discard()
+    return dest, None
 
 
-def _content(session: _Session, transport: etree._Element) -> Content:
-    return Content(
-        Role.INITIATOR,
-        CONTENT_NAME
-        if not session.jingle.contents
-        else next(iter(session.jingle.contents.values())).name,
-        None,
-        None,
-        transport,
+def _result(
+    direction: Literal["send", "receive"],
+    session: _Session,
+    *,
+    name: str,
+    size: int,
+    sha256: str,
+    transport: TransportName,
+    envelope: str | None,
+    secret: TransportSecret | None,
+    started: float,
+    path: Path,
+    wire_bytes: int,
+    verified: bool,
+    choice: str,
+    taken: NameTaken | None = None,
+) -> TransferResult:
+    """The result of a finished transfer (raised inside ``taken`` when the name was taken)."""
+    result = TransferResult(
+        direction=direction,
+        peer=session.peer,
+        name=name,
+        size=size,
+        sha256=sha256,
+        transport=transport,
+        envelope=envelope,
+        cipher=secret.cipher.urn if secret else None,
+        seconds=time.monotonic() - started,
+        path=path,
+        wire_bytes=wire_bytes,
+        hash_verified=verified,
+        choice=choice,
     )
-
-
-def _transport_of(msg: JingleMessage) -> etree._Element:
-    for content in msg.contents:
-        if content.transport is not None:
-            return content.transport
-    raise TransferError(f"{msg.action} without a transport", "failed-transport")
-
-
-def _agree_ibb(ours: etree._Element, theirs: etree._Element) -> etree._Element:
-    offered, answered = parse_ibb(ours), parse_ibb(theirs)
-    if answered.sid != offered.sid or answered.block_size > offered.block_size:
-        raise TransportFailed(
-            "the peer changed the IBB sid or raised the block size", "failed-transport"
-        )
-    return build_ibb(IBBTransport(offered.sid, answered.block_size))
+    if taken is not None:
+        taken.result = result
+        raise taken
+    return result
 
 
 class _Unset:

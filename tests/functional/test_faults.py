@@ -232,7 +232,7 @@ def listener_target(ft: FileTransfer) -> tuple[str, int]:
 
 def assert_no_open_sessions(*fts: FileTransfer) -> None:
     for ft in fts:
-        assert ft._inboxes == {}, f"{ft.client.jid}: sessions left open: {list(ft._inboxes)}"
+        assert ft._sessions == {}, f"{ft.client.jid}: sessions left open: {list(ft._sessions)}"
         assert ft._ibb == {}, f"{ft.client.jid}: in-band bytestreams left: {list(ft._ibb)}"
         if ft._listener is not None:
             assert ft._listener._queues == {}, f"{ft.client.jid}: DST.ADDRs still expected"

@@ -21,6 +21,7 @@ from jet_trio import TransferTimeout, find_partials
 from jet_trio._plugins.builtin_ciphers import AESGCMCipher
 from jet_trio._transfer.files import Partial
 from jet_trio._transfer.service import FileTransfer, open_file_transfer
+from jet_trio._transfer.session import Step
 from jet_trio._transports.ibb import IBBStream
 from jet_trio._xmpp.ns import DISCO_INFO, IBB, JET, JET_STUB, JINGLE, JINGLE_S5B
 from jet_trio._xmpp.stanza import StanzaError, make_iq, make_result
@@ -233,7 +234,7 @@ async def test_transport_infos_during_the_data_phase_are_refused_not_kept(
         sending = trio.Event()
 
         async def hang(session: Any, *args: Any) -> int:
-            session.data_phase = True
+            session.machine.step(Step.DATA)
             sending.set()
             await trio.sleep_forever()
             raise AssertionError
@@ -247,13 +248,13 @@ async def test_transport_infos_during_the_data_phase_are_refused_not_kept(
                 await sending.wait()
                 session = offer._session
                 await trio.testing.wait_all_tasks_blocked(0.05)
-                assert session.data_phase
+                assert session.machine.data_phase
             before = rss()
             with trio.fail_after(60):
                 answers = await flood(fa.client, fb.client.jid, session.jingle.sid, 300, 100_000)
             grown = rss() - before
             assert set(answers) == {"unexpected-request"}, answers[:3]
-            assert session.backlog() == 0 and session.stash == []
+            assert session.machine.backlog() == 0
             assert grown < 20 << 20, f"memory grew by {grown >> 20} MiB"
             n.cancel_scope.cancel()
 
@@ -271,7 +272,7 @@ async def test_a_session_holds_a_bounded_number_of_messages(
             answers = await flood(fa.client, fb.client.jid, offer._session.jingle.sid, 40, 10)
         assert answers.count("ok") == 16, answers
         assert set(answers[16:]) == {"resource-constraint"}, answers
-        assert offer._session.backlog() == 16
+        assert offer._session.machine.backlog() == 16
         await offer.reject()
         n.cancel_scope.cancel()
 
