@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import BinaryIO, Final, Literal
 
 import trio
 from lxml import etree
@@ -124,7 +124,8 @@ CHUNK: Final = 256 * 1024
 #: connection and a relay like Prosody's pass on what it held back (``_release_held_tail``).
 _TAIL_GRACE: Final = 2.0
 _HELD_MAX: Final = 8192 + 16  # Prosody 0.12: its socket library's read buffer, and the tag
-_HASH_BATCH: Final = 1 << 20  # bytes handed to the hashing thread at once
+_STORE_BATCH: Final = 1 << 20  # received bytes handed to the writing thread at once
+_READ_AHEAD: Final = 1 << 20  # bytes read from a file by one worker-thread call
 _JINGLE: Final = f"{{{_ns.JINGLE}}}jingle"
 _IBB_TAGS: Final = tuple(f"{{{_ns.IBB}}}{n}" for n in ("open", "data", "close"))
 DEFAULT_CIPHER: Final = _ns.CIPHER_AES256_GCM
@@ -1180,17 +1181,17 @@ class FileTransfer:
         ):
             async with trio.open_nursery() as n:
                 n.start_soon(session.watch)
-                with src.open("rb") as f:
-                    f.seek(offset)
-                    while done < length:
-                        chunk = f.read(min(CHUNK, length - done))
-                        if not chunk:
-                            break
-                        await (enc or sink).send_all(chunk)
-                        done += len(chunk)
-                        stall.moved(len(chunk))
-                        if progress:
-                            progress(done, length)
+                # The file is read in a worker thread, a few chunks ahead of the transport.
+                blocks, read = trio.open_memory_channel[list[bytes]](1)
+                n.start_soon(_read_ahead, src, offset, length, blocks)
+                async with read:
+                    async for block in read:
+                        for chunk in block:
+                            await (enc or sink).send_all(chunk)
+                            done += len(chunk)
+                            stall.moved(len(chunk))
+                            if progress:
+                                progress(done, length)
                 if done != length:
                     raise IntegrityError(f"{src} changed size while it was sent", "media-error")
                 if enc is not None:
@@ -1199,6 +1200,7 @@ class FileTransfer:
                     await established.stream.send_eof()
                 else:
                     await established.stream.aclose()
+                session.machine.step(Step.DATA_DONE)
                 n.cancel_scope.cancel()
         return length + (secret.cipher.tag_size if secret else 0)
 
@@ -1511,40 +1513,49 @@ class FileTransfer:
                 if proxy is not None:
                     n.start_soon(self._release_held_tail, session, tail, proxy)
                 tail.update(0)
-                to_hash, hashing = trio.open_memory_channel[list[bytes | bytearray]](2)
-                async with trio.open_nursery() as hash_nursery:
-                    # Hashing runs in a thread (hashlib releases the GIL), overlapping the
-                    # next receive, decryption and write.
-                    hash_nursery.start_soon(_hash_behind, hasher, hashing)
-                    async with to_hash:
-                        batch: list[bytes | bytearray] = []
-                        batched = 0
-                        with open_part(partial.part, offset) as f:
-                            while secret is not None or done < length:
-                                # Plain: one byte more than left, to notice a peer sending
-                                # too much.
-                                want = CHUNK if secret else min(CHUNK, length - done + 1)
-                                chunk = await source.receive_some(want)
-                                if not chunk:
-                                    break
-                                if secret is None and done + len(chunk) > length:
-                                    raise IntegrityError(
-                                        f"more than the {total} bytes announced arrived",
-                                        "media-error",
-                                    )
-                                f.write(chunk)
-                                batch.append(chunk)
-                                batched += len(chunk)
-                                if batched >= _HASH_BATCH:
-                                    await to_hash.send(batch)
-                                    batch, batched = [], 0
-                                done += len(chunk)
-                                stall.moved(len(chunk))
-                                tail.update(done)
-                                if progress:
-                                    progress(offset + done, total)
-                        if batch:
-                            await to_hash.send(batch)
+                to_store, storing = trio.open_memory_channel[list[bytes | bytearray]](2)
+                with open_part(partial.part, offset) as f:
+                    store = _Store(f, hasher)
+                    try:
+                        async with trio.open_nursery() as store_nursery:
+                            # Writing and hashing run in a worker thread (file I/O and hashlib
+                            # release the GIL), overlapping the next receive and decryption.
+                            store_nursery.start_soon(store.run, storing)
+                            async with to_store:
+                                batch: list[bytes | bytearray] = []
+                                batched = 0
+                                try:
+                                    while secret is not None or done < length:
+                                        # Plain: one byte more than left, to notice a peer
+                                        # sending too much.
+                                        want = CHUNK if secret else min(CHUNK, length - done + 1)
+                                        chunk = await source.receive_some(want)
+                                        if not chunk:
+                                            break
+                                        if secret is None and done + len(chunk) > length:
+                                            raise IntegrityError(
+                                                f"more than the {total} bytes announced arrived",
+                                                "media-error",
+                                            )
+                                        batch.append(chunk)
+                                        batched += len(chunk)
+                                        if batched >= _STORE_BATCH:
+                                            full, batch, batched = batch, [], 0
+                                            await store.put(to_store, full)
+                                        done += len(chunk)
+                                        stall.moved(len(chunk))
+                                        tail.update(done)
+                                        if progress:
+                                            progress(offset + done, total)
+                                    last, batch = batch, []
+                                    if last:
+                                        await store.put(to_store, last)
+                                except BaseException:
+                                    store.unsent(batch)
+                                    raise
+                    except BaseException:
+                        await store.rescue()  # what came is kept for resuming
+                        raise
                 n.cancel_scope.cancel()
         if done != length:
             raise TransportFailed(
@@ -1638,18 +1649,98 @@ class _HashingReceiveStream(trio.abc.ReceiveStream):
         await self.inner.aclose()
 
 
-async def _hash_behind(
-    hasher: Hasher, batches: trio.MemoryReceiveChannel[list[bytes | bytearray]]
+class _Store:
+    """The writing side of a receive loop: batches of received bytes are written to the
+    partial file and hashed in a worker thread, in order. After a failure, :meth:`rescue`
+    writes what was received but not yet written (unless the writing failed), so that
+    everything received is kept for resuming, as if it had been written at once."""
+
+    def __init__(self, f: BinaryIO, hasher: Hasher) -> None:
+        self._f = f
+        self._hasher = hasher
+        self._unwritten: deque[list[bytes | bytearray]] = deque()
+        self._failed = False
+
+    async def put(
+        self,
+        channel: trio.MemorySendChannel[list[bytes | bytearray]],
+        batch: list[bytes | bytearray],
+    ) -> None:
+        self._unwritten.append(batch)
+        await channel.send(batch)
+
+    def unsent(self, batch: list[bytes | bytearray]) -> None:
+        """``batch`` was received but not put (the loop failed): keep it for the rescue."""
+        if batch:
+            self._unwritten.append(batch)
+
+    async def run(self, batches: trio.MemoryReceiveChannel[list[bytes | bytearray]]) -> None:
+        async with batches:
+            async for batch in batches:
+                try:
+                    await trio.to_thread.run_sync(self._store, batch)
+                except BaseException:
+                    self._failed = True
+                    raise
+
+    def _store(self, batch: list[bytes | bytearray]) -> None:
+        # One write and one update per batch: each releases and retakes the GIL, which the
+        # event loop holds most of the time; many small chunks (a proxy's) would queue on it.
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        self._f.write(data)
+        self._hasher.update(data)
+        self._unwritten.popleft()  # in the thread: written and dropped at once
+
+    async def rescue(self) -> None:
+        """Write what was received but not written (bounded, even when cancelled; an error
+        of its own is left out: the failure that led here is the one reported)."""
+        if self._failed or not self._unwritten:
+            return
+        with trio.move_on_after(30, shield=True), contextlib.suppress(OSError):
+            await trio.to_thread.run_sync(self._write_unwritten)
+
+    def _write_unwritten(self) -> None:
+        while self._unwritten:
+            for chunk in self._unwritten[0]:
+                self._f.write(chunk)
+            self._unwritten.popleft()
+
+
+async def _read_ahead(
+    src: Path, offset: int, length: int, blocks: trio.MemorySendChannel[list[bytes]]
 ) -> None:
-    async with batches:
-        async for batch in batches:
-            await trio.to_thread.run_sync(_update_all, hasher, batch)
+    """Read ``length`` bytes of ``src`` from ``offset`` in a worker thread, as lists of
+    chunks of up to ``CHUNK`` bytes; stops early if the file is shorter. The channel is
+    closed only at the end: after an error the sender is cancelled, never told "end of file"."""
+    f = await trio.to_thread.run_sync(_open_at, src, offset)
+    try:
+        left = length
+        while left > 0:
+            block = await trio.to_thread.run_sync(_read_chunks, f, min(_READ_AHEAD, left))
+            if not block:
+                break
+            left -= sum(len(c) for c in block)
+            await blocks.send(block)
+    finally:
+        f.close()
+    blocks.close()
 
 
-def _update_all(hasher: Hasher, batch: list[bytes | bytearray]) -> None:
-    # One update per batch: each update releases and retakes the GIL, which the event loop
-    # holds most of the time; many small chunks (a proxy's) would queue on it one by one.
-    hasher.update(batch[0] if len(batch) == 1 else b"".join(batch))
+def _open_at(src: Path, offset: int) -> BinaryIO:
+    f = src.open("rb")
+    f.seek(offset)
+    return f
+
+
+def _read_chunks(f: BinaryIO, n: int) -> list[bytes]:
+    chunks: list[bytes] = []
+    while n > 0:
+        chunk = f.read(min(CHUNK, n))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        n -= len(chunk)
+    return chunks
 
 
 @contextlib.contextmanager
