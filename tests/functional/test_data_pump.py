@@ -11,7 +11,7 @@ from typing import Any, BinaryIO
 
 import pytest
 
-import jet_trio._transfer.service as transfer_service
+import jet_trio._transfer.driver as transfer_service
 from jet_trio._xmpp.ns import JET_STUB
 
 from .conftest import Net, make_file, run_transfer

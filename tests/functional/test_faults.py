@@ -639,7 +639,7 @@ def disk_full_after(monkeypatch: pytest.MonkeyPatch, room: int) -> Iterator[list
         return disk
 
     with monkeypatch.context() as m:
-        m.setattr("jet_trio._transfer.service.open_part", open_part)
+        m.setattr("jet_trio._transfer.driver.open_part", open_part)
         yield opened
 
 

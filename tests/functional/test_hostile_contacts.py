@@ -16,6 +16,7 @@ import trio.testing
 from lxml import etree
 
 import jet_trio
+import jet_trio._transfer.driver as transfer_driver
 import jet_trio._transfer.service as transfer_service
 from jet_trio import TransferTimeout, find_partials
 from jet_trio._plugins.builtin_ciphers import AESGCMCipher
@@ -286,7 +287,7 @@ async def test_two_security_elements_are_refused_not_taken_as_unencrypted(
     """An offer with two <security> under <jingle> (none in the content): even a receiver
     that accepts unencrypted files refuses it, before the application sees it."""
     src = make_file(tmp_path, 1000)
-    real = transfer_service.build_jingle  # type: ignore[attr-defined]
+    real = transfer_driver.build_jingle  # type: ignore[attr-defined]
 
     def build(msg: Any) -> etree._Element:
         el = real(msg)
@@ -301,7 +302,7 @@ async def test_two_security_elements_are_refused_not_taken_as_unencrypted(
                 break
         return el
 
-    monkeypatch.setattr(transfer_service, "build_jingle", build)
+    monkeypatch.setattr(transfer_driver, "build_jingle", build)
     async with net.pair() as (fa, fb):
         out = await run_transfer(fa, fb, src, dest_dir / "x.bin", encrypt=JET_STUB, deadline=5)
     assert out.recv.offer is None, out.recv.offer
