@@ -87,7 +87,7 @@ from .driver import (
 )
 from .files import HashCache, Partial, deliver, unique_name
 from .hashes import Hash
-from .reasons import consequence_of_ending, cut_short, error_for, leaves, reason_for
+from .reasons import cut_short, error_for, leaves, reason_for
 from .session import (
     CONTENT_NAME,
     REQUEST_NAME,
@@ -134,19 +134,6 @@ class _Default:
 _DEFAULT: Final = _Default()
 
 
-# The reason <-> exception table and the session's decisions live in .reasons and .session;
-# these names stay for the callers (and tests) that import them from here.
-_reason_error = error_for
-_reason_for = reason_for
-_leaves = leaves
-_consequence_of_ending = consequence_of_ending
-_cut_short = cut_short
-_Offer = Offer
-_Session = SessionShell
-_Established = Established
-_Digests = Digests
-
-
 class IncomingOffer:
     """A file offered to us. :meth:`accept` to receive it, or :meth:`reject`.
 
@@ -162,7 +149,7 @@ class IncomingOffer:
     def __init__(
         self,
         service: FileTransfer,
-        session: _Session,
+        session: SessionShell,
         offer: Offer,
         envelope: str | None,
         cipher: str | None,
@@ -271,7 +258,7 @@ class IncomingOffer:
         self._check_unanswered()
         try:
             if (withdrawn := self._session.machine.ended_by_peer()) is not None:
-                raise _reason_error(withdrawn, str(self.peer))  # e.g. its accept_timeout
+                raise error_for(withdrawn, str(self.peer))  # e.g. its accept_timeout
             dest = await trio.to_thread.run_sync(
                 lambda: self.target(destination, rename=rename and not overwrite)
             )
@@ -285,10 +272,10 @@ class IncomingOffer:
             # Not accepted after all: answer the offer, so the sender is not left waiting.
             if isinstance(exc, FileExistsError):
                 reason, text = "failed-application", f"{self.safe_name} already exists here"
-            elif any(isinstance(e, trio.Cancelled) for e in _leaves(exc)):
+            elif any(isinstance(e, trio.Cancelled) for e in leaves(exc)):
                 reason, text = "cancel", None
             else:
-                reason, text = _reason_for(exc)
+                reason, text = reason_for(exc)
                 text = f"the offer could not be accepted: {text}" if text else None
             await self._end(reason, text)
             raise
@@ -341,7 +328,7 @@ class FileTransfer:
         self._token = trio.lowlevel.current_trio_token()
         self._unanswered: weakref.WeakSet[IncomingOffer] = weakref.WeakSet()
         self._registry = SessionRegistry(client.jid)
-        self._sessions: dict[tuple[JID, str], _Session] = {}
+        self._sessions: dict[tuple[JID, str], SessionShell] = {}
         self._ibb: dict[tuple[JID, str], IBBStream] = {}
         self._max_pending_offers = max_pending_offers
         self._max_offers_per_peer = max_offers_per_peer
@@ -524,7 +511,7 @@ class FileTransfer:
                     offer._session, "timeout", f"the offer was not answered within {seconds:g} s"
                 )
 
-    def _start_transfer(self, session: _Session) -> bool:
+    def _start_transfer(self, session: SessionShell) -> bool:
         """Count ``session`` as a running transfer of its peer (no longer as an offer);
         ``False`` if the peer already has as many as it may."""
         peer = session.peer.bare
@@ -538,7 +525,7 @@ class FileTransfer:
             session.quota = "transfer"
         return True
 
-    def _release_quota(self, session: _Session) -> None:
+    def _release_quota(self, session: SessionShell) -> None:
         peer = session.peer.bare
         counter = {"offer": self._offers_of, "transfer": self._transfers_of}.get(
             session.quota or ""
@@ -549,14 +536,14 @@ class FileTransfer:
                 del counter[peer]
         session.quota = None
 
-    def _refuse_soon(self, session: _Session) -> None:
+    def _refuse_soon(self, session: SessionShell) -> None:
         """Decline a dropped offer (called soon after its garbage collection)."""
         with contextlib.suppress(RuntimeError):  # the service ended (and answered its offers)
             self._nursery.start_soon(
                 self._refuse, session, "decline", "the offer was dropped without an answer"
             )
 
-    async def _refuse(self, session: _Session, reason: str, text: str) -> None:
+    async def _refuse(self, session: SessionShell, reason: str, text: str) -> None:
         log.info("refusing offer from %s: %s", session.peer, text)
         await session.terminate(reason, text)
         self._forget(session)
@@ -589,12 +576,12 @@ class FileTransfer:
 
     # -- sessions --------------------------------------------------------------------------
 
-    def _open_session(self, jingle: JingleSession) -> _Session:
-        session = _Session(self.client, self._timeout, FileSession(jingle))
+    def _open_session(self, jingle: JingleSession) -> SessionShell:
+        session = SessionShell(self.client, self._timeout, FileSession(jingle))
         self._sessions[(jingle.peer, jingle.sid)] = session
         return session
 
-    def _forget(self, session: _Session) -> None:
+    def _forget(self, session: SessionShell) -> None:
         self._sessions.pop((session.peer, session.jingle.sid), None)
         session.machine.close(drop=True)
         session.deliver(None)
@@ -701,7 +688,7 @@ class FileTransfer:
             self._proxies = found
         return self._proxies
 
-    async def _our_s5b(self, session: _Session, sid: str) -> S5BTransport:
+    async def _our_s5b(self, session: SessionShell, sid: str) -> S5BTransport:
         me = self.client.jid
         dst = dstaddr(sid, me, session.peer)
         candidates: list[Candidate] = []
@@ -715,11 +702,11 @@ class FileTransfer:
 
     async def _establish_s5b(
         self,
-        session: _Session,
+        session: SessionShell,
         ours: etree._Element,
         theirs: etree._Element,
         cleanup: contextlib.AsyncExitStack,
-    ) -> _Established | None:
+    ) -> Established | None:
         """Run the candidate exchange (XEP-0260) the session's machine decides; ``None``
         when no candidate worked on either side."""
         exchange = session.machine.s5b(ours, theirs)
@@ -761,13 +748,13 @@ class FileTransfer:
             with _within(self._timeout, f"the SOCKS5 proxy {cand.jid} did not activate"):
                 await self.client.request("set", build_activate(command.sid, peer), cand.jid)
             await session.send(exchange.activated(cand))
-            return _Established(stream, command.transport, cleanup)
+            return Established(stream, command.transport, cleanup)
         if isinstance(command, AcceptDirect):
             assert self._listener is not None
             with _within(self._timeout, f"{peer} did not connect to our candidate"):
                 stream = await self._listener.accept(command.dstaddr, command.candidate.host)
             cleanup.push_async_callback(trio.aclose_forcefully, stream)
-            return _Established(stream, command.transport, cleanup)
+            return Established(stream, command.transport, cleanup)
         assert picked is not None and isinstance(command, AwaitActivated | UsePicked)
         if isinstance(command, AwaitActivated):
             with _within(self._timeout, f"{peer} did not activate the SOCKS5 proxy"):
@@ -775,15 +762,15 @@ class FileTransfer:
                     await session.expect(JingleAction.TRANSPORT_INFO)
                 ):
                     pass
-        return _Established(picked, command.transport, cleanup)
+        return Established(picked, command.transport, cleanup)
 
     async def _open_ibb(
         self,
-        session: _Session,
+        session: SessionShell,
         transport: IBBTransport,
         opener: bool,
         cleanup: contextlib.AsyncExitStack,
-    ) -> _Established:
+    ) -> Established:
         peer = session.peer
         client = self.client
 
@@ -806,11 +793,11 @@ class FileTransfer:
         if opener:
             with _within(self._timeout, f"{peer} did not answer our IBB <open>"):
                 await stream.open()
-        return _Established(stream, "ibb", cleanup)
+        return Established(stream, "ibb", cleanup)
 
     async def _fallback_to_ibb(
-        self, session: _Session, cleanup: contextlib.AsyncExitStack
-    ) -> _Established:
+        self, session: SessionShell, cleanup: contextlib.AsyncExitStack
+    ) -> Established:
         """XEP-0260 fallback: the initiator replaces S5B by IBB (transport-replace)."""
         machine = session.machine
         if machine.role is Role.INITIATOR:
@@ -831,11 +818,11 @@ class FileTransfer:
 
     async def _establish(
         self,
-        session: _Session,
+        session: SessionShell,
         ours: etree._Element,
         theirs: etree._Element,
         cleanup: contextlib.AsyncExitStack,
-    ) -> _Established:
+    ) -> Established:
         if is_ibb(theirs):  # we initiated: we open
             return await self._open_ibb(session, parse_ibb(theirs), True, cleanup)
         started = trio.current_time()
@@ -980,7 +967,7 @@ class FileTransfer:
 
     async def _initiate(
         self,
-        session: _Session,
+        session: SessionShell,
         transport: Transport,
         file: FileDescription,
         security: etree._Element | None,
@@ -994,13 +981,15 @@ class FileTransfer:
         await session.send(session.machine.initiate(description, ours, security, request=request))
         return ours
 
-    async def _initial_transport(self, transport: Transport, session: _Session) -> etree._Element:
+    async def _initial_transport(
+        self, transport: Transport, session: SessionShell
+    ) -> etree._Element:
         if transport == "ibb":
             return build_ibb(IBBTransport(new_sid(), self._ibb_block_size))
         return build_s5b(await self._our_s5b(session, new_sid()))
 
     async def _responder_transport(
-        self, session: _Session, theirs: etree._Element
+        self, session: SessionShell, theirs: etree._Element
     ) -> etree._Element:
         if is_ibb(theirs):
             return session.machine.answer_ibb(theirs, self._ibb_block_size)
@@ -1008,11 +997,11 @@ class FileTransfer:
 
     async def _accept_and_establish(
         self,
-        session: _Session,
+        session: SessionShell,
         content: Content,
         description: etree._Element,
         cleanup: contextlib.AsyncExitStack,
-    ) -> _Established:
+    ) -> Established:
         """Send session-accept for ``content`` and set up the transport (we are the responder)."""
         theirs = content.transport
         assert theirs is not None
@@ -1026,12 +1015,14 @@ class FileTransfer:
         await session.send(accept)
         return await self._establish(session, ours, theirs, cleanup)
 
-    async def _expect_success(self, session: _Session) -> None:
+    async def _expect_success(self, session: SessionShell) -> None:
         with _within(self._timeout, f"{session.peer} did not confirm the transfer"):
             end = await session.expect(JingleAction.SESSION_TERMINATE)
         session.machine.check_success(end)
 
-    async def _end_after_error(self, session: _Session, exc: BaseException) -> TransferError | None:
+    async def _end_after_error(
+        self, session: SessionShell, exc: BaseException
+    ) -> TransferError | None:
         """End the session after ``exc`` as its machine decides (:meth:`FileSession.after_error`).
         Returns the error to raise instead of ``exc`` when the peer had already ended the
         session and ``exc`` is only a consequence."""
@@ -1042,7 +1033,7 @@ class FileTransfer:
 
     @asynccontextmanager
     async def _session_scope(
-        self, session: _Session, download: _Download | None = None
+        self, session: SessionShell, download: _Download | None = None
     ) -> AsyncIterator[contextlib.AsyncExitStack]:
         """The one lifecycle of every session (sending or receiving, initiated or answered):
         the transports it opens are closed at the end (the yielded exit stack); any error
@@ -1064,8 +1055,8 @@ class FileTransfer:
 
     async def _send_data(
         self,
-        session: _Session,
-        established: _Established,
+        session: SessionShell,
+        established: Established,
         src: Path,
         offset: int,
         length: int,
@@ -1095,7 +1086,7 @@ class FileTransfer:
         """Stop serving the file with this hex SHA-256."""
         self._shares.pop(bytes.fromhex(sha256), None)
 
-    async def _serve_request(self, session: _Session, offer: _Offer) -> None:
+    async def _serve_request(self, session: SessionShell, offer: Offer) -> None:
         """Answer a file request from the files we share. Runs in the service's nursery."""
         try:
             async with self._session_scope(session) as cleanup:
@@ -1103,12 +1094,12 @@ class FileTransfer:
         except Exception as exc:  # a failed request must not end the service
             # Several tasks may fail at once (an exception group); anything but our typed
             # errors and I/O errors is a bug and still propagates.
-            if not all(isinstance(e, (JetError, OSError)) for e in _leaves(exc)):
+            if not all(isinstance(e, (JetError, OSError)) for e in leaves(exc)):
                 raise
             log.info("request from %s failed: %s", session.peer, exc)
 
     async def _serve_request_in(
-        self, session: _Session, offer: _Offer, cleanup: contextlib.AsyncExitStack
+        self, session: SessionShell, offer: Offer, cleanup: contextlib.AsyncExitStack
     ) -> None:
         wanted = next((h.digest for h in offer.file.hashes if h.algo == "sha-256"), b"")
         entry = self._shares.get(wanted)
@@ -1140,7 +1131,7 @@ class FileTransfer:
     # -- receiving -------------------------------------------------------------------------
 
     async def _open_security(
-        self, security: etree._Element | None, session: _Session
+        self, security: etree._Element | None, session: SessionShell
     ) -> TransportSecret | None:
         """Open the envelope the session's initiator sent (authenticated as the initiator)."""
         if security is None:
@@ -1346,15 +1337,15 @@ class FileTransfer:
 
     async def _receive_into(
         self,
-        session: _Session,
-        established: _Established,
+        session: SessionShell,
+        established: Established,
         partial: Partial,
         offset: int,
         length: int,
         secret: TransportSecret | None,
         progress: ProgressCallback | None,
         file: FileDescription,
-    ) -> _Digests:
+    ) -> Digests:
         """Receive ``length`` bytes into the partial file at ``offset``; return the hashes of
         the whole file (the kept prefix included)."""
         proxy = self._proxy_name(established)
@@ -1362,7 +1353,7 @@ class FileTransfer:
             session, established, partial, offset, length, secret, progress, file, self._pace, proxy
         )
 
-    def _proxy_name(self, established: _Established) -> str | None:
+    def _proxy_name(self, established: Established) -> str | None:
         """The SOCKS5 proxy ``established`` goes through (its JID if it is one of ours, and
         its address), or None for a direct connection or IBB."""
         if established.transport != "s5b-proxy":
@@ -1378,7 +1369,9 @@ class FileTransfer:
                 return f"{known.jid} ({host}:{port})"
         return f"{host}:{port}"
 
-    async def _verify_hash(self, session: _Session, file: FileDescription, got: _Digests) -> bool:
+    async def _verify_hash(
+        self, session: SessionShell, file: FileDescription, got: Digests
+    ) -> bool:
         """Check the received data against the announced hashes; ``False`` if there were none
         we know (the GCM tag, when encrypted, still authenticated the data)."""
         hashes = file.hashes
@@ -1435,7 +1428,7 @@ def _keep_or_discard(partial: Partial, exc: BaseException, resumable: bool) -> N
     bad = any(
         isinstance(e, (IntegrityError, FileExistsError))
         or (isinstance(e, SecurityError) and not cut_short(e))
-        for e in _leaves(exc)
+        for e in leaves(exc)
     )
     if resumable and not bad and partial.received > 0 and partial.sidecar.exists():
         log.info(
@@ -1470,7 +1463,7 @@ async def _deliver_or_keep(
 
 def _result(
     direction: Literal["send", "receive"],
-    session: _Session,
+    session: SessionShell,
     *,
     name: str,
     size: int,

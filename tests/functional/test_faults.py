@@ -44,9 +44,11 @@ import trio
 import jet_trio
 from jet_trio import TransferCancelled, TransferError, TransportFailed
 from jet_trio._jingle.message import JingleAction, JingleMessage
+from jet_trio._transfer.driver import Digests as _Digests
+from jet_trio._transfer.driver import SessionShell as _Session
 from jet_trio._transfer.files import Partial, find_partials
 from jet_trio._transfer.files import open_part as real_open_part
-from jet_trio._transfer.service import FileTransfer, IncomingOffer, _Digests, _Session
+from jet_trio._transfer.service import FileTransfer, IncomingOffer
 from jet_trio._transports.s5b import Activated, CandidateError, CandidateUsed, S5BTransport
 from jet_trio._transports.s5b import parse_transport as parse_s5b
 from jet_trio._xmpp.jid import JID

@@ -13,8 +13,10 @@ from jet_trio import JID, IntegrityError
 from jet_trio._jingle.machine import JingleSession
 from jet_trio._jingle.message import Role
 from jet_trio._transfer.description import FileDescription
+from jet_trio._transfer.driver import Digests as _Digests
+from jet_trio._transfer.driver import SessionShell as _Session
 from jet_trio._transfer.hashes import Hash
-from jet_trio._transfer.service import FileTransfer, _Digests, _Session
+from jet_trio._transfer.service import FileTransfer
 from jet_trio._transfer.session import FileSession
 
 PLAIN = hashlib.sha256(b"plaintext").digest()
