@@ -299,6 +299,7 @@ async def receive_into(
         raise TransportFailed(
             f"the stream ended after {offset + done} of {total} bytes", "connectivity-error"
         )
+    session.machine.step(Step.DATA_DONE)
     return Digests(_as_dict(hasher), _as_dict(wire.hasher) if wire else {})
 
 
