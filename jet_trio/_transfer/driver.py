@@ -387,17 +387,17 @@ class _Store:
     async def run(self, batches: trio.MemoryReceiveChannel[list[bytes | bytearray]]) -> None:
         async with batches:
             async for batch in batches:
-                try:
-                    await trio.to_thread.run_sync(self._store, batch)
-                except BaseException:
-                    self._failed = True
-                    raise
+                await trio.to_thread.run_sync(self._store, batch)
 
     def _store(self, batch: list[bytes | bytearray]) -> None:
         # One write and one update per batch: each releases and retakes the GIL, which the
         # event loop holds most of the time; many small chunks (a proxy's) would queue on it.
         data = batch[0] if len(batch) == 1 else b"".join(batch)
-        self._f.write(data)
+        try:
+            self._f.write(data)
+        except BaseException:
+            self._failed = True  # (set here: a cancelled wait for a finished write is no failure)
+            raise
         self._hasher.update(data)
         self._unwritten.popleft()  # in the thread: written and dropped at once
 
