@@ -245,7 +245,7 @@ class Job:
     ft_kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
     send_kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
     timeout: float = 600.0
-    transfer_chunk: int = 0  # experiment: override jet_trio._transfer.service.CHUNK in the child
+    transfer_chunk: int = 0  # experiment: override jet_trio._transfer.driver.CHUNK in the child
     warm_hash: bool = False  # let send_file reuse the SHA-256 it cached on the first run
     profile: str = ""  # a file name prefix: run under cProfile, dump to PREFIX-ROLE.prof
     hash_files: bool = True  # tcp file->file baseline: SHA-256 on both sides
@@ -296,7 +296,7 @@ async def _jet_child(job: Job, report: Report, link: Any, peer_link: Any) -> Non
     ep = job.endpoint
     assert ep is not None
     if job.transfer_chunk:
-        from jet_trio._transfer import service as _transfer
+        from jet_trio._transfer import driver as _transfer
 
         _transfer.CHUNK = job.transfer_chunk  # type: ignore[misc]
     user, resource = ("alice", "send") if job.role == "send" else ("bob", "recv")
@@ -855,7 +855,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--transfer-chunk",
         type=parse_size,
         default=0,
-        help="experiment: set jet_trio._transfer.service.CHUNK (file read / receive size)"
+        help="experiment: set jet_trio._transfer.driver.CHUNK (file read / receive size)"
         " in the children",
     )
     parser.add_argument("--tmpdir", default=None, help="where the temporary files go")

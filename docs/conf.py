@@ -63,8 +63,8 @@ extensions.remove("sphinx.ext.napoleon")
 nitpick_ignore += [
     ("py:class", "XMLStreamParser"),
     ("py:class", "DirectCandidates"),
-    ("py:class", "_Session"),
-    ("py:class", "_Offer"),
+    ("py:class", "SessionShell"),
+    ("py:class", "Offer"),
 ]
 # Furo (the docs extra installs it): a current theme that reflows on narrow screens; the
 # built-in alabaster keeps a build without it possible.

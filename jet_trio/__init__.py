@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ._transfer.service import (
         FileTransfer,
         IncomingOffer,
+        ServedRequest,
         envelope_strength,
         open_file_transfer,
     )
@@ -88,6 +89,7 @@ __all__ = [
     "PubSubItem",
     "RemoteProtocolError",
     "SecurityError",
+    "ServedRequest",
     "StanzaError",
     "StreamError",
     "TLSError",
@@ -143,6 +145,7 @@ _LAZY: dict[str, str] = {
     "StreamError": "_xmpp.stanza",
     "FileTransfer": "_transfer.service",
     "IncomingOffer": "_transfer.service",
+    "ServedRequest": "_transfer.service",
     "envelope_strength": "_transfer.service",
     "open_file_transfer": "_transfer.service",
     "Partial": "_transfer.files",

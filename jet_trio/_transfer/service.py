@@ -9,15 +9,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import math
 import os
 import time
 import warnings
 import weakref
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
@@ -28,46 +27,34 @@ from .._errors import JetError, SecurityError
 from .._jet.cipher import Cipher, TransportSecret
 from .._jet.element import build_security, parse_security
 from .._jet.envelope import EnvelopeMethod, check_envelope_sender
-from .._jet.stream import DecryptingReceiveStream, EncryptingSendStream, TruncatedStream
-from .._jingle.machine import JingleSession, SessionRegistry, new_sid
+from .._jingle.machine import JingleSession, SessionRegistry, SessionState, new_sid
 from .._jingle.message import (
-    OUT_OF_ORDER,
     Content,
     ErrorReply,
     JingleAction,
-    JingleLocalError,
     JingleMessage,
     JingleProtocolError,
     Reason,
     ReasonCondition,
     Role,
-    Senders,
     build_error,
-    build_jingle,
-    content_security,
     find_jingle,
-    parse_error,
     parse_jingle,
 )
 from .._plugins.hookspecs import PluginConfig
 from .._plugins.manager import PluginManager
-from .._transports.ibb import IBBError, IBBStream, IBBTransport, answer_block_size, open_ibb_stream
+from .._transports.ibb import IBBError, IBBStream, IBBTransport, open_ibb_stream
 from .._transports.ibb import build_transport as build_ibb
 from .._transports.ibb import parse_transport as parse_ibb
 from .._transports.s5b import (
-    Activated,
     Candidate,
     CandidateConnectError,
-    CandidateError,
-    CandidateUsed,
-    Nomination,
     S5BTransport,
     StreamHost,
     build_activate,
     build_streamhost_query,
     connect_any,
     connect_candidate,
-    nominate,
     parse_streamhosts,
 )
 from .._transports.s5b import build_transport as build_s5b
@@ -81,30 +68,49 @@ from .._xmpp.disco import DiscoInfo
 from .._xmpp.jid import JID
 from .._xmpp.stanza import IQ, E, StanzaError, make_iq, make_result, stanza_from
 from .description import (
-    Checksum,
     FileDescription,
     FileTransferError,
     Range,
     build_description,
     file_not_available,
-    parse_description,
-    parse_info,
     safe_filename,
 )
-from .files import HashCache, Partial, deliver, open_part, unique_name
-from .hashes import Hash, Hasher
+from .driver import (
+    Digests,
+    Established,
+    Pace,
+    SessionShell,
+    _within,
+    _within_or_never,
+    receive_into,
+    send_data,
+)
+from .files import HashCache, Partial, deliver, unique_name
+from .hashes import Hash
+from .reasons import cut_short, error_for, leaves, reason_for
+from .session import (
+    CONTENT_NAME,
+    REQUEST_NAME,
+    AcceptDirect,
+    ActivateProxy,
+    AwaitActivated,
+    FallBack,
+    FileSession,
+    Offer,
+    UsePicked,
+    accepted_file,
+    is_ibb,
+    parse_offer,
+    refusal_reason,
+)
 from .types import (
     IntegrityError,
     JETError,
     NameTaken,
     ProgressCallback,
-    TagTimeout,
-    TransferCancelled,
     TransferDeclined,
     TransferError,
     TransferResult,
-    TransferTimeout,
-    TransportFailed,
     TransportName,
 )
 
@@ -112,35 +118,10 @@ __all__ = ["FileTransfer", "IncomingOffer", "envelope_strength", "open_file_tran
 
 log = logging.getLogger("jet_trio.transfer")
 
-CHUNK: Final = 256 * 1024
-#: A receiver whose stream through a SOCKS5 proxy stalls this long with at most
-#: ``_HELD_MAX`` bytes left ends the session, which makes a sender like Dino close its
-#: connection and a relay like Prosody's pass on what it held back (``_release_held_tail``).
-_TAIL_GRACE: Final = 2.0
-_HELD_MAX: Final = 8192 + 16  # Prosody 0.12: its socket library's read buffer, and the tag
-_HASH_BATCH: Final = 1 << 20  # bytes handed to the hashing thread at once
-CONTENT_NAME: Final = "a-file-offer"
-REQUEST_NAME: Final = "a-file-request"
 _JINGLE: Final = f"{{{_ns.JINGLE}}}jingle"
 _IBB_TAGS: Final = tuple(f"{{{_ns.IBB}}}{n}" for n in ("open", "data", "close"))
 DEFAULT_CIPHER: Final = _ns.CIPHER_AES256_GCM
 _STANDARD_CIPHERS: Final = frozenset({_ns.CIPHER_AES128_GCM, _ns.CIPHER_AES256_GCM})
-#: Actions a session may wait for after they arrived (kept until then, while setting up).
-_STASHED: Final = frozenset(
-    {
-        JingleAction.SESSION_ACCEPT,
-        JingleAction.TRANSPORT_INFO,
-        JingleAction.TRANSPORT_ACCEPT,
-        JingleAction.TRANSPORT_REJECT,
-        JingleAction.TRANSPORT_REPLACE,
-    }
-)
-#: Messages held per session (queued or stashed) before more are refused: a session needs a
-#: handful (candidate-used, activated, a transport-replace...), a peer could send thousands.
-_MAX_BACKLOG: Final = 16
-_BACKLOG_FULL: Final = ErrorReply(
-    "resource-constraint", "wait", text="too many unanswered Jingle messages for this session"
-)
 Transport = Literal["auto", "s5b", "ibb"]
 DEFAULT_ACCEPT_TIMEOUT: Final = 300.0
 """Seconds a sender waits for the receiver to accept or decline (a person deciding)."""
@@ -151,186 +132,6 @@ class _Default:
 
 
 _DEFAULT: Final = _Default()
-
-
-def _reason_error(reason: Reason | None, who: str) -> TransferError:
-    cond = str(reason.condition) if reason is not None else "general-error"
-    text = f": {reason.text}" if reason is not None and reason.text else ""
-    msg = f"{who} ended the transfer ({cond}){text}"
-    if cond in ("decline", "busy"):
-        return TransferDeclined(msg, cond)
-    if cond in ("cancel", "gone", "expired"):
-        return TransferCancelled(msg, cond)
-    if cond == "timeout":
-        return TransferTimeout(msg, cond)
-    if cond == "security-error":
-        return JETError(msg, cond)
-    if cond == "media-error":
-        return IntegrityError(msg, cond)
-    if cond in ("connectivity-error", "failed-transport", "unsupported-transports"):
-        return TransportFailed(msg, cond)
-    return TransferError(msg, cond)
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
-    return [exc]
-
-
-def _reason_for(exc: BaseException) -> tuple[str, str | None]:
-    """The Jingle reason to end a session with after ``exc``."""
-    leaves = _leaves(exc)
-    exc = next((e for e in leaves if not isinstance(e, trio.Cancelled)), leaves[0])
-    # A local cancellation (Ctrl-C reaches trio as KeyboardInterrupt, a timeout or a closed
-    # nursery as Cancelled) is the user's choice, not a failure: the peer reports "cancelled".
-    if isinstance(exc, trio.Cancelled | KeyboardInterrupt):
-        return "cancel", None
-    if isinstance(exc, TransferError):
-        return exc.reason, str(exc)
-    if isinstance(exc, SecurityError):
-        return "security-error", str(exc)
-    if isinstance(exc, OSError):
-        # Only what went wrong: the file name of an OSError is a path of this machine.
-        return "failed-application", f"local I/O error: {exc.strerror or type(exc).__name__}"
-    return "general-error", str(exc) if isinstance(exc, JetError) else None
-
-
-@dataclass(eq=False)
-class _Session:
-    """One Jingle session's shell: its state machine, inbox and what was stashed from it."""
-
-    service: FileTransfer
-    jingle: JingleSession
-    inbox: trio.MemoryReceiveChannel[JingleMessage]
-    stash: list[JingleMessage] = field(default_factory=list)
-    checksum: tuple[Hash, ...] = ()
-    checksum_seen: trio.Event = field(default_factory=trio.Event)
-    peer_terminated: Reason | None = None
-    terminated: JingleMessage | None = None
-    listening: list[str] = field(default_factory=list)  # our direct candidates' DST.ADDRs
-    #: Set once data flows: the transport is settled, transport and accept messages are
-    #: refused (out-of-order) instead of kept.
-    data_phase: bool = False
-    #: What this session counts against its peer's quotas until it is forgotten.
-    quota: Literal["offer", "transfer"] | None = None
-
-    def backlog(self) -> int:
-        """Messages from the peer held for this session (queued and stashed)."""
-        return self.inbox.statistics().current_buffer_used + len(self.stash)
-
-    def _keep(self, msg: JingleMessage) -> None:
-        """Stash ``msg`` if a later step of the session may ask for it; drop anything else
-        (the peer had its answer; nothing here waits for it)."""
-        if msg.action in _STASHED and not self.data_phase:
-            self.stash.append(msg)
-        else:
-            log.debug("dropping %s from %s: not needed now", msg.action, self.peer)
-
-    @property
-    def peer(self) -> JID:
-        return self.jingle.peer
-
-    async def send(self, msg: JingleMessage) -> None:
-        iq = make_iq("set", build_jingle(msg), to=self.peer)
-        try:
-            with _within(self.service._timeout, f"{self.peer} did not answer our {msg.action}"):
-                await self.service.client.iq(iq)
-        except StanzaError as exc:
-            if exc.element is not None:
-                self.jingle.receive_error(msg, parse_error(exc.element))
-            raise TransferError(
-                f"{self.peer} refused our {msg.action}: {exc}", "general-error"
-            ) from None
-
-    def _take_info(self, msg: JingleMessage) -> bool:
-        if msg.action is JingleAction.SESSION_INFO and msg.info is not None:
-            try:
-                info = parse_info(msg.info)
-            except FileTransferError:
-                return False
-            if isinstance(info, Checksum):
-                self.checksum = info.hashes
-                self.checksum_seen.set()
-                return True
-        return False
-
-    async def expect(self, *actions: JingleAction) -> JingleMessage:
-        """The next message with one of ``actions``; a session-terminate raises unless asked
-        for (and is remembered, so a later ``expect(SESSION_TERMINATE)`` returns it)."""
-        if self.terminated is not None:
-            if JingleAction.SESSION_TERMINATE in actions:
-                return self.terminated
-            raise _reason_error(self.terminated.reason, str(self.peer))
-        for i, msg in enumerate(self.stash):
-            if msg.action in actions:
-                return self.stash.pop(i)
-        while True:
-            try:
-                msg = await self.inbox.receive()
-            except trio.EndOfChannel:
-                raise TransferCancelled("the transfer service closed", "cancel") from None
-            if msg.action is JingleAction.SESSION_TERMINATE:
-                self._ended(msg)
-                if JingleAction.SESSION_TERMINATE in actions:
-                    return msg
-                raise _reason_error(msg.reason, str(self.peer))
-            if self._take_info(msg):
-                continue
-            if msg.action in actions:
-                return msg
-            self._keep(msg)
-
-    def _ended(self, terminate: JingleMessage) -> None:
-        self.terminated = terminate
-        self.peer_terminated = terminate.reason or Reason(ReasonCondition.GENERAL_ERROR)
-
-    def ended_by_peer(self) -> Reason | None:
-        """The peer's reason if its session-terminate has arrived (looked for in the inbox
-        without waiting; other messages are stashed)."""
-        while self.peer_terminated is None:
-            try:
-                msg = self.inbox.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-            if msg.action is JingleAction.SESSION_TERMINATE:
-                self._ended(msg)
-            elif not self._take_info(msg):
-                self._keep(msg)
-        return self.peer_terminated
-
-    async def watch(self) -> None:
-        """Run during data transfer: raises as soon as the peer terminates, unless with
-        success (a receiver may finish while our end of the transport is still closing)."""
-        msg = await self.expect(JingleAction.SESSION_TERMINATE)
-        if msg.reason is None or msg.reason.condition != "success":
-            raise _reason_error(msg.reason, str(self.peer))
-
-    async def terminate(self, condition: str, text: str | None = None) -> None:
-        """Send session-terminate (best effort, bounded, even when cancelled)."""
-        await self.terminate_with(Reason(_condition(condition), text))
-
-    async def terminate_with(self, reason: Reason) -> None:
-        """Send session-terminate with ``reason`` (best effort, bounded, even when cancelled)."""
-        if self.jingle.state.name == "ENDED":
-            return
-        try:
-            msg = self.jingle.terminate_with(reason)
-        except JetError:
-            return
-        with trio.move_on_after(min(3.0, self.service._timeout), shield=True):
-            with contextlib.suppress(JetError):
-                await self.service.client.iq(make_iq("set", build_jingle(msg), to=self.peer))
-
-
-@dataclass(frozen=True, slots=True)
-class _Offer:
-    """The parsed parts of a received session-initiate."""
-
-    content: Content
-    file: FileDescription
-    security: etree._Element | None
-    request: bool
 
 
 class IncomingOffer:
@@ -345,7 +146,15 @@ class IncomingOffer:
     logged; the sender also stops waiting after its ``accept_timeout``.
     """
 
-    def __init__(self, session: _Session, offer: _Offer, envelope: str | None, cipher: str | None):
+    def __init__(
+        self,
+        service: FileTransfer,
+        session: SessionShell,
+        offer: Offer,
+        envelope: str | None,
+        cipher: str | None,
+    ):
+        self._service = service
         self._session = session
         self._offer = offer
         self.peer = session.peer
@@ -354,12 +163,12 @@ class IncomingOffer:
         self.cipher = cipher
         self._answered = False
         self._expiry = trio.CancelScope()  # cancelled once the application takes the offer
-        session.service._unanswered.add(self)
+        service._unanswered.add(self)
 
     def __del__(self) -> None:
         if getattr(self, "_answered", True):
             return
-        service = self._session.service
+        service = self._service
         log.warning(
             "an offer of %r from %s was dropped without an answer: rejecting it",
             self.name,
@@ -420,11 +229,11 @@ class IncomingOffer:
         if self._answered:
             raise TransferError("this offer was already accepted or rejected", "general-error")
         self._answered = True
-        self._session.service._unanswered.discard(self)
+        self._service._unanswered.discard(self)
 
     async def _end(self, reason: str, text: str | None) -> None:
         await self._session.terminate(reason, text)
-        self._session.service._forget(self._session)
+        self._service._forget(self._session)
 
     async def accept(
         self,
@@ -453,8 +262,8 @@ class IncomingOffer:
         """
         self._check_unanswered()
         try:
-            if (withdrawn := self._session.ended_by_peer()) is not None:
-                raise _reason_error(withdrawn, str(self.peer))  # e.g. its accept_timeout
+            if (withdrawn := self._session.machine.ended_by_peer()) is not None:
+                raise error_for(withdrawn, str(self.peer))  # e.g. its accept_timeout
             dest = await trio.to_thread.run_sync(
                 lambda: self.target(destination, rename=rename and not overwrite)
             )
@@ -468,14 +277,14 @@ class IncomingOffer:
             # Not accepted after all: answer the offer, so the sender is not left waiting.
             if isinstance(exc, FileExistsError):
                 reason, text = "failed-application", f"{self.safe_name} already exists here"
-            elif any(isinstance(e, trio.Cancelled) for e in _leaves(exc)):
+            elif any(isinstance(e, trio.Cancelled) for e in leaves(exc)):
                 reason, text = "cancel", None
             else:
-                reason, text = _reason_for(exc)
+                reason, text = reason_for(exc)
                 text = f"the offer could not be accepted: {text}" if text else None
             await self._end(reason, text)
             raise
-        service = self._session.service
+        service = self._service
         if not service._start_transfer(self._session):
             text = f"{self.peer.bare} has {service._max_transfers_per_peer} transfers running"
             await self._end("busy", text)
@@ -483,23 +292,23 @@ class IncomingOffer:
         return await service._run_receive(self, dest, progress, overwrite=overwrite, rename=rename)
 
 
-@dataclass(slots=True)
-class _Established:
-    stream: trio.abc.Stream
-    transport: TransportName
-    cleanup: contextlib.AsyncExitStack
-
-
 @dataclass(frozen=True, slots=True)
 class ServedRequest:
-    """A request for a shared file, once served (``error`` is ``None``) or failed."""
+    """A request for a shared file, once served (``error`` is ``None``) or failed: what
+    :meth:`FileTransfer.share`'s ``on_served`` callback is given."""
 
     peer: JID
+    """Who requested it."""
     name: str
+    """The shared file's name."""
     sha256: str
+    """Its SHA-256, in hex."""
     offset: int
+    """Where the requested range starts."""
     length: int
+    """How many bytes were requested."""
     error: Exception | None = None
+    """Why serving it failed, or ``None``."""
 
 
 class FileTransfer:
@@ -538,12 +347,12 @@ class FileTransfer:
         self._cipher_preference = tuple(cipher_preference)
         self._timeout = negotiation_timeout
         self._stall_timeout = stall_timeout
+        self._pace = Pace(stall_timeout, min_throughput, throughput_window)
         self._accept_timeout = accept_timeout
         self._token = trio.lowlevel.current_trio_token()
         self._unanswered: weakref.WeakSet[IncomingOffer] = weakref.WeakSet()
         self._registry = SessionRegistry(client.jid)
-        self._inboxes: dict[tuple[JID, str], trio.MemorySendChannel[JingleMessage]] = {}
-        self._sessions: dict[tuple[JID, str], _Session] = {}
+        self._sessions: dict[tuple[JID, str], SessionShell] = {}
         self._ibb: dict[tuple[JID, str], IBBStream] = {}
         self._max_pending_offers = max_pending_offers
         self._max_offers_per_peer = max_offers_per_peer
@@ -589,7 +398,7 @@ class FileTransfer:
         with contextlib.suppress(JetError):
             gone = stanza_from(presence)
             reason = Reason(ReasonCondition.GONE, "the peer went offline")
-            for peer, sid in [k for k in self._inboxes if k[0] == gone]:
+            for peer, sid in [k for k in self._sessions if k[0] == gone]:
                 msg = JingleMessage(JingleAction.SESSION_TERMINATE, sid, reason=reason)
                 self._deliver(peer, sid, msg)
 
@@ -621,8 +430,8 @@ class FileTransfer:
             self.client.unregister_iq_handler("set", tag)
         self._closed = True
         self._queued.set()
-        for inbox in self._inboxes.values():
-            inbox.close()
+        for session in self._sessions.values():
+            session.deliver(None)
 
     async def _reply_error(self, iq: etree._Element, error: etree._Element) -> None:
         reply = E(IQ, {"type": "error", "id": iq.get("id"), "to": iq.get("from")})
@@ -662,33 +471,19 @@ class FileTransfer:
 
     def _refusal(self, peer: JID, msg: JingleMessage) -> ErrorReply | None:
         """Why a message for an existing session is answered with an error instead of being
-        kept for it: nothing needs it any more (the data is flowing), or the session holds
-        too many already. Memory per session stays bounded whatever the peer sends."""
+        kept for it (see :meth:`FileSession.refusal`)."""
         session = self._sessions.get((peer, msg.sid))
-        if session is None or msg.action is JingleAction.SESSION_TERMINATE:
-            return None
-        if session.data_phase and msg.action in _STASHED:
-            return OUT_OF_ORDER.with_text(f"{msg.action} while the data is being transferred")
-        if session.backlog() >= _MAX_BACKLOG:
-            return _BACKLOG_FULL
-        return None
+        return None if session is None else session.machine.refusal(msg)
 
     def _deliver(self, peer: JID, sid: str, msg: JingleMessage | None) -> None:
-        inbox = self._inboxes.get((peer, sid))
-        if inbox is None:
-            return
-        if msg is None:  # lost a tie-break: end the local session's shell
-            inbox.close()
-            return
-        try:
-            inbox.send_nowait(msg)
-        except (trio.WouldBlock, trio.ClosedResourceError):
-            log.warning("dropping %s for session %s: inbox full or closed", msg.action, sid)
+        session = self._sessions.get((peer, sid))
+        if session is not None:
+            session.deliver(msg)  # None: lost a tie-break, no more messages come
 
     def _new_incoming(self, jingle: JingleSession, msg: JingleMessage) -> None:
         session = self._open_session(jingle)
         try:
-            offer = self._parse_offer(msg)
+            offer = parse_offer(msg, self._cipher_if_known)
             busy = self._over_quota(session.peer.bare, request=offer.request)
             if busy is not None:
                 self._nursery.start_soon(self._refuse, session, "busy", busy)
@@ -701,12 +496,9 @@ class FileTransfer:
             if offer.security is not None:
                 envelope = offer.security.get("type")
                 cipher = offer.security.get("cipher")
-            self._enqueue(IncomingOffer(session, offer, envelope, cipher))
+            self._enqueue(IncomingOffer(self, session, offer, envelope, cipher))
         except (FileTransferError, JingleProtocolError, TransferError) as exc:
-            reason = exc.reason if isinstance(exc, TransferError) else "unsupported-applications"
-            if isinstance(exc, FileTransferError):  # a malformed or unsafe <file/>
-                reason = "failed-application"
-            self._nursery.start_soon(self._refuse, session, reason, str(exc))
+            self._nursery.start_soon(self._refuse, session, refusal_reason(exc), str(exc))
 
     # -- offers waiting for the application, and per-peer quotas ---------------------------
 
@@ -745,7 +537,7 @@ class FileTransfer:
                     offer._session, "timeout", f"the offer was not answered within {seconds:g} s"
                 )
 
-    def _start_transfer(self, session: _Session) -> bool:
+    def _start_transfer(self, session: SessionShell) -> bool:
         """Count ``session`` as a running transfer of its peer (no longer as an offer);
         ``False`` if the peer already has as many as it may."""
         peer = session.peer.bare
@@ -759,7 +551,7 @@ class FileTransfer:
             session.quota = "transfer"
         return True
 
-    def _release_quota(self, session: _Session) -> None:
+    def _release_quota(self, session: SessionShell) -> None:
         peer = session.peer.bare
         counter = {"offer": self._offers_of, "transfer": self._transfers_of}.get(
             session.quota or ""
@@ -770,54 +562,17 @@ class FileTransfer:
                 del counter[peer]
         session.quota = None
 
-    def _refuse_soon(self, session: _Session) -> None:
+    def _refuse_soon(self, session: SessionShell) -> None:
         """Decline a dropped offer (called soon after its garbage collection)."""
         with contextlib.suppress(RuntimeError):  # the service ended (and answered its offers)
             self._nursery.start_soon(
                 self._refuse, session, "decline", "the offer was dropped without an answer"
             )
 
-    async def _refuse(self, session: _Session, reason: str, text: str) -> None:
+    async def _refuse(self, session: SessionShell, reason: str, text: str) -> None:
         log.info("refusing offer from %s: %s", session.peer, text)
         await session.terminate(reason, text)
         self._forget(session)
-
-    def _parse_offer(self, msg: JingleMessage) -> _Offer:
-        if len(msg.contents) != 1:
-            raise TransferError("only single-file offers are supported", "unsupported-applications")
-        content = msg.contents[0]
-        if (
-            content.description is None
-            or content.description.tag != f"{{{_ns.JINGLE_FT}}}description"
-        ):
-            raise TransferError("not a file transfer", "unsupported-applications")
-        request = content.senders is Senders.RESPONDER
-        if content.senders not in (None, Senders.INITIATOR, Senders.RESPONDER):
-            raise TransferError("unsupported senders value", "unsupported-applications")
-        file = parse_description(content.description)
-        if request and not file.hashes:
-            raise TransferError("a file request must name the file by hash", "failed-application")
-        if not request and file.size is None:
-            raise TransferError("the offer has no <size>", "failed-application")
-        if content.transport is None or content.transport.tag not in (
-            f"{{{_ns.JINGLE_S5B}}}transport",
-            f"{{{_ns.JINGLE_IBB}}}transport",
-        ):
-            raise TransferError("no supported transport offered", "unsupported-transports")
-        try:
-            security = content_security(msg, content)
-        except JingleProtocolError as exc:
-            raise TransferError(f"ambiguous encryption: {exc}", "security-error") from None
-        if security is not None and not request and file.size is not None:
-            # Refused before session-accept rather than failing at the limit.
-            cipher = self._cipher_if_known(security.get("cipher"))
-            if cipher is not None and file.size > cipher.max_plaintext_size:
-                raise TransferError(
-                    f"the offered {file.size} bytes exceed what {cipher.urn} may encrypt under "
-                    f"one key ({cipher.max_plaintext_size} bytes)",
-                    "failed-application",
-                )
-        return _Offer(content, file, security, request)
 
     def _cipher_if_known(self, urn: str | None) -> Cipher | None:
         try:
@@ -847,20 +602,16 @@ class FileTransfer:
 
     # -- sessions --------------------------------------------------------------------------
 
-    def _open_session(self, jingle: JingleSession) -> _Session:
-        send, receive = trio.open_memory_channel[JingleMessage](64)
-        self._inboxes[(jingle.peer, jingle.sid)] = send
-        session = _Session(self, jingle, receive)
+    def _open_session(self, jingle: JingleSession) -> SessionShell:
+        session = SessionShell(self.client, self._timeout, FileSession(jingle))
         self._sessions[(jingle.peer, jingle.sid)] = session
         return session
 
-    def _forget(self, session: _Session) -> None:
-        inbox = self._inboxes.pop((session.peer, session.jingle.sid), None)
+    def _forget(self, session: SessionShell) -> None:
         self._sessions.pop((session.peer, session.jingle.sid), None)
-        session.stash.clear()
+        session.machine.close(drop=True)
+        session.deliver(None)
         self._release_quota(session)
-        if inbox is not None:
-            inbox.close()
         if self._listener is not None:
             for dst in session.listening:
                 self._listener.forget(dst)
@@ -963,7 +714,7 @@ class FileTransfer:
             self._proxies = found
         return self._proxies
 
-    async def _our_s5b(self, session: _Session, sid: str) -> S5BTransport:
+    async def _our_s5b(self, session: SessionShell, sid: str) -> S5BTransport:
         me = self.client.jid
         dst = dstaddr(sid, me, session.peer)
         candidates: list[Candidate] = []
@@ -977,29 +728,28 @@ class FileTransfer:
 
     async def _establish_s5b(
         self,
-        session: _Session,
-        ours: S5BTransport,
-        theirs: S5BTransport,
+        session: SessionShell,
+        ours: etree._Element,
+        theirs: etree._Element,
         cleanup: contextlib.AsyncExitStack,
-    ) -> _Established | None:
-        me, peer = self.client.jid, session.peer
-        role = Role.INITIATOR if session.jingle.initiator == me else Role.RESPONDER
-        their_dst = theirs.dstaddr or dstaddr(theirs.sid, peer, me)
-        picked: tuple[Candidate, trio.SocketStream] | None = None
+    ) -> Established | None:
+        """Run the candidate exchange (XEP-0260) the session's machine decides; ``None``
+        when no candidate worked on either side."""
+        exchange = session.machine.s5b(ours, theirs)
+        peer = session.peer
+        picked: trio.SocketStream | None = None
         connected = trio.Event()
 
         async def connect_theirs() -> None:
             nonlocal picked
-            info: CandidateUsed | CandidateError = CandidateError()
-            if theirs.candidates:
+            used: Candidate | None = None
+            if (connect := exchange.connect()) is not None:
                 try:
-                    picked = await connect_any(theirs.candidates, their_dst)
-                    cleanup.push_async_callback(trio.aclose_forcefully, picked[1])
-                    info = CandidateUsed(picked[0].cid)
+                    used, picked = await connect_any(connect.candidates, connect.dstaddr)
+                    cleanup.push_async_callback(trio.aclose_forcefully, picked)
                 except (CandidateConnectError, Socks5Error) as exc:
                     log.info("S5B: no candidate of %s worked: %s", peer, exc)
-            transport = build_s5b(S5BTransport(theirs.sid, info=info), include_mode=False)
-            await session.send(session.jingle.transport_info([_content(session, transport)]))
+            await session.send(exchange.connected(used))
             connected.set()
 
         with (
@@ -1008,88 +758,45 @@ class FileTransfer:
         ):
             async with trio.open_nursery() as n:
                 n.start_soon(connect_theirs)
-                their_info = await self._next_s5b_info(session, (CandidateUsed, CandidateError))
+                while not exchange.take(await session.expect(JingleAction.TRANSPORT_INFO)):
+                    pass
                 await connected.wait()
-        ours_used: Candidate | None = None
-        if isinstance(their_info, CandidateUsed):
-            ours_used = next((c for c in ours.candidates if c.cid == their_info.cid), None)
-            if ours_used is None:
-                raise TransportFailed(
-                    f"{peer} used an S5B candidate we never offered", "failed-transport"
-                )
-        mine = picked[0] if picked else None
-        if role is Role.INITIATOR:
-            nomination = nominate(initiator_used=mine, responder_used=ours_used)
-        else:
-            nomination = nominate(initiator_used=ours_used, responder_used=mine)
-        if nomination is None:
+        command = exchange.decide()
+        if isinstance(command, FallBack):
             return None
-        return await self._use_nominated(session, nomination, role, ours, picked, cleanup)
-
-    async def _use_nominated(
-        self,
-        session: _Session,
-        nomination: Nomination,
-        role: Role,
-        ours: S5BTransport,
-        picked: tuple[Candidate, trio.SocketStream] | None,
-        cleanup: contextlib.AsyncExitStack,
-    ) -> _Established:
-        cand = nomination.candidate
-        name: TransportName = "s5b-proxy" if cand.type == "proxy" else "s5b-direct"
-        if nomination.offered_by == role.value:
-            assert ours.dstaddr is not None
-            if cand.type == "proxy":
-                with _within(self._timeout, f"the SOCKS5 proxy {cand.jid} did not connect us"):
-                    stream: trio.abc.Stream = await connect_candidate(
-                        cand.host, cand.port, ours.dstaddr
-                    )
-                cleanup.push_async_callback(trio.aclose_forcefully, stream)
-                with _within(self._timeout, f"the SOCKS5 proxy {cand.jid} did not activate"):
-                    await self.client.request(
-                        "set", build_activate(ours.sid, session.peer), cand.jid
-                    )
-                info = build_s5b(
-                    S5BTransport(ours.sid, info=Activated(cand.cid)), include_mode=False
+        if isinstance(command, ActivateProxy):
+            cand = command.candidate
+            with _within(self._timeout, f"the SOCKS5 proxy {cand.jid} did not connect us"):
+                stream: trio.abc.Stream = await connect_candidate(
+                    cand.host, cand.port, command.dstaddr
                 )
-                await session.send(session.jingle.transport_info([_content(session, info)]))
-            else:
-                assert self._listener is not None
-                with _within(self._timeout, f"{session.peer} did not connect to our candidate"):
-                    stream = await self._listener.accept(ours.dstaddr, cand.host)
-                cleanup.push_async_callback(trio.aclose_forcefully, stream)
-            return _Established(stream, name, cleanup)
-        assert picked is not None
-        if cand.type == "proxy":
-            with _within(self._timeout, f"{session.peer} did not activate the SOCKS5 proxy"):
-                await self._next_s5b_info(session, (Activated,))
-        return _Established(picked[1], name, cleanup)
-
-    async def _next_s5b_info(
-        self, session: _Session, kinds: tuple[type, ...]
-    ) -> CandidateUsed | CandidateError | Activated:
-        while True:
-            msg = await session.expect(JingleAction.TRANSPORT_INFO)
-            for content in msg.contents:
-                if content.transport is None:
-                    continue
-                info = parse_s5b(content.transport).info
-                if isinstance(info, kinds):
-                    return info  # type: ignore[return-value]
-                if info is not None and not isinstance(
-                    info, (CandidateUsed, CandidateError, Activated)
+            cleanup.push_async_callback(trio.aclose_forcefully, stream)
+            with _within(self._timeout, f"the SOCKS5 proxy {cand.jid} did not activate"):
+                await self.client.request("set", build_activate(command.sid, peer), cand.jid)
+            await session.send(exchange.activated(cand))
+            return Established(stream, command.transport, cleanup)
+        if isinstance(command, AcceptDirect):
+            assert self._listener is not None
+            with _within(self._timeout, f"{peer} did not connect to our candidate"):
+                stream = await self._listener.accept(command.dstaddr, command.candidate.host)
+            cleanup.push_async_callback(trio.aclose_forcefully, stream)
+            return Established(stream, command.transport, cleanup)
+        assert picked is not None and isinstance(command, AwaitActivated | UsePicked)
+        if isinstance(command, AwaitActivated):
+            with _within(self._timeout, f"{peer} did not activate the SOCKS5 proxy"):
+                while not exchange.take_activated(
+                    await session.expect(JingleAction.TRANSPORT_INFO)
                 ):
-                    raise TransportFailed(
-                        f"{session.peer} reported a proxy error", "failed-transport"
-                    )
+                    pass
+        return Established(picked, command.transport, cleanup)
 
     async def _open_ibb(
         self,
-        session: _Session,
+        session: SessionShell,
         transport: IBBTransport,
         opener: bool,
         cleanup: contextlib.AsyncExitStack,
-    ) -> _Established:
+    ) -> Established:
         peer = session.peer
         client = self.client
 
@@ -1112,55 +819,40 @@ class FileTransfer:
         if opener:
             with _within(self._timeout, f"{peer} did not answer our IBB <open>"):
                 await stream.open()
-        return _Established(stream, "ibb", cleanup)
+        return Established(stream, "ibb", cleanup)
 
     async def _fallback_to_ibb(
-        self, session: _Session, cleanup: contextlib.AsyncExitStack
-    ) -> _Established:
+        self, session: SessionShell, cleanup: contextlib.AsyncExitStack
+    ) -> Established:
         """XEP-0260 fallback: the initiator replaces S5B by IBB (transport-replace)."""
-        we_initiated = session.jingle.initiator == self.client.jid
-        if we_initiated:
-            offer = IBBTransport(new_sid(), self._ibb_block_size)
-            await session.send(
-                session.jingle.transport_replace([_content(session, build_ibb(offer))])
-            )
+        machine = session.machine
+        if machine.role is Role.INITIATOR:
+            replace, offer = machine.replace_with_ibb(self._ibb_block_size)
+            await session.send(replace)
             with _within(self._timeout, f"{session.peer} did not answer our transport-replace"):
                 answer = await session.expect(
                     JingleAction.TRANSPORT_ACCEPT, JingleAction.TRANSPORT_REJECT
                 )
-            if answer.action is JingleAction.TRANSPORT_REJECT or not answer.contents:
-                raise TransportFailed(
-                    f"{session.peer} refused the IBB fallback", "failed-transport"
-                )
-            got = parse_ibb(_transport_of(answer))
-            if got.block_size > offer.block_size:
-                raise TransportFailed("the peer raised the IBB block size", "failed-transport")
-            return await self._open_ibb(
-                session, IBBTransport(offer.sid, got.block_size), True, cleanup
-            )
+            agreed = machine.replace_answered(answer, offer)
+            return await self._open_ibb(session, agreed, True, cleanup)
         with _within(self._timeout, f"{session.peer} did not replace the failed transport"):
             replace = await session.expect(JingleAction.TRANSPORT_REPLACE)
-        offered = parse_ibb(_transport_of(replace))
-        agreed = IBBTransport(
-            offered.sid, answer_block_size(offered.block_size, self._ibb_block_size)
-        )
+        agreed, accept = machine.replace_received(replace, self._ibb_block_size)
         established = await self._open_ibb(session, agreed, False, cleanup)
-        await session.send(session.jingle.transport_accept([_content(session, build_ibb(agreed))]))
+        await session.send(accept)
         return established
 
     async def _establish(
         self,
-        session: _Session,
+        session: SessionShell,
         ours: etree._Element,
         theirs: etree._Element,
         cleanup: contextlib.AsyncExitStack,
-    ) -> _Established:
-        if theirs.tag == f"{{{_ns.JINGLE_IBB}}}transport":  # we initiated: we open
+    ) -> Established:
+        if is_ibb(theirs):  # we initiated: we open
             return await self._open_ibb(session, parse_ibb(theirs), True, cleanup)
         started = trio.current_time()
-        established = await self._establish_s5b(
-            session, parse_s5b(ours), parse_s5b(theirs), cleanup
-        )
+        established = await self._establish_s5b(session, ours, theirs, cleanup)
         took = trio.current_time() - started
         if established is not None:
             log.info("S5B: %s ready with %s in %.2f s", established.transport, session.peer, took)
@@ -1216,38 +908,29 @@ class FileTransfer:
         )
         session = self._open_session(self._registry.create(peer))
         start = time.monotonic()
-        async with contextlib.AsyncExitStack() as cleanup:
-            try:
-                ours = await self._initiate(session, transport, desc, security, request=False)
-                wait = (
-                    self._accept_timeout if isinstance(accept_timeout, _Default) else accept_timeout
-                )
-                with _within_or_never(wait, f"{peer} did not accept or decline the offer"):
-                    answer = await session.expect(JingleAction.SESSION_ACCEPT)
-                theirs = _transport_of(answer)
-                established = await self._establish(session, ours, theirs, cleanup)
-                wire = await self._send_data(session, established, src, 0, size, secret, progress)
-                await self._expect_success(session)
-            except BaseException as exc:
-                if (instead := await self._end_after_error(session, exc)) is not None:
-                    raise instead from exc
-                raise
-            finally:
-                self._forget(session)
-        return TransferResult(
+        async with self._session_scope(session) as cleanup:
+            ours = await self._initiate(session, transport, desc, security, request=False)
+            wait = self._accept_timeout if isinstance(accept_timeout, _Default) else accept_timeout
+            with _within_or_never(wait, f"{peer} did not accept or decline the offer"):
+                answer = await session.expect(JingleAction.SESSION_ACCEPT)
+            theirs = session.machine.accepted(answer)
+            established = await self._establish(session, ours, theirs, cleanup)
+            wire = await self._send_data(session, established, src, 0, size, secret, progress)
+            await self._expect_success(session)
+        return _result(
             "send",
-            peer,
-            desc.name or src.name,
-            size,
-            digest.hex(),
-            established.transport,
-            method.namespace if method else None,
-            secret.cipher.urn if secret else None,
-            time.monotonic() - start,
-            src,
-            wire,
-            True,
-            choice,
+            session,
+            name=desc.name or src.name,
+            size=size,
+            sha256=digest.hex(),
+            transport=established.transport,
+            envelope=method.namespace if method else None,
+            secret=secret,
+            started=start,
+            path=src,
+            wire_bytes=wire,
+            verified=True,
+            choice=choice,
         )
 
     async def _make_security(
@@ -1310,7 +993,7 @@ class FileTransfer:
 
     async def _initiate(
         self,
-        session: _Session,
+        session: SessionShell,
         transport: Transport,
         file: FileDescription,
         security: etree._Element | None,
@@ -1320,43 +1003,37 @@ class FileTransfer:
         """Send session-initiate with one content: an offer of ``file`` (we send) or a
         request for it (the peer sends). Returns our transport element."""
         ours = await self._initial_transport(transport, session)
-        name, senders = (
-            (REQUEST_NAME, Senders.RESPONDER) if request else (CONTENT_NAME, Senders.INITIATOR)
-        )
         description = build_description(file, request=request)
-        content = Content(Role.INITIATOR, name, senders, description, ours, security)
-        await session.send(session.jingle.initiate([content]))
+        await session.send(session.machine.initiate(description, ours, security, request=request))
         return ours
 
-    async def _initial_transport(self, transport: Transport, session: _Session) -> etree._Element:
+    async def _initial_transport(
+        self, transport: Transport, session: SessionShell
+    ) -> etree._Element:
         if transport == "ibb":
             return build_ibb(IBBTransport(new_sid(), self._ibb_block_size))
         return build_s5b(await self._our_s5b(session, new_sid()))
 
     async def _responder_transport(
-        self, session: _Session, theirs: etree._Element
+        self, session: SessionShell, theirs: etree._Element
     ) -> etree._Element:
-        if theirs.tag == f"{{{_ns.JINGLE_IBB}}}transport":
-            got = parse_ibb(theirs)
-            agreed = answer_block_size(got.block_size, self._ibb_block_size)
-            return build_ibb(IBBTransport(got.sid, agreed))
+        if is_ibb(theirs):
+            return session.machine.answer_ibb(theirs, self._ibb_block_size)
         return build_s5b(await self._our_s5b(session, parse_s5b(theirs).sid))
 
     async def _accept_and_establish(
         self,
-        session: _Session,
+        session: SessionShell,
         content: Content,
         description: etree._Element,
         cleanup: contextlib.AsyncExitStack,
-    ) -> _Established:
+    ) -> Established:
         """Send session-accept for ``content`` and set up the transport (we are the responder)."""
         theirs = content.transport
         assert theirs is not None
         ours = await self._responder_transport(session, theirs)
-        accept = session.jingle.accept(
-            [Content(content.creator, content.name, content.senders, description, ours)]
-        )
-        if ours.tag == f"{{{_ns.JINGLE_IBB}}}transport":
+        accept = session.machine.accept(content, description, ours)
+        if is_ibb(ours):
             # Listen before accepting: the initiator opens the IBB as soon as it may.
             established = await self._open_ibb(session, parse_ibb(ours), False, cleanup)
             await session.send(accept)
@@ -1364,34 +1041,48 @@ class FileTransfer:
         await session.send(accept)
         return await self._establish(session, ours, theirs, cleanup)
 
-    async def _expect_success(self, session: _Session) -> None:
+    async def _expect_success(self, session: SessionShell) -> None:
         with _within(self._timeout, f"{session.peer} did not confirm the transfer"):
             end = await session.expect(JingleAction.SESSION_TERMINATE)
-        if end.reason is None or end.reason.condition != "success":
-            raise _reason_error(end.reason, str(session.peer))
+        session.machine.check_success(end)
 
-    def _stall_guard(self, what: str) -> contextlib.AbstractContextManager[_StallWatch]:
-        return _stall_guard(
-            self._stall_timeout, what, self._min_throughput, self._throughput_window
-        )
+    async def _end_after_error(
+        self, session: SessionShell, exc: BaseException
+    ) -> TransferError | None:
+        """End the session after ``exc`` as its machine decides (:meth:`FileSession.after_error`).
+        Returns the error to raise instead of ``exc`` when the peer had already ended the
+        session and ``exc`` is only a consequence."""
+        ending = session.machine.after_error(exc)
+        if ending.reason is not None:
+            await session.terminate_with(ending.reason)
+        return ending.instead
 
-    async def _end_after_error(self, session: _Session, exc: BaseException) -> TransferError | None:
-        """End the session after ``exc``. Returns the error to raise instead of ``exc`` when
-        the peer had already ended the session and ``exc`` is only a consequence (the peer's
-        session-terminate crossed our next request, or its transport closed first)."""
-        reason = session.ended_by_peer()
-        if reason is None:
-            reason_name, text = _reason_for(exc)
-            await session.terminate(reason_name, text)
-            return None
-        if reason.condition != "success" and _consequence_of_ending(exc):
-            return _reason_error(reason, str(session.peer))
-        return None
+    @asynccontextmanager
+    async def _session_scope(
+        self, session: SessionShell, download: _Download | None = None
+    ) -> AsyncIterator[contextlib.AsyncExitStack]:
+        """The one lifecycle of every session (sending or receiving, initiated or answered):
+        the transports it opens are closed at the end (the yielded exit stack); any error
+        ends the session with the reason it maps to (or is replaced by the peer's reason when
+        it is only a consequence of the peer ending first), keeps or discards the partial file
+        of a ``download``; and the session is forgotten."""
+        async with contextlib.AsyncExitStack() as cleanup:
+            try:
+                yield cleanup
+            except BaseException as exc:
+                instead = await self._end_after_error(session, exc)
+                if download is not None and download.partial is not None:
+                    _keep_or_discard(download.partial, instead or exc, download.resumable)
+                if instead is not None:
+                    raise instead from exc
+                raise
+            finally:
+                self._forget(session)
 
     async def _send_data(
         self,
-        session: _Session,
-        established: _Established,
+        session: SessionShell,
+        established: Established,
         src: Path,
         offset: int,
         length: int,
@@ -1399,39 +1090,9 @@ class FileTransfer:
         progress: ProgressCallback | None,
     ) -> int:
         """Send ``length`` bytes of ``src`` from ``offset`` (encrypted if ``secret``)."""
-        sink: trio.abc.SendStream = established.stream
-        session.data_phase = True
-        enc = EncryptingSendStream(sink, secret, expected_size=length) if secret else None
-        done = 0
-        stalled = f"{session.peer} accepted no data"
-        with (
-            _typed_errors(session.peer),
-            unwrapped_errors(),
-            self._stall_guard(stalled) as stall,
-        ):
-            async with trio.open_nursery() as n:
-                n.start_soon(session.watch)
-                with src.open("rb") as f:
-                    f.seek(offset)
-                    while done < length:
-                        chunk = f.read(min(CHUNK, length - done))
-                        if not chunk:
-                            break
-                        await (enc or sink).send_all(chunk)
-                        done += len(chunk)
-                        stall.moved(len(chunk))
-                        if progress:
-                            progress(done, length)
-                if done != length:
-                    raise IntegrityError(f"{src} changed size while it was sent", "media-error")
-                if enc is not None:
-                    await enc.finish()
-                if isinstance(established.stream, trio.SocketStream):
-                    await established.stream.send_eof()
-                else:
-                    await established.stream.aclose()
-                n.cancel_scope.cancel()
-        return length + (secret.cipher.tag_size if secret else 0)
+        return await send_data(
+            session, established, src, offset, length, secret, progress, self._pace
+        )
 
     # -- sharing files and answering requests ----------------------------------------------
 
@@ -1458,27 +1119,20 @@ class FileTransfer:
         """Stop serving the file with this hex SHA-256."""
         self._shares.pop(bytes.fromhex(sha256), None)
 
-    async def _serve_request(self, session: _Session, offer: _Offer) -> None:
+    async def _serve_request(self, session: SessionShell, offer: Offer) -> None:
         """Answer a file request from the files we share. Runs in the service's nursery."""
         try:
-            async with contextlib.AsyncExitStack() as cleanup:
-                try:
-                    await self._serve_request_in(session, offer, cleanup)
-                except BaseException as exc:
-                    if (instead := await self._end_after_error(session, exc)) is not None:
-                        raise instead from exc
-                    raise
-                finally:
-                    self._forget(session)
+            async with self._session_scope(session) as cleanup:
+                await self._serve_request_in(session, offer, cleanup)
         except Exception as exc:  # a failed request must not end the service
             # Several tasks may fail at once (an exception group); anything but our typed
             # errors and I/O errors is a bug and still propagates.
-            if not all(isinstance(e, (JetError, OSError)) for e in _leaves(exc)):
+            if not all(isinstance(e, (JetError, OSError)) for e in leaves(exc)):
                 raise
             log.info("request from %s failed: %s", session.peer, exc)
 
     async def _serve_request_in(
-        self, session: _Session, offer: _Offer, cleanup: contextlib.AsyncExitStack
+        self, session: SessionShell, offer: Offer, cleanup: contextlib.AsyncExitStack
     ) -> None:
         wanted = next((h.digest for h in offer.file.hashes if h.algo == "sha-256"), b"")
         entry = self._shares.get(wanted)
@@ -1517,7 +1171,7 @@ class FileTransfer:
     # -- receiving -------------------------------------------------------------------------
 
     async def _open_security(
-        self, security: etree._Element | None, session: _Session
+        self, security: etree._Element | None, session: SessionShell
     ) -> TransportSecret | None:
         """Open the envelope the session's initiator sent (authenticated as the initiator)."""
         if security is None:
@@ -1546,63 +1200,44 @@ class FileTransfer:
         start = time.monotonic()
         size = offer.size
         sha = next((h.digest.hex() for h in offer.file.hashes if h.algo == "sha-256"), None)
-        try:
-            partial = Partial.create(
+        download = _Download(resumable=sha is not None)
+        async with self._session_scope(session, download) as cleanup:
+            # e.g. an unwritable directory: still ends the session
+            partial = download.partial = Partial.create(
                 dest, session.peer, offer.name, size, sha or "", offer.envelope
             )
-        except BaseException as exc:  # e.g. an unwritable directory: still end the session
-            await self._end_after_error(session, exc)
-            self._forget(session)
-            raise
-        resumable = sha is not None
-        async with contextlib.AsyncExitStack() as cleanup:
-            try:
-                if session.jingle.state.name == "ENDED":
-                    await session.expect()  # the peer withdrew the offer: raises its reason
-                secret = await self._open_security(offer._offer.security, session)
-                c = offer._offer.content
-                assert c.description is not None
-                established = await self._accept_and_establish(session, c, c.description, cleanup)
-                if resumable:
-                    partial.save()
-                digests = await self._receive_into(
-                    session, established, partial, 0, size, secret, progress, offer.file
-                )
-                verified = await self._verify_hash(session, offer.file, digests)
-                taken: NameTaken | None = None
-                try:
-                    dest = await _deliver(partial, overwrite, rename)
-                except NameTaken as exc:
-                    taken, dest = exc, exc.kept
-                partial.discard()
-                await session.terminate("success")
-            except BaseException as exc:
-                instead = await self._end_after_error(session, exc)
-                _keep_or_discard(partial, instead or exc, resumable)
-                if instead is not None:
-                    raise instead from exc
-                raise
-            finally:
-                self._forget(session)
-        result = TransferResult(
+            if session.jingle.state is SessionState.ENDED:
+                await session.expect()  # the peer withdrew the offer: raises its reason
+            secret = await self._open_security(offer._offer.security, session)
+            c = offer._offer.content
+            assert c.description is not None
+            established = await self._accept_and_establish(session, c, c.description, cleanup)
+            if download.resumable:
+                partial.save()
+            digests = await self._receive_into(
+                session, established, partial, 0, size, secret, progress, offer.file
+            )
+            verified = await self._verify_hash(session, offer.file, digests)
+            dest, taken = await _deliver_or_keep(partial, overwrite, rename)
+            await session.terminate("success")
+        return _result(
             "receive",
-            session.peer,
-            offer.name,
-            size,
-            digests.plain["sha-256"].hex(),
-            established.transport,
-            offer.envelope,
-            secret.cipher.urn if secret else None,
-            time.monotonic() - start,
-            dest,
-            size + (secret.cipher.tag_size if secret else 0),
-            verified,
-            f"chosen by the sender {session.peer}" if secret else "the sender did not encrypt",
+            session,
+            name=offer.name,
+            size=size,
+            sha256=digests.plain["sha-256"].hex(),
+            transport=established.transport,
+            envelope=offer.envelope,
+            secret=secret,
+            started=start,
+            path=dest,
+            wire_bytes=size + (secret.cipher.tag_size if secret else 0),
+            verified=verified,
+            choice=f"chosen by the sender {session.peer}"
+            if secret
+            else "the sender did not encrypt",
+            taken=taken,
         )
-        if taken is not None:
-            taken.result = result
-            raise taken
-        return result
 
     async def request_file(
         self,
@@ -1684,162 +1319,81 @@ class FileTransfer:
         )
         session = self._open_session(self._registry.create(peer))
         start = time.monotonic()
-        async with contextlib.AsyncExitStack() as cleanup:
-            try:
-                ours = await self._initiate(session, transport, request, security, request=True)
-                with _within(self._timeout, f"{peer} did not answer our file request"):
-                    accept = await session.expect(JingleAction.SESSION_ACCEPT)
-                file = _accepted_file(accept)
-                assert file.size is not None
-                if partial is None:
-                    if await trio.Path(dest).is_dir():
-                        dest = dest / safe_filename(file.name or want.hex())
-                    if not overwrite and await trio.to_thread.run_sync(os.path.lexists, dest):
-                        raise FileExistsError(errno.EEXIST, f"{dest} already exists")
-                    partial = Partial.create(
-                        dest,
-                        peer,
-                        file.name or want.hex(),
-                        file.size,
-                        want.hex(),
-                        method.namespace if method else None,
-                    )
-                elif partial.size != file.size:
-                    raise IntegrityError("the peer's file has another size than the partial one")
-                partial.save()
-                established = await self._establish(session, ours, _transport_of(accept), cleanup)
-                expected = FileDescription(size=file.size, hashes=(Hash("sha-256", want),))
-                digests = await self._receive_into(
-                    session,
-                    established,
-                    partial,
-                    offset,
-                    file.size - offset,
-                    secret,
-                    progress,
-                    expected,
+        download = _Download(partial, resumable=True)
+        async with self._session_scope(session, download) as cleanup:
+            ours = await self._initiate(session, transport, request, security, request=True)
+            with _within(self._timeout, f"{peer} did not answer our file request"):
+                accept = await session.expect(JingleAction.SESSION_ACCEPT)
+            theirs = session.machine.accepted(accept)
+            file = accepted_file(accept)
+            assert file.size is not None
+            if partial is None:
+                if await trio.Path(dest).is_dir():
+                    dest = dest / safe_filename(file.name or want.hex())
+                if not overwrite and await trio.to_thread.run_sync(os.path.lexists, dest):
+                    raise FileExistsError(errno.EEXIST, f"{dest} already exists")
+                partial = download.partial = Partial.create(
+                    dest,
+                    peer,
+                    file.name or want.hex(),
+                    file.size,
+                    want.hex(),
+                    method.namespace if method else None,
                 )
-                await self._verify_hash(session, expected, digests)
-                taken: NameTaken | None = None
-                try:
-                    dest = await _deliver(partial, overwrite, False)
-                except NameTaken as exc:
-                    taken, dest = exc, exc.kept
-                partial.discard()
-                await session.terminate("success")
-            except BaseException as exc:
-                instead = await self._end_after_error(session, exc)
-                if partial is not None:
-                    _keep_or_discard(partial, instead or exc, True)
-                if instead is not None:
-                    raise instead from exc
-                raise
-            finally:
-                self._forget(session)
-        result = TransferResult(
+            elif partial.size != file.size:
+                raise IntegrityError("the peer's file has another size than the partial one")
+            partial.save()
+            established = await self._establish(session, ours, theirs, cleanup)
+            expected = FileDescription(size=file.size, hashes=(Hash("sha-256", want),))
+            digests = await self._receive_into(
+                session,
+                established,
+                partial,
+                offset,
+                file.size - offset,
+                secret,
+                progress,
+                expected,
+            )
+            await self._verify_hash(session, expected, digests)
+            dest, taken = await _deliver_or_keep(partial, overwrite, False)
+            await session.terminate("success")
+        return _result(
             "receive",
-            peer,
-            partial.name,
-            partial.size,
-            want.hex(),
-            established.transport,
-            method.namespace if method else None,
-            secret.cipher.urn if secret else None,
-            time.monotonic() - start,
-            dest,
-            partial.size - offset + (secret.cipher.tag_size if secret else 0),
-            True,
-            choice,
+            session,
+            name=partial.name,
+            size=partial.size,
+            sha256=want.hex(),
+            transport=established.transport,
+            envelope=method.namespace if method else None,
+            secret=secret,
+            started=start,
+            path=dest,
+            wire_bytes=partial.size - offset + (secret.cipher.tag_size if secret else 0),
+            verified=True,
+            choice=choice,
+            taken=taken,
         )
-        if taken is not None:
-            taken.result = result
-            raise taken
-        return result
 
     async def _receive_into(
         self,
-        session: _Session,
-        established: _Established,
+        session: SessionShell,
+        established: Established,
         partial: Partial,
         offset: int,
         length: int,
         secret: TransportSecret | None,
         progress: ProgressCallback | None,
         file: FileDescription,
-    ) -> _Digests:
+    ) -> Digests:
         """Receive ``length`` bytes into the partial file at ``offset``; return the hashes of
         the whole file (the kept prefix included)."""
-        algos = tuple(dict.fromkeys(["sha-256", *(h.algo for h in file.hashes), *file.hash_used]))
-        hasher = await trio.to_thread.run_sync(_hash_prefix, partial.part, offset, algos)
-        source: trio.abc.ReceiveStream = established.stream
-        wire: _HashingReceiveStream | None = None
-        if secret is not None and not file.hashes and offset == 0:
-            # The hash comes later in a <checksum>: Conversations hashes the bytes on the wire
-            # (ciphertext and tag), others the plaintext; we accept either (INTEROP.md).
-            source = wire = _HashingReceiveStream(source, Hasher(algos))
-        if secret is not None:
-            source = DecryptingReceiveStream(
-                source, secret, expected_size=length, require_eof=False
-            )
-        done = 0
-        total = offset + length
-        session.data_phase = True
-        stalled = f"no data came from {session.peer}"
         proxy = self._proxy_name(established)
-        tail = _Tail(length, secret.cipher.tag_size if secret else 0)
-        with (
-            _typed_errors(session.peer),
-            unwrapped_errors(),
-            _stall_reported(tail, session.peer, proxy, total, self._stall_timeout),
-            self._stall_guard(stalled) as stall,
-        ):
-            async with trio.open_nursery() as n:
-                n.start_soon(session.watch)
-                if proxy is not None:
-                    n.start_soon(self._release_held_tail, session, tail, proxy)
-                tail.update(0)
-                to_hash, hashing = trio.open_memory_channel[list[bytes | bytearray]](2)
-                async with trio.open_nursery() as hash_nursery:
-                    # Hashing runs in a thread (hashlib releases the GIL), overlapping the
-                    # next receive, decryption and write.
-                    hash_nursery.start_soon(_hash_behind, hasher, hashing)
-                    async with to_hash:
-                        batch: list[bytes | bytearray] = []
-                        batched = 0
-                        with open_part(partial.part, offset) as f:
-                            while secret is not None or done < length:
-                                # Plain: one byte more than left, to notice a peer sending
-                                # too much.
-                                want = CHUNK if secret else min(CHUNK, length - done + 1)
-                                chunk = await source.receive_some(want)
-                                if not chunk:
-                                    break
-                                if secret is None and done + len(chunk) > length:
-                                    raise IntegrityError(
-                                        f"more than the {total} bytes announced arrived",
-                                        "media-error",
-                                    )
-                                f.write(chunk)
-                                batch.append(chunk)
-                                batched += len(chunk)
-                                if batched >= _HASH_BATCH:
-                                    await to_hash.send(batch)
-                                    batch, batched = [], 0
-                                done += len(chunk)
-                                stall.moved(len(chunk))
-                                tail.update(done)
-                                if progress:
-                                    progress(offset + done, total)
-                        if batch:
-                            await to_hash.send(batch)
-                n.cancel_scope.cancel()
-        if done != length:
-            raise TransportFailed(
-                f"the stream ended after {offset + done} of {total} bytes", "connectivity-error"
-            )
-        return _Digests(_as_dict(hasher), _as_dict(wire.hasher) if wire else {})
+        return await receive_into(
+            session, established, partial, offset, length, secret, progress, file, self._pace, proxy
+        )
 
-    def _proxy_name(self, established: _Established) -> str | None:
+    def _proxy_name(self, established: Established) -> str | None:
         """The SOCKS5 proxy ``established`` goes through (its JID if it is one of ours, and
         its address), or None for a direct connection or IBB."""
         if established.transport != "s5b-proxy":
@@ -1855,41 +1409,16 @@ class FileTransfer:
                 return f"{known.jid} ({host}:{port})"
         return f"{host}:{port}"
 
-    async def _release_held_tail(self, session: _Session, tail: _Tail, proxy: str) -> None:
-        """The stream through ``proxy`` stopped with at most ``_HELD_MAX`` bytes (the tag
-        among them) left: end the session, so that a sender that keeps its connection open
-        until then (Dino) closes it, which makes a proxy that holds back the end of a stream
-        (Prosody 0.12) pass it on. The data is still checked (tag, hash) before the file gets
-        its name, and read only up to its announced size; see docs/protocol.rst."""
-        grace = _TAIL_GRACE
-        if self._stall_timeout is not None:
-            grace = min(grace, self._stall_timeout / 4)
-        await tail.near_end.wait()
-        seen = -1
-        while tail.done != seen:
-            seen = tail.done
-            await trio.sleep(grace)
-        log.info(
-            "the stream from %s through the SOCKS5 proxy %s stopped %d bytes before its end "
-            "for %g s: ending the session so the proxy passes on the rest",
-            session.peer,
-            proxy,
-            tail.left,
-            grace,
-        )
-        tail.released = True
-        await session.terminate(
-            "success", "all data sent; the end of the stream held back by the proxy is checked next"
-        )
-
-    async def _verify_hash(self, session: _Session, file: FileDescription, got: _Digests) -> bool:
+    async def _verify_hash(
+        self, session: SessionShell, file: FileDescription, got: Digests
+    ) -> bool:
         """Check the received data against the announced hashes; ``False`` if there were none
         we know (the GCM tag, when encrypted, still authenticated the data)."""
         hashes = file.hashes
         if not hashes and file.hash_used:
             with trio.move_on_after(self._timeout):
-                await _wait_checksum(session)
-            hashes = session.checksum
+                await session.wait_checksum()
+            hashes = session.machine.checksum
         known = [h for h in hashes if h.algo in got.plain]
         for h in known:
             if got.plain[h.algo] != h.digest and got.wire.get(h.algo) != h.digest:
@@ -1897,111 +1426,6 @@ class FileTransfer:
                     f"the {h.algo} hash of the received file does not match", "media-error"
                 )
         return bool(known)
-
-
-@dataclass(frozen=True, slots=True)
-class _Digests:
-    plain: dict[str, bytes]
-    wire: dict[str, bytes]
-
-
-def _as_dict(hasher: Hasher) -> dict[str, bytes]:
-    return {h.algo: h.digest for h in hasher.digests()}
-
-
-class _HashingReceiveStream(trio.abc.ReceiveStream):
-    """Hashes everything received through it."""
-
-    def __init__(self, inner: trio.abc.ReceiveStream, hasher: Hasher) -> None:
-        self.inner = inner
-        self.hasher = hasher
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        data = await self.inner.receive_some(max_bytes)
-        self.hasher.update(data)
-        return data
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-async def _hash_behind(
-    hasher: Hasher, batches: trio.MemoryReceiveChannel[list[bytes | bytearray]]
-) -> None:
-    async with batches:
-        async for batch in batches:
-            await trio.to_thread.run_sync(_update_all, hasher, batch)
-
-
-def _update_all(hasher: Hasher, batch: list[bytes | bytearray]) -> None:
-    # One update per batch: each update releases and retakes the GIL, which the event loop
-    # holds most of the time; many small chunks (a proxy's) would queue on it one by one.
-    hasher.update(batch[0] if len(batch) == 1 else b"".join(batch))
-
-
-@contextlib.contextmanager
-def _stall_guard(
-    seconds: float | None,
-    what: str,
-    min_rate: float | None = None,
-    window: float = 60.0,
-) -> Iterator[_StallWatch]:
-    """Cancel the block when no data moved for ``seconds`` (``None``: never), or when less
-    than ``min_rate`` bytes per second moved over ``window`` seconds (``None``: no minimum);
-    call the yielded watch's :meth:`~_StallWatch.moved` whenever some did. Raises
-    :class:`TransferTimeout` saying ``what``."""
-    with trio.CancelScope() as scope:
-        watch = _StallWatch(seconds, scope, min_rate, window)
-        yield watch
-    if scope.cancelled_caught:
-        if watch.too_slow is not None:
-            raise TransferTimeout(
-                f"{what} fast enough: {watch.too_slow:.0f} bytes/s over {window:g} s, below "
-                f"the minimum of {min_rate:g}",
-                "timeout",
-            )
-        raise TransferTimeout(f"{what} for {seconds:g} s", "timeout")
-
-
-class _StallWatch:
-    def __init__(
-        self,
-        seconds: float | None,
-        scope: trio.CancelScope,
-        min_rate: float | None = None,
-        window: float = 60.0,
-    ) -> None:
-        self._seconds = seconds
-        self._scope = scope
-        self._refreshed = -math.inf
-        self._min_rate = min_rate
-        self._window = window
-        self._window_start = trio.current_time()
-        self._window_bytes = 0
-        self.too_slow: float | None = None  # the rate that ended the transfer
-        self.moved()
-
-    def moved(self, n: int = 0) -> None:
-        now = trio.current_time()
-        if self._min_rate is not None:
-            # Throughput over the last window: a peer dripping a byte just before each
-            # stall period would otherwise hold the transfer (and its resources) for ever.
-            self._window_bytes += n
-            elapsed = now - self._window_start
-            if elapsed >= self._window:
-                rate = self._window_bytes / elapsed
-                if rate < self._min_rate:
-                    self.too_slow = rate
-                    self._scope.cancel()
-                self._window_start, self._window_bytes = now, 0
-        # Moving a cancel scope's deadline costs more than the rest of the receive loop's
-        # bookkeeping, so it moves at most four times per period: it then fires between
-        # 1 and 1.25 periods after the last progress.
-        if self._seconds is None:
-            return
-        if now - self._refreshed >= self._seconds / 4:
-            self._refreshed = now
-            self._scope.deadline = now + self._seconds * 1.25
 
 
 _ENVELOPE_STRENGTH: Final = {
@@ -2030,103 +1454,6 @@ def _describe_choice(
     return f"{method.namespace}: {why}; {secret.cipher.urn}: {why_cipher}"
 
 
-@contextlib.contextmanager
-def _within_or_never(seconds: float | None, what: str) -> Iterator[None]:
-    if seconds is None:
-        yield
-        return
-    with _within(seconds, what):
-        yield
-
-
-class _Tail:
-    """How far a receive loop got, for the task that watches the end of the stream."""
-
-    def __init__(self, length: int, trailer: int) -> None:
-        self.length = length  # the bytes the loop counts (plaintext)
-        self.trailer = trailer  # the bytes after them (the tag)
-        self.done = 0
-        self.near_end = trio.Event()  # some bytes came, and at most _HELD_MAX are left
-        self.released = False  # the session was ended to make the sender close
-
-    def update(self, done: int) -> None:
-        self.done = done
-        # A relay passes on the first 4 KiB it reads: it can hold back only after some came.
-        if done > 0 and self.left <= _HELD_MAX:
-            self.near_end.set()
-
-    @property
-    def left(self) -> int:
-        return self.length - self.done + self.trailer
-
-
-@contextlib.contextmanager
-def _stall_reported(
-    tail: _Tail, peer: JID, proxy: str | None, total: int, seconds: float | None
-) -> Iterator[None]:
-    """Say what was missing when the stall guard fired: :class:`TagTimeout` when the whole
-    ciphertext came but its tag did not, and the proxy the stream went through, if any."""
-    try:
-        yield
-    except TransferTimeout as exc:
-        if type(exc) is not TransferTimeout:
-            raise
-        via = ""
-        if proxy is not None:
-            via = f"; the stream came through the SOCKS5 proxy {proxy}"
-            if tail.near_end.is_set():
-                via += ", which did not pass on its end"
-            if tail.released:
-                via += " even after the session was ended"
-        if tail.trailer and tail.done == tail.length:
-            tag = f"the {tail.trailer}-byte authentication tag that follows them"
-            message = f"all {total} bytes of the file came from {peer} but not {tag}"
-            if seconds is not None:
-                message += f", for {seconds:g} s"
-            raise TagTimeout(message + via, proxy) from exc
-        if via:
-            message = f"{exc}, {tail.left} bytes before the end{via}"
-            raise TransferTimeout(message, "timeout") from exc
-        raise
-
-
-@contextlib.contextmanager
-def _within(seconds: float, what: str) -> Iterator[None]:
-    """Like :func:`trio.fail_after`, raising :class:`TransferTimeout` that says ``what``."""
-    with trio.move_on_after(seconds) as scope:
-        yield
-    if scope.cancelled_caught:
-        raise TransferTimeout(f"{what} within {seconds:g} s", "timeout")
-
-
-@contextlib.contextmanager
-def _typed_errors(peer: JID) -> Iterator[None]:
-    """Data-phase errors as the API's exceptions: a failed JET check (bad tag, truncated or
-    overlong stream) becomes JETError, a broken transport TransportFailed. When several tasks
-    failed at once, the security failure wins, then a transfer error, then the broken transport.
-    """
-    try:
-        yield
-    except BaseException as exc:
-        leaves = [e for e in _leaves(exc) if not isinstance(e, trio.Cancelled)]
-        security = [
-            e for e in leaves if isinstance(e, SecurityError) and not isinstance(e, TransferError)
-        ]
-        if security:
-            raise JETError(f"encrypted transfer with {peer} refused: {security[0]}") from exc
-        transfer = [e for e in leaves if isinstance(e, TransferError)]
-        if transfer and transfer[0] is not exc:
-            raise transfer[0] from exc
-        broken = [
-            e for e in leaves if isinstance(e, (trio.BrokenResourceError, trio.ClosedResourceError))
-        ]
-        if not transfer and broken:
-            raise TransportFailed(
-                f"the transport to {peer} broke: {broken[0]}", "connectivity-error"
-            ) from exc
-        raise
-
-
 async def _deliver(partial: Partial, overwrite: bool, rename: bool) -> Path:
     """Give the verified download its name (never replacing anything unless ``overwrite``)."""
     part, dest = partial.part, partial.dest
@@ -2135,50 +1462,13 @@ async def _deliver(partial: Partial, overwrite: bool, rename: bool) -> Path:
     )
 
 
-def _hash_prefix(part: Path, length: int, algos: tuple[str, ...]) -> Hasher:
-    hasher = Hasher(algos)
-    with part.open("rb") as f:
-        left = length
-        while left > 0:
-            chunk = f.read(min(1 << 20, left))
-            if not chunk:
-                raise TransferError(f"{part} is shorter than the resume offset")
-            hasher.update(chunk)
-            left -= len(chunk)
-    return hasher
-
-
-def _consequence_of_ending(exc: BaseException) -> bool:
-    """Whether ``exc`` is what a session ended by the peer looks like from here: our next
-    Jingle request impossible or refused, or the transport broken or cut short. A failed
-    integrity check, a bad tag or our own cancellation is never replaced."""
-    if isinstance(exc, IntegrityError) or any(isinstance(e, trio.Cancelled) for e in _leaves(exc)):
-        return False
-    if isinstance(exc, JETError):  # only an early end (no tag at all), not a wrong one
-        return _cut_short(exc)
-    if isinstance(exc, TransferError):
-        return exc.reason in ("general-error", "connectivity-error", "failed-transport")
-    return isinstance(exc, (JingleLocalError, trio.BrokenResourceError, trio.ClosedResourceError))
-
-
-def _cut_short(exc: BaseException) -> bool:
-    """Whether ``exc`` says only that an encrypted stream ended early (before its tag), not
-    that any data failed a check."""
-    if isinstance(exc, TruncatedStream):
-        return True
-    if not isinstance(exc, JETError) or exc.__cause__ is None:
-        return False
-    leaves = [e for e in _leaves(exc.__cause__) if not isinstance(e, trio.Cancelled)]
-    return bool(leaves) and all(isinstance(e, TruncatedStream) for e in leaves)
-
-
 def _keep_or_discard(partial: Partial, exc: BaseException, resumable: bool) -> None:
     """Keep an interrupted download for resuming, unless its data is known bad. A stream cut
     short is kept like a broken connection: the whole file's hash is checked on resume."""
     bad = any(
         isinstance(e, (IntegrityError, FileExistsError))
-        or (isinstance(e, SecurityError) and not _cut_short(e))
-        for e in _leaves(exc)
+        or (isinstance(e, SecurityError) and not cut_short(e))
+        for e in leaves(exc)
     )
     if resumable and not bad and partial.received > 0 and partial.sidecar.exists():
         log.info(
@@ -2188,57 +1478,66 @@ def _keep_or_discard(partial: Partial, exc: BaseException, resumable: bool) -> N
     partial.discard()
 
 
-def _accepted_file(accept: JingleMessage) -> FileDescription:
-    for content in accept.contents:
-        if content.description is not None:
-            file = parse_description(content.description)
-            if file.size is None:
-                raise TransferError("the peer accepted without saying the file size")
-            return file
-    raise TransferError("session-accept without a file description")
+@dataclass(slots=True)
+class _Download:
+    """The partial file of a download, once it exists, for the session scope to keep (for
+    resuming) or discard when the session fails."""
+
+    partial: Partial | None = None
+    resumable: bool = True
 
 
-async def _wait_checksum(session: _Session) -> None:
-    with unwrapped_errors():
-        async with trio.open_nursery() as n:
-            n.start_soon(session.watch)
-            await session.checksum_seen.wait()
-            n.cancel_scope.cancel()
-
-
-def _condition(name: str) -> ReasonCondition:
+async def _deliver_or_keep(
+    partial: Partial, overwrite: bool, rename: bool
+) -> tuple[Path, NameTaken | None]:
+    """Give the verified download its name; if the name was taken meanwhile, where it was
+    kept instead and the :class:`NameTaken` to raise once the session ended well."""
     try:
-        return ReasonCondition(name)
-    except ValueError:
-        return ReasonCondition.GENERAL_ERROR
+        dest = await _deliver(partial, overwrite, rename)
+    except NameTaken as exc:
+        partial.discard()
+        return exc.kept, exc
+    partial.discard()
+    return dest, None
 
 
-def _content(session: _Session, transport: etree._Element) -> Content:
-    return Content(
-        Role.INITIATOR,
-        CONTENT_NAME
-        if not session.jingle.contents
-        else next(iter(session.jingle.contents.values())).name,
-        None,
-        None,
-        transport,
+def _result(
+    direction: Literal["send", "receive"],
+    session: SessionShell,
+    *,
+    name: str,
+    size: int,
+    sha256: str,
+    transport: TransportName,
+    envelope: str | None,
+    secret: TransportSecret | None,
+    started: float,
+    path: Path,
+    wire_bytes: int,
+    verified: bool,
+    choice: str,
+    taken: NameTaken | None = None,
+) -> TransferResult:
+    """The result of a finished transfer (raised inside ``taken`` when the name was taken)."""
+    result = TransferResult(
+        direction=direction,
+        peer=session.peer,
+        name=name,
+        size=size,
+        sha256=sha256,
+        transport=transport,
+        envelope=envelope,
+        cipher=secret.cipher.urn if secret else None,
+        seconds=time.monotonic() - started,
+        path=path,
+        wire_bytes=wire_bytes,
+        hash_verified=verified,
+        choice=choice,
     )
-
-
-def _transport_of(msg: JingleMessage) -> etree._Element:
-    for content in msg.contents:
-        if content.transport is not None:
-            return content.transport
-    raise TransferError(f"{msg.action} without a transport", "failed-transport")
-
-
-def _agree_ibb(ours: etree._Element, theirs: etree._Element) -> etree._Element:
-    offered, answered = parse_ibb(ours), parse_ibb(theirs)
-    if answered.sid != offered.sid or answered.block_size > offered.block_size:
-        raise TransportFailed(
-            "the peer changed the IBB sid or raised the block size", "failed-transport"
-        )
-    return build_ibb(IBBTransport(offered.sid, answered.block_size))
+    if taken is not None:
+        taken.result = result
+        raise taken
+    return result
 
 
 class _Unset:

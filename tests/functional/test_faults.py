@@ -44,9 +44,11 @@ import trio
 import jet_trio
 from jet_trio import TransferCancelled, TransferError, TransportFailed
 from jet_trio._jingle.message import JingleAction, JingleMessage
+from jet_trio._transfer.driver import Digests as _Digests
+from jet_trio._transfer.driver import SessionShell as _Session
 from jet_trio._transfer.files import Partial, find_partials
 from jet_trio._transfer.files import open_part as real_open_part
-from jet_trio._transfer.service import FileTransfer, IncomingOffer, _Digests, _Session
+from jet_trio._transfer.service import FileTransfer, IncomingOffer
 from jet_trio._transports.s5b import Activated, CandidateError, CandidateUsed, S5BTransport
 from jet_trio._transports.s5b import parse_transport as parse_s5b
 from jet_trio._xmpp.jid import JID
@@ -232,7 +234,7 @@ def listener_target(ft: FileTransfer) -> tuple[str, int]:
 
 def assert_no_open_sessions(*fts: FileTransfer) -> None:
     for ft in fts:
-        assert ft._inboxes == {}, f"{ft.client.jid}: sessions left open: {list(ft._inboxes)}"
+        assert ft._sessions == {}, f"{ft.client.jid}: sessions left open: {list(ft._sessions)}"
         assert ft._ibb == {}, f"{ft.client.jid}: in-band bytestreams left: {list(ft._ibb)}"
         if ft._listener is not None:
             assert ft._listener._queues == {}, f"{ft.client.jid}: DST.ADDRs still expected"
@@ -639,7 +641,7 @@ def disk_full_after(monkeypatch: pytest.MonkeyPatch, room: int) -> Iterator[list
         return disk
 
     with monkeypatch.context() as m:
-        m.setattr("jet_trio._transfer.service.open_part", open_part)
+        m.setattr("jet_trio._transfer.driver.open_part", open_part)
         yield opened
 
 

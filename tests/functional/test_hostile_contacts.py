@@ -16,11 +16,13 @@ import trio.testing
 from lxml import etree
 
 import jet_trio
+import jet_trio._transfer.driver as transfer_driver
 import jet_trio._transfer.service as transfer_service
 from jet_trio import TransferTimeout, find_partials
 from jet_trio._plugins.builtin_ciphers import AESGCMCipher
 from jet_trio._transfer.files import Partial
 from jet_trio._transfer.service import FileTransfer, open_file_transfer
+from jet_trio._transfer.session import Step
 from jet_trio._transports.ibb import IBBStream
 from jet_trio._xmpp.ns import DISCO_INFO, IBB, JET, JET_STUB, JINGLE, JINGLE_S5B
 from jet_trio._xmpp.stanza import StanzaError, make_iq, make_result
@@ -233,7 +235,7 @@ async def test_transport_infos_during_the_data_phase_are_refused_not_kept(
         sending = trio.Event()
 
         async def hang(session: Any, *args: Any) -> int:
-            session.data_phase = True
+            session.machine.step(Step.DATA)
             sending.set()
             await trio.sleep_forever()
             raise AssertionError
@@ -247,13 +249,13 @@ async def test_transport_infos_during_the_data_phase_are_refused_not_kept(
                 await sending.wait()
                 session = offer._session
                 await trio.testing.wait_all_tasks_blocked(0.05)
-                assert session.data_phase
+                assert session.machine.data_phase
             before = rss()
             with trio.fail_after(60):
                 answers = await flood(fa.client, fb.client.jid, session.jingle.sid, 300, 100_000)
             grown = rss() - before
             assert set(answers) == {"unexpected-request"}, answers[:3]
-            assert session.backlog() == 0 and session.stash == []
+            assert session.machine.backlog() == 0
             assert grown < 20 << 20, f"memory grew by {grown >> 20} MiB"
             n.cancel_scope.cancel()
 
@@ -271,7 +273,7 @@ async def test_a_session_holds_a_bounded_number_of_messages(
             answers = await flood(fa.client, fb.client.jid, offer._session.jingle.sid, 40, 10)
         assert answers.count("ok") == 16, answers
         assert set(answers[16:]) == {"resource-constraint"}, answers
-        assert offer._session.backlog() == 16
+        assert offer._session.machine.backlog() == 16
         await offer.reject()
         n.cancel_scope.cancel()
 
@@ -285,7 +287,7 @@ async def test_two_security_elements_are_refused_not_taken_as_unencrypted(
     """An offer with two <security> under <jingle> (none in the content): even a receiver
     that accepts unencrypted files refuses it, before the application sees it."""
     src = make_file(tmp_path, 1000)
-    real = transfer_service.build_jingle  # type: ignore[attr-defined]
+    real = transfer_driver.build_jingle  # type: ignore[attr-defined]
 
     def build(msg: Any) -> etree._Element:
         el = real(msg)
@@ -300,7 +302,7 @@ async def test_two_security_elements_are_refused_not_taken_as_unencrypted(
                 break
         return el
 
-    monkeypatch.setattr(transfer_service, "build_jingle", build)
+    monkeypatch.setattr(transfer_driver, "build_jingle", build)
     async with net.pair() as (fa, fb):
         out = await run_transfer(fa, fb, src, dest_dir / "x.bin", encrypt=JET_STUB, deadline=5)
     assert out.recv.offer is None, out.recv.offer

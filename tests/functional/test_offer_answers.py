@@ -157,9 +157,7 @@ async def test_peer_answering_twice_is_refused(net: Net, tmp_path: Path, dest_di
 
         async def answer_again() -> None:
             try:
-                await offer._session.service.client.iq(
-                    make_iq("set", build_jingle(again), to=offer.peer)
-                )
+                await offer._session.client.iq(make_iq("set", build_jingle(again), to=offer.peer))
             except jet_trio.StanzaError as exc:
                 refused.append(exc)
 

@@ -145,7 +145,7 @@ async def test_peer_never_answers_the_offer(net: Net, tmp_path: Path) -> None:
                 await fa.send_file(src, b.jid, encrypt=None)
     assert caught.value.reason == "timeout"
     assert f"{b.jid} did not answer our session-initiate within {STALL:g} s" in str(caught.value)
-    assert not fa._inboxes
+    assert not fa._sessions
 
 
 @pytest.mark.parametrize("stage", ["after-accept", "during-ibb-data"])
@@ -190,5 +190,5 @@ async def test_peer_stops_answering_mid_session(
         assert err.reason == "timeout", err
         assert isinstance(out.recv.error, TransferError), out.recv.error
         assert_not_stored_maybe_resumable(dest, src)
-        assert not fa._inboxes and not fb._inboxes
+        assert not fa._sessions and not fb._sessions
         await _transfer_works(fa, fb, src, dest)

@@ -28,7 +28,8 @@ import trio
 
 from jet_trio import TagTimeout, TransferTimeout, find_partials, open_client
 from jet_trio._jet.stream import EncryptingSendStream
-from jet_trio._transfer.service import FileTransfer, _Established, open_file_transfer
+from jet_trio._transfer.driver import Established as _Established
+from jet_trio._transfer.service import FileTransfer, open_file_transfer
 from jet_trio._xmpp.ns import JET_STUB
 
 from ..functional.conftest import (

@@ -8,7 +8,7 @@ import errno
 import pytest
 import trio
 
-from jet_trio._transfer.service import _reason_for
+from jet_trio._transfer.reasons import reason_for as _reason_for
 
 
 @pytest.mark.parametrize(

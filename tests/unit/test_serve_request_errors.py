@@ -26,6 +26,7 @@ async def serve(raised: BaseException) -> None:
     service: Any = SimpleNamespace(
         _serve_request_in=failing, _end_after_error=end, _forget=lambda s: None
     )
+    service._session_scope = lambda session: FileTransfer._session_scope(service, session)
     await FileTransfer._serve_request(service, SimpleNamespace(peer="peer@x/r"), None)  # type: ignore[arg-type]
 
 

@@ -8,25 +8,26 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import trio
 
 from jet_trio import JID, IntegrityError
 from jet_trio._jingle.machine import JingleSession
-from jet_trio._jingle.message import JingleMessage, Role
+from jet_trio._jingle.message import Role
 from jet_trio._transfer.description import FileDescription
+from jet_trio._transfer.driver import Digests as _Digests
+from jet_trio._transfer.driver import SessionShell as _Session
 from jet_trio._transfer.hashes import Hash
-from jet_trio._transfer.service import FileTransfer, _Digests, _Session
+from jet_trio._transfer.service import FileTransfer
+from jet_trio._transfer.session import FileSession
 
 PLAIN = hashlib.sha256(b"plaintext").digest()
 WIRE = hashlib.sha256(b"ciphertext+tag").digest()
 
 
 def session_with_checksum(*hashes: Hash) -> _Session:
-    _, inbox = trio.open_memory_channel[JingleMessage](1)
     jingle = JingleSession(Role.RESPONDER, "sid", JID("me@x/r"), JID("peer@x/r"))
-    s = _Session(SimpleNamespace(), jingle, inbox)  # type: ignore[arg-type]
-    s.checksum = hashes
-    s.checksum_seen.set()
+    s = _Session(SimpleNamespace(), 1.0, FileSession(jingle))  # type: ignore[arg-type]
+    s.machine.checksum = hashes
+    s.machine.has_checksum = True
     return s
 
 

@@ -10,7 +10,7 @@ from jet_trio import IntegrityError, JETError, TransferCancelled, TransportFaile
 from jet_trio._jet.cipher import TagMismatch
 from jet_trio._jet.stream import TruncatedStream, UnexpectedTrailingData
 from jet_trio._jingle.message import JingleLocalError
-from jet_trio._transfer.service import _consequence_of_ending
+from jet_trio._transfer.reasons import consequence_of_ending as _consequence_of_ending
 
 
 def _jet(cause: BaseException) -> JETError:

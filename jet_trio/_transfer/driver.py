@@ -1,0 +1,642 @@
+"""The trio driver of file-transfer sessions: the shell of one session (its machine, the
+wake-up of the tasks waiting for the peer, the I/O of its Jingle messages) and the data pump
+(the file read and written in worker threads, hashing, encryption, the stall guards).
+
+The protocol decisions are made by the sans-IO machine in :mod:`.session`; the facade in
+:mod:`.service` routes messages and runs the commands that set up transports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import math
+import os
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final, Literal
+
+import trio
+
+from .._errors import JetError, SecurityError
+from .._jet.cipher import TransportSecret
+from .._jet.stream import DecryptingReceiveStream, EncryptingSendStream
+from .._jingle.machine import JingleSession
+from .._jingle.message import JingleAction, JingleMessage, Reason, build_jingle, parse_error
+from .._trio_util import unwrapped_errors
+from .._xmpp.client import Client
+from .._xmpp.jid import JID
+from .._xmpp.stanza import StanzaError, make_iq
+from .description import FileDescription
+from .files import Partial, open_part
+from .hashes import Hasher
+from .reasons import condition as reason_condition
+from .reasons import error_for, leaves
+from .session import FileSession, Step
+from .types import (
+    IntegrityError,
+    JETError,
+    ProgressCallback,
+    TagTimeout,
+    TransferCancelled,
+    TransferError,
+    TransferTimeout,
+    TransportFailed,
+    TransportName,
+)
+
+log = logging.getLogger("jet_trio.transfer")
+
+CHUNK: Final = 256 * 1024
+#: A receiver whose stream through a SOCKS5 proxy stalls this long with at most
+#: ``_HELD_MAX`` bytes left ends the session, which makes a sender like Dino close its
+#: connection and a relay like Prosody's pass on what it held back (``_release_held_tail``).
+_TAIL_GRACE: Final = 2.0
+_HELD_MAX: Final = 8192 + 16  # Prosody 0.12: its socket library's read buffer, and the tag
+_THREAD_READ: Final = 4 << 20  # bytes the sender reads per worker-thread call
+_STORE_BATCH: Final = 1 << 20  # received bytes handed to the writing thread at once
+
+
+class SessionShell:
+    """The trio shell of one session: its :class:`FileSession` machine, the wake-up of the
+    tasks waiting for the peer's next message, and the I/O of its Jingle messages."""
+
+    def __init__(self, client: Client, timeout: float, machine: FileSession) -> None:
+        self.client = client
+        self.timeout = timeout
+        self.machine = machine
+        self.listening: list[str] = []  # our direct candidates' DST.ADDRs
+        #: What this session counts against its peer's quotas until it is forgotten.
+        self.quota: Literal["offer", "transfer"] | None = None
+        self._arrivals = trio.lowlevel.ParkingLot()
+
+    @property
+    def jingle(self) -> JingleSession:
+        return self.machine.jingle
+
+    @property
+    def peer(self) -> JID:
+        return self.machine.peer
+
+    def deliver(self, msg: JingleMessage | None) -> None:
+        """A message of the peer for this session (``None``: no more will come)."""
+        if msg is None:
+            self.machine.close()
+        else:
+            self.machine.receive(msg)
+        self._arrivals.unpark_all()
+
+    async def expect(self, *actions: JingleAction) -> JingleMessage:
+        """The next message with one of ``actions`` (see :meth:`FileSession.next_message`)."""
+        while (msg := self.machine.next_message(*actions)) is None:
+            await self._arrivals.park()
+        return msg
+
+    async def wait_checksum(self) -> None:
+        """Until the peer's ``<checksum/>`` arrived (raises if the peer ends the session)."""
+        while not self.machine.has_checksum:
+            if (end := self.machine.ended_by_peer()) is not None:
+                if end.condition == "success":
+                    return  # nothing comes after the end
+                raise error_for(end, str(self.peer))
+            if self.machine.closed:
+                raise TransferCancelled("the transfer service closed", "cancel")
+            await self._arrivals.park()
+
+    async def send(self, msg: JingleMessage) -> None:
+        iq = make_iq("set", build_jingle(msg), to=self.peer)
+        try:
+            with _within(self.timeout, f"{self.peer} did not answer our {msg.action}"):
+                await self.client.iq(iq)
+        except StanzaError as exc:
+            if exc.element is not None:
+                self.jingle.receive_error(msg, parse_error(exc.element))
+            raise TransferError(
+                f"{self.peer} refused our {msg.action}: {exc}", "general-error"
+            ) from None
+
+    async def watch(self) -> None:
+        """Run during data transfer: raises as soon as the peer terminates, unless with
+        success (a receiver may finish while our end of the transport is still closing)."""
+        self.machine.check_success(await self.expect(JingleAction.SESSION_TERMINATE))
+
+    async def terminate(self, condition: str, text: str | None = None) -> None:
+        """Send session-terminate (best effort, bounded, even when cancelled)."""
+        await self.terminate_with(Reason(reason_condition(condition), text))
+
+    async def terminate_with(self, reason: Reason) -> None:
+        """Send session-terminate with ``reason`` (best effort, bounded, even when cancelled)."""
+        try:
+            msg = self.machine.terminate(reason)
+        except JetError:
+            return
+        if msg is None:
+            return
+        with trio.move_on_after(min(3.0, self.timeout), shield=True):
+            with contextlib.suppress(JetError):
+                await self.client.iq(make_iq("set", build_jingle(msg), to=self.peer))
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """How long data may stall, and how slowly it may move, before a transfer ends."""
+
+    stall_timeout: float | None
+    min_throughput: float | None = None
+    throughput_window: float = 60.0
+
+    def guard(self, what: str) -> contextlib.AbstractContextManager[_StallWatch]:
+        return _stall_guard(self.stall_timeout, what, self.min_throughput, self.throughput_window)
+
+
+@dataclass(slots=True)
+class Established:
+    """A transport stream set up for a session, and what closes it."""
+
+    stream: trio.abc.Stream
+    transport: TransportName
+    cleanup: contextlib.AsyncExitStack
+
+
+async def send_data(
+    session: SessionShell,
+    established: Established,
+    src: Path,
+    offset: int,
+    length: int,
+    secret: TransportSecret | None,
+    progress: ProgressCallback | None,
+    pace: Pace,
+) -> int:
+    """Send ``length`` bytes of ``src`` from ``offset`` (encrypted if ``secret``)."""
+    sink: trio.abc.SendStream = established.stream
+    session.machine.step(Step.DATA)
+    enc = EncryptingSendStream(sink, secret, expected_size=length) if secret else None
+    done = 0
+    stalled = f"{session.peer} accepted no data"
+    with (
+        _typed_errors(session.peer),
+        unwrapped_errors(),
+        pace.guard(stalled) as stall,
+    ):
+        async with trio.open_nursery() as n:
+            n.start_soon(session.watch)
+            f = await trio.to_thread.run_sync(_open_at, src, offset)
+            try:
+                source = _FileSource(f, offset)
+                while done < length:
+                    chunk = await source.read(min(CHUNK, length - done))
+                    if not chunk:
+                        break
+                    await (enc or sink).send_all(chunk)
+                    done += len(chunk)
+                    stall.moved(len(chunk))
+                    if progress:
+                        progress(done, length)
+            finally:
+                f.close()
+            if done != length:
+                raise IntegrityError(f"{src} changed size while it was sent", "media-error")
+            if enc is not None:
+                await enc.finish()
+            if isinstance(established.stream, trio.SocketStream):
+                await established.stream.send_eof()
+            else:
+                await established.stream.aclose()
+            session.machine.step(Step.DATA_DONE)
+            n.cancel_scope.cancel()
+    return length + (secret.cipher.tag_size if secret else 0)
+
+
+async def receive_into(
+    session: SessionShell,
+    established: Established,
+    partial: Partial,
+    offset: int,
+    length: int,
+    secret: TransportSecret | None,
+    progress: ProgressCallback | None,
+    file: FileDescription,
+    pace: Pace,
+    proxy: str | None,
+) -> Digests:
+    """Receive ``length`` bytes into the partial file at ``offset``; return the hashes of
+    the whole file (the kept prefix included)."""
+    algos = tuple(dict.fromkeys(["sha-256", *(h.algo for h in file.hashes), *file.hash_used]))
+    hasher = await trio.to_thread.run_sync(_hash_prefix, partial.part, offset, algos)
+    source: trio.abc.ReceiveStream = established.stream
+    wire: _HashingReceiveStream | None = None
+    if secret is not None and not file.hashes and offset == 0:
+        # The hash comes later in a <checksum>: Conversations hashes the bytes on the wire
+        # (ciphertext and tag), others the plaintext; we accept either (INTEROP.md).
+        source = wire = _HashingReceiveStream(source, Hasher(algos))
+    if secret is not None:
+        source = DecryptingReceiveStream(source, secret, expected_size=length, require_eof=False)
+    done = 0
+    total = offset + length
+    session.machine.step(Step.DATA)
+    stalled = f"no data came from {session.peer}"
+    tail = _Tail(length, secret.cipher.tag_size if secret else 0)
+    with (
+        _typed_errors(session.peer),
+        unwrapped_errors(),
+        _stall_reported(tail, session.peer, proxy, total, pace.stall_timeout),
+        pace.guard(stalled) as stall,
+    ):
+        async with trio.open_nursery() as n:
+            n.start_soon(session.watch)
+            if proxy is not None:
+                n.start_soon(release_held_tail, session, tail, proxy, pace.stall_timeout)
+            tail.update(0)
+            to_store, storing = trio.open_memory_channel[list[bytes | bytearray]](2)
+            with open_part(partial.part, offset) as f:
+                store = _Store(f, hasher)
+                try:
+                    async with trio.open_nursery() as store_nursery:
+                        # Writing and hashing run in a worker thread (file I/O and hashlib
+                        # release the GIL), overlapping the next receive and decryption.
+                        store_nursery.start_soon(store.run, storing)
+                        async with to_store:
+                            batch: list[bytes | bytearray] = []
+                            batched = 0
+                            try:
+                                while secret is not None or done < length:
+                                    # Plain: one byte more than left, to notice a peer
+                                    # sending too much.
+                                    want = CHUNK if secret else min(CHUNK, length - done + 1)
+                                    chunk = await source.receive_some(want)
+                                    if not chunk:
+                                        break
+                                    if secret is None and done + len(chunk) > length:
+                                        raise IntegrityError(
+                                            f"more than the {total} bytes announced arrived",
+                                            "media-error",
+                                        )
+                                    batch.append(chunk)
+                                    batched += len(chunk)
+                                    if batched >= _STORE_BATCH:
+                                        full, batch, batched = batch, [], 0
+                                        await store.put(to_store, full)
+                                    done += len(chunk)
+                                    stall.moved(len(chunk))
+                                    tail.update(done)
+                                    if progress:
+                                        progress(offset + done, total)
+                                last, batch = batch, []
+                                if last:
+                                    await store.put(to_store, last)
+                            except BaseException:
+                                store.unsent(batch)
+                                raise
+                except BaseException:
+                    await store.rescue()  # what came is kept for resuming
+                    raise
+            n.cancel_scope.cancel()
+    if done != length:
+        raise TransportFailed(
+            f"the stream ended after {offset + done} of {total} bytes", "connectivity-error"
+        )
+    session.machine.step(Step.DATA_DONE)
+    return Digests(_as_dict(hasher), _as_dict(wire.hasher) if wire else {})
+
+
+async def release_held_tail(
+    session: SessionShell, tail: _Tail, proxy: str, stall_timeout: float | None
+) -> None:
+    """The stream through ``proxy`` stopped with at most ``_HELD_MAX`` bytes (the tag
+    among them) left: end the session, so that a sender that keeps its connection open
+    until then (Dino) closes it, which makes a proxy that holds back the end of a stream
+    (Prosody 0.12) pass it on. The data is still checked (tag, hash) before the file gets
+    its name, and read only up to its announced size; see docs/protocol.rst."""
+    grace = _TAIL_GRACE
+    if stall_timeout is not None:
+        grace = min(grace, stall_timeout / 4)
+    await tail.near_end.wait()
+    seen = -1
+    while tail.done != seen:
+        seen = tail.done
+        await trio.sleep(grace)
+    log.info(
+        "the stream from %s through the SOCKS5 proxy %s stopped %d bytes before its end "
+        "for %g s: ending the session so the proxy passes on the rest",
+        session.peer,
+        proxy,
+        tail.left,
+        grace,
+    )
+    tail.released = True
+    await session.terminate(
+        "success", "all data sent; the end of the stream held back by the proxy is checked next"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Digests:
+    plain: dict[str, bytes]
+    wire: dict[str, bytes]
+
+
+def _as_dict(hasher: Hasher) -> dict[str, bytes]:
+    return {h.algo: h.digest for h in hasher.digests()}
+
+
+class _HashingReceiveStream(trio.abc.ReceiveStream):
+    """Hashes everything received through it."""
+
+    def __init__(self, inner: trio.abc.ReceiveStream, hasher: Hasher) -> None:
+        self.inner = inner
+        self.hasher = hasher
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self.inner.receive_some(max_bytes)
+        self.hasher.update(data)
+        return data
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _Store:
+    """The writing side of a receive loop: batches of received bytes are written to the
+    partial file and hashed in a worker thread, in order. After a failure, :meth:`rescue`
+    writes what was received but not yet written (unless the writing failed), so that
+    everything received is kept for resuming, as if it had been written at once."""
+
+    def __init__(self, f: BinaryIO, hasher: Hasher) -> None:
+        self._f = f
+        self._hasher = hasher
+        self._unwritten: deque[list[bytes | bytearray]] = deque()
+        self._failed = False
+
+    async def put(
+        self,
+        channel: trio.MemorySendChannel[list[bytes | bytearray]],
+        batch: list[bytes | bytearray],
+    ) -> None:
+        self._unwritten.append(batch)
+        await channel.send(batch)
+
+    def unsent(self, batch: list[bytes | bytearray]) -> None:
+        """``batch`` was received but not put (the loop failed): keep it for the rescue."""
+        if batch:
+            self._unwritten.append(batch)
+
+    async def run(self, batches: trio.MemoryReceiveChannel[list[bytes | bytearray]]) -> None:
+        async with batches:
+            async for batch in batches:
+                await trio.to_thread.run_sync(self._store, batch)
+
+    def _store(self, batch: list[bytes | bytearray]) -> None:
+        # One write and one update per batch: each releases and retakes the GIL, which the
+        # event loop holds most of the time; many small chunks (a proxy's) would queue on it.
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        try:
+            self._f.write(data)
+        except BaseException:
+            self._failed = True  # (set here: a cancelled wait for a finished write is no failure)
+            raise
+        self._hasher.update(data)
+        self._unwritten.popleft()  # in the thread: written and dropped at once
+
+    async def rescue(self) -> None:
+        """Write what was received but not written (bounded, even when cancelled; an error
+        of its own is left out: the failure that led here is the one reported)."""
+        if self._failed or not self._unwritten:
+            return
+        with trio.move_on_after(30, shield=True), contextlib.suppress(OSError):
+            await trio.to_thread.run_sync(self._write_unwritten)
+
+    def _write_unwritten(self) -> None:
+        while self._unwritten:
+            for chunk in self._unwritten[0]:
+                self._f.write(chunk)
+            self._unwritten.popleft()
+
+
+class _FileSource:
+    """The sender's file, read without ever blocking the event loop: what the page cache
+    holds is read in place (``preadv`` with ``RWF_NOWAIT``, which fails instead of waiting
+    for the disk), anything else in a worker thread. A read in place costs what a plain
+    ``read`` costs; a hand-over to a thread costs much more CPU (measured: per 256 KiB chunk,
+    twice the CPU of the reads themselves), so a thread reads ``_THREAD_READ`` bytes at once.
+    The page cache answers nearly every read of a file that was just hashed for the offer;
+    a file system without ``RWF_NOWAIT`` (tmpfs) is read in threads only."""
+
+    def __init__(self, f: BinaryIO, offset: int) -> None:
+        self._fd = f.fileno()
+        self._offset = offset
+        self._buffer = bytearray(0)
+        self._in_place = hasattr(os, "RWF_NOWAIT") and hasattr(os, "preadv")
+        self._read_ahead = memoryview(b"")  # the rest of the last block read in a thread
+
+    async def read(self, n: int) -> bytes | memoryview:
+        """Up to ``n`` bytes, empty at the end; a memoryview is valid until the next read."""
+        if self._read_ahead:
+            chunk, self._read_ahead = self._read_ahead[:n], self._read_ahead[n:]
+            return chunk
+        if self._in_place:
+            if len(self._buffer) < n:
+                self._buffer = bytearray(n)
+            view = memoryview(self._buffer)[:n]
+            try:
+                got = os.preadv(self._fd, [view], self._offset, os.RWF_NOWAIT)
+            except BlockingIOError:
+                got = -1  # not in the page cache: read it in a thread
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                self._in_place = False  # e.g. tmpfs: every read goes to a thread
+                got = -1
+            if got >= 0:
+                self._offset += got
+                return view[:got]
+        # In a thread: a large block per hand-over, served in chunks of ``n``.
+        data = await trio.to_thread.run_sync(os.pread, self._fd, max(n, _THREAD_READ), self._offset)
+        self._offset += len(data)
+        block = memoryview(data)
+        chunk, self._read_ahead = block[:n], block[n:]
+        return chunk
+
+
+def _open_at(src: Path, offset: int) -> BinaryIO:
+    f = src.open("rb")
+    f.seek(offset)
+    return f
+
+
+@contextlib.contextmanager
+def _stall_guard(
+    seconds: float | None,
+    what: str,
+    min_rate: float | None = None,
+    window: float = 60.0,
+) -> Iterator[_StallWatch]:
+    """Cancel the block when no data moved for ``seconds`` (``None``: never), or when less
+    than ``min_rate`` bytes per second moved over ``window`` seconds (``None``: no minimum);
+    call the yielded watch's :meth:`~_StallWatch.moved` whenever some did. Raises
+    :class:`TransferTimeout` saying ``what``."""
+    with trio.CancelScope() as scope:
+        watch = _StallWatch(seconds, scope, min_rate, window)
+        yield watch
+    if scope.cancelled_caught:
+        if watch.too_slow is not None:
+            raise TransferTimeout(
+                f"{what} fast enough: {watch.too_slow:.0f} bytes/s over {window:g} s, below "
+                f"the minimum of {min_rate:g}",
+                "timeout",
+            )
+        raise TransferTimeout(f"{what} for {seconds:g} s", "timeout")
+
+
+class _StallWatch:
+    def __init__(
+        self,
+        seconds: float | None,
+        scope: trio.CancelScope,
+        min_rate: float | None = None,
+        window: float = 60.0,
+    ) -> None:
+        self._seconds = seconds
+        self._scope = scope
+        self._refreshed = -math.inf
+        self._min_rate = min_rate
+        self._window = window
+        self._window_start = trio.current_time()
+        self._window_bytes = 0
+        self.too_slow: float | None = None  # the rate that ended the transfer
+        self.moved()
+
+    def moved(self, n: int = 0) -> None:
+        now = trio.current_time()
+        if self._min_rate is not None:
+            # Throughput over the last window: a peer dripping a byte just before each
+            # stall period would otherwise hold the transfer (and its resources) for ever.
+            self._window_bytes += n
+            elapsed = now - self._window_start
+            if elapsed >= self._window:
+                rate = self._window_bytes / elapsed
+                if rate < self._min_rate:
+                    self.too_slow = rate
+                    self._scope.cancel()
+                self._window_start, self._window_bytes = now, 0
+        # Moving a cancel scope's deadline costs more than the rest of the receive loop's
+        # bookkeeping, so it moves at most four times per period: it then fires between
+        # 1 and 1.25 periods after the last progress.
+        if self._seconds is None:
+            return
+        if now - self._refreshed >= self._seconds / 4:
+            self._refreshed = now
+            self._scope.deadline = now + self._seconds * 1.25
+
+
+@contextlib.contextmanager
+def _within_or_never(seconds: float | None, what: str) -> Iterator[None]:
+    if seconds is None:
+        yield
+        return
+    with _within(seconds, what):
+        yield
+
+
+class _Tail:
+    """How far a receive loop got, for the task that watches the end of the stream."""
+
+    def __init__(self, length: int, trailer: int) -> None:
+        self.length = length  # the bytes the loop counts (plaintext)
+        self.trailer = trailer  # the bytes after them (the tag)
+        self.done = 0
+        self.near_end = trio.Event()  # some bytes came, and at most _HELD_MAX are left
+        self.released = False  # the session was ended to make the sender close
+
+    def update(self, done: int) -> None:
+        self.done = done
+        # A relay passes on the first 4 KiB it reads: it can hold back only after some came.
+        if done > 0 and self.left <= _HELD_MAX:
+            self.near_end.set()
+
+    @property
+    def left(self) -> int:
+        return self.length - self.done + self.trailer
+
+
+@contextlib.contextmanager
+def _stall_reported(
+    tail: _Tail, peer: JID, proxy: str | None, total: int, seconds: float | None
+) -> Iterator[None]:
+    """Say what was missing when the stall guard fired: :class:`TagTimeout` when the whole
+    ciphertext came but its tag did not, and the proxy the stream went through, if any."""
+    try:
+        yield
+    except TransferTimeout as exc:
+        if type(exc) is not TransferTimeout:
+            raise
+        via = ""
+        if proxy is not None:
+            via = f"; the stream came through the SOCKS5 proxy {proxy}"
+            if tail.near_end.is_set():
+                via += ", which did not pass on its end"
+            if tail.released:
+                via += " even after the session was ended"
+        if tail.trailer and tail.done == tail.length:
+            tag = f"the {tail.trailer}-byte authentication tag that follows them"
+            message = f"all {total} bytes of the file came from {peer} but not {tag}"
+            if seconds is not None:
+                message += f", for {seconds:g} s"
+            raise TagTimeout(message + via, proxy) from exc
+        if via:
+            message = f"{exc}, {tail.left} bytes before the end{via}"
+            raise TransferTimeout(message, "timeout") from exc
+        raise
+
+
+@contextlib.contextmanager
+def _within(seconds: float, what: str) -> Iterator[None]:
+    """Like :func:`trio.fail_after`, raising :class:`TransferTimeout` that says ``what``."""
+    with trio.move_on_after(seconds) as scope:
+        yield
+    if scope.cancelled_caught:
+        raise TransferTimeout(f"{what} within {seconds:g} s", "timeout")
+
+
+@contextlib.contextmanager
+def _typed_errors(peer: JID) -> Iterator[None]:
+    """Data-phase errors as the API's exceptions: a failed JET check (bad tag, truncated or
+    overlong stream) becomes JETError, a broken transport TransportFailed. When several tasks
+    failed at once, the security failure wins, then a transfer error, then the broken transport.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        found = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
+        security = [
+            e for e in found if isinstance(e, SecurityError) and not isinstance(e, TransferError)
+        ]
+        if security:
+            raise JETError(f"encrypted transfer with {peer} refused: {security[0]}") from exc
+        transfer = [e for e in found if isinstance(e, TransferError)]
+        if transfer and transfer[0] is not exc:
+            raise transfer[0] from exc
+        broken = [
+            e for e in found if isinstance(e, (trio.BrokenResourceError, trio.ClosedResourceError))
+        ]
+        if not transfer and broken:
+            raise TransportFailed(
+                f"the transport to {peer} broke: {broken[0]}", "connectivity-error"
+            ) from exc
+        raise
+
+
+def _hash_prefix(part: Path, length: int, algos: tuple[str, ...]) -> Hasher:
+    hasher = Hasher(algos)
+    with part.open("rb") as f:
+        left = length
+        while left > 0:
+            chunk = f.read(min(1 << 20, left))
+            if not chunk:
+                raise TransferError(f"{part} is shorter than the resume offset")
+            hasher.update(chunk)
+            left -= len(chunk)
+    return hasher

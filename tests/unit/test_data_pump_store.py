@@ -1,0 +1,73 @@
+"""The receiver's write-behind (jet_trio._transfer.driver._Store): whatever was received is
+in the partial file after a failure or a cancellation, in order, unless writing itself
+failed."""
+
+from __future__ import annotations
+
+import errno
+import io
+import threading
+
+import pytest
+import trio
+
+from jet_trio._transfer.driver import _Store
+from jet_trio._transfer.hashes import Hasher
+
+
+class SlowFile(io.BytesIO):
+    """Each write waits until the test lets it go (in the worker thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.go = threading.Event()
+
+    def write(self, data: object) -> int:
+        self.started.set()
+        self.go.wait(5)
+        return super().write(data)  # type: ignore[arg-type]
+
+
+async def test_cancelled_while_a_write_runs_everything_received_is_kept() -> None:
+    f = SlowFile()
+    store = _Store(f, Hasher(("sha-256",)))
+    send, receive = trio.open_memory_channel[list[bytes | bytearray]](2)
+    with trio.CancelScope() as scope:
+        try:
+            async with trio.open_nursery() as n:
+                n.start_soon(store.run, receive)
+                await store.put(send, [b"one-"])
+                await store.put(send, [b"two-"])
+                await trio.to_thread.run_sync(f.started.wait, 5)  # the first write runs
+                store.unsent([b"three"])  # received, never handed over
+                scope.cancel()
+                f.go.set()  # the write in progress finishes after the cancellation
+                await trio.sleep_forever()
+        except BaseException:
+            await store.rescue()
+            raise
+    assert scope.cancelled_caught
+    assert f.getvalue() == b"one-two-three"
+
+
+class FullFile(io.BytesIO):
+    def write(self, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+async def test_a_failed_write_is_not_retried_by_the_rescue() -> None:
+    f = FullFile()
+    store = _Store(f, Hasher(("sha-256",)))
+    send, receive = trio.open_memory_channel[list[bytes | bytearray]](2)
+    with pytest.raises(BaseExceptionGroup) as caught:
+        try:
+            async with trio.open_nursery() as n:
+                n.start_soon(store.run, receive)
+                await store.put(send, [b"data"])
+                await trio.sleep_forever()
+        except BaseException:
+            await store.rescue()
+            raise
+    assert caught.group_contains(OSError)
+    assert f.getvalue() == b""
