@@ -15,6 +15,7 @@ from .._xmpp.jid import JID
 from .errors import CLIError, ExitCode
 
 if TYPE_CHECKING:
+    from .._xmpp.client import Client
     from .output import Output
 
 __all__ = [
@@ -66,7 +67,7 @@ _DECLARED: weakref.WeakKeyDictionary[PluginManager, list[tuple[str, EnvelopeInfo
 def make_plugins(
     *,
     account: JID | None,
-    client: object | None,
+    client: Client | None,
     data_dir: Path | None,
     allow_stub: bool,
     envelopes: frozenset[str] | None = None,
@@ -91,7 +92,7 @@ def make_plugins(
 def plugin_config(
     *,
     account: JID | None,
-    client: object | None,
+    client: Client | None,
     data_dir: Path | None,
     allow_stub: bool,
     envelopes: frozenset[str] | None = None,

@@ -14,6 +14,7 @@ import pluggy
 
 from .._jet.cipher import Cipher
 from .._jet.envelope import EnvelopeInfo, EnvelopeMethod, EnvelopeSession, KeyNotice
+from .._xmpp.client import Client
 from .._xmpp.jid import JID
 
 __all__ = ["PROJECT", "PluginConfig", "hookimpl", "hookspec"]
@@ -45,7 +46,7 @@ class PluginConfig:
     """Our own JID."""
     data_dir: Path | None = None
     """A directory the plugin may keep state in, under a subdirectory named after itself."""
-    client: object | None = None
+    client: Client | None = None
     """The logged-in XMPP client (for PEP access); ``None`` in sans-IO use."""
     options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Per-plugin settings, keyed by the plugin's entry-point name."""

@@ -6,6 +6,7 @@ import base64
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jet_trio import JID, Client
@@ -310,7 +311,8 @@ async def test_registered_as_plugin(tmp_path: Path) -> None:
 
 def test_entry_point_hook_needs_data_dir_and_client(tmp_path: Path) -> None:
     assert jet_register_envelopes(PluginConfig()) == []
-    assert jet_register_envelopes(PluginConfig(data_dir=tmp_path, client=object())) == []
+    not_a_client: Any = object()  # what an application might wrongly pass: refused
+    assert jet_register_envelopes(PluginConfig(data_dir=tmp_path, client=not_a_client)) == []
 
 
 def test_entry_point_hook_skips_an_unwanted_method(
