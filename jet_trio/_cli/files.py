@@ -203,6 +203,7 @@ class RequestOptions:
     cipher: str | None
     transport: Transport
     overwrite: bool
+    rename: bool
     wait: float
     direct_host: tuple[str, ...]
 
@@ -232,6 +233,7 @@ async def run_request(out: Output, account: AccountOptions, opts: RequestOptions
                     transport=opts.transport,
                     progress=bars.bar(f"receiving {sha[:12]}", 0),
                     overwrite=opts.overwrite,
+                    rename=opts.rename,
                 )
         except TransferError as exc:
             refused = _not_available(exc, peer)

@@ -548,6 +548,11 @@ def share(**kw: Any) -> Callable[[Output], Awaitable[int]]:
 @transport_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing file of the same name.")
 @click.option(
+    "--rename",
+    is_flag=True,
+    help='Store the file under "name (1).ext"... when its name is taken.',
+)
+@click.option(
     "--wait",
     type=float,
     default=30.0,

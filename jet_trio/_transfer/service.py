@@ -1250,12 +1250,15 @@ class FileTransfer:
         transport: Transport = "auto",
         progress: ProgressCallback | None = None,
         overwrite: bool = False,
+        rename: bool = False,
     ) -> TransferResult:
         """Request the file with this hex SHA-256 from ``peer`` (XEP-0234 file request; with
         JET, XEP-0391 4.2: we make the transport secret and the peer encrypts with it).
 
         ``destination`` is a directory (the peer's file name is used) or a file path. If the
-        download is interrupted, the data so far is kept for :meth:`resume`.
+        download is interrupted, the data so far is kept for :meth:`resume`. A taken name is
+        never replaced unless ``overwrite``; with ``rename`` the file is stored under the next
+        free ``name (1).ext`` instead of being refused.
         """
         try:
             want = bytes.fromhex(sha256)
@@ -1264,7 +1267,16 @@ class FileTransfer:
         if len(want) != 32:
             raise ValueError(f"not a hex SHA-256: {sha256!r}")
         return await self._request(
-            peer, want, Path(destination), None, encrypt, cipher, transport, progress, overwrite
+            peer,
+            want,
+            Path(destination),
+            None,
+            encrypt,
+            cipher,
+            transport,
+            progress,
+            overwrite,
+            rename=rename and not overwrite,
         )
 
     async def resume(
@@ -1308,6 +1320,8 @@ class FileTransfer:
         transport: Transport,
         progress: ProgressCallback | None,
         overwrite: bool,
+        *,
+        rename: bool = False,
     ) -> TransferResult:
         peer = await self.resolve_peer(to)
         method, why = await self._choose_envelope(peer, encrypt)
@@ -1330,7 +1344,8 @@ class FileTransfer:
             if partial is None:
                 if await trio.Path(dest).is_dir():
                     dest = dest / safe_filename(file.name or want.hex())
-                if not overwrite and await trio.to_thread.run_sync(os.path.lexists, dest):
+                exists = await trio.to_thread.run_sync(os.path.lexists, dest)
+                if exists and not (overwrite or rename):
                     raise FileExistsError(errno.EEXIST, f"{dest} already exists")
                 partial = download.partial = Partial.create(
                     dest,
@@ -1356,7 +1371,7 @@ class FileTransfer:
                 expected,
             )
             await self._verify_hash(session, expected, digests)
-            dest, taken = await _deliver_or_keep(partial, overwrite, False)
+            dest, taken = await _deliver_or_keep(partial, overwrite, rename)
             await session.terminate("success")
         return _result(
             "receive",

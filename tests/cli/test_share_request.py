@@ -121,6 +121,18 @@ async def test_share_and_request(tmp_path: Path, local_server: LocalServer) -> N
         assert ran.returncode == 10, (ran.stderr, share.stderr)
         assert ran.one_json()["reason"] == "file"
         assert sorted(p.name for p in inbox.iterdir()) == ["first.bin"]
+        # With --rename it is stored beside it, under the next free name.
+        ran = await arun(
+            [*request, shared[0]["sha256"], "--envelope", "stub", "--rename"],
+            tmp_path,
+            local_server.env("bob"),
+        )
+        assert ran.returncode == 0, (ran.stderr, share.stderr)
+        assert Path(ran.one_json()["path"]) == inbox / "first (1).bin"
+        assert (inbox / "first (1).bin").read_bytes() == first.read_bytes()
+        assert sorted(p.name for p in inbox.iterdir()) == ["first (1).bin", "first.bin"]
+        with trio.fail_after(30):
+            await share.json_objects(4)  # the second request served
 
         # A hash nobody shares.
         ran = await arun(

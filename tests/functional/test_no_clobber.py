@@ -293,6 +293,25 @@ async def test_request_never_replaces_a_name_taken_during_the_transfer(
     assert info.value.kept.read_bytes() == src.read_bytes()
 
 
+async def test_request_with_rename_stores_beside_a_taken_name(
+    net: Net, tmp_path: Path, dest_dir: Path
+) -> None:
+    src = make_file(tmp_path, SIZE, "shared.bin")
+    (dest_dir / "shared.bin").write_bytes(b"mine")
+    async with net.pair() as (fa, fb):
+        sha = await fa.share(src)
+        with pytest.raises(FileExistsError):
+            await fb.request_file(fa.client.jid, sha, dest_dir, encrypt=JET_STUB)
+        with trio.fail_after(10):
+            result = await fb.request_file(
+                fa.client.jid, sha, dest_dir, encrypt=JET_STUB, rename=True
+            )
+    assert (dest_dir / "shared.bin").read_bytes() == b"mine"
+    assert result.path == dest_dir / "shared (1).bin"
+    assert result.path.read_bytes() == src.read_bytes()
+    assert not leftovers(dest_dir)
+
+
 async def test_unwritable_directory_found_at_the_end(
     net: Net, tmp_path: Path, dest_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
