@@ -204,12 +204,13 @@ async def test_tag_never_comes(
         held = 0  # ciphertext bytes Prosody's proxy kept back (besides the tag never sent)
         if not isinstance(err, TagTimeout):
             assert held_by_prosody, repr(err)
-            # Usually its last 4 KiB buffer (4112 bytes missing with the tag); fewer when the
-            # proxy's reads came in other sizes (seen under load: 528).
+            # Usually its last 4 KiB buffer (4112 bytes missing with the tag); other amounts
+            # when its reads came in other sizes (seen under load: 528 and 7184). What counts:
+            # the message names what is missing, and the partial holds exactly what came.
             missing = re.search(r"(\d+) bytes before the end", str(err))
             assert missing is not None, err
             held = int(missing.group(1)) - 16
-            assert 0 < held <= 4096, err
+            assert 0 < held < SIZE, err
         else:
             assert f"all {SIZE} bytes of the file came from" in str(err), err
             assert "but not the 16-byte authentication tag" in str(err), err
