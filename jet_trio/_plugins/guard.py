@@ -80,35 +80,27 @@ def _describe(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-# -- envelope methods ------------------------------------------------------------------------
+class _GuardedView:
+    """What a guarded envelope method and a guarded cipher share: the attributes the manager
+    validated (``_JT_FIXED``) are copied once, the guard's own names (``_JT_OWN``) are its
+    own, and every other attribute is the plugin object's. ``__class__`` is the plugin's class,
+    so listings name the plugin, not the guard."""
 
-# Read once, when the manager validated them: a plugin cannot change them afterwards.
-_ENVELOPE_FIXED: Final = ("namespace", "features")
-_ENVELOPE_OWN: Final = frozenset(
-    {"encrypt", "decrypt", "_jt_inner", "_jt_owner", "__class__", "__dict__", *_ENVELOPE_FIXED}
-)
-
-
-class GuardedEnvelope(EnvelopeMethod):
-    """An envelope method of a third-party plugin whose ``encrypt`` and ``decrypt`` are checked.
-
-    ``start()`` is called as it is: the manager isolates it itself.
-    """
-
-    _jt_inner: EnvelopeMethod
+    _JT_FIXED: tuple[str, ...]
+    _JT_OWN: frozenset[str]
+    _jt_inner: Any
     _jt_owner: _Owner
 
     def __init__(
-        self, inner: EnvelopeMethod, plugin: str, distribution: str | None, on_failure: OnFailure
+        self, inner: Any, what: str, plugin: str, distribution: str | None, on_failure: OnFailure
     ) -> None:
         object.__setattr__(self, "_jt_inner", inner)
-        for name in _ENVELOPE_FIXED:
+        for name in type(self)._JT_FIXED:
             object.__setattr__(self, name, getattr(inner, name))
-        what = f"envelope method {inner.namespace!r}"
         object.__setattr__(self, "_jt_owner", _Owner(plugin, distribution, what, on_failure))
 
     def __getattribute__(self, name: str) -> Any:
-        if name in _ENVELOPE_OWN:
+        if name in type(self)._JT_OWN:
             if name == "__class__":
                 return object.__getattribute__(self, "_jt_inner").__class__
             return object.__getattribute__(self, name)
@@ -119,6 +111,32 @@ class GuardedEnvelope(EnvelopeMethod):
 
     def __repr__(self) -> str:
         return repr(self._jt_inner)
+
+
+# -- envelope methods ------------------------------------------------------------------------
+
+# Read once, when the manager validated them: a plugin cannot change them afterwards.
+_ENVELOPE_FIXED: Final = ("namespace", "features")
+_ENVELOPE_OWN: Final = frozenset(
+    {"encrypt", "decrypt", "_jt_inner", "_jt_owner", "__class__", "__dict__", *_ENVELOPE_FIXED}
+)
+
+
+class GuardedEnvelope(_GuardedView, EnvelopeMethod):
+    """An envelope method of a third-party plugin whose ``encrypt`` and ``decrypt`` are checked.
+
+    ``start()`` is called as it is: the manager isolates it itself.
+    """
+
+    _JT_FIXED = _ENVELOPE_FIXED
+    _JT_OWN = _ENVELOPE_OWN
+    _jt_inner: EnvelopeMethod
+
+    def __init__(
+        self, inner: EnvelopeMethod, plugin: str, distribution: str | None, on_failure: OnFailure
+    ) -> None:
+        what = f"envelope method {inner.namespace!r}"
+        _GuardedView.__init__(self, inner, what, plugin, distribution, on_failure)
 
     async def encrypt(self, secret: TransportSecret, peer: JID) -> etree._Element:
         owner = self._jt_owner
@@ -206,7 +224,7 @@ _CIPHER_OWN: Final = frozenset(
 )
 
 
-class GuardedCipher(Cipher):
+class GuardedCipher(_GuardedView, Cipher):
     """A cipher of a third-party plugin whose encryptors and decryptors are checked.
 
     The sizes the streaming contract needs are checked on every call: ``update()`` returns
@@ -215,30 +233,16 @@ class GuardedCipher(Cipher):
     :class:`~jet_trio.plugin.TagMismatch`).
     """
 
+    _JT_FIXED = _CIPHER_FIXED
+    _JT_OWN = _CIPHER_OWN
     _jt_inner: Cipher
-    _jt_owner: _Owner
 
     def __init__(
         self, inner: Cipher, plugin: str, distribution: str | None, on_failure: OnFailure
     ) -> None:
-        object.__setattr__(self, "_jt_inner", inner)
-        for name in _CIPHER_FIXED:
-            object.__setattr__(self, name, getattr(inner, name))
-        what = f"cipher {inner.urn!r}"
-        object.__setattr__(self, "_jt_owner", _Owner(plugin, distribution, what, on_failure))
-
-    def __getattribute__(self, name: str) -> Any:
-        if name in _CIPHER_OWN:
-            if name == "__class__":
-                return object.__getattribute__(self, "_jt_inner").__class__
-            return object.__getattribute__(self, name)
-        return getattr(object.__getattribute__(self, "_jt_inner"), name)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        setattr(self._jt_inner, name, value)
-
-    def __repr__(self) -> str:
-        return repr(self._jt_inner)
+        _GuardedView.__init__(
+            self, inner, f"cipher {inner.urn!r}", plugin, distribution, on_failure
+        )
 
     def _jt_stream(self, make: str, key: bytes, iv: bytes) -> object:
         owner = self._jt_owner
