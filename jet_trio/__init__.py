@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     )
     from ._transfer.tree import FlatNames, TreeEntry, flat_items, walk_tree
     from ._transfer.types import (
+        EncryptionFailed,
         IntegrityError,
-        JETError,
         NameTaken,
         ProgressCallback,
         TagTimeout,
@@ -65,6 +65,7 @@ __all__ = [
     "DiscoInfo",
     "DiscoItem",
     "DowngradeDetected",
+    "EncryptionFailed",
     "FileOutcome",
     "FileTransfer",
     "FlatNames",
@@ -73,7 +74,6 @@ __all__ = [
     "IntegrityError",
     "InvalidJID",
     "IqHandler",
-    "JETError",
     "JetError",
     "LocalProtocolError",
     "LoginTimeout",
@@ -152,7 +152,7 @@ _LAZY: dict[str, str] = {
     "PluginError": "_plugins.guard",
     "find_partials": "_transfer.files",
     "IntegrityError": "_transfer.types",
-    "JETError": "_transfer.types",
+    "EncryptionFailed": "_transfer.types",
     "NameTaken": "_transfer.types",
     "TagTimeout": "_transfer.types",
     "ProgressCallback": "_transfer.types",
@@ -181,8 +181,20 @@ _LAZY: dict[str, str] = {
 # Hidden from type checkers: for them the names are the imports above, so a misspelt name is
 # still an error.
 if not TYPE_CHECKING:
+    _DEPRECATED = {"JETError": ("EncryptionFailed", "_transfer.types")}
 
     def __getattr__(name: str) -> object:
+        if name in _DEPRECATED:
+            new, where = _DEPRECATED[name]
+            import importlib
+            import warnings
+
+            warnings.warn(
+                f"jet_trio.{name} is deprecated: use jet_trio.{new} (the same class)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return getattr(importlib.import_module(f"{__name__}.{where}"), new)
         module = _LAZY.get(name)
         if module is None:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -52,7 +52,7 @@ async def main(path: str, recipient: str, accept_timeout: float = 120) -> int:
     except jet_trio.TransferTimeout as exc:  # no answer in time (the offer was withdrawn)
         print(f"\nno answer: {exc}", file=sys.stderr)
         return 1
-    except jet_trio.JETError as exc:  # encryption failed: nothing was sent in the clear
+    except jet_trio.EncryptionFailed as exc:  # encryption failed: nothing was sent in the clear
         print(f"\nencryption failed: {exc}", file=sys.stderr)
         return 1
     print(

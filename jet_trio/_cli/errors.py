@@ -122,8 +122,8 @@ def classify(exc: BaseException) -> Failure:
 
 def _transfer_failure(exc: TransferError) -> Failure:
     from .._transfer.types import (
+        EncryptionFailed,
         IntegrityError,
-        JETError,
         NameTaken,
         TagTimeout,
         TransferCancelled,
@@ -150,7 +150,7 @@ def _transfer_failure(exc: TransferError) -> Failure:
             "Nothing was kept. Try again; if it keeps happening the data is altered on the way.",
             jingle,
         )
-    if isinstance(exc, JETError) and "supports none of our JET envelope methods" in msg:
+    if isinstance(exc, EncryptionFailed) and "supports none of our JET envelope methods" in msg:
         # The library's own advice (encrypt=None) is for programs; say it in options.
         peer, _, tried = msg.partition(" supports none of our JET envelope methods ")
         return Failure(
@@ -162,7 +162,7 @@ def _transfer_failure(exc: TransferError) -> Failure:
             "installed here); --envelope none sends without end-to-end encryption.",
             jingle,
         )
-    if isinstance(exc, JETError):
+    if isinstance(exc, EncryptionFailed):
         return Failure(
             ExitCode.ENCRYPTION,
             "encryption",

@@ -211,6 +211,10 @@ class EnvelopeMethod(ABC):
     preferred_cipher: str = _ns.CIPHER_AES256_GCM
     """The cipher URN used when neither the caller nor the cipher preference chose one and the
     peer does not advertise AES-256-GCM (legacy OMEMO: AES-128-GCM, all Dino accepts)."""
+    strength: int | None = None
+    """How ``encrypt="auto"`` ranks the method (higher wins, see
+    :func:`jet_trio.envelope_strength`); ``None``: the rank jet-trio knows for its namespace
+    (OMEMO 2 30, legacy OMEMO 20, OpenPGP 15, the stub 0), else 10."""
     testing_only: bool = False
     """An insecure method for tests and demos (the stub): flagged wherever it is listed and
     never chosen by default."""

@@ -509,6 +509,9 @@ def _envelope_problem(env: EnvelopeMethod) -> str | None:
     for attr in ("preferred_cipher", "install_hint"):
         if not isinstance(getattr(env, attr), str):
             return f"{what} ({env.namespace}): {attr} must be a string"
+    strength = env.strength
+    if strength is not None and (not isinstance(strength, int) or isinstance(strength, bool)):
+        return f"{what} ({env.namespace}): strength must be None or an int, not {strength!r}"
     if not isinstance(env.testing_only, bool):
         return f"{what} ({env.namespace}): testing_only must be a bool"
     if env.key_store is not None and not isinstance(env.key_store, KeyStore):

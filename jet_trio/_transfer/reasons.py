@@ -18,8 +18,8 @@ from .._errors import JetError, SecurityError
 from .._jet.stream import TruncatedStream
 from .._jingle.message import JingleLocalError, Reason, ReasonCondition
 from .types import (
+    EncryptionFailed,
     IntegrityError,
-    JETError,
     TransferCancelled,
     TransferDeclined,
     TransferError,
@@ -49,7 +49,7 @@ REASON_ERRORS: Final[Mapping[ReasonCondition, type[TransferError]]] = MappingPro
         C.GONE: TransferCancelled,
         C.EXPIRED: TransferCancelled,
         C.TIMEOUT: TransferTimeout,
-        C.SECURITY_ERROR: JETError,
+        C.SECURITY_ERROR: EncryptionFailed,
         C.MEDIA_ERROR: IntegrityError,
         C.CONNECTIVITY_ERROR: TransportFailed,
         C.FAILED_TRANSPORT: TransportFailed,
@@ -117,7 +117,7 @@ def consequence_of_ending(exc: BaseException) -> bool:
     integrity check, a bad tag or our own cancellation is never replaced."""
     if isinstance(exc, IntegrityError) or any(isinstance(e, trio.Cancelled) for e in leaves(exc)):
         return False
-    if isinstance(exc, JETError):  # only an early end (no tag at all), not a wrong one
+    if isinstance(exc, EncryptionFailed):  # only an early end (no tag at all), not a wrong one
         return cut_short(exc)
     if isinstance(exc, TransferError):
         return exc.reason in ("general-error", "connectivity-error", "failed-transport")
@@ -129,7 +129,7 @@ def cut_short(exc: BaseException) -> bool:
     that any data failed a check."""
     if isinstance(exc, TruncatedStream):
         return True
-    if not isinstance(exc, JETError) or exc.__cause__ is None:
+    if not isinstance(exc, EncryptionFailed) or exc.__cause__ is None:
         return False
     found = [e for e in leaves(exc.__cause__) if not isinstance(e, trio.Cancelled)]
     return bool(found) and all(isinstance(e, TruncatedStream) for e in found)

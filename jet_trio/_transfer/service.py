@@ -12,8 +12,6 @@ import logging
 import os
 import time
 import warnings
-import weakref
-from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,26 +22,17 @@ import trio
 from lxml import etree
 
 from .._errors import JetError, SecurityError
-from .._jet.cipher import Cipher, TransportSecret
-from .._jet.element import build_security, parse_security
-from .._jet.envelope import EnvelopeMethod, check_envelope_sender
-from .._jingle.machine import JingleSession, SessionRegistry, SessionState, new_sid
+from .._jet.cipher import TransportSecret
+from .._jet.envelope import EnvelopeMethod
+from .._jingle.machine import JingleSession, SessionState, new_sid
 from .._jingle.message import (
     Content,
-    ErrorReply,
     JingleAction,
-    JingleMessage,
-    JingleProtocolError,
-    Reason,
-    ReasonCondition,
     Role,
-    build_error,
-    find_jingle,
-    parse_jingle,
 )
 from .._plugins.hookspecs import PluginConfig
 from .._plugins.manager import PluginManager
-from .._transports.ibb import IBBError, IBBStream, IBBTransport, open_ibb_stream
+from .._transports.ibb import IBBTransport, open_ibb_stream
 from .._transports.ibb import build_transport as build_ibb
 from .._transports.ibb import parse_transport as parse_ibb
 from .._transports.s5b import (
@@ -64,12 +53,12 @@ from .._transports.socks5 import Socks5Error, dstaddr
 from .._trio_util import unwrapped_errors
 from .._xmpp import ns as _ns
 from .._xmpp.client import Client
-from .._xmpp.disco import DiscoInfo
 from .._xmpp.jid import JID
-from .._xmpp.stanza import IQ, E, StanzaError, make_iq, make_result, stanza_from
+from .._xmpp.stanza import make_iq
+from .choice import Chooser, envelope_strength
+from .choice import describe_choice as _describe_choice
 from .description import (
     FileDescription,
-    FileTransferError,
     Range,
     build_description,
     file_not_available,
@@ -95,17 +84,14 @@ from .session import (
     ActivateProxy,
     AwaitActivated,
     FallBack,
-    FileSession,
     Offer,
     UsePicked,
     accepted_file,
     is_ibb,
-    parse_offer,
-    refusal_reason,
 )
+from .switchboard import Quotas, Switchboard
 from .types import (
     IntegrityError,
-    JETError,
     NameTaken,
     ProgressCallback,
     TransferDeclined,
@@ -120,8 +106,6 @@ log = logging.getLogger("jet_trio.transfer")
 
 _JINGLE: Final = f"{{{_ns.JINGLE}}}jingle"
 _IBB_TAGS: Final = tuple(f"{{{_ns.IBB}}}{n}" for n in ("open", "data", "close"))
-DEFAULT_CIPHER: Final = _ns.CIPHER_AES256_GCM
-_STANDARD_CIPHERS: Final = frozenset({_ns.CIPHER_AES128_GCM, _ns.CIPHER_AES256_GCM})
 Transport = Literal["auto", "s5b", "ibb"]
 DEFAULT_ACCEPT_TIMEOUT: Final = 300.0
 """Seconds a sender waits for the receiver to accept or decline (a person deciding)."""
@@ -163,19 +147,19 @@ class IncomingOffer:
         self.cipher = cipher
         self._answered = False
         self._expiry = trio.CancelScope()  # cancelled once the application takes the offer
-        service._unanswered.add(self)
+        service._switchboard.unanswered.add(self)
 
     def __del__(self) -> None:
         if getattr(self, "_answered", True):
             return
-        service = self._service
         log.warning(
             "an offer of %r from %s was dropped without an answer: rejecting it",
             self.name,
             self.peer,
         )
+        board = self._service._switchboard
         with contextlib.suppress(RuntimeError, trio.RunFinishedError):
-            service._token.run_sync_soon(service._refuse_soon, self._session)
+            board.token.run_sync_soon(board.refuse_soon, self._session)
 
     @property
     def safe_name(self) -> str:
@@ -229,7 +213,7 @@ class IncomingOffer:
         if self._answered:
             raise TransferError("this offer was already accepted or rejected", "general-error")
         self._answered = True
-        self._service._unanswered.discard(self)
+        self._service._switchboard.unanswered.discard(self)
 
     async def _end(self, reason: str, text: str | None) -> None:
         await self._session.terminate(reason, text)
@@ -349,29 +333,32 @@ class FileTransfer:
         self._stall_timeout = stall_timeout
         self._pace = Pace(stall_timeout, min_throughput, throughput_window)
         self._accept_timeout = accept_timeout
-        self._token = trio.lowlevel.current_trio_token()
-        self._unanswered: weakref.WeakSet[IncomingOffer] = weakref.WeakSet()
-        self._registry = SessionRegistry(client.jid)
-        self._sessions: dict[tuple[JID, str], SessionShell] = {}
-        self._ibb: dict[tuple[JID, str], IBBStream] = {}
-        self._max_pending_offers = max_pending_offers
-        self._max_offers_per_peer = max_offers_per_peer
         self._max_transfers_per_peer = max_transfers_per_peer
-        self._offer_timeout = offer_timeout
         self._min_throughput = min_throughput
         self._throughput_window = throughput_window
-        self._queue: deque[IncomingOffer] = deque()
-        self._queued = trio.Event()  # set when an offer is queued or the service closes
-        self._closed = False
-        self._offers_of: Counter[JID] = Counter()  # unanswered offers per bare JID
-        self._transfers_of: Counter[JID] = Counter()  # transfers running per bare JID
         self._proxies: list[StreamHost] | None = None
         self._hashes = HashCache()
         self._shares: dict[bytes, tuple[Path, frozenset[JID] | None]] = {}
         #: share(on_served=): told of each request served or failed, per shared file.
         self._served: dict[bytes, Callable[[ServedRequest], None]] = {}
+        #: Routing of Jingle and IBB requests to sessions, offers waiting, quotas.
+        self._switchboard = switchboard = Switchboard(
+            client,
+            nursery,
+            plugins,
+            negotiation_timeout,
+            self._listener,
+            Quotas(max_pending_offers, max_offers_per_peer, max_transfers_per_peer, offer_timeout),
+            make_offer=self._new_offer,
+            serve_request=self._serve_request,
+        )
+        self._registry = switchboard.registry
+        self._sessions = switchboard.sessions
+        self._ibb = switchboard.ibb
+        #: Peer, envelope and cipher choice.
+        self._chooser = Chooser(client, plugins, negotiation_timeout, cipher_preference)
 
-    # -- features and handlers -------------------------------------------------------------
+    # -- features, and the interface the other parts use ------------------------------------
 
     @property
     def features(self) -> list[str]:
@@ -384,238 +371,14 @@ class FileTransfer:
             feats += [c.urn for c in self.plugins.ciphers]  # so peers can pick a common cipher
         return feats + self.plugins.disco_features()
 
-    def _install(self) -> None:
-        self.client.register_inline_iq_handler("set", _JINGLE, self._on_jingle)
-        for tag in _IBB_TAGS:
-            self.client.register_inline_iq_handler("set", tag, self._on_ibb)
-        self._unwatch_presence = self.client.on_presence(self._on_presence)
-
-    def _on_presence(self, presence: etree._Element) -> None:
-        """A peer going offline ends its sessions (``gone``): otherwise a receiver would wait
-        forever for in-band data, or a sender for an answer, that can no longer come."""
-        if presence.get("type") != "unavailable":
-            return
-        with contextlib.suppress(JetError):
-            gone = stanza_from(presence)
-            reason = Reason(ReasonCondition.GONE, "the peer went offline")
-            for peer, sid in [k for k in self._sessions if k[0] == gone]:
-                msg = JingleMessage(JingleAction.SESSION_TERMINATE, sid, reason=reason)
-                self._deliver(peer, sid, msg)
-
-    async def _reject_unanswered(self) -> None:
-        """Answer every offer still open when the service ends (queued or held by the
-        application), so that no sender is left waiting."""
-        # Every offer is in ``_unanswered`` from its creation (queued ones are kept alive by the
-        # queue): take strong references before the queue lets go of them.
-        offers = [o for o in self._unanswered if not o._answered]
-        self._queue.clear()
-        if not offers:
-            return
-        with trio.CancelScope(shield=True):
-            async with trio.open_nursery() as n:
-                for offer in offers:
-                    log.warning(
-                        "the offer of %r from %s was not answered before the file transfer "
-                        "service ended: rejecting it",
-                        offer.name,
-                        offer.peer,
-                    )
-                    offer._check_unanswered()
-                    n.start_soon(offer._end, "decline", "the receiver stopped receiving files")
-
-    def _uninstall(self) -> None:
-        self._unwatch_presence()
-        self.client.unregister_iq_handler("set", _JINGLE)
-        for tag in _IBB_TAGS:
-            self.client.unregister_iq_handler("set", tag)
-        self._closed = True
-        self._queued.set()
-        for session in self._sessions.values():
-            session.deliver(None)
-
-    async def _reply_error(self, iq: etree._Element, error: etree._Element) -> None:
-        reply = E(IQ, {"type": "error", "id": iq.get("id"), "to": iq.get("from")})
-        reply.append(error)
-        with contextlib.suppress(JetError):
-            await self.client.send(reply)
-
-    async def _on_jingle(self, iq: etree._Element) -> None:
-        sender = stanza_from(iq) or self.client.jid.bare
-        jingle = find_jingle(iq)
-        assert jingle is not None
-        try:
-            msg = parse_jingle(jingle, sender)
-        except JingleProtocolError as exc:
-            await self._reply_error(iq, build_error(exc.reply))
-            return
-        # Before the session's state machine sees it: a refused message changes nothing.
-        refusal = self._refusal(sender, msg)
-        if refusal is not None:
-            await self._reply_error(iq, build_error(refusal))
-            return
-        incoming = self._registry.receive(msg, sender)
-        if incoming.error is not None:
-            await self._reply_error(iq, build_error(incoming.error))
-            return
-        if incoming.superseded is not None:
-            self._deliver(incoming.superseded.peer, incoming.superseded.sid, None)
-        if incoming.is_new_session and incoming.session is not None:
-            self._new_incoming(incoming.session, msg)
-        else:
-            self._deliver(sender, msg.sid, msg)
-        # Answered after delivering, so that the message is in the session's inbox before
-        # anything the peer does once it has our answer (closing the bytestream, say) can be
-        # seen here. send() queues the answer before it first yields: it still goes out
-        # before whatever the session sends in response.
-        await self.client.send(make_result(iq))
-
-    def _refusal(self, peer: JID, msg: JingleMessage) -> ErrorReply | None:
-        """Why a message for an existing session is answered with an error instead of being
-        kept for it (see :meth:`FileSession.refusal`)."""
-        session = self._sessions.get((peer, msg.sid))
-        return None if session is None else session.machine.refusal(msg)
-
-    def _deliver(self, peer: JID, sid: str, msg: JingleMessage | None) -> None:
-        session = self._sessions.get((peer, sid))
-        if session is not None:
-            session.deliver(msg)  # None: lost a tie-break, no more messages come
-
-    def _new_incoming(self, jingle: JingleSession, msg: JingleMessage) -> None:
-        session = self._open_session(jingle)
-        try:
-            offer = parse_offer(msg, self._cipher_if_known)
-            busy = self._over_quota(session.peer.bare, request=offer.request)
-            if busy is not None:
-                self._nursery.start_soon(self._refuse, session, "busy", busy)
-                return
-            if offer.request:
-                self._start_transfer(session)
-                self._nursery.start_soon(self._serve_request, session, offer)
-                return
-            envelope = cipher = None
-            if offer.security is not None:
-                envelope = offer.security.get("type")
-                cipher = offer.security.get("cipher")
-            self._enqueue(IncomingOffer(self, session, offer, envelope, cipher))
-        except (FileTransferError, JingleProtocolError, TransferError) as exc:
-            self._nursery.start_soon(self._refuse, session, refusal_reason(exc), str(exc))
-
-    # -- offers waiting for the application, and per-peer quotas ---------------------------
-
-    def _over_quota(self, peer: JID, *, request: bool) -> str | None:
-        """Why a new session from ``peer`` (a bare JID) is refused with ``busy``, if it is."""
-        if self._transfers_of[peer] >= self._max_transfers_per_peer:
-            return f"too many transfers from {peer} at once"
-        if request:
-            return None
-        if self._offers_of[peer] >= self._max_offers_per_peer:
-            return f"too many offers from {peer} waiting for an answer"
-        if len(self._queue) >= self._max_pending_offers:
-            return "too many pending offers"
-        return None
-
-    def _enqueue(self, offer: IncomingOffer) -> None:
-        session = offer._session
-        session.quota = "offer"
-        self._offers_of[session.peer.bare] += 1
-        self._queue.append(offer)
-        self._queued.set()
-        if self._offer_timeout is not None:
-            self._nursery.start_soon(self._expire, offer, self._offer_timeout)
-
-    async def _expire(self, offer: IncomingOffer, seconds: float) -> None:
-        """Refuse ``offer`` (reason ``timeout``) if the application has not taken it within
-        ``seconds``: a queued offer never holds its place, nor its sender, for ever."""
-        with offer._expiry:
-            await trio.sleep(seconds)
-            if offer in self._queue and not offer._answered:
-                self._queue.remove(offer)
-                offer._answered = True
-                self._unanswered.discard(offer)
-                self._release_quota(offer._session)  # its place is free at once
-                await self._refuse(
-                    offer._session, "timeout", f"the offer was not answered within {seconds:g} s"
-                )
-
-    def _start_transfer(self, session: SessionShell) -> bool:
-        """Count ``session`` as a running transfer of its peer (no longer as an offer);
-        ``False`` if the peer already has as many as it may."""
-        peer = session.peer.bare
-        if session.quota == "offer":
-            self._offers_of[peer] -= 1
-            session.quota = None
-        if session.quota is None:
-            if self._transfers_of[peer] >= self._max_transfers_per_peer:
-                return False
-            self._transfers_of[peer] += 1
-            session.quota = "transfer"
-        return True
-
-    def _release_quota(self, session: SessionShell) -> None:
-        peer = session.peer.bare
-        counter = {"offer": self._offers_of, "transfer": self._transfers_of}.get(
-            session.quota or ""
-        )
-        if counter is not None:
-            counter[peer] -= 1
-            if counter[peer] <= 0:
-                del counter[peer]
-        session.quota = None
-
-    def _refuse_soon(self, session: SessionShell) -> None:
-        """Decline a dropped offer (called soon after its garbage collection)."""
-        with contextlib.suppress(RuntimeError):  # the service ended (and answered its offers)
-            self._nursery.start_soon(
-                self._refuse, session, "decline", "the offer was dropped without an answer"
-            )
-
-    async def _refuse(self, session: SessionShell, reason: str, text: str) -> None:
-        log.info("refusing offer from %s: %s", session.peer, text)
-        await session.terminate(reason, text)
-        self._forget(session)
-
-    def _cipher_if_known(self, urn: str | None) -> Cipher | None:
-        try:
-            return self.plugins.cipher((urn or "").strip())
-        except SecurityError:
-            return None  # refused when the envelope is opened, with its own reason
-
-    async def _on_ibb(self, iq: etree._Element) -> None:
-        sender = stanza_from(iq)
-        payload = iq[0]
-        stream = self._ibb.get((sender, payload.get("sid", ""))) if sender else None
-        if stream is None:
-            raise StanzaError("item-not-found", "cancel", "no such in-band bytestream")
-        try:
-            ack = stream.feed(payload)
-        except IBBError as exc:
-            raise StanzaError(exc.condition, exc.error_type, str(exc)) from None
-        if ack.is_set():
-            await self.client.send(make_result(iq))
-        else:
-            self._nursery.start_soon(self._ack_later, ack, iq)
-
-    async def _ack_later(self, ack: trio.Event, iq: etree._Element) -> None:
-        await ack.wait()
-        with contextlib.suppress(JetError):
-            await self.client.send(make_result(iq))
-
-    # -- sessions --------------------------------------------------------------------------
-
     def _open_session(self, jingle: JingleSession) -> SessionShell:
-        session = SessionShell(self.client, self._timeout, FileSession(jingle))
-        self._sessions[(jingle.peer, jingle.sid)] = session
-        return session
+        return self._switchboard.open_session(jingle)
 
     def _forget(self, session: SessionShell) -> None:
-        self._sessions.pop((session.peer, session.jingle.sid), None)
-        session.machine.close(drop=True)
-        session.deliver(None)
-        self._release_quota(session)
-        if self._listener is not None:
-            for dst in session.listening:
-                self._listener.forget(dst)
-        session.listening.clear()
+        self._switchboard.forget(session)
+
+    def _start_transfer(self, session: SessionShell) -> bool:
+        return self._switchboard.start_transfer(session)
 
     async def incoming(self) -> AsyncIterator[IncomingOffer]:
         """Offers as they arrive: ``async for offer in ft.incoming(): ...``."""
@@ -630,70 +393,38 @@ class FileTransfer:
         """Wait for the next offer (the oldest one queued). Offers not taken within the
         service's ``offer_timeout`` are refused on their own; raises
         :class:`trio.EndOfChannel` once the service is closing."""
-        while not self._queue:
-            if self._closed:
-                raise trio.EndOfChannel
-            if self._queued.is_set():
-                self._queued = trio.Event()
-            await self._queued.wait()
-        offer = self._queue.popleft()
-        offer._expiry.cancel()
+        offer = await self._switchboard.next_offer()
+        assert isinstance(offer, IncomingOffer)
         return offer
 
-    # -- choosing peers, envelopes, ciphers ------------------------------------------------
+    def _new_offer(self, session: SessionShell, offer: Offer) -> IncomingOffer:
+        envelope = cipher = None
+        if offer.security is not None:
+            envelope = offer.security.get("type")
+            cipher = offer.security.get("cipher")
+        return IncomingOffer(self, session, offer, envelope, cipher)
+
+    # -- choosing peers, envelopes, ciphers (see choice.py) --------------------------------
 
     async def resolve_peer(self, to: JID | str) -> JID:
         """``to`` if it is a full JID, else the available resource of it that supports file
         transfer (most recently seen first)."""
-        jid = JID(to)
-        if not jid.is_bare:
-            return jid
-        for full in reversed(self.client.resources(jid)):
-            with contextlib.suppress(JetError):
-                if (await self._features_of(full)).has(_ns.JINGLE_FT):
-                    return full
-                # The caps we saw may predate the peer enabling file transfer: ask afresh.
-                with _within(self._timeout, f"{full} did not answer our disco#info"):
-                    fresh = await self.client.disco(full)
-                if fresh.has(_ns.JINGLE_FT):
-                    return full
-        raise TransferError(
-            f"{jid} has no available resource that supports Jingle file transfer", "gone"
-        )
-
-    async def _features_of(self, peer: JID) -> DiscoInfo:
-        """What ``peer`` supports (its caps, or a disco#info query bounded by the timeout)."""
-        with _within(self._timeout, f"{peer} did not say what it supports"):
-            return await self.client.features_of(peer)
+        return await self._chooser.resolve_peer(to)
 
     async def _choose_envelope(
         self, peer: JID, encrypt: str | None
     ) -> tuple[EnvelopeMethod | None, str]:
-        """The envelope method to use and why: ``encrypt`` itself, or for ``"auto"`` the
-        strongest one (:func:`envelope_strength`) that the peer advertises, the earliest
-        installed on a tie."""
-        if encrypt is None:
-            return None, "not encrypted: encrypt=None"
-        if encrypt != "auto":
-            return self.plugins.envelope(encrypt), "envelope asked for"
-        try:
-            info = await self._features_of(peer)
-        except StanzaError as exc:
-            raise TransferError(f"cannot ask {peer} what it supports: {exc}", "gone") from None
-        common = [m for m in self.plugins.envelopes if info.has(*m.features)]
-        if common:
-            best = max(common, key=envelope_strength)  # max keeps the first of equals
-            others = [m.namespace for m in common if m is not best]
-            why = f"the strongest envelope {peer} advertises"
-            if others:
-                why += f" (also common: {', '.join(others)})"
-            return best, why
-        raise JETError(
-            f"{peer} supports none of our JET envelope methods "
-            f"({', '.join(m.namespace for m in self.plugins.envelopes) or 'none loaded'}); "
-            "pass encrypt=None to send unencrypted",
-            "unsupported-applications",
-        )
+        return await self._chooser.envelope(peer, encrypt)
+
+    async def _make_security(
+        self, method: EnvelopeMethod | None, cipher: str | None, peer: JID, content_name: str
+    ) -> tuple[TransportSecret | None, etree._Element | None, str]:
+        return await self._chooser.make_security(method, cipher, peer, content_name)
+
+    async def _open_security(
+        self, security: etree._Element | None, session: SessionShell
+    ) -> TransportSecret | None:
+        return await self._chooser.open_security(security, session.peer, session.jingle.initiator)
 
     # -- transports ------------------------------------------------------------------------
 
@@ -933,64 +664,6 @@ class FileTransfer:
             choice=choice,
         )
 
-    async def _make_security(
-        self, method: EnvelopeMethod | None, cipher: str | None, peer: JID, content_name: str
-    ) -> tuple[TransportSecret | None, etree._Element | None, str]:
-        """A fresh transport secret and its ``<security>`` element (none if unencrypted), and
-        why that cipher."""
-        if method is None:
-            return None, None, ""
-        chosen, why = await self._choose_cipher(method, cipher, peer)
-        secret = TransportSecret.generate(chosen)
-        with _within(self._timeout, f"encrypting the transport secret for {peer} took too long"):
-            envelope = await method.encrypt(secret, peer)
-        return secret, build_security(content_name, secret.cipher, envelope), why
-
-    async def _choose_cipher(
-        self, method: EnvelopeMethod, wanted: str | None, peer: JID
-    ) -> tuple[Cipher, str]:
-        """``wanted``, else the first of our preferences the peer supports, else AES-256-GCM
-        unless the envelope method prefers another cipher (legacy OMEMO: AES-128-GCM, the only
-        one Dino and Conversations accept) and the peer does not advertise AES-256-GCM. The
-        XEP-0391 ciphers are assumed with JET; any other cipher is used only if the peer
-        advertises its URN. Returns the cipher and why it was chosen."""
-        try:
-            info = await self._features_of(peer)
-        except StanzaError as exc:
-            raise TransferError(f"cannot ask {peer} what it supports: {exc}", "gone") from None
-
-        def usable(urn: str) -> Cipher | None:
-            try:
-                c = self.plugins.cipher(urn)
-            except SecurityError:
-                return None
-            return c if c.urn in _STANDARD_CIPHERS or info.has(c.urn) else None
-
-        if wanted is not None:
-            chosen = usable(wanted)
-            if chosen is None:
-                self.plugins.cipher(wanted)  # raises UnknownCipher if we lack it ourselves
-                raise JETError(
-                    f"{peer} does not support the cipher {wanted}", "unsupported-applications"
-                )
-            return chosen, "cipher asked for"
-        for urn in self._cipher_preference:
-            if (chosen := usable(urn)) is not None:
-                return chosen, "first of cipher_preference the peer supports"
-        preferred = str(getattr(method, "preferred_cipher", DEFAULT_CIPHER))
-        if self.plugins.cipher(preferred).urn == DEFAULT_CIPHER:
-            return self.plugins.cipher(DEFAULT_CIPHER), "the strongest standard cipher"
-        if info.has(DEFAULT_CIPHER):
-            return (
-                self.plugins.cipher(DEFAULT_CIPHER),
-                f"the strongest standard cipher, advertised by {peer}",
-            )
-        return (
-            self.plugins.cipher(preferred),
-            f"the cipher {method.namespace} prefers; {peer} does not advertise AES-256-GCM "
-            "(Dino and Conversations accept only AES-128-GCM)",
-        )
-
     async def _initiate(
         self,
         session: SessionShell,
@@ -1169,23 +842,6 @@ class FileTransfer:
             told(ServedRequest(session.peer, src.name, wanted.hex(), offset, length))
 
     # -- receiving -------------------------------------------------------------------------
-
-    async def _open_security(
-        self, security: etree._Element | None, session: SessionShell
-    ) -> TransportSecret | None:
-        """Open the envelope the session's initiator sent (authenticated as the initiator)."""
-        if security is None:
-            return None
-        try:
-            info = parse_security(security, self.plugins)
-            method = self.plugins.envelope(info.envelope_type)
-            with _within(self._timeout, f"opening the envelope of {session.peer} took too long"):
-                opened = await method.decrypt(info.envelope, session.peer, info.cipher)
-            check_envelope_sender(opened, session.jingle.initiator)
-        except (SecurityError, JetError) as exc:
-            # The envelope method's typed error stays available as __cause__.
-            raise JETError(f"cannot decrypt the transfer from {session.peer}: {exc}") from exc
-        return opened.secret
 
     async def _run_receive(
         self,
@@ -1443,32 +1099,6 @@ class FileTransfer:
         return bool(known)
 
 
-_ENVELOPE_STRENGTH: Final = {
-    "urn:xmpp:omemo:2": 30,
-    "eu.siacs.conversations.axolotl": 20,
-    "urn:xmpp:openpgp:0": 15,  # no forward secrecy, and no deployed client speaks it
-    _ns.JET_STUB: 0,
-}
-
-
-def envelope_strength(method: EnvelopeMethod) -> int:
-    """How ``encrypt="auto"`` ranks an envelope method: its ``strength`` attribute if it has
-    one, else OMEMO 2 30, legacy OMEMO 20, OpenPGP 15 (no forward secrecy, and only jet-trio
-    speaks it), other methods 10, the stub 0."""
-    strength = getattr(method, "strength", None)
-    if isinstance(strength, int):
-        return strength
-    return _ENVELOPE_STRENGTH.get(method.namespace, 10)
-
-
-def _describe_choice(
-    method: EnvelopeMethod | None, secret: TransportSecret | None, why: str, why_cipher: str
-) -> str:
-    if method is None or secret is None:
-        return why
-    return f"{method.namespace}: {why}; {secret.cipher.urn}: {why_cipher}"
-
-
 async def _deliver(partial: Partial, overwrite: bool, rename: bool) -> Path:
     """Give the verified download its name (never replacing anything unless ``overwrite``)."""
     part, dest = partial.part, partial.dest
@@ -1656,7 +1286,7 @@ async def open_file_transfer(
                 throughput_window=throughput_window,
                 accept_timeout=accept_timeout,
             )
-            ft._install()
+            ft._switchboard.install()
             try:
                 # E.g. publish keys before we advertise support; a method whose start() fails
                 # with a bug of its plugin is unloaded (see PluginManager.load_errors).
@@ -1664,6 +1294,6 @@ async def open_file_transfer(
                 await client.add_features(*ft.features)
                 yield ft
             finally:
-                ft._uninstall()  # no new offers from here on
-                await ft._reject_unanswered()
+                ft._switchboard.uninstall()  # no new offers from here on
+                await ft._switchboard.reject_unanswered()
                 nursery.cancel_scope.cancel()

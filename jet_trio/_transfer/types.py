@@ -121,8 +121,14 @@ class IntegrityError(TransferError, SecurityError):
     """The data did not match the announced size or hash: nothing was kept."""
 
 
-class JETError(TransferError, SecurityError):
-    """The encryption layer failed: unknown cipher, bad envelope, wrong sender, bad tag..."""
+class EncryptionFailed(TransferError, SecurityError):
+    """The encryption layer (JET) failed: unknown cipher, bad envelope, wrong sender, bad
+    tag... (Called ``JETError`` before 0.x; that name is a deprecated alias.)"""
 
     def __init__(self, message: str, reason: str = "security-error") -> None:
         super().__init__(message, reason)
+
+
+#: The old name, kept for the modules that still use it inside the package; ``jet_trio.JETError``
+#: is a deprecated alias (it warns).
+JETError = EncryptionFailed

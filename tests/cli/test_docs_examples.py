@@ -91,7 +91,7 @@ async def test_psk_envelope_plugin(local_server: LocalServer, tmp_path: Path) ->
                 result = await offer.accept(inbox, overwrite=True)
                 assert result.envelope == psk.NS
             else:
-                with pytest.raises(jet_trio.JETError):
+                with pytest.raises(jet_trio.EncryptionFailed):
                     await offer.accept(inbox, overwrite=True)
 
         async with trio.open_nursery() as nursery:

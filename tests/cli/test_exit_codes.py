@@ -29,7 +29,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.rst"
         (jet_trio.TransferCancelled("stop", "cancel"), 6, "cancelled"),
         (jet_trio.TransferError("offline", "gone"), 6, "peer-unavailable"),
         (jet_trio.TransportFailed("no route", "failed-transport"), 7, "transport"),
-        (jet_trio.JETError("bad tag"), 8, "encryption"),
+        (jet_trio.EncryptionFailed("bad tag"), 8, "encryption"),
         (EnvelopeError("cannot open"), 8, "encryption"),
         (EnvelopeSenderMismatch("mitm"), 8, "encryption"),
         (UnknownEnvelope("urn:x"), 8, "encryption"),
@@ -57,7 +57,11 @@ def test_classify(exc: BaseException, code: int, reason: str) -> None:
 def test_group_reports_the_most_specific() -> None:
     group = BaseExceptionGroup(
         "both sides",
-        [trio.Cancelled._create(), jet_trio.TransferError("peer ended"), jet_trio.JETError("tag")],
+        [
+            trio.Cancelled._create(),
+            jet_trio.TransferError("peer ended"),
+            jet_trio.EncryptionFailed("tag"),
+        ],
     )
     assert classify(group).code is ExitCode.ENCRYPTION
 

@@ -90,5 +90,5 @@ async def test_explicit_cipher_the_peer_lacks_is_refused(tmp_path: Path) -> None
         async with pair(receiver_has_chacha=False) as (fa, fb):
             src = tmp_path / "f.bin"
             src.write_bytes(b"data")
-            with pytest.raises(jet_trio.JETError, match="does not support the cipher"):
+            with pytest.raises(jet_trio.EncryptionFailed, match="does not support the cipher"):
                 await fa.send_file(src, fb.client.jid, encrypt=JET_STUB, cipher=CHACHA)

@@ -164,5 +164,5 @@ def test_strength_order() -> None:
     other = FakeOmemo(OLDMEMO)
     other.namespace = "urn:example:psk"
     assert envelope_strength(stub) < envelope_strength(other) < ranks[OLDMEMO]
-    other.strength = 99  # type: ignore[attr-defined]
+    other.strength = 99
     assert envelope_strength(other) == 99

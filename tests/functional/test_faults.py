@@ -286,7 +286,7 @@ def on_delivery(
 ) -> None:
     """Call ``then()`` right after ``ft`` delivered the first Jingle message ``wanted`` accepts
     to its session."""
-    original = ft._deliver
+    original = ft._switchboard.deliver
     fired = False
 
     def deliver(peer: JID, sid: str, msg: JingleMessage | None) -> None:
@@ -296,7 +296,7 @@ def on_delivery(
             fired = True
             then()
 
-    monkeypatch.setattr(ft, "_deliver", deliver)
+    monkeypatch.setattr(ft._switchboard, "deliver", deliver)
 
 
 def is_action(action: JingleAction) -> Callable[[JingleMessage], bool]:
@@ -495,10 +495,10 @@ async def test_cancel_at_stage(
     the same clients (resumed if a partial was kept).
 
     Regressions: when the sender cancelled as the bytestream came up (candidate-used, activated),
-    the receiver could read the stream's EOF before the sender's session-terminate and report a
-    JETError ("transport ended ... early"), discarding the partial; when a terminate crossed the
-    peer's next message (CROSSING), the peer raised a raw JingleLocalError or "refused our ...".
-    Both now raise the canceller's reason (FileTransfer._end_after_error)."""
+    the receiver could read the stream's EOF before the sender's session-terminate and report
+    an EncryptionFailed ("transport ended ... early"), discarding the partial; when a terminate
+    crossed the peer's next message (CROSSING), the peer raised a raw JingleLocalError or
+    "refused our ...". Both now raise the canceller's reason (FileTransfer._end_after_error)."""
     spec = STAGES[stage]
     size = SIZE if stage == "data" else 300_000
     src = make_file(tmp_path, size)

@@ -378,7 +378,7 @@ async def test_one_contact_cannot_crowd_out_another(
         assert "too many offers from alice@localhost" in str(errors[0])
         for offer in offers:
             await offer.reject()
-    assert fb._offers_of == fb._transfers_of == {}
+    assert fb._switchboard.offers_of == fb._switchboard.transfers_of == {}
 
 
 async def test_queued_offers_expire(net: Net, tmp_path: Path) -> None:
@@ -387,7 +387,7 @@ async def test_queued_offers_expire(net: Net, tmp_path: Path) -> None:
     async with net.pair(receiver={"offer_timeout": 0.5}) as (fa, fb):
         with trio.fail_after(10), pytest.raises(TransferTimeout, match="not answered within"):
             await fa.send_file(src, fb.client.jid, encrypt=None)
-        assert not fb._queue and fb._offers_of == {}
+        assert not fb._switchboard.queue and fb._switchboard.offers_of == {}
 
 
 async def test_running_transfers_per_contact_are_bounded(
@@ -412,7 +412,7 @@ async def test_running_transfers_per_contact_are_bounded(
                 await sending.wait()
                 await send_capturing(fa, src, fb.client.jid, errors)
             assert len(errors) == 1 and "too many transfers" in str(errors[0]), errors
-            assert fb._transfers_of == {fa.client.jid.bare: 1}
+            assert fb._switchboard.transfers_of == {fa.client.jid.bare: 1}
             n.cancel_scope.cancel()
 
 

@@ -69,7 +69,7 @@ async def test_offers_unanswered_when_the_service_ends_are_rejected(
                     n.start_soon(send, fa)
                     held.append(await fb.next_offer())  # taken, never answered
                     n.start_soon(send, fc)
-                    while len(fb._unanswered) < 2:  # noqa: ASYNC110 - carol's offer queued
+                    while len(fb._switchboard.unanswered) < 2:  # noqa: ASYNC110 - carol's offer queued
                         await trio.sleep(0.01)
     assert len(errors) == 2
     assert all(isinstance(e, TransferDeclined) for e in errors), errors

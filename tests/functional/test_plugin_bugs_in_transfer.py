@@ -114,7 +114,7 @@ async def test_receiver_plugin_bug_ends_the_transfer_and_refuses_that_method(
             assert isinstance(_cause(received), PluginError)
             assert f"bug in the plugin 'buggy': {problem}" in str(received)
             # The sender reads the same in the Jingle reason text.
-            assert isinstance(sent, jet_trio.JETError), sent
+            assert isinstance(sent, jet_trio.EncryptionFailed), sent
             assert sent.reason == "security-error"
             assert f"bug in the plugin 'buggy': {problem}" in str(sent)
             assert list((tmp_path / "out").iterdir()) == []  # nothing stored

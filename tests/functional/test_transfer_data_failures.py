@@ -16,8 +16,8 @@ import trio
 
 import jet_trio
 from jet_trio import (
+    EncryptionFailed,
     IntegrityError,
-    JETError,
     TransferCancelled,
     TransferError,
     TransportFailed,
@@ -215,7 +215,7 @@ async def test_peer_disconnects_during_data(
     # transport breaking, or (receiving an encrypted S5B stream) its early end.
     if isinstance(other, TransferCancelled):
         assert other.reason == "gone" and "offline" in str(other), repr(other)
-    elif isinstance(other, JETError):
+    elif isinstance(other, EncryptionFailed):
         assert survivor == "recv" and "ended" in str(other) and "early" in str(other)
     else:
         assert isinstance(other, TransportFailed), repr(other)
@@ -251,8 +251,8 @@ async def test_flipped_ciphertext_byte(
     async with net.pair(**PROXY_ONLY) as (fa, fb):
         out = await run_transfer(fa, fb, src, dest, encrypt=JET_STUB)
     assert net.relay.payload_seen == SIZE + 16
-    check_refused(out, dest, JETError, "security-error", "tag")
-    assert isinstance(out.recv.error, JETError)
+    check_refused(out, dest, EncryptionFailed, "security-error", "tag")
+    assert isinstance(out.recv.error, EncryptionFailed)
     assert isinstance(out.recv.error.__cause__, TagMismatch), repr(out.recv.error.__cause__)
 
 
@@ -263,7 +263,7 @@ async def test_flipped_tag_byte(net: Net, tmp_path: Path, dest_dir: Path, tag_by
     net.relay.mangle = flip_at(SIZE + tag_byte)
     async with net.pair(**PROXY_ONLY) as (fa, fb):
         out = await run_transfer(fa, fb, src, dest, encrypt=JET_STUB)
-    check_refused(out, dest, JETError, "security-error", "tag")
+    check_refused(out, dest, EncryptionFailed, "security-error", "tag")
 
 
 @pytest.mark.parametrize("what", ["ciphertext", "tag"])
@@ -285,7 +285,7 @@ async def test_corrupting_cipher_over_ibb(
         out = await run_transfer(
             fa, fb, src, dest, encrypt=JET_STUB, cipher=TEST_CIPHER_URN, transport="ibb"
         )
-    check_refused(out, dest, JETError, "security-error", "tag")
+    check_refused(out, dest, EncryptionFailed, "security-error", "tag")
 
 
 async def test_corrupting_cipher_control(net: Net, tmp_path: Path, dest_dir: Path) -> None:
@@ -316,7 +316,7 @@ async def test_truncated_encrypted_stream(
     async with net.pair(**PROXY_ONLY) as (fa, fb):
         out = await run_transfer(fa, fb, src, dest, encrypt=JET_STUB)
         err = out.recv.raised(TransferError)
-        assert isinstance(err, JETError | TransportFailed), repr(err)
+        assert isinstance(err, EncryptionFailed | TransportFailed), repr(err)
         assert "ended" in str(err) or "early" in str(err), err
         sent = out.send.raised(TransferError)
         assert sent.reason == err.reason
@@ -377,7 +377,7 @@ async def test_encrypted_stream_longer_than_announced(
     net.relay.mangle = append_after(SIZE + 16, b"EXTRA BYTES")
     async with net.pair(**PROXY_ONLY) as (fa, fb):
         out = await run_transfer(fa, fb, src, dest, encrypt=JET_STUB)
-    check_refused(out, dest, JETError, "security-error", "more than")
+    check_refused(out, dest, EncryptionFailed, "security-error", "more than")
 
 
 async def test_plain_stream_longer_than_announced(net: Net, tmp_path: Path, dest_dir: Path) -> None:

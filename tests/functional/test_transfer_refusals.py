@@ -13,7 +13,7 @@ import trio
 
 import jet_trio
 import jet_trio._transfer.service
-from jet_trio import JETError, TransferDeclined, TransferError
+from jet_trio import EncryptionFailed, TransferDeclined, TransferError
 from jet_trio._transfer.service import FileTransfer, IncomingOffer
 from jet_trio._xmpp.ns import JET_STUB
 
@@ -124,7 +124,7 @@ async def test_auto_encrypt_without_common_envelope(
     """encrypt='auto' and a peer with no envelope method: a clear error, nothing sent."""
     src = make_file(tmp_path, 1000)
     async with net.pair(receiver={"allow_stub_envelope": False}) as (fa, fb):
-        with trio.fail_after(5), pytest.raises(JETError) as info:
+        with trio.fail_after(5), pytest.raises(EncryptionFailed) as info:
             await fa.send_file(src, fb.client.jid)  # encrypt="auto"
         assert "supports none of our JET envelope methods" in str(info.value)
         assert "encrypt=None" in str(info.value)
@@ -148,10 +148,10 @@ async def test_stub_envelope_refused_by_receiver(net: Net, tmp_path: Path, dest_
         out = await run_transfer(fa, fb, src, dest, encrypt=JET_STUB)
         await expect_next_offer_is(fa, fb, tmp_path)  # no unencrypted retry
     assert out.recv.offer is not None and out.recv.offer.envelope == JET_STUB
-    err = out.recv.raised(JETError)
+    err = out.recv.raised(EncryptionFailed)
     assert err.reason == "security-error"
     assert "stub envelope is disabled" in str(err)
-    sent = out.send.raised(JETError)
+    sent = out.send.raised(EncryptionFailed)
     assert sent.reason == "security-error" and "stub envelope is disabled" in str(sent)
     assert_nothing_stored(dest)
     assert out.send.progress == [] and out.recv.progress == []
@@ -171,10 +171,10 @@ async def test_unknown_cipher_on_receiver(net: Net, tmp_path: Path, dest_dir: Pa
         out = await run_transfer(fa, fb, src, dest, encrypt=JET_STUB, cipher=TEST_CIPHER_URN)
     assert out.recv.offer is not None, out.send.error
     assert out.recv.offer.cipher == TEST_CIPHER_URN
-    err = out.recv.raised(JETError)
+    err = out.recv.raised(EncryptionFailed)
     assert err.reason == "security-error"
     assert "unsupported JET cipher" in str(err) and TEST_CIPHER_URN in str(err)
-    sent = out.send.raised(JETError)
+    sent = out.send.raised(EncryptionFailed)
     assert sent.reason == "security-error" and TEST_CIPHER_URN in str(sent)
     assert_nothing_stored(dest)
 
@@ -184,7 +184,7 @@ async def test_cipher_the_peer_does_not_advertise(net: Net, tmp_path: Path) -> N
     src = make_file(tmp_path, 1000)
     sender = {"extra_plugins": [CipherPlugin(CorruptingCipher())]}
     async with net.pair(sender=sender) as (fa, fb):
-        with trio.fail_after(5), pytest.raises(JETError) as info:
+        with trio.fail_after(5), pytest.raises(EncryptionFailed) as info:
             await fa.send_file(src, fb.client.jid, encrypt=JET_STUB, cipher=TEST_CIPHER_URN)
         assert TEST_CIPHER_URN in str(info.value) and str(fb.client.jid) in str(info.value)
         await expect_next_offer_is(fa, fb, tmp_path)
@@ -233,10 +233,10 @@ async def test_iv_of_wrong_length(net: Net, tmp_path: Path, dest_dir: Path, iv_l
     env.iv_override = bytes(range(1, iv_len + 1))
     async with net.pair(sender=sender, receiver=receiver) as (fa, fb):
         out = await run_transfer(fa, fb, src, dest, encrypt=TEST_ENVELOPE_NS)
-    err = out.recv.raised(JETError)
+    err = out.recv.raised(EncryptionFailed)
     assert err.reason == "security-error"
     assert f"IV is {iv_len} bytes" in str(err)
-    out.send.raised(JETError)
+    out.send.raised(EncryptionFailed)
     assert_nothing_stored(dest)
 
 
@@ -250,12 +250,12 @@ async def test_envelope_sender_is_not_the_initiator(
     env.claim = net.server.jid("carol")
     async with net.pair(sender=sender, receiver=receiver) as (fa, fb):
         out = await run_transfer(fa, fb, src, dest, encrypt=TEST_ENVELOPE_NS)
-    err = out.recv.raised(JETError)
+    err = out.recv.raised(EncryptionFailed)
     assert err.reason == "security-error"
     assert "carol@localhost" in str(err) and "alice@localhost" in str(err)
     assert "man-in-the-middle" in str(err)
     assert isinstance(err.__context__ or err, Exception)
-    sent = out.send.raised(JETError)
+    sent = out.send.raised(EncryptionFailed)
     assert sent.reason == "security-error" and "man-in-the-middle" in str(sent)
     assert_nothing_stored(dest)
     assert out.recv.progress == []

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-from jet_trio import JETError, SecurityError, TransferResult, open_client
+from jet_trio import EncryptionFailed, SecurityError, TransferResult, open_client
 from jet_trio._transfer.service import FileTransfer, open_file_transfer
 from jet_trio._xmpp.client import Client
 from jet_trio.plugin import Cipher, EnvelopeError, PluginManager, TransportSecret
@@ -144,18 +144,19 @@ async def test_oldmemo_both_directions_first_contact(server: ServerInfo, tmp_pat
 
 
 async def refused_transfer(a: Peer, b: Peer, src: Path, dest: Path) -> tuple[str, str]:
-    """A transfer both sides must end with a JETError; returns (sender's, receiver's) messages."""
+    """A transfer both sides must end with an EncryptionFailed; returns (sender's, receiver's)
+    messages."""
     errors: dict[str, str] = {}
 
     async def receive() -> None:
         offer = await b.ft.next_offer()
-        with pytest.raises(JETError) as exc:
+        with pytest.raises(EncryptionFailed) as exc:
             await offer.accept(dest)
         errors["recv"] = str(exc.value)
 
     async with trio.open_nursery() as n:
         n.start_soon(receive)
-        with pytest.raises(JETError) as exc:
+        with pytest.raises(EncryptionFailed) as exc:
             await a.ft.send_file(src, b.client.jid)
         errors["send"] = str(exc.value)
     assert not dest.exists()

@@ -168,7 +168,7 @@ async def refused(sender: Peer, receiver: Peer, src: Path, dest: Path) -> str:
     async def receive() -> None:
         offer = await receiver.ft.next_offer()
         assert offer.envelope == NS
-        with pytest.raises(jet_trio.JETError) as info:
+        with pytest.raises(jet_trio.EncryptionFailed) as info:
             await offer.accept(dest)
         errors["recv"] = info.value
 
@@ -401,7 +401,9 @@ async def test_peer_without_openpgp(prosody: ServerInfo, tmp_path: Path) -> None
     ):
         await meet(alice, carol)
         src = make_file(tmp_path)
-        with pytest.raises(jet_trio.JETError, match="supports none of our JET envelope methods"):
+        with pytest.raises(
+            jet_trio.EncryptionFailed, match="supports none of our JET envelope methods"
+        ):
             await alice.ft.send_file(src, carol.client.jid)
         with pytest.raises(PeerNotSupported, match="does not advertise JET with OpenPGP"):
             await alice.ft.send_file(src, carol.client.jid, encrypt=NS)

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 import jet_trio
-from jet_trio import JETError, TransferCancelled, TransferDeclined, open_client
+from jet_trio import EncryptionFailed, TransferCancelled, TransferDeclined, open_client
 from jet_trio._transfer.service import FileTransfer, IncomingOffer, open_file_transfer
 from jet_trio._xmpp.ns import JET_STUB
 from jet_trio.plugin import TagMismatch
@@ -84,10 +84,10 @@ async def test_tampered_ciphertext(
         out = await run_transfer(
             fa, fb, src, dest, deadline=30, encrypt=JET_STUB, cipher=TEST_CIPHER_URN
         )
-    err = out.recv.raised(JETError)
+    err = out.recv.raised(EncryptionFailed)
     assert err.reason == "security-error" and "tag" in str(err)
     assert isinstance(err.__cause__, TagMismatch)
-    sent = out.send.raised(JETError)
+    sent = out.send.raised(EncryptionFailed)
     assert sent.reason == "security-error" and str(fb.client.jid) in str(sent)
     assert_nothing_stored(dest)
 

@@ -294,9 +294,9 @@ def test_cli_pins_a_plugin_bug_on_the_plugin() -> None:
     assert failure.message.startswith("bug in the plugin 'xchacha' (distribution jet-trio-xchacha)")
     assert "report it to the authors of jet-trio-xchacha" in failure.hint
     # Also when it is the cause of the transfer's error.
-    from jet_trio import JETError
+    from jet_trio import EncryptionFailed
 
-    wrapped = JETError("cannot decrypt the transfer from a@example.org: ...")
+    wrapped = EncryptionFailed("cannot decrypt the transfer from a@example.org: ...")
     wrapped.__cause__ = err
     assert "report it to the authors of jet-trio-xchacha" in classify(wrapped).hint
 

@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from lxml import etree
 
+from jet_trio import envelope_strength
 from jet_trio._jet.cipher import Cipher, TransportSecret
 from jet_trio._jet.envelope import (
     DecryptedEnvelope,
@@ -54,8 +55,8 @@ def test_defaults_keep_behaviour_for_plugins_without_the_new_attributes() -> Non
     assert env.short_name is None and env.key_store is None
     assert env.testing_only is False and env.install_hint == ""
     assert env.preferred_cipher == _ns.CIPHER_AES256_GCM
-    # What the file transfer service reads, unchanged: getattr with AES-256-GCM as default.
-    assert str(getattr(env, "preferred_cipher", _ns.CIPHER_AES256_GCM)) == _ns.CIPHER_AES256_GCM
+    # strength None: ranked by the table of known namespaces (10 for one it does not know).
+    assert env.strength is None and envelope_strength(env) == 10
 
 
 def test_short_name_selects_the_method() -> None:
@@ -87,10 +88,20 @@ class BadKeys(ToyEnvelope):
     key_store = "not a key store"  # type: ignore[assignment]
 
 
+class BadStrength(ToyEnvelope):
+    namespace = "urn:example:bad-strength:0"
+    strength = "strong"  # type: ignore[assignment]
+
+
+class BoolStrength(ToyEnvelope):
+    namespace = "urn:example:bool-strength:0"
+    strength = True
+
+
 class BadPlugin:
     @hookimpl
     def jet_register_envelopes(self, config: PluginConfig) -> list[EnvelopeMethod]:
-        return [BadShortName(), BadKeys()]
+        return [BadShortName(), BadKeys(), BadStrength(), BoolStrength()]
 
 
 def test_malformed_new_attributes_are_refused_naming_them() -> None:
@@ -99,6 +110,8 @@ def test_malformed_new_attributes_are_refused_naming_them() -> None:
     reasons = " | ".join(e.reason for e in pm.load_errors)
     assert "short_name must be None or a word" in reasons
     assert "key_store must be None or a KeyStore" in reasons
+    assert "strength must be None or an int, not 'strong'" in reasons
+    assert "strength must be None or an int, not True" in reasons
 
 
 class Session(EnvelopeSession):

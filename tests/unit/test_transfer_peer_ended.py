@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 import trio
 
-from jet_trio import IntegrityError, JETError, TransferCancelled, TransportFailed
+from jet_trio import EncryptionFailed, IntegrityError, TransferCancelled, TransportFailed
 from jet_trio._jet.cipher import TagMismatch
 from jet_trio._jet.stream import TruncatedStream, UnexpectedTrailingData
 from jet_trio._jingle.message import JingleLocalError
 from jet_trio._transfer.reasons import consequence_of_ending as _consequence_of_ending
 
 
-def _jet(cause: BaseException) -> JETError:
-    err = JETError("encrypted transfer refused")
+def _jet(cause: BaseException) -> EncryptionFailed:
+    err = EncryptionFailed("encrypted transfer refused")
     err.__cause__ = cause
     return err
 
@@ -43,7 +43,7 @@ def test_consequences_of_the_peer_ending(exc: BaseException) -> None:
         _jet(TagMismatch("bad tag")),
         _jet(UnexpectedTrailingData("more bytes")),
         _jet(ExceptionGroup("data", [TruncatedStream("early"), TagMismatch("bad tag")])),
-        JETError("no cause"),
+        EncryptionFailed("no cause"),
         TransferCancelled("we were cancelled", "cancel"),
         OSError(28, "No space left on device"),
         trio.Cancelled._create(),

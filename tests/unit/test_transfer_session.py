@@ -57,8 +57,8 @@ from jet_trio._transfer.session import (
     refusal_reason,
 )
 from jet_trio._transfer.types import (
+    EncryptionFailed,
     IntegrityError,
-    JETError,
     TransferCancelled,
     TransferDeclined,
     TransferError,
@@ -312,7 +312,7 @@ def test_checksum_is_taken_when_it_arrives() -> None:
         ("cancel", TransferCancelled),
         ("gone", TransferCancelled),
         ("timeout", TransferTimeout),
-        ("security-error", JETError),
+        ("security-error", EncryptionFailed),
         ("media-error", IntegrityError),
         ("failed-transport", TransportFailed),
         ("connectivity-error", TransportFailed),
@@ -400,10 +400,10 @@ def test_a_stream_cut_short_after_the_peer_ended_is_the_peers_reason() -> None:
     end = wire.alice.terminate(Reason(ReasonCondition.CANCEL))
     assert end is not None
     wire.to_bob(end)
-    cut = JETError("refused")
+    cut = EncryptionFailed("refused")
     cut.__cause__ = TruncatedStream("ended before the tag")
     assert isinstance(wire.bob.after_error(cut).instead, TransferCancelled)
-    wrong_tag = JETError("bad tag")
+    wrong_tag = EncryptionFailed("bad tag")
     assert wire.bob.after_error(wrong_tag).instead is None
 
 
