@@ -7,23 +7,22 @@ from contextlib import contextmanager
 
 import trio
 
-__all__ = ["unwrap_group", "unwrapped_errors"]
+__all__ = ["leaves", "unwrap_group", "unwrapped_errors"]
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside ``exc`` (itself unless it is a group), depth first: the one walk of
+    nested exception groups that the transfer layer and the CLI share."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in leaves(e)]
+    return [exc]
 
 
 def unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The single meaningful exception in a nursery's group (``Cancelled`` ignored), or the group
     itself when there are several."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for e in exc.exceptions:
-                walk(e)
-        elif not isinstance(exc, trio.Cancelled):
-            leaves.append(exc)
-
-    walk(group)
-    return leaves[0] if len(leaves) == 1 else group
+    found = [e for e in leaves(group) if not isinstance(e, trio.Cancelled)]
+    return found[0] if len(found) == 1 else group
 
 
 @contextmanager

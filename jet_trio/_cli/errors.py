@@ -8,7 +8,6 @@ saying what to do. The table is documented in ``docs/cli.rst``; keep the two in 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -103,20 +102,14 @@ _RANK = [
 ]
 
 
-def _leaves(exc: BaseException) -> Iterator[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        for sub in exc.exceptions:
-            yield from _leaves(sub)
-    else:
-        yield exc
-
-
 def classify(exc: BaseException) -> Failure:
     """The :class:`Failure` for ``exc`` (exception groups: their most specific member)."""
     import trio
 
-    leaves = [e for e in _leaves(exc) if not isinstance(e, trio.Cancelled)] or [exc]
-    failures = [_classify_one(e) for e in leaves]
+    from .._trio_util import leaves
+
+    found = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)] or [exc]
+    failures = [_classify_one(e) for e in found]
     return min(failures, key=lambda f: _RANK.index(f.code))
 
 

@@ -1,9 +1,10 @@
-"""The JET ``<security xmlns='urn:xmpp:jingle:jet:0'>`` element: build, find and parse.
+"""The JET ``<security xmlns='urn:xmpp:jingle:jet:0'>`` element: build and parse.
 
 Sent as XEP-0391 and Conversations >= 2.13.4 want it: a child of ``<content>`` with ``name`` (the
 content name), ``cipher`` (URN without ``:0``) and ``type`` (the envelope namespace), holding the
 envelope element. Accepted on receive as well: ``cipher`` with ``:0``, no ``name`` (Dino), and
-``<security>`` directly under ``<jingle>`` (Conversations 2.13.0-2.13.3).
+``<security>`` directly under ``<jingle>`` (Conversations 2.13.0-2.13.3); which ``<security>``
+applies to a content is decided in one place, ``content_security`` of the Jingle codec.
 """
 
 from __future__ import annotations
@@ -22,13 +23,10 @@ __all__ = [
     "SecurityElementError",
     "SecurityInfo",
     "build_security",
-    "find_security",
     "parse_security",
 ]
 
 SECURITY = f"{{{_ns.JET}}}security"
-_CONTENT = f"{{{_ns.JINGLE}}}content"
-_JINGLE = f"{{{_ns.JINGLE}}}jingle"
 
 
 class SecurityElementError(RemoteProtocolError):
@@ -66,34 +64,6 @@ def build_security(content_name: str, cipher: Cipher, envelope: etree._Element) 
     )
     el.append(envelope)
     return el
-
-
-def find_security(jingle: etree._Element, content_name: str) -> etree._Element | None:
-    """The ``<security>`` of content ``content_name`` in a ``<jingle>`` element, or ``None``.
-
-    Looks in ``<content name=...>`` first, then directly under ``<jingle>`` (Conversations
-    2.13.0-2.13.3), where it must carry this content's name, or no name when there is only one
-    content. Raises :class:`SecurityElementError` if more than one applies.
-    """
-    if jingle.tag != _JINGLE:
-        raise ValueError(f"expected a <jingle> element, got {jingle.tag!r}")
-    contents = jingle.findall(_CONTENT)
-    for content in contents:
-        if content.get("name") == content_name:
-            found = content.findall(SECURITY)
-            if len(found) > 1:
-                raise SecurityElementError(f"content {content_name!r} has several <security>")
-            if found:
-                return found[0]
-            break
-    misplaced = [
-        s
-        for s in jingle.findall(SECURITY)
-        if s.get("name") == content_name or (s.get("name") is None and len(contents) <= 1)
-    ]
-    if len(misplaced) > 1:
-        raise SecurityElementError(f"several <security> under <jingle> for {content_name!r}")
-    return misplaced[0] if misplaced else None
 
 
 def parse_security(element: etree._Element, ciphers: CipherLookup) -> SecurityInfo:

@@ -17,6 +17,7 @@ import trio
 from .._errors import JetError, SecurityError
 from .._jet.stream import TruncatedStream
 from .._jingle.message import JingleLocalError, Reason, ReasonCondition
+from .._trio_util import leaves
 from .types import (
     EncryptionFailed,
     IntegrityError,
@@ -84,13 +85,6 @@ def error_for(reason: Reason | None, who: str) -> TransferError:
     text = f": {reason.text}" if reason is not None and reason.text else ""
     cls = REASON_ERRORS.get(condition(cond), TransferError)
     return cls(f"{who} ended the transfer ({cond}){text}", cond)
-
-
-def leaves(exc: BaseException) -> list[BaseException]:
-    """The exceptions inside ``exc`` (itself unless it is a group), depth first."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for e in exc.exceptions for leaf in leaves(e)]
-    return [exc]
 
 
 def reason_for(exc: BaseException) -> tuple[str, str | None]:

@@ -42,7 +42,7 @@ from .._jingle.message import (
     Senders,
     content_security,
 )
-from .._transports.ibb import IBBTransport, answer_block_size
+from .._transports.ibb import IBBError, IBBTransport, answer_block_size, check_answered_block_size
 from .._transports.ibb import build_transport as build_ibb
 from .._transports.ibb import parse_transport as parse_ibb
 from .._transports.s5b import (
@@ -329,6 +329,7 @@ class FileSession:
         self.closed = False  # no more messages will come (service closing, tie-break lost)
         self._arrived: deque[JingleMessage] = deque()
         self._kept: list[JingleMessage] = []
+        self._offered: etree._Element | None = None  # our transport in session-initiate
 
     def __repr__(self) -> str:
         return f"<FileSession {self.jingle.sid} with {self.peer}: {self.phase.name}>"
@@ -476,6 +477,7 @@ class FileSession:
             (REQUEST_NAME, Senders.RESPONDER) if request else (CONTENT_NAME, Senders.INITIATOR)
         )
         content = Content(Role.INITIATOR, name, senders, description, transport, security)
+        self._offered = transport
         return self.jingle.initiate([content])
 
     def accept(
@@ -488,9 +490,13 @@ class FileSession:
         )
 
     def accepted(self, msg: JingleMessage) -> etree._Element:
-        """The peer accepted our offer or request: its transport element."""
+        """The peer accepted our offer or request: its transport element (an IBB answer
+        checked against our offer: :class:`TransportFailed` if it raised the block size)."""
         self.step(Step.ACCEPTED)
-        return transport_of(msg)
+        theirs = transport_of(msg)
+        if self._offered is not None and is_ibb(self._offered) and is_ibb(theirs):
+            _agreed_block_size(parse_ibb(self._offered), parse_ibb(theirs))
+        return theirs
 
     def answer_ibb(self, theirs: etree._Element, our_block_size: int) -> etree._Element:
         """Our IBB transport answering the peer's: the same sid, the smaller block size."""
@@ -545,9 +551,7 @@ class FileSession:
         if answer.action is A.TRANSPORT_REJECT or not answer.contents:
             raise TransportFailed(f"{self.peer} refused the IBB fallback", "failed-transport")
         got = parse_ibb(transport_of(answer))
-        if got.block_size > offer.block_size:
-            raise TransportFailed("the peer raised the IBB block size", "failed-transport")
-        return IBBTransport(offer.sid, got.block_size)
+        return IBBTransport(offer.sid, _agreed_block_size(offer, got))
 
     def replace_received(
         self, replace: JingleMessage, our_block_size: int
@@ -660,3 +664,12 @@ class S5BExchange:
         """The transport-info telling the peer that our proxy ``cand`` is activated."""
         info = build_s5b(S5BTransport(self.ours.sid, info=Activated(cand.cid)), include_mode=False)
         return self.session.transport_info(info)
+
+
+def _agreed_block_size(offer: IBBTransport, answer: IBBTransport) -> int:
+    """The block size the responder answered to our IBB ``offer`` (XEP-0261: it may lower it,
+    never raise it): the one check for a session-accept and a fallback's transport-accept."""
+    try:
+        return check_answered_block_size(offer.block_size, answer.block_size)
+    except IBBError as exc:
+        raise TransportFailed(f"the peer {exc}", "failed-transport") from None

@@ -131,9 +131,7 @@ def answer_block_size(offered: int, local_max: int = MAX_BLOCK_SIZE) -> int:
 def check_answered_block_size(offered: int, answered: int) -> int:
     """Validate the responder's answer: it may lower the block size, never raise it."""
     if answered > offered:
-        raise IBBError(
-            f"responder raised the IBB block size from {offered} to {answered}", "not-acceptable"
-        )
+        raise IBBError(f"raised the IBB block size from {offered} to {answered}", "not-acceptable")
     return answered
 
 

@@ -8,15 +8,12 @@ import pytest
 from lxml import etree
 
 from jet_trio._jet.cipher import UnknownCipher
-from jet_trio._jet.element import (
-    SecurityElementError,
-    build_security,
-    find_security,
-    parse_security,
-)
+from jet_trio._jet.element import SecurityElementError, build_security, parse_security
+from jet_trio._jingle.message import JingleProtocolError, content_security, parse_jingle
 from jet_trio._plugins.builtin_ciphers import AES128GCM, AES256GCM
 from jet_trio._plugins.manager import PluginManager
 from jet_trio._xmpp import ns as _ns
+from jet_trio._xmpp.jid import JID
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "dino"
 AXOLOTL = "eu.siacs.conversations.axolotl"
@@ -37,6 +34,17 @@ def _envelope(ns: str = _ns.JET_STUB) -> etree._Element:
 
 def _jingle(inner: str) -> etree._Element:
     return _xml(f"<jingle xmlns='{_ns.JINGLE}' action='session-initiate' sid='s1'>{inner}</jingle>")
+
+
+PEER = JID("romeo@example.net/orchard")
+
+
+def find_security(jingle: etree._Element, content_name: str) -> etree._Element | None:
+    """The one ``<security>`` lookup the service uses: parse the message, then
+    :func:`content_security` for the named content (``None`` if there is no such content)."""
+    msg = parse_jingle(jingle, PEER)
+    content = next((c for c in msg.contents if c.name == content_name), None)
+    return None if content is None else content_security(msg, content)
 
 
 SEC = (
@@ -129,7 +137,9 @@ def test_two_envelopes(plugins: PluginManager) -> None:
 
 def test_find_under_jingle_conversations_bug() -> None:
     sec = SEC.format(attrs=f"name='c1' cipher='x' type='{_ns.JET_STUB}'")
-    jingle = _jingle(f"<content name='c1' creator='initiator'/><content name='c2'/>{sec}")
+    jingle = _jingle(
+        f"<content name='c1' creator='initiator'/><content name='c2' creator='initiator'/>{sec}"
+    )
     found = find_security(jingle, "c1")
     assert found is not None and found.get("name") == "c1"
     assert find_security(jingle, "c2") is None
@@ -137,26 +147,28 @@ def test_find_under_jingle_conversations_bug() -> None:
 
 def test_find_unnamed_under_jingle_only_with_one_content() -> None:
     sec = SEC.format(attrs=f"cipher='x' type='{_ns.JET_STUB}'")
-    assert find_security(_jingle(f"<content name='c1'/>{sec}"), "c1") is not None
-    assert find_security(_jingle(f"<content name='c1'/><content name='c2'/>{sec}"), "c1") is None
+    assert (
+        find_security(_jingle(f"<content name='c1' creator='initiator'/>{sec}"), "c1") is not None
+    )
+    two = _jingle(
+        f"<content name='c1' creator='initiator'/><content name='c2' creator='initiator'/>{sec}"
+    )
+    with pytest.raises(JingleProtocolError, match="without a name, and several contents"):
+        find_security(two, "c1")  # fails closed: never read as "not encrypted"
 
 
-def test_find_prefers_content() -> None:
+def test_find_in_content_and_under_jingle_is_ambiguous() -> None:
     inside = SEC.format(attrs=f"name='c1' cipher='in' type='{_ns.JET_STUB}'")
     outside = SEC.format(attrs=f"name='c1' cipher='out' type='{_ns.JET_STUB}'")
-    found = find_security(_jingle(f"<content name='c1'>{inside}</content>{outside}"), "c1")
-    assert found is not None and found.get("cipher") == "in"
+    both = _jingle(f"<content name='c1' creator='initiator'>{inside}</content>{outside}")
+    with pytest.raises(JingleProtocolError, match="ambiguous"):
+        find_security(both, "c1")
 
 
 def test_find_duplicates_are_errors() -> None:
     sec = SEC.format(attrs=f"cipher='x' type='{_ns.JET_STUB}'")
-    with pytest.raises(SecurityElementError, match="several <security>"):
-        find_security(_jingle(f"<content name='c1'>{sec}{sec}</content>"), "c1")
+    with pytest.raises(JingleProtocolError, match="more than one <security/>"):
+        find_security(_jingle(f"<content name='c1' creator='initiator'>{sec}{sec}</content>"), "c1")
     named = SEC.format(attrs=f"name='c1' cipher='x' type='{_ns.JET_STUB}'")
-    with pytest.raises(SecurityElementError, match="several <security> under <jingle>"):
-        find_security(_jingle(f"<content name='c1'/>{named}{named}"), "c1")
-
-
-def test_find_needs_jingle() -> None:
-    with pytest.raises(ValueError, match="expected a <jingle>"):
-        find_security(_envelope(), "c1")
+    with pytest.raises(JingleProtocolError, match="ambiguous"):
+        find_security(_jingle(f"<content name='c1' creator='initiator'/>{named}{named}"), "c1")

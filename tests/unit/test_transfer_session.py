@@ -589,3 +589,23 @@ def test_an_early_activated_is_ignored_while_waiting_for_the_candidate_report() 
     wire.to_bob(wire.alice.transport_info(early))
     msg = wire.bob.next_message(A.TRANSPORT_INFO)
     assert msg is not None and not bx.take(msg)
+
+
+def test_a_session_accept_raising_the_ibb_block_size_fails_the_transport() -> None:
+    """XEP-0261: the responder may lower the block size, never raise it; the session-accept
+    is checked like the transport-accept of a fallback (one check for both)."""
+    alice = FileSession(SessionRegistry(ALICE).create(BOB))
+    ours = build_ibb(IBBTransport("ibb-sid", 4096))
+    init = alice.initiate(build_description(FILE), ours, None, request=False)
+    wire_init = parse_jingle(etree.fromstring(etree.tostring(build_jingle(init))), ALICE)
+    incoming = SessionRegistry(BOB).receive(wire_init, ALICE)
+    assert incoming.session is not None
+    bob = FileSession(incoming.session)
+    offer = parse_offer(wire_init, lambda urn: None)
+    assert offer.content.description is not None
+    raised = build_ibb(IBBTransport("ibb-sid", 65535))
+    Wire(alice, bob).to_alice(bob.accept(offer.content, offer.content.description, raised))
+    got = alice.next_message(A.SESSION_ACCEPT)
+    assert got is not None
+    with pytest.raises(TransportFailed, match="raised the IBB block size from 4096 to 65535"):
+        alice.accepted(got)
