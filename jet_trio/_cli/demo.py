@@ -20,22 +20,19 @@ import trio
 
 from .._jet.envelope import KeyNotice
 from .._plugins.manager import PluginManager
-from .._transfer.service import open_file_transfer
 from .._transfer.types import TransferResult
 from .._xmpp import ns as _ns
-from .._xmpp.client import open_client
-from .config import cipher_preference
+from .account import AccountOptions
 from .errors import CLIError, ExitCode
 from .output import Output, human_size, rate, shown
 from .plugins import (
     NO_METHOD_HINT,
     check_cipher,
-    make_plugins,
     resolve_envelope,
     short_envelope_name,
     wants_stub,
 )
-from .sessions import EnvelopeSessions, envelope_sessions, report_load_errors
+from .sessions import EnvelopeSessions, open_account
 from .tls import make_demo_tls
 
 __all__ = ["DemoOptions", "run_demo"]
@@ -122,8 +119,8 @@ async def _demo(
         _generate(src, opts.size)
     dest_dir = opts.output_dir or (work / "inbox")
     dest_dir.mkdir(exist_ok=True)
-    for user in accounts:
-        (work / "data" / user).mkdir(parents=True, mode=0o700)
+    ca_file = work / "ca.pem"
+    ca_file.write_bytes(tls.ca_pem)
 
     async with (
         serve_proxy65(jid=f"proxy.{DOMAIN}") as proxy,
@@ -133,86 +130,76 @@ async def _demo(
             f"in-process XMPP server for {DOMAIN} on {server.host}:{server.port} (STARTTLS, "
             f"private CA), SOCKS5 proxy {proxy.jid} on {proxy.host}:{proxy.port}"
         )
-        alice_jid, bob_jid = server.jid("alice", "demo"), server.jid("bob", "demo")
+
+        def login(user: str) -> AccountOptions:
+            """The account options ``--account``, ``--password-file``, ``--server``,
+            ``--ca-file`` and ``--data-dir`` would give: the demo logs in as send does."""
+            password_file = work / f"{user}.password"
+            password_file.touch(mode=0o600)
+            password_file.write_text(accounts[user] + "\n", encoding="utf-8")
+            return AccountOptions(
+                account=str(server.jid(user, "demo")),
+                password_file=password_file,
+                server=f"{server.host}:{server.port}",
+                ca_file=ca_file,
+                direct_tls=False,
+                data_dir=work / "data",
+            )
+
+        allow_stub = opts.envelope is None or wants_stub(opts.envelope)
         async with (
-            open_client(
-                alice_jid,
-                accounts["alice"],
-                host=server.host,
-                port=server.port,
-                ssl_context=tls.client_context,
-                presence=False,
-            ) as alice,
-            open_client(
-                bob_jid,
-                accounts["bob"],
-                host=server.host,
-                port=server.port,
-                ssl_context=tls.client_context,
-                presence=False,
-            ) as bob,
-            # Two throwaway accounts that trust each other on first use: nothing to announce.
-            envelope_sessions(
-                out, alice, work / "data" / "alice", notify=_no_notices
-            ) as alice_sessions,
-            envelope_sessions(out, bob, work / "data" / "bob", notify=_no_notices),
+            # The start-up of every command that logs in (open_account). Two throwaway accounts
+            # that trust each other on first use: no key notices to show. Both ends run in
+            # this process: loopback is their direct path.
+            open_account(
+                out,
+                login("alice"),
+                allow_stub=allow_stub,
+                direct=["127.0.0.1"],
+                notify=_no_notices,
+            ) as alice_account,
+            open_account(
+                out,
+                login("bob"),
+                allow_stub=allow_stub,
+                direct=["127.0.0.1"],
+                notify=_no_notices,
+                report_errors=False,  # the same plugins as alice's: reported once
+            ) as bob_account,
         ):
-            allow_stub = opts.envelope is None or wants_stub(opts.envelope)
-            plugins = {
-                name: make_plugins(
-                    account=client.jid,
-                    client=client,
-                    data_dir=work / "data" / name,
-                    allow_stub=allow_stub,
-                )
-                for name, client in (("alice", alice), ("bob", bob))
-            }
-            report_load_errors(out, plugins["alice"])
-            namespace = _envelope(out, opts.envelope, plugins["alice"], alice_sessions)
-            async with (
-                # Both ends run in this process: loopback is their direct path.
-                open_file_transfer(
-                    alice,
-                    plugins=plugins["alice"],
-                    direct_addresses=["127.0.0.1"],
-                    cipher_preference=cipher_preference(),
-                ) as ft_alice,
-                open_file_transfer(
-                    bob, plugins=plugins["bob"], direct_addresses=["127.0.0.1"]
-                ) as ft_bob,
-            ):
-                # Available only now, with the file transfer and encryption features set up.
-                await bob.send_presence()
-                await alice.send_presence()
-                with trio.fail_after(10):
-                    await alice.wait_available(bob.jid)
-                how = short_envelope_name(namespace) if namespace else "no end-to-end encryption"
-                size = src.stat().st_size
-                out.note(
-                    f"{alice.jid} sends {src.name} ({human_size(size)}) to {bob.jid}: {how}, "
-                    f"transport {opts.transport}"
-                )
-                results: dict[str, TransferResult] = {}
-                with out.progress() as bars:
+            alice, ft_alice = alice_account.client, alice_account.ft
+            bob, ft_bob = bob_account.client, bob_account.ft
+            assert ft_alice is not None and ft_bob is not None
+            namespace = _envelope(out, opts.envelope, alice_account.plugins, alice_account.sessions)
+            with trio.fail_after(10):
+                await alice.wait_available(bob.jid)
+            how = short_envelope_name(namespace) if namespace else "no end-to-end encryption"
+            size = src.stat().st_size
+            out.note(
+                f"{alice.jid} sends {src.name} ({human_size(size)}) to {bob.jid}: {how}, "
+                f"transport {opts.transport}"
+            )
+            results: dict[str, TransferResult] = {}
+            with out.progress() as bars:
 
-                    async def receive() -> None:
-                        offer = await ft_bob.next_offer()
-                        results["receive"] = await offer.accept(
-                            dest_dir,
-                            overwrite=True,
-                            progress=bars.bar(f"{bob.jid} receives", offer.size),
-                        )
+                async def receive() -> None:
+                    offer = await ft_bob.next_offer()
+                    results["receive"] = await offer.accept(
+                        dest_dir,
+                        overwrite=True,
+                        progress=bars.bar(f"{bob.jid} receives", offer.size),
+                    )
 
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(receive)
-                        results["send"] = await ft_alice.send_file(
-                            src,
-                            bob.jid,
-                            encrypt=namespace,
-                            cipher=opts.cipher,
-                            transport=opts.transport,
-                            progress=bars.bar(f"{alice.jid} sends", size),
-                        )
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(receive)
+                    results["send"] = await ft_alice.send_file(
+                        src,
+                        bob.jid,
+                        encrypt=namespace,
+                        cipher=opts.cipher,
+                        transport=opts.transport,
+                        progress=bars.bar(f"{alice.jid} sends", size),
+                    )
     received = results["receive"]
     if _sha256(received.path) != results["send"].sha256:
         raise CLIError(

@@ -685,20 +685,18 @@ def plugins(**kw: Any) -> Callable[[Output], Awaitable[int]]:
     With --account, logs in first (as send does): envelope methods that need a connection,
     such as OpenPGP, are only loaded then.
     """
-    from .account import connect
     from .plugins import describe_plugins, make_plugins, print_plugins
-    from .sessions import envelope_sessions
+    from .sessions import open_account
 
     opts = _account(kw)
 
     async def body(out: Output) -> int:
         if opts.account:
-            jid = opts.jid()
-            data_dir = opts.account_data_dir(jid)
-            async with connect(opts, jid) as client, envelope_sessions(out, client, data_dir):
-                manager = make_plugins(
-                    account=client.jid, client=client, data_dir=data_dir, allow_stub=True
-                )
+            # The start-up of every command that logs in; the load errors are listed below.
+            async with open_account(
+                out, opts, allow_stub=True, file_transfer=False, report_errors=False
+            ) as opened:
+                manager = opened.plugins
         else:
             manager = make_plugins(account=None, client=None, data_dir=None, allow_stub=True)
         info = describe_plugins(manager)

@@ -222,6 +222,8 @@ async def open_account(
     file_transfer: bool = True,
     presence: bool = True,
     sending: bool = False,
+    report_errors: bool = True,
+    notify: Callable[[KeyNotice], None] | None = None,
 ) -> AsyncIterator[Account]:
     """The start-up of a command that logs in, in one place: connect; open the envelope
     sessions the plugins ask for; make the plugin manager (only the methods ``--envelope
@@ -230,6 +232,9 @@ async def open_account(
     presence (only then do peers see us able to receive). ``sending``: a command that sends
     with the default method loads only the methods of the running envelope sessions, if any runs
     (:attr:`EnvelopeSessions.default_envelopes`); a receiving one loads all.
+    ``report_errors=False``: the caller shows the load errors itself (``plugins``) or another
+    account of this process already did (``demo``). ``notify`` replaces the key notices shown
+    to the user.
     """
     from .._transfer.service import open_file_transfer
     from .account import connect
@@ -239,7 +244,8 @@ async def open_account(
     jid = account.jid()
     data_dir = account.account_data_dir(jid)
     wanted = wanted_envelopes(envelope)
-    notify = key_notices(out)
+    if notify is None:
+        notify = key_notices(out)
     async with (
         connect(account, jid, presence=False) as client,
         envelope_sessions(out, client, data_dir, envelopes=wanted, notify=notify) as sessions,
@@ -254,7 +260,8 @@ async def open_account(
             envelopes=wanted,
             notify=notify,
         )
-        report_load_errors(out, plugins)
+        if report_errors:
+            report_load_errors(out, plugins)
         opened = Account(client, plugins, sessions, data_dir)
         if not file_transfer:
             yield opened
