@@ -17,13 +17,13 @@ if TYPE_CHECKING:
     )
     from ._plugins.guard import PluginError
     from ._transfer.batch import BatchItem, BatchProgress, BatchResult, FileOutcome, send_files
+    from ._transfer.choice import envelope_strength
     from ._transfer.files import Partial, find_partials
     from ._transfer.paths import PathCollision, PathSet, UnsafePath, check_relative_path
     from ._transfer.service import (
         FileTransfer,
         IncomingOffer,
         ServedRequest,
-        envelope_strength,
         open_file_transfer,
     )
     from ._transfer.tree import FlatNames, TreeEntry, flat_items, walk_tree
@@ -146,7 +146,7 @@ _LAZY: dict[str, str] = {
     "FileTransfer": "_transfer.service",
     "IncomingOffer": "_transfer.service",
     "ServedRequest": "_transfer.service",
-    "envelope_strength": "_transfer.service",
+    "envelope_strength": "_transfer.choice",
     "open_file_transfer": "_transfer.service",
     "Partial": "_transfer.files",
     "PluginError": "_plugins.guard",

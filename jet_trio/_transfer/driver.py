@@ -118,6 +118,20 @@ class SessionShell:
                 f"{self.peer} refused our {msg.action}: {exc}", "general-error"
             ) from None
 
+    def reporter(self, progress: ProgressCallback | None) -> ProgressCallback | None:
+        """``progress``, called only as the machine's :class:`ReportProgress` commands say
+        (:meth:`FileSession.data_moved`): the data pump counts, the machine decides."""
+        if progress is None:
+            return None
+        machine = self.machine
+
+        def report(done: int, total: int) -> None:
+            command = machine.data_moved(done, total)
+            if command is not None:
+                progress(command.done, command.total)
+
+        return report
+
     async def watch(self) -> None:
         """Run during data transfer: raises as soon as the peer terminates, unless with
         success (a receiver may finish while our end of the transport is still closing)."""
@@ -172,6 +186,7 @@ async def send_data(
     pace: Pace,
 ) -> int:
     """Send ``length`` bytes of ``src`` from ``offset`` (encrypted if ``secret``)."""
+    progress = session.reporter(progress)
     sink: trio.abc.SendStream = established.stream
     session.machine.step(Step.DATA)
     enc = EncryptingSendStream(sink, secret, expected_size=length) if secret else None
@@ -225,6 +240,7 @@ async def receive_into(
 ) -> Digests:
     """Receive ``length`` bytes into the partial file at ``offset``; return the hashes of
     the whole file (the kept prefix included)."""
+    progress = session.reporter(progress)
     algos = tuple(dict.fromkeys(["sha-256", *(h.algo for h in file.hashes), *file.hash_used]))
     hasher = await trio.to_thread.run_sync(_hash_prefix, partial.part, offset, algos)
     source: trio.abc.ReceiveStream = established.stream

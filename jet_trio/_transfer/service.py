@@ -55,7 +55,7 @@ from .._xmpp import ns as _ns
 from .._xmpp.client import Client
 from .._xmpp.jid import JID
 from .._xmpp.stanza import make_iq
-from .choice import Chooser, envelope_strength
+from .choice import Chooser
 from .choice import describe_choice as _describe_choice
 from .description import (
     FileDescription,
@@ -76,7 +76,7 @@ from .driver import (
 )
 from .files import HashCache, Partial, deliver, unique_name
 from .hashes import Hash
-from .reasons import cut_short, error_for, leaves, reason_for
+from .reasons import cut_short, error_for, leaves
 from .session import (
     CONTENT_NAME,
     REQUEST_NAME,
@@ -100,7 +100,7 @@ from .types import (
     TransportName,
 )
 
-__all__ = ["FileTransfer", "IncomingOffer", "envelope_strength", "open_file_transfer"]
+__all__ = ["FileTransfer", "IncomingOffer", "open_file_transfer"]
 
 log = logging.getLogger("jet_trio.transfer")
 
@@ -245,7 +245,9 @@ class IncomingOffer:
         with ``busy`` and :class:`TransferDeclined` raised.
         """
         self._check_unanswered()
-        try:
+        # Not accepted after all: the one session scope answers the offer (the sender is not
+        # left waiting) with the reason the error maps to.
+        async with self._service._session_scope(self._session, step=True):
             if (withdrawn := self._session.machine.ended_by_peer()) is not None:
                 raise error_for(withdrawn, str(self.peer))  # e.g. its accept_timeout
             dest = await trio.to_thread.run_sync(
@@ -257,17 +259,6 @@ class IncomingOffer:
                     f"{dest} already exists (pass overwrite=True to replace it, or "
                     "rename=True to store the file under a free name)",
                 )
-        except BaseException as exc:
-            # Not accepted after all: answer the offer, so the sender is not left waiting.
-            if isinstance(exc, FileExistsError):
-                reason, text = "failed-application", f"{self.safe_name} already exists here"
-            elif any(isinstance(e, trio.Cancelled) for e in leaves(exc)):
-                reason, text = "cancel", None
-            else:
-                reason, text = reason_for(exc)
-                text = f"the offer could not be accepted: {text}" if text else None
-            await self._end(reason, text)
-            raise
         service = self._service
         if not service._start_transfer(self._session):
             text = f"{self.peer.bare} has {service._max_transfers_per_peer} transfers running"
@@ -732,16 +723,19 @@ class FileTransfer:
 
     @asynccontextmanager
     async def _session_scope(
-        self, session: SessionShell, download: _Download | None = None
+        self, session: SessionShell, download: _Download | None = None, *, step: bool = False
     ) -> AsyncIterator[contextlib.AsyncExitStack]:
         """The one lifecycle of every session (sending or receiving, initiated or answered):
         the transports it opens are closed at the end (the yielded exit stack); any error
         ends the session with the reason it maps to (or is replaced by the peer's reason when
         it is only a consequence of the peer ending first), keeps or discards the partial file
-        of a ``download``; and the session is forgotten."""
+        of a ``download``; and the session is forgotten. ``step=True``: a step of a session
+        that goes on after it (accepting an offer): forgotten only if the step failed."""
         async with contextlib.AsyncExitStack() as cleanup:
+            ok = False
             try:
                 yield cleanup
+                ok = True
             except BaseException as exc:
                 instead = await self._end_after_error(session, exc)
                 if download is not None and download.partial is not None:
@@ -750,7 +744,8 @@ class FileTransfer:
                     raise instead from exc
                 raise
             finally:
-                self._forget(session)
+                if not (step and ok):
+                    self._forget(session)
 
     async def _send_data(
         self,
@@ -1163,10 +1158,10 @@ def _result(
     choice: str,
     taken: NameTaken | None = None,
 ) -> TransferResult:
-    """The result of a finished transfer (raised inside ``taken`` when the name was taken)."""
-    result = TransferResult(
-        direction=direction,
-        peer=session.peer,
+    """The result of a finished transfer, as the session's machine reports it (raised inside
+    ``taken`` when the name was taken)."""
+    result = session.machine.result(
+        direction,
         name=name,
         size=size,
         sha256=sha256,
@@ -1176,9 +1171,9 @@ def _result(
         seconds=time.monotonic() - started,
         path=path,
         wire_bytes=wire_bytes,
-        hash_verified=verified,
+        verified=verified,
         choice=choice,
-    )
+    ).result
     if taken is not None:
         taken.result = result
         raise taken

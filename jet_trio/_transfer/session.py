@@ -22,8 +22,9 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Literal
 
 from lxml import etree
 
@@ -62,7 +63,13 @@ from .._xmpp.jid import JID
 from .description import Checksum, FileDescription, FileTransferError, parse_description, parse_info
 from .hashes import Hash
 from .reasons import condition, consequence_of_ending, error_for, reason_for
-from .types import TransferCancelled, TransferError, TransportFailed, TransportName
+from .types import (
+    TransferCancelled,
+    TransferError,
+    TransferResult,
+    TransportFailed,
+    TransportName,
+)
 
 __all__ = [
     "KEEPS",
@@ -78,6 +85,8 @@ __all__ = [
     "FileSession",
     "Offer",
     "Phase",
+    "ReportProgress",
+    "ReportResult",
     "S5BExchange",
     "Step",
     "UsePicked",
@@ -213,6 +222,21 @@ Command = ConnectCandidates | FallBack | AcceptDirect | ActivateProxy | AwaitAct
 
 
 @dataclass(frozen=True, slots=True)
+class ReportProgress:
+    """Tell the application how far the data got: ``progress(done, total)``."""
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReportResult:
+    """Tell the application the outcome of a session that ended in success."""
+
+    result: TransferResult
+
+
+@dataclass(frozen=True, slots=True)
 class Ending:
     """How to end a session after a local exception: send session-terminate with ``reason``
     (``None``: the peer ended it already), and raise ``instead`` rather than the exception
@@ -330,6 +354,8 @@ class FileSession:
         self._arrived: deque[JingleMessage] = deque()
         self._kept: list[JingleMessage] = []
         self._offered: etree._Element | None = None  # our transport in session-initiate
+        self._reported = -1  # the bytes last reported as progress
+        self._ending: Reason | None = None  # the reason of our session-terminate
 
     def __repr__(self) -> str:
         return f"<FileSession {self.jingle.sid} with {self.peer}: {self.phase.name}>"
@@ -511,8 +537,68 @@ class FileSession:
         if self.jingle.state is SessionState.ENDED:
             return None
         msg = self.jingle.terminate_with(reason)
+        self._ending = reason
         self.step(Step.END)
         return msg
+
+    # -- what the application is told -----------------------------------------------------
+
+    def data_moved(self, done: int, total: int) -> ReportProgress | None:
+        """``done`` of ``total`` bytes of the file moved: the progress to report, if any.
+        Only while data flows (:attr:`Phase.TRANSFERRING`), never backwards nor beyond
+        ``total``, and once per value: a late or repeated count reports nothing."""
+        if self.phase is not Phase.TRANSFERRING or not self._reported < done <= total:
+            return None
+        self._reported = done
+        return ReportProgress(done, total)
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the session ended with ``success`` (ours or the peer's session-terminate)."""
+        ending = self._ending if self.peer_reason is None else self.peer_reason
+        return (
+            self.phase is Phase.ENDED
+            and ending is not None
+            and ending.condition is ReasonCondition.SUCCESS
+        )
+
+    def result(
+        self,
+        direction: Literal["send", "receive"],
+        *,
+        name: str,
+        size: int,
+        sha256: str,
+        transport: TransportName,
+        envelope: str | None,
+        cipher: str | None,
+        seconds: float,
+        path: Path,
+        wire_bytes: int,
+        verified: bool,
+        choice: str,
+    ) -> ReportResult:
+        """The result to report, built in this one place; only for a session that ended
+        with ``success`` (:class:`SessionStateError` otherwise: a bug of the driver)."""
+        if not self.succeeded:
+            raise SessionStateError(f"a result for a session in phase {self.phase.value}")
+        return ReportResult(
+            TransferResult(
+                direction=direction,
+                peer=self.peer,
+                name=name,
+                size=size,
+                sha256=sha256,
+                transport=transport,
+                envelope=envelope,
+                cipher=cipher,
+                seconds=seconds,
+                path=path,
+                wire_bytes=wire_bytes,
+                hash_verified=verified,
+                choice=choice,
+            )
+        )
 
     def after_error(self, exc: BaseException) -> Ending:
         """How to end the session after the local exception ``exc``: with the reason

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import trio
@@ -50,6 +51,8 @@ from jet_trio._transfer.session import (
     FallBack,
     FileSession,
     Phase,
+    ReportProgress,
+    ReportResult,
     SessionStateError,
     Step,
     UsePicked,
@@ -609,3 +612,55 @@ def test_a_session_accept_raising_the_ibb_block_size_fails_the_transport() -> No
     assert got is not None
     with pytest.raises(TransportFailed, match="raised the IBB block size from 4096 to 65535"):
         alice.accepted(got)
+
+
+def test_progress_is_reported_only_while_data_flows_forward_and_once() -> None:
+    wire, _, _ = offered("ibb")
+    alice = wire.alice
+    assert alice.data_moved(10, 100) is None  # negotiating: nothing flows yet
+    alice.step(Step.DATA)
+    assert alice.data_moved(10, 100) == ReportProgress(10, 100)
+    assert alice.data_moved(10, 100) is None  # the same count again
+    assert alice.data_moved(5, 100) is None  # backwards
+    assert alice.data_moved(101, 100) is None  # beyond the total
+    assert alice.data_moved(100, 100) == ReportProgress(100, 100)
+    alice.step(Step.DATA_DONE)
+    assert alice.data_moved(100, 100) is None
+
+
+RESULT = {
+    "name": "f.bin",
+    "size": 3,
+    "sha256": "00" * 32,
+    "transport": "ibb",
+    "envelope": None,
+    "cipher": None,
+    "seconds": 0.5,
+    "path": Path("f.bin"),
+    "wire_bytes": 3,
+    "verified": True,
+    "choice": "not encrypted: encrypt=None",
+}
+
+
+def test_a_result_only_for_a_session_that_ended_in_success() -> None:
+    wire, _, _ = offered("ibb")
+    alice, bob = wire.alice, wire.bob
+    with pytest.raises(SessionStateError, match="a result for a session in phase negotiating"):
+        alice.result("send", **RESULT)  # type: ignore[arg-type]
+    for side in (alice, bob):
+        side.step(Step.DATA)
+        side.step(Step.DATA_DONE)
+    end = bob.terminate(Reason(ReasonCondition.SUCCESS))
+    assert end is not None
+    report = bob.result("receive", **RESULT)  # type: ignore[arg-type]
+    assert isinstance(report, ReportResult) and report.result.peer == ALICE
+    assert report.result.direction == "receive" and report.result.hash_verified
+    wire.to_alice(end)
+    assert alice.next_message(A.SESSION_TERMINATE) is not None
+    assert alice.result("send", **RESULT).result.peer == BOB  # type: ignore[arg-type]
+    # Ended with any other reason: no result.
+    failed, _, _ = offered("ibb")
+    assert failed.bob.terminate(Reason(ReasonCondition.MEDIA_ERROR)) is not None
+    with pytest.raises(SessionStateError, match="phase ended"):
+        failed.bob.result("receive", **RESULT)  # type: ignore[arg-type]
