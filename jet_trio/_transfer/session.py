@@ -356,6 +356,7 @@ class FileSession:
         self._offered: etree._Element | None = None  # our transport in session-initiate
         self._reported = -1  # the bytes last reported as progress
         self._ending: Reason | None = None  # the reason of our session-terminate
+        self._data_done = False  # every byte was sent or received
 
     def __repr__(self) -> str:
         return f"<FileSession {self.jingle.sid} with {self.peer}: {self.phase.name}>"
@@ -384,6 +385,8 @@ class FileSession:
             self.phase = PHASES[(self.phase, step)]
         except KeyError:
             raise SessionStateError(f"{step.value} in phase {self.phase.value}") from None
+        if step is Step.DATA_DONE:
+            self._data_done = True
         return self.phase
 
     # -- peer messages ---------------------------------------------------------------------
@@ -552,14 +555,19 @@ class FileSession:
         self._reported = done
         return ReportProgress(done, total)
 
-    @property
-    def succeeded(self) -> bool:
-        """Whether the session ended with ``success`` (ours or the peer's session-terminate)."""
-        ending = self._ending if self.peer_reason is None else self.peer_reason
-        return (
-            self.phase is Phase.ENDED
-            and ending is not None
-            and ending.condition is ReasonCondition.SUCCESS
+    def succeeded(self, direction: Literal["send", "receive"]) -> bool:
+        """Whether the transfer succeeded (XEP-0234: the receiver ends the session with
+        ``success`` once it verified the file). A sender: the peer's session-terminate said
+        ``success``. A receiver: every byte arrived (it was verified before) and we did not
+        end the session with another reason; a peer that ended the session after the last
+        byte changes nothing (its end is moot, the file is whole)."""
+        if direction == "send":
+            return (
+                self.peer_reason is not None
+                and self.peer_reason.condition is ReasonCondition.SUCCESS
+            )
+        return self._data_done and (
+            self._ending is None or self._ending.condition is ReasonCondition.SUCCESS
         )
 
     def result(
@@ -578,10 +586,13 @@ class FileSession:
         verified: bool,
         choice: str,
     ) -> ReportResult:
-        """The result to report, built in this one place; only for a session that ended
-        with ``success`` (:class:`SessionStateError` otherwise: a bug of the driver)."""
-        if not self.succeeded:
-            raise SessionStateError(f"a result for a session in phase {self.phase.value}")
+        """The result to report, built in this one place; only for a transfer that
+        :meth:`succeeded` (:class:`SessionStateError` otherwise: a bug of the driver)."""
+        if not self.succeeded(direction):
+            raise SessionStateError(
+                f"a result of a transfer that did not succeed ({direction}, phase "
+                f"{self.phase.value})"
+            )
         return ReportResult(
             TransferResult(
                 direction=direction,

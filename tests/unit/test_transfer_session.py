@@ -643,14 +643,19 @@ RESULT = {
 }
 
 
-def test_a_result_only_for_a_session_that_ended_in_success() -> None:
+def test_a_result_only_for_a_transfer_that_succeeded() -> None:
     wire, _, _ = offered("ibb")
     alice, bob = wire.alice, wire.bob
-    with pytest.raises(SessionStateError, match="a result for a session in phase negotiating"):
+    with pytest.raises(SessionStateError, match=r"did not succeed \(send, phase negotiating\)"):
         alice.result("send", **RESULT)  # type: ignore[arg-type]
     for side in (alice, bob):
         side.step(Step.DATA)
+    with pytest.raises(SessionStateError, match="did not succeed"):
+        bob.result("receive", **RESULT)  # type: ignore[arg-type]  # not every byte yet
+    for side in (alice, bob):
         side.step(Step.DATA_DONE)
+    with pytest.raises(SessionStateError, match=r"send, phase closing"):
+        alice.result("send", **RESULT)  # type: ignore[arg-type]  # the receiver has not said
     end = bob.terminate(Reason(ReasonCondition.SUCCESS))
     assert end is not None
     report = bob.result("receive", **RESULT)  # type: ignore[arg-type]
@@ -659,8 +664,35 @@ def test_a_result_only_for_a_session_that_ended_in_success() -> None:
     wire.to_alice(end)
     assert alice.next_message(A.SESSION_TERMINATE) is not None
     assert alice.result("send", **RESULT).result.peer == BOB  # type: ignore[arg-type]
-    # Ended with any other reason: no result.
-    failed, _, _ = offered("ibb")
-    assert failed.bob.terminate(Reason(ReasonCondition.MEDIA_ERROR)) is not None
-    with pytest.raises(SessionStateError, match="phase ended"):
-        failed.bob.result("receive", **RESULT)  # type: ignore[arg-type]
+
+
+def test_no_result_after_a_failed_ending() -> None:
+    wire, _, _ = offered("ibb")
+    for side in (wire.alice, wire.bob):
+        side.step(Step.DATA)
+        side.step(Step.DATA_DONE)
+    end = wire.bob.terminate(Reason(ReasonCondition.MEDIA_ERROR))  # the hash did not match
+    assert end is not None
+    with pytest.raises(SessionStateError, match="receive, phase ended"):
+        wire.bob.result("receive", **RESULT)  # type: ignore[arg-type]
+    wire.to_alice(end)
+    with pytest.raises(IntegrityError):
+        wire.alice.next_message()
+    with pytest.raises(SessionStateError, match="send, phase ended"):
+        wire.alice.result("send", **RESULT)  # type: ignore[arg-type]
+
+
+def test_a_receiver_with_every_byte_has_its_result_whatever_the_peer_said_after() -> None:
+    """The sender cancelled after its last byte, while the receiver verified: the file is
+    whole and verified, the receiver reports it (the sender's end is moot)."""
+    wire, _, _ = offered("ibb")
+    for side in (wire.alice, wire.bob):
+        side.step(Step.DATA)
+    wire.alice.step(Step.DATA_DONE)
+    cancel = wire.alice.terminate(Reason(ReasonCondition.CANCEL))
+    assert cancel is not None
+    wire.to_bob(cancel)
+    assert wire.bob.ended_by_peer() is not None
+    wire.bob.step(Step.DATA_DONE)
+    assert wire.bob.terminate(Reason(ReasonCondition.SUCCESS)) is None  # already over
+    assert wire.bob.result("receive", **RESULT).result.direction == "receive"  # type: ignore[arg-type]
