@@ -1,7 +1,11 @@
-"""Jingle file transfer sessions on a client: offers, S5B/IBB transports, JET encryption.
+"""The file-transfer facade: :func:`open_file_transfer`, :class:`FileTransfer`, offers.
 
-The Jingle state machine, the file-transfer codec, the transports and the JET stream wrappers
-are sans-IO or self-contained; this module is the trio shell that wires them to the client.
+The protocol decisions are the session machine's (``session.py``); routing the client's
+Jingle and IBB iqs to sessions, offers waiting and quotas are the switchboard's
+(``switchboard.py``); the choice of peer, envelope and cipher is ``choice.py``'s; the data
+pump and the shell of one session are the driver's (``driver.py``). What is left here puts
+them together: sending, receiving, sharing and requesting files, the transport commands,
+and the one session scope.
 """
 
 from __future__ import annotations
@@ -104,8 +108,6 @@ __all__ = ["FileTransfer", "IncomingOffer", "open_file_transfer"]
 
 log = logging.getLogger("jet_trio.transfer")
 
-_JINGLE: Final = f"{{{_ns.JINGLE}}}jingle"
-_IBB_TAGS: Final = tuple(f"{{{_ns.IBB}}}{n}" for n in ("open", "data", "close"))
 Transport = Literal["auto", "s5b", "ibb"]
 DEFAULT_ACCEPT_TIMEOUT: Final = 300.0
 """Seconds a sender waits for the receiver to accept or decline (a person deciding)."""
