@@ -8,6 +8,7 @@ trio driver alike.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
@@ -98,9 +99,11 @@ def reason_for(exc: BaseException) -> tuple[str, str | None]:
             if cond is C.CANCEL:
                 return str(cond), None
             if cond is C.FAILED_APPLICATION:
-                # Only what went wrong: the file name of an OSError is a path of this machine.
+                # Only what went wrong: the file name of an OSError is a path of this machine,
+                # and its text may be ours, naming one: the system's text for its errno.
                 assert isinstance(exc, OSError)
-                return str(cond), f"local I/O error: {exc.strerror or type(exc).__name__}"
+                what = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+                return str(cond), f"local I/O error: {what}"
             return str(cond), str(exc)
     return "general-error", str(exc) if isinstance(exc, JetError) else None
 
