@@ -81,11 +81,10 @@ _UINT: Final = re.compile(r"[0-9]{1,10}")
 _XML_SPACE: Final = " \t\r\n"
 _UINT_MAX: Final = 2**32 - 1
 _BOOLEANS: Final = {"true": True, "1": True, "false": False, "0": False}
-# protobuf's decoding error (the backends wrap most of them into ValueError; caught in case one
-# is not). Looked up at run time: protobuf ships no type information.
-_DECODE_ERROR: Final[type[Exception]] = importlib.import_module(
-    "google.protobuf.message"
-).DecodeError
+# The base class of protobuf's errors: the backends wrap decoding errors into ValueError, but not
+# all (twomemo re-serialises the key exchange's inner message: an EncodeError when a field is
+# missing). Looked up at run time: protobuf ships no type information.
+_PROTOBUF_ERROR: Final[type[Exception]] = importlib.import_module("google.protobuf.message").Error
 
 
 class MalformedOmemoElement(RemoteProtocolError):
@@ -391,7 +390,7 @@ def _key_material(
             if kex:
                 exchange, content = two.KeyExchangeImpl.parse(content)
             material = two.EncryptedKeyMaterialImpl.parse(content, bare_jid, rid)
-    except (ValueError, IndexError, _DECODE_ERROR) as exc:
+    except (ValueError, IndexError, _PROTOBUF_ERROR) as exc:
         detail = f" ({exc})" if str(exc) else ""
         raise MalformedOmemoElement(ns, "key", f"not a valid OMEMO key{detail}") from None
     return material, exchange
