@@ -47,9 +47,10 @@ def b64(data: bytes) -> str:
 
 
 def shape(el: etree._Element) -> tuple[Any, ...]:
-    """An element's names, attributes, text and children, whatever its prefixes."""
+    """An element's names, attributes, text and children, whatever its prefixes and the order of
+    its children (pre keys come from a set)."""
     text = (el.text or "").strip()
-    return (el.tag, sorted(el.attrib.items()), text, [shape(c) for c in el])
+    return (el.tag, sorted(el.attrib.items()), text, sorted(shape(c) for c in el))
 
 
 def curve() -> bytes:
@@ -295,6 +296,40 @@ def test_dino_device_list_notification_form() -> None:
     bundle item id is "1", handled by the download, not the codec)."""
     devices = xml(f"<list xmlns='{OLDMEMO}'><device id='64371059'/><device id='980639778'/></list>")
     assert _codecs.parse_device_list(OLDMEMO, devices) == {64371059: None, 980639778: None}
+
+
+PEP_CAPTURE = Path(__file__).resolve().parent / "fixtures" / "dino_omemo_pep.xml"
+PUBSUB = "http://jabber.org/protocol/pubsub"
+
+
+def dino_pep(node_prefix: str) -> etree._Element:
+    """The payload Dino 0.4.2 published to a legacy OMEMO node (captured on loopback: Prosody's
+    log of the Dino interop lab, tests/interop)."""
+    for line in PEP_CAPTURE.read_text(encoding="utf-8").splitlines():
+        iq = xml(line)
+        publish = iq.find(f"{{{PUBSUB}}}pubsub/{{{PUBSUB}}}publish")
+        assert publish is not None
+        if publish.get("node", "").startswith(node_prefix):
+            return publish[0][0]
+    raise AssertionError(node_prefix)
+
+
+def test_dino_device_list_as_published() -> None:
+    element = dino_pep(f"{OLDMEMO}.devicelist")
+    assert _codecs.parse_device_list(OLDMEMO, element) == {624571178: None}
+    assert oldmemo.etree.parse_device_list(lxml_to_et(element)) == {624571178: None}
+
+
+def test_dino_bundle_as_published() -> None:
+    element = dino_pep(f"{OLDMEMO}.bundles:")
+    ours = _codecs.parse_bundle(OLDMEMO, element, "alice@localhost", 624571178)
+    assert ours == oldmemo.etree.parse_bundle(lxml_to_et(element), "alice@localhost", 624571178)
+    assert len(ours.pre_key_ids) == 100
+    assert ours.signed_pre_key_id == 1157253384
+    # Written back, it is Dino's bundle (element for element, pre keys in any order).
+    again = _codecs.serialize_bundle(ours)
+    assert shape(again) == shape(element)
+    assert _codecs.parse_bundle(OLDMEMO, again, "alice@localhost", 624571178) == ours
 
 
 # -- the XEP's examples (XEP-0384 0.3 for legacy OMEMO, 0.8/0.9 for OMEMO 2) ---------------------
