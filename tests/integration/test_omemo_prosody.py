@@ -28,6 +28,7 @@ if os.environ.get("CI") != "true":  # CI installs every plugin: there, a missing
 
 import oldmemo.etree
 import oldmemo.oldmemo
+import omemo
 from jet_trio_omemo import (
     OLDMEMO,
     TWOMEMO,
@@ -562,3 +563,57 @@ async def test_omemo_transfer_process_imports_no_schema_codec(
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
     result = json.loads(proc.stdout.decode().splitlines()[-1])
     assert result == {"envelopes": [OLDMEMO, TWOMEMO], "heavy": [], "codecs": True}
+
+
+async def test_hostile_device_list_and_bundle_are_refused(
+    server: ServerInfo, tmp_path: Path
+) -> None:
+    """What a contact publishes goes through the plugin's bounded codecs: a device list of 300
+    devices and a bundle that is not base64 are refused with typed errors naming what was
+    wrong; with them fixed, the transfer works."""
+    from lxml import etree
+
+    src = make_file(tmp_path, 1_000)
+    aes128 = _cipher("urn:xmpp:ciphers:aes-128-gcm-nopadding")
+    opts = {"pubsub#access_model": "open"}
+    with trio.fail_after(90):
+        async with (
+            peer(server, "alice", "a", tmp_path / "alice") as a,
+            peer(server, "bob", "b", tmp_path / "bob") as b,
+        ):
+            await both_available(a, b)
+            bob = b.client.jid.bare
+            bob_device = (await b.omemo.own_device()).device_id
+            devices_node = f"{OLDMEMO}.devicelist"
+            (good_list,) = await b.client.get_items(bob, devices_node)
+            assert good_list.payload is not None
+            huge = etree.Element(f"{{{OLDMEMO}}}list", nsmap={None: OLDMEMO})  # type: ignore[dict-item]
+            for i in range(1, 301):
+                etree.SubElement(huge, f"{{{OLDMEMO}}}device", id=str(i))
+            await b.client.publish(devices_node, huge, item_id="current", options=opts)
+            # Fetched on purpose: refused with the reason. As a PEP notification it is dropped
+            # (logged) and the devices known before stay.
+            with pytest.raises(omemo.DeviceListDownloadFailed, match="more than 256 entries"):
+                await a.omemo.refresh_devices(bob)
+            known = await a.omemo.devices(bob, refresh=False)
+            assert [d.device_id for d in known] == [bob_device]
+            await b.client.publish(devices_node, good_list.payload, item_id="current", options=opts)
+
+            bundle_node = f"{OLDMEMO}.bundles:{bob_device}"
+            (good_bundle,) = await b.client.get_items(bob, bundle_node)
+            assert good_bundle.payload is not None
+            broken = etree.fromstring(etree.tostring(good_bundle.payload))
+            key = broken.find(f"{{{OLDMEMO}}}identityKey")
+            assert key is not None
+            key.text = "not base64!"
+            await b.client.publish(bundle_node, broken, item_id="current", options=opts)
+            with pytest.raises(omemo.BundleDownloadFailed, match="<identityKey>: not valid base64"):
+                await a.omemo.manager._download_bundle(OLDMEMO, str(bob), bob_device)
+            with pytest.raises(EnvelopeError):  # no device left to encrypt to
+                await a.omemo.envelopes[0].encrypt(TransportSecret.generate(aes128), b.client.jid)
+            await b.client.publish(
+                bundle_node, good_bundle.payload, item_id="current", options=opts
+            )
+            sent, _ = await transfer(a, b, src, tmp_path / "got.bin", encrypt=OLDMEMO)
+            assert sent.envelope == OLDMEMO
+            assert (tmp_path / "got.bin").read_bytes() == src.read_bytes()

@@ -360,9 +360,7 @@ class TrioSessionManager(SessionManager):
         try:
             return _codecs.parse_bundle(namespace, payload, bare_jid, device_id)
         except _codecs.MalformedOmemoElement as exc:
-            raise BundleDownloadFailed(
-                f"malformed {namespace} bundle of {bare_jid}/{device_id}: {exc}"
-            ) from exc
+            raise BundleDownloadFailed(f"bundle of {bare_jid}/{device_id}: {exc}") from exc
 
     @classmethod
     async def _delete_bundle(cls, namespace: str, device_id: int) -> None:
