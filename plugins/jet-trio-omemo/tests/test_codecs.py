@@ -19,6 +19,8 @@ import twomemo.twomemo as two
 import twomemo.twomemo_pb2 as two_pb2
 import x3dh
 import xeddsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lxml import etree
 from omemo import DeviceInformation, DeviceList, Message, SignedLabel
 
@@ -920,3 +922,30 @@ def test_library_codecs_differ_only_where_documented() -> None:
         parse_any(TWOMEMO, element, identity)
     with pytest.raises(TypeError):  # int(None) inside twomemo.etree
         twomemo.etree.parse_message(lxml_to_et(element), "romeo@montague.lit")
+
+
+_DEVICE_IDS = st.integers(min_value=1, max_value=2**32 - 1)
+_LABELS = st.one_of(
+    st.none(),
+    st.builds(
+        SignedLabel,
+        label=st.text(
+            st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Cn")), max_size=40
+        ),
+        signature=st.binary(min_size=64, max_size=64),
+    ),
+)
+
+
+@BOTH
+@settings(max_examples=60, deadline=None)
+@given(devices=st.dictionaries(_DEVICE_IDS, _LABELS, max_size=20))
+def test_any_device_list_round_trips_with_the_library(ns: str, devices: DeviceList) -> None:
+    if ns == OLDMEMO:  # no labels in legacy OMEMO
+        devices = dict.fromkeys(devices)
+    lib_mod: Any = oldmemo.etree if ns == OLDMEMO else twomemo.etree
+    assert lib_mod.parse_device_list(lxml_to_et(_codecs.serialize_device_list(ns, devices))) == (
+        devices
+    )
+    theirs = et_to_lxml(lib_mod.serialize_device_list(devices))
+    assert _codecs.parse_device_list(ns, theirs) == devices
