@@ -9,6 +9,8 @@ time (user + system) and peak RSS come from ``/usr/bin/time`` (package ``time``)
 * ``--help``: ``jet-trio --help``;
 * ``import jet_trio``: the package, then every public name (the whole library);
 * ``plugins --json``: ``jet-trio plugins --json`` (entry points loaded, no login);
+* ``import OMEMO plugin``: the modules of jet-trio-omemo an OMEMO session runs on (and the OMEMO
+  libraries they import), when the plugin is installed;
 * ``send 1 KiB <envelope>``: ``jet-trio send`` of a 1024-byte file to a ``jet-trio receive``
   already waiting, through a private Prosody on 127.0.0.1 (tests/integration/_servers.py,
   ``stanza_debug`` off; direct S5B), with the stub envelope, without encryption (``none``) and
@@ -62,7 +64,10 @@ SEND_DEPS = (
     "trio, ssl, lxml.etree, cryptography.hazmat.primitives.ciphers, scramp, precis_i18n, "
     "click, pluggy, rich.console"
 )
-OMEMO_DEPS = "oldmemo.etree, twomemo.etree, omemo.session_manager"
+# The OMEMO libraries an OMEMO transfer loads (the plugin's own codecs replace the backends'
+# oldmemo.etree / twomemo.etree, which build xmlschema schemas at import).
+OMEMO_DEPS = "oldmemo.oldmemo, twomemo.twomemo, omemo.session_manager"
+OMEMO_IMPORT = "import jet_trio_omemo._session, jet_trio_omemo._envelope"
 RSS_GOALS = {"stub": 50.0, "none": 50.0, "omemo": 70.0}
 
 
@@ -250,6 +255,13 @@ def main() -> int:
             ("import jet_trio", lambda s: [s.python, "-P", "-c", IMPORT_ALL]),
             ("plugins --json", lambda s: s.cli("plugins", "--json")),
         ]
+        try:
+            import jet_trio_omemo
+
+            # What an OMEMO session imports, on each side (the plugin's start-up alone).
+            cases.append(("import OMEMO plugin", lambda s: [s.python, "-P", "-c", OMEMO_IMPORT]))
+        except ImportError:
+            pass
         if not args.no_send:
             if str(ROOT) not in sys.path:
                 sys.path.insert(0, str(ROOT))

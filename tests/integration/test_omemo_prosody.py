@@ -4,7 +4,9 @@ with the jet-trio-omemo plugin (python-omemo under trio)."""
 from __future__ import annotations
 
 import base64
+import json
 import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ if os.environ.get("CI") != "true":  # CI installs every plugin: there, a missing
 
 import oldmemo.etree
 import oldmemo.oldmemo
+import omemo
 from jet_trio_omemo import (
     OLDMEMO,
     TWOMEMO,
@@ -486,3 +489,132 @@ async def test_used_pre_key_is_replaced_in_the_published_bundle(
             await b.omemo.envelopes[0].decrypt(envelope, a.client.jid, cipher)
             after = await published_pre_keys()
             assert used not in after and len(after) == 100  # replaced and refilled
+
+
+# A process that does OMEMO transfers both ways (legacy OMEMO first contact, OMEMO 2) and then
+# lists the modules it loaded: the OMEMO elements go through the plugin's own lxml codecs, so
+# neither the backends' ElementTree codecs nor xmlschema (~0.5 s CPU, ~14 MiB) are imported.
+_TRANSFER_PROCESS = """
+import json, os, sys
+from pathlib import Path
+import trio
+from jet_trio import open_client, open_file_transfer
+from jet_trio_omemo import OLDMEMO, TWOMEMO, open_omemo
+
+cfg = json.loads(sys.argv[1])
+work = Path(cfg["work"])
+
+async def transfers():
+    opts = dict(host=cfg["host"], port=cfg["port"], ca_file=cfg["ca_file"])
+    async with (
+        open_client(cfg["alice"] + "/a", cfg["alice_pw"], **opts) as a,
+        open_client(cfg["bob"] + "/b", cfg["bob_pw"], **opts) as b,
+        open_omemo(a, work / "a"), open_omemo(b, work / "b"),
+        open_file_transfer(a) as fa, open_file_transfer(b) as fb,
+    ):
+        await a.wait_available(b.jid)
+        await b.wait_available(a.jid)
+        src = work / "src.bin"
+        src.write_bytes(os.urandom(1024))
+        envelopes = []
+        for n, (one, two, ns) in enumerate([(fa, fb, OLDMEMO), (fb, fa, TWOMEMO)]):
+            async with trio.open_nursery() as nursery:
+                async def receive(two=two, n=n):
+                    offer = await two.next_offer()
+                    result = await offer.accept(work / f"got{n}.bin")
+                    envelopes.append(result.envelope)
+                nursery.start_soon(receive)
+                await one.send_file(src, (b if one is fa else a).jid, encrypt=ns)
+            assert (work / f"got{n}.bin").read_bytes() == src.read_bytes()
+    heavy = sorted(
+        m for m in sys.modules
+        if m.split(".")[0] in ("xmlschema", "elementpath")
+        or m in ("oldmemo.etree", "twomemo.etree")
+    )
+    print(json.dumps({"envelopes": envelopes, "heavy": heavy,
+                      "codecs": "jet_trio_omemo._codecs" in sys.modules}))
+
+async def main():
+    with trio.fail_after(90):
+        await transfers()
+
+trio.run(main)
+"""
+
+
+async def test_omemo_transfer_process_imports_no_schema_codec(
+    server: ServerInfo, tmp_path: Path
+) -> None:
+    cfg = {
+        "work": str(tmp_path),
+        "host": server.host,
+        "port": server.port,
+        "ca_file": server.ca_file,
+        "alice": server.jid("alice"),
+        "alice_pw": server.password("alice"),
+        "bob": server.jid("bob"),
+        "bob_pw": server.password("bob"),
+    }
+    proc = await trio.run_process(
+        [sys.executable, "-P", "-c", _TRANSFER_PROCESS, json.dumps(cfg)],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    result = json.loads(proc.stdout.decode().splitlines()[-1])
+    assert result == {"envelopes": [OLDMEMO, TWOMEMO], "heavy": [], "codecs": True}
+
+
+async def test_hostile_device_list_and_bundle_are_refused(
+    server: ServerInfo, tmp_path: Path
+) -> None:
+    """What a contact publishes goes through the plugin's bounded codecs: a device list of 300
+    devices and a bundle that is not base64 are refused with typed errors naming what was
+    wrong; with them fixed, the transfer works."""
+    from lxml import etree
+
+    src = make_file(tmp_path, 1_000)
+    aes128 = _cipher("urn:xmpp:ciphers:aes-128-gcm-nopadding")
+    opts = {"pubsub#access_model": "open"}
+    with trio.fail_after(90):
+        async with (
+            peer(server, "alice", "a", tmp_path / "alice") as a,
+            peer(server, "bob", "b", tmp_path / "bob") as b,
+        ):
+            await both_available(a, b)
+            bob = b.client.jid.bare
+            bob_device = (await b.omemo.own_device()).device_id
+            devices_node = f"{OLDMEMO}.devicelist"
+            (good_list,) = await b.client.get_items(bob, devices_node)
+            assert good_list.payload is not None
+            huge = etree.Element(f"{{{OLDMEMO}}}list", nsmap={None: OLDMEMO})  # type: ignore[dict-item]
+            for i in range(1, 301):
+                etree.SubElement(huge, f"{{{OLDMEMO}}}device", id=str(i))
+            await b.client.publish(devices_node, huge, item_id="current", options=opts)
+            # Fetched on purpose: refused with the reason. As a PEP notification it is dropped
+            # (logged) and the devices known before stay.
+            with pytest.raises(omemo.DeviceListDownloadFailed, match="more than 256 entries"):
+                await a.omemo.refresh_devices(bob)
+            known = await a.omemo.devices(bob, refresh=False)
+            assert [d.device_id for d in known] == [bob_device]
+            await b.client.publish(devices_node, good_list.payload, item_id="current", options=opts)
+
+            bundle_node = f"{OLDMEMO}.bundles:{bob_device}"
+            (good_bundle,) = await b.client.get_items(bob, bundle_node)
+            assert good_bundle.payload is not None
+            broken = etree.fromstring(etree.tostring(good_bundle.payload))
+            key = broken.find(f"{{{OLDMEMO}}}identityKey")
+            assert key is not None
+            key.text = "not base64!"
+            await b.client.publish(bundle_node, broken, item_id="current", options=opts)
+            with pytest.raises(omemo.BundleDownloadFailed, match="<identityKey>: not valid base64"):
+                await a.omemo.manager._download_bundle(OLDMEMO, str(bob), bob_device)
+            with pytest.raises(EnvelopeError):  # no device left to encrypt to
+                await a.omemo.envelopes[0].encrypt(TransportSecret.generate(aes128), b.client.jid)
+            await b.client.publish(
+                bundle_node, good_bundle.payload, item_id="current", options=opts
+            )
+            sent, _ = await transfer(a, b, src, tmp_path / "got.bin", encrypt=OLDMEMO)
+            assert sent.envelope == OLDMEMO
+            assert (tmp_path / "got.bin").read_bytes() == src.read_bytes()

@@ -66,6 +66,10 @@ def test_dino_prekey_message_parses_with_oldmemo() -> None:
     ("old", "new"),
     [
         ('sid="64371059"', 'sid="x"'),
+        # str.isdigit() accepts these, int() refuses or misreads them: a typed error, no crash
+        ('sid="64371059"', 'sid="\u00b2"'),
+        ('rid="980639778"', 'rid="\uff11\uff12"'),
+        ('sid="64371059"', 'sid="+64371059"'),
         ('rid="980639778"', 'rid=""'),
         ("<iv>IqDZyFRSb4an1LCz</iv>", "<iv>IqDZ</iv>"),
         ("<iv>IqDZyFRSb4an1LCz</iv>", "<iv>!!!!</iv>"),

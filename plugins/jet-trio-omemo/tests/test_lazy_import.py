@@ -58,3 +58,31 @@ def test_every_public_name_resolves() -> None:
             module = importlib.import_module(f"jet_trio_omemo.{jet_trio_omemo._LAZY[name]}")
             assert value is getattr(module, name), name
     assert set(jet_trio_omemo.__all__) <= set(dir(jet_trio_omemo))
+
+
+def test_omemo_modules_import_no_schema_codec() -> None:
+    """What an OMEMO session loads (``-X importtime``): the plugin's own codecs, not the
+    backends' ElementTree ones, which build xmlschema schemas at import (~0.5 s, ~14 MiB).
+    tests/integration/test_omemo_prosody.py checks the same after real transfers."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-P",
+            "-X",
+            "importtime",
+            "-c",
+            "import jet_trio_omemo._session, jet_trio_omemo._envelope",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert {"jet_trio_omemo._codecs", "oldmemo.oldmemo", "twomemo.twomemo"} <= imported
+    slow = {"xmlschema", "elementpath", "oldmemo.etree", "twomemo.etree"}
+    assert not {m for m in imported if m in slow or m.split(".")[0] in slow}

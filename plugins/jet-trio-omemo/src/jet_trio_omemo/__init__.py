@@ -27,12 +27,13 @@ from jet_trio.plugin import (
     hookimpl,
 )
 
-# The OMEMO libraries (oldmemo, twomemo, xmlschema, doubleratchet...) take a long time to import:
+# The OMEMO libraries (oldmemo, twomemo, doubleratchet, protobuf...) take a long time to import:
 # the plugin manager loads this module in every process, also when OMEMO is not used (stub or
 # OpenPGP envelope, no OMEMO session). So the public names are imported on first use (PEP 562);
 # the imports below are what type checkers see.
 if TYPE_CHECKING:
     from ._backends import OLDMEMO, TWOMEMO
+    from ._codecs import MalformedOmemoElement
     from ._envelope import JET_OMEMO_FEATURE, NoKeyForDevice, OmemoEnvelope
     from ._manager import TrustPolicy, UndecidedDevices, fingerprint_of
     from ._session import (
@@ -48,6 +49,7 @@ __all__ = [
     "OLDMEMO",
     "TWOMEMO",
     "DeviceFingerprint",
+    "MalformedOmemoElement",
     "NoKeyForDevice",
     "OmemoEnvelope",
     "OmemoError",
@@ -127,6 +129,7 @@ def jet_envelope_sessions(config: PluginConfig) -> list[EnvelopeSession]:
 _LAZY: dict[str, str] = {
     "OLDMEMO": "_backends",
     "TWOMEMO": "_backends",
+    "MalformedOmemoElement": "_codecs",
     "JET_OMEMO_FEATURE": "_envelope",
     "NoKeyForDevice": "_envelope",
     "OmemoEnvelope": "_envelope",

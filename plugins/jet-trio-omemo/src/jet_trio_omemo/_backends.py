@@ -1,5 +1,6 @@
 """The two OMEMO backends, extended with key transport (an OMEMO message without payload whose
-per-device key material is a key chosen by the caller), and their PEP nodes and XML codecs.
+per-device key material is a key chosen by the caller), and their PEP nodes. (Their XML is in
+:mod:`._codecs`.)
 
 python-omemo builds key transport messages only with a key it draws itself
 (:meth:`~omemo.backend.Backend.encrypt_empty`); JET needs the JET layer's transport secret in
@@ -132,7 +133,8 @@ def node_spec(namespace: str) -> NodeSpec:
 
 def lxml_to_et(element: etree._Element) -> ET.Element:
     """Hand an lxml element (already parsed by jet-trio's hardened parser) to the ElementTree
-    based codecs of oldmemo/twomemo. The serialisation carries no DOCTYPE or entity."""
+    based codecs of oldmemo/twomemo (which only the tests use, to cross-check :mod:`._codecs`).
+    The serialisation carries no DOCTYPE or entity."""
     return ET.fromstring(etree.tostring(element))
 
 

@@ -24,13 +24,12 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-import oldmemo.etree
 import oldmemo.oldmemo
 import omemo
-import twomemo.etree
 import twomemo.twomemo
 from jet_trio import JID
 from jet_trio._xmpp.ns import CIPHER_AES128_GCM
@@ -50,7 +49,8 @@ from jet_trio.plugin import (
 )
 from lxml import etree
 
-from ._backends import OLDMEMO, KeyTransport, et_to_lxml
+from . import _codecs
+from ._backends import OLDMEMO, KeyTransport
 from ._manager import JetTrust, TrustLevelName, UndecidedDevices, fingerprint_of
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ log = logging.getLogger("jet_trio_omemo")
 
 JET_OMEMO_FEATURE: Final = "urn:xmpp:jingle:jet-omemo:0"
 _MAX_PAYLOAD_TEXT: Final = 4096
+_DIGITS: Final = re.compile(r"[0-9]{1,10}")
 
 
 class NoKeyForDevice(EnvelopeError):
@@ -123,7 +124,7 @@ def parse_oldmemo_header(element: etree._Element) -> OldmemoEnvelopeHeader:
 
 
 def _device_id(text: str | None, what: str) -> int:
-    if text is None or not text.isdigit() or not 0 < int(text) < 2**32:
+    if text is None or not _DIGITS.fullmatch(text) or not 0 < int(text) < 2**32:
         raise EnvelopeError(f"OMEMO envelope: bad or missing {what} {text!r}")
     return int(text)
 
@@ -231,9 +232,7 @@ class OmemoEnvelope(EnvelopeMethod):
         for device in found.blind.values():
             if device.device_id in used:
                 await session.announce_first_use(device)
-        if self.namespace == OLDMEMO:
-            return et_to_lxml(oldmemo.etree.serialize_message(message))
-        return et_to_lxml(twomemo.etree.serialize_message(message))
+        return _codecs.serialize_message(message)
 
     # -- receiving -----------------------------------------------------------------------------
 
@@ -248,8 +247,6 @@ class OmemoEnvelope(EnvelopeMethod):
     async def _decrypt(
         self, element: etree._Element, sender: JID, cipher: Cipher
     ) -> DecryptedEnvelope:
-        from ._session import parse_message
-
         session = self._session
         manager = session.manager
         ns = self.namespace
@@ -293,7 +290,15 @@ class OmemoEnvelope(EnvelopeMethod):
                 [_key_record(device, KeyTrust.UNDECIDED)],
             )
         try:
-            message = await parse_message(manager, ns, element, bare, session.client.jid)
+            if ns == OLDMEMO:
+                message = _codecs.parse_oldmemo_message(
+                    element, str(bare), own_bare, device.identity_key
+                )
+            else:
+                message = _codecs.parse_twomemo_message(element, str(bare))
+        except _codecs.MalformedOmemoElement as exc:
+            raise EnvelopeError(f"malformed OMEMO envelope from {bare}: {exc}") from None
+        try:
             plaintext, info, key_material = await manager.decrypt(message)
         except omemo.SenderDistrusted:
             raise UntrustedEnvelope(
@@ -308,10 +313,6 @@ class OmemoEnvelope(EnvelopeMethod):
                 f"cannot decrypt the OMEMO envelope from device {sid} of {bare}: "
                 f"{type(exc).__name__}: {exc or 'authentication failed'}"
             ) from None
-        except Exception as exc:  # xmlschema validation errors of the codecs
-            if type(exc).__module__.startswith("xmlschema"):
-                raise EnvelopeError(f"malformed OMEMO envelope from {bare}: {exc}") from None
-            raise
         if info.bare_jid != str(bare) or info.device_id != sid:  # pragma: no cover - defensive
             raise EnvelopeError("OMEMO: the decrypting session is not the sender's device")
         secret = self._secret(plaintext, key_material, cipher, iv)

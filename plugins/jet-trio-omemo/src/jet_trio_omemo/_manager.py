@@ -31,10 +31,10 @@ import math
 from collections.abc import Coroutine, Mapping
 from typing import Any, ClassVar, Final
 
-import oldmemo.etree
+import oldmemo.oldmemo
 import omemo.session_manager
 import trio
-import twomemo.etree
+import twomemo.twomemo
 from jet_trio import JID, Client, JetError, StanzaError
 from jet_trio._xmpp.stanza import E
 from lxml import etree
@@ -57,14 +57,8 @@ from omemo import (
 )
 from omemo.backend import Backend
 
-from ._backends import (
-    DEVICE_LIST_OPTIONS,
-    OLDMEMO,
-    TWOMEMO,
-    et_to_lxml,
-    lxml_to_et,
-    node_spec,
-)
+from . import _codecs
+from ._backends import DEVICE_LIST_OPTIONS, OLDMEMO, TWOMEMO, node_spec
 
 __all__ = [
     "TrioSessionManager",
@@ -329,12 +323,8 @@ class TrioSessionManager(SessionManager):
     @classmethod
     async def _upload_bundle(cls, bundle: Bundle) -> None:
         spec = _spec(bundle.namespace)
-        if bundle.namespace == OLDMEMO:
-            assert isinstance(bundle, oldmemo.oldmemo.BundleImpl)
-            payload = et_to_lxml(oldmemo.etree.serialize_bundle(bundle))
-        else:
-            assert isinstance(bundle, twomemo.twomemo.BundleImpl)
-            payload = et_to_lxml(twomemo.etree.serialize_bundle(bundle))
+        assert isinstance(bundle, oldmemo.oldmemo.BundleImpl | twomemo.twomemo.BundleImpl)
+        payload = _codecs.serialize_bundle(bundle)
         try:
             await cls.client.publish(
                 spec.bundle_node(bundle.device_id),
@@ -368,13 +358,9 @@ class TrioSessionManager(SessionManager):
         if payload is None:
             raise BundleNotFound(f"no {namespace} bundle for {bare_jid}/{device_id}")
         try:
-            if namespace == OLDMEMO:
-                return oldmemo.etree.parse_bundle(lxml_to_et(payload), bare_jid, device_id)
-            return twomemo.etree.parse_bundle(lxml_to_et(payload), bare_jid, device_id)
-        except Exception as exc:  # xmlschema / ValueError from the codec: a malformed bundle
-            raise BundleDownloadFailed(
-                f"malformed {namespace} bundle of {bare_jid}/{device_id}: {exc}"
-            ) from exc
+            return _codecs.parse_bundle(namespace, payload, bare_jid, device_id)
+        except _codecs.MalformedOmemoElement as exc:
+            raise BundleDownloadFailed(f"bundle of {bare_jid}/{device_id}: {exc}") from exc
 
     @classmethod
     async def _delete_bundle(cls, namespace: str, device_id: int) -> None:
@@ -390,10 +376,7 @@ class TrioSessionManager(SessionManager):
     @classmethod
     async def _upload_device_list(cls, namespace: str, device_list: DeviceList) -> None:
         spec = _spec(namespace)
-        if namespace == OLDMEMO:
-            payload = et_to_lxml(oldmemo.etree.serialize_device_list(device_list))
-        else:
-            payload = et_to_lxml(twomemo.etree.serialize_device_list(device_list))
+        payload = _codecs.serialize_device_list(namespace, device_list)
         try:
             await cls.client.publish(
                 spec.device_list_node, payload, item_id="current", options=DEVICE_LIST_OPTIONS
@@ -420,10 +403,7 @@ class TrioSessionManager(SessionManager):
     @classmethod
     async def _send_message(cls, message: Message, bare_jid: str) -> None:
         """Send an OMEMO message without content (session completion, heartbeats)."""
-        if message.namespace == OLDMEMO:
-            encrypted = et_to_lxml(oldmemo.etree.serialize_message(message))
-        else:
-            encrypted = et_to_lxml(twomemo.etree.serialize_message(message))
+        encrypted = _codecs.serialize_message(message)
         stanza = E(
             "{jabber:client}message",
             {"to": bare_jid, "type": "chat"},
@@ -439,12 +419,11 @@ class TrioSessionManager(SessionManager):
 
 def parse_device_list(namespace: str, payload: etree._Element) -> DeviceList:
     """Read a device list payload; raises :class:`DeviceListDownloadFailed` if malformed."""
+    _spec(namespace)
     try:
-        if namespace == OLDMEMO:
-            return oldmemo.etree.parse_device_list(lxml_to_et(payload))
-        return twomemo.etree.parse_device_list(lxml_to_et(payload))
-    except Exception as exc:  # xmlschema / ValueError from the codec
-        raise DeviceListDownloadFailed(f"malformed {namespace} device list: {exc}") from exc
+        return _codecs.parse_device_list(namespace, payload)
+    except _codecs.MalformedOmemoElement as exc:
+        raise DeviceListDownloadFailed(f"device list: {exc}") from exc
 
 
 def _spec(namespace: str) -> Any:

@@ -12,15 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import oldmemo.etree
 import omemo
 import trio
-import twomemo.etree
 from jet_trio import JID, Client, PubSubEvent
 from jet_trio.plugin import EnvelopeMethod, KeyEvent, KeyNotice, KeyRecord, KeyStore, KeyTrust
 from lxml import etree
 
-from ._backends import OLDMEMO, TWOMEMO, JetOldmemo, JetTwomemo, lxml_to_et, node_spec
+from . import _codecs
+from ._backends import OLDMEMO, TWOMEMO, JetOldmemo, JetTwomemo, node_spec
 from ._manager import (
     TrioSessionManager,
     TrustLevelName,
@@ -452,12 +451,36 @@ def _fingerprint(d: omemo.DeviceInformation, *, own: bool = False) -> DeviceFing
 async def parse_message(
     manager: TrioSessionManager, ns: str, encrypted: etree._Element, sender: JID, own: JID
 ) -> omemo.Message:
-    """Read an ``<encrypted>`` element with the backend's codec (``ValueError`` and xmlschema's
-    validation errors for malformed input, :class:`omemo.SenderNotFound`)."""
-    element = lxml_to_et(encrypted)
-    if ns == OLDMEMO:
-        return await oldmemo.etree.parse_message(element, str(sender.bare), str(own.bare), manager)
-    return twomemo.etree.parse_message(element, str(sender.bare))
+    """Read an ``<encrypted>`` element (:class:`~._codecs.MalformedOmemoElement` if malformed).
+
+    A legacy OMEMO message needs the sender device's identity key (the sign of its Ed25519
+    form is not in the message): the device is looked up, its device list fetched once if it is
+    not known, else :class:`omemo.SenderNotFound`."""
+    if ns != OLDMEMO:
+        return _codecs.parse_twomemo_message(encrypted, str(sender.bare))
+    sid = _codecs.message_sid(ns, encrypted)
+    bare = str(sender.bare)
+    device = await _find_device(manager, bare, sid)
+    if device is None:
+        try:
+            await manager.refresh_device_list(ns, bare)
+        except omemo.DeviceListDownloadFailed as exc:
+            raise omemo.SenderNotFound(
+                f"device {sid} of {bare} is unknown and its device list could not be fetched"
+            ) from exc
+        device = await _find_device(manager, bare, sid)
+    if device is None:
+        raise omemo.SenderNotFound(f"device {sid} is not a device of {bare} (or has no bundle)")
+    return _codecs.parse_oldmemo_message(encrypted, bare, str(own.bare), device.identity_key)
+
+
+async def _find_device(
+    manager: TrioSessionManager, bare: str, device_id: int
+) -> omemo.DeviceInformation | None:
+    for device in await manager.get_device_information(bare):
+        if device.device_id == device_id:
+            return device
+    return None
 
 
 @asynccontextmanager
