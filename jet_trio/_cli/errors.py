@@ -133,6 +133,15 @@ def _transfer_failure(exc: TransferError) -> Failure:
     )
 
     msg, jingle = str(exc), exc.reason
+    if jingle == "failed-application" and "refused: unsafe path" in msg:
+        return Failure(
+            ExitCode.PEER,
+            "unsafe-path",
+            msg,
+            "The recipient cannot store this file under its path inside the folder; rename "
+            "it (or the folders around it) and send it again.",
+            jingle,
+        )
     if isinstance(exc, NameTaken):
         return Failure(
             ExitCode.FILE,

@@ -588,7 +588,7 @@ async def _receive_one(
         )
     except Exception as exc:
         if sha is not None:
-            hint_partials(out, opts.output_dir, sha)
+            hint_partials(out, _folder_of(offer, opts.output_dir), sha)
         failure = classify(exc)
         if failure.code is ExitCode.INTERNAL:
             raise
@@ -604,10 +604,18 @@ async def _receive_one(
         return failure.code
     except BaseException:  # Ctrl-C, --timeout
         if sha is not None:
-            hint_partials(out, opts.output_dir, sha)
+            hint_partials(out, _folder_of(offer, opts.output_dir), sha)
         raise
     out.transfer(result, **({"relative": offer.path} if offer.path else {}))
     return ExitCode.OK
+
+
+def _folder_of(offer: IncomingOffer, output_dir: Path) -> Path:
+    """The directory ``offer`` is received into (a file of a folder: its own directory)."""
+    try:
+        return offer.target(output_dir).parent
+    except (UnsafePath, OSError):
+        return output_dir
 
 
 def check_output_dir(path: Path) -> None:

@@ -192,7 +192,7 @@ async def test_folder(tmp_path: Path, local_server: LocalServer) -> None:
     sent, received, inbox = await batch(
         tmp_path, local_server, [str(top) + "/", "--parallel", "1"], len(names)
     )
-    assert sent.returncode == 12, sent.stderr  # a.jpg: a transfer refused by the receiver
+    assert sent.returncode == 6, sent.stderr  # a.jpg: refused by the receiver
     assert received.returncode == 6, received.stderr  # the sender named an unsafe path
     objs = by_status(sent)
     flat = {o["relative"]: o["name"] for o in objs["ok"]}
@@ -217,6 +217,7 @@ async def test_folder(tmp_path: Path, local_server: LocalServer) -> None:
         assert (inbox / rel).read_bytes() == (top.parent / rel).read_bytes()
     (error,) = objs["error"]
     assert error["relative"] == "photos/a.jpg" and "case-insensitive" in error["message"]
+    assert error["reason"] == "unsafe-path" and error["exit_code"] == 6
     refused = by_status(received)["error"]
     assert [(o["reason"], o["relative"]) for o in refused] == [("unsafe-path", "photos/a.jpg")]
     assert "refused a (2).jpg from alice" in received.stderr
