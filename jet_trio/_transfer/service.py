@@ -293,9 +293,9 @@ class IncomingOffer:
             if (withdrawn := self._session.machine.ended_by_peer()) is not None:
                 raise error_for(withdrawn, str(self.peer))  # e.g. its accept_timeout
             placement = await self._place(destination, folders, paths)
-            if placement is None:
+            if placement is None:  # not a file of a folder, or not stored as one
                 dest = await trio.to_thread.run_sync(
-                    lambda: self.target(destination, rename=rename and not overwrite)
+                    lambda: self.target(destination, rename=rename and not overwrite, folders=False)
                 )
             else:
                 dest = placement.via / self._leaf

@@ -336,3 +336,24 @@ async def test_collision_with_an_existing_file_follows_the_no_clobber_rules(
     assert outcomes["x2.txt"].path == dest_dir / "top" / "x (1).txt"
     assert (dest_dir / "top" / "x.txt").read_bytes() == b"precious"
     assert (dest_dir / "top" / "x (1).txt").read_bytes() == b"new"
+
+
+async def test_accept_without_folders_uses_the_flat_name(
+    net: Net, tmp_path: Path, dest_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inject_paths(monkeypatch, {"a__b.txt": "top/a/b.txt"})
+    src = tmp_path / "src.txt"
+    src.write_bytes(b"hello")
+    async with net.pair() as (fa, fb), trio.open_nursery() as n:
+
+        async def receive() -> None:
+            offer = await fb.next_offer()
+            assert offer.target(dest_dir) == dest_dir / "top" / "a" / "b.txt"
+            assert offer.target(dest_dir, folders=False) == dest_dir / "a__b.txt"
+            result = await offer.accept(dest_dir, folders=False)
+            assert result.path == dest_dir / "a__b.txt"
+
+        n.start_soon(receive)
+        with trio.fail_after(20):
+            await fa.send_file(src, fb.client.jid, name="a__b.txt", encrypt=JET_STUB)
+    assert [p.name for p in dest_dir.iterdir()] == ["a__b.txt"]
