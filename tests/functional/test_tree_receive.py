@@ -119,7 +119,13 @@ def inject_paths(monkeypatch: pytest.MonkeyPatch, paths: dict[str, str]) -> None
     monkeypatch.setattr(transfer_service, "build_description", build)
 
 
-# name offered -> (relative path, the reason it is refused, or None if it is stored)
+# name offered -> (relative path, the reason it is refused, or None if it is stored).
+# NUL and most C0 controls cannot be written in XML 1.0 at all (the stanza would be refused
+# by the XML parser before Jingle sees it; the unit tests of check_relative_path cover them):
+# the controls XML can carry (tab, C1 such as NEL) are offered here. A contact cannot make
+# jet-trio create a symbolic link, so the links and the file and fifo in the way are planted
+# in the output directory beforehand (as another program could), and a file of the batch is
+# used as a directory by a later path of the same batch.
 HOSTILE: list[tuple[str, str, str | None]] = [
     ("ok.txt", "top/ok.txt", None),
     ("dotdot.txt", "../escape.txt", "dot"),
