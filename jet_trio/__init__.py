@@ -19,7 +19,13 @@ if TYPE_CHECKING:
     from ._transfer.batch import BatchItem, BatchProgress, BatchResult, FileOutcome, send_files
     from ._transfer.choice import envelope_strength
     from ._transfer.files import Partial, find_partials
-    from ._transfer.paths import PathCollision, PathSet, UnsafePath, check_relative_path
+    from ._transfer.paths import (
+        PathBlocked,
+        PathCollision,
+        PathSet,
+        UnsafePath,
+        check_relative_path,
+    )
     from ._transfer.service import (
         FileTransfer,
         IncomingOffer,
@@ -80,6 +86,7 @@ __all__ = [
     "NameTaken",
     "NoCommonMechanism",
     "Partial",
+    "PathBlocked",
     "PathCollision",
     "PathSet",
     "PluginError",
@@ -167,6 +174,7 @@ _LAZY: dict[str, str] = {
     "BatchResult": "_transfer.batch",
     "FileOutcome": "_transfer.batch",
     "send_files": "_transfer.batch",
+    "PathBlocked": "_transfer.paths",
     "PathCollision": "_transfer.paths",
     "PathSet": "_transfer.paths",
     "UnsafePath": "_transfer.paths",

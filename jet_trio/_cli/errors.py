@@ -126,6 +126,15 @@ def _transfer_failure(exc: TransferError) -> Failure:
     )
 
     msg, jingle = str(exc), exc.reason
+    if jingle == "failed-application" and "refused: unsafe path" in msg:
+        return Failure(
+            ExitCode.PEER,
+            "unsafe-path",
+            msg,
+            "The recipient cannot store this file under its path inside the folder; rename "
+            "it (or the folders around it) and send it again.",
+            jingle,
+        )
     if isinstance(exc, NameTaken):
         return Failure(
             ExitCode.FILE,
@@ -233,6 +242,7 @@ def _classify_one(exc: BaseException) -> Failure:
     from .._jet.cipher import UnknownCipher
     from .._jet.envelope import EnvelopeSenderMismatch, UntrustedEnvelope
     from .._plugins.manager import UnknownEnvelope
+    from .._transfer.paths import UnsafePath
     from .._transfer.types import TransferError
     from .._xmpp.connect import ConnectionFailed, DNSError, LoginTimeout
     from .._xmpp.jid import InvalidJID
@@ -253,6 +263,15 @@ def _classify_one(exc: BaseException) -> Failure:
         return Failure(ExitCode.ENCRYPTION, "encryption", msg, _trust_hint(decision))
     if isinstance(exc, TransferError):
         return _transfer_failure(exc)
+    if isinstance(exc, UnsafePath):
+        return Failure(
+            ExitCode.PEER,
+            "unsafe-path",
+            msg,
+            "The sender named a path that cannot be stored safely here; that file was refused "
+            "and nothing of it was written.",
+            "failed-application",
+        )
     if isinstance(exc, UnknownEnvelope | UnknownCipher):
         return Failure(
             ExitCode.ENCRYPTION,

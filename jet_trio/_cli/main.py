@@ -446,7 +446,10 @@ def send(**kw: Any) -> Callable[[Output], Awaitable[int]]:
 )
 @click.option("--from", "sender", metavar="JID", help="Refuse offers from anyone else.")
 @click.option(
-    "--max-size", type=click.IntRange(min=0), metavar="BYTES", help="Refuse larger files."
+    "--max-size",
+    type=click.IntRange(min=0),
+    metavar="BYTES",
+    help="Accept at most BYTES in this run (all files together); refuse the offers beyond.",
 )
 @click.option(
     "--max-files",

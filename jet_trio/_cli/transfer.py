@@ -22,6 +22,7 @@ from .._plugins.manager import PluginManager
 from .._transfer.batch import BatchItem, BatchProgress, FileOutcome, send_files
 from .._transfer.description import FileTransferError, safe_filename
 from .._transfer.files import find_partials
+from .._transfer.paths import PathSet, UnsafePath
 from .._transfer.service import FileTransfer, IncomingOffer, open_file_transfer
 from .._transfer.tree import FLAT_SEPARATOR, FlatNames, TreeEntry, walk_tree
 from .._transfer.types import ProgressCallback, TransferError
@@ -314,7 +315,14 @@ async def _send_batch(
         _report_skipped(out, entry)
 
     async with _sending(out, account, opts) as (ft, to, namespace):
-        if folders:
+        rebuilds = bool(folders) and await ft.rebuilds_folders(to)
+        if folders and rebuilds:
+            shown_dirs = ", ".join(f"{f}/" for f in folders)
+            out.note(
+                f"{to} rebuilds folders (jet-trio): the files of {shown_dirs} go with their "
+                "paths (empty directories are not sent)"
+            )
+        elif folders:
             shown_dirs = ", ".join(f"{f}/" for f in folders)
             out.warn(
                 f"the files of {shown_dirs} go as separate files with flat names "
@@ -360,6 +368,7 @@ async def _send_batch(
                 on_outcome=ended,
                 total_bytes=total,
                 keep_outcomes=False,
+                folders=rebuilds,
             )
     code = classify(ExceptionGroup("batch", failures)).code if failures else ExitCode.OK
     out.say(
@@ -470,9 +479,11 @@ def _refusal(
     sender: JID | None,
     plugins: PluginManager,
     reserved: int = 0,
+    accepted_bytes: int = 0,
 ) -> _Refusal | None:
     """Why ``offer`` is refused, or ``None`` to accept it (``reserved``: bytes the files being
-    received may still write into the output directory)."""
+    received may still write into the output directory; ``accepted_bytes``: the sizes of the
+    files accepted so far in this run, which ``--max-size`` bounds with this one)."""
     if sender is not None and offer.peer.bare != sender.bare:
         return _Refusal(
             f"it comes from {offer.peer.bare}, not from {sender.bare} (--from)",
@@ -482,6 +493,12 @@ def _refusal(
         return _Refusal(
             f"it is {offer.size} bytes, more than --max-size {opts.max_size}",
             f"it is {offer.size} bytes, more than the recipient accepts ({opts.max_size})",
+        )
+    if opts.max_size is not None and accepted_bytes + offer.size > opts.max_size:
+        return _Refusal(
+            f"it is {offer.size} bytes and {accepted_bytes} were accepted already in this run, "
+            f"more than --max-size {opts.max_size} in all",
+            f"the recipient accepts no more than {opts.max_size} bytes in all",
         )
     if offer.envelope is None and not opts.accept_unencrypted:
         return _Refusal(
@@ -505,11 +522,16 @@ def _refusal(
         name = safe_filename(offer.name)
     except FileTransferError as exc:
         return _Refusal(f"its file name is unusable: {exc}", f"its file name is unusable: {exc}")
-    if os.path.lexists(opts.output_dir / name) and not (opts.overwrite or opts.rename):
+    try:
+        where = offer.target(opts.output_dir)
+    except UnsafePath:
+        where = None  # accepting refuses it, saying why
+    if where is not None and os.path.lexists(where) and not (opts.overwrite or opts.rename):
+        shown_name = offer.path if where.name != name and offer.path else name
         return _Refusal(
-            f"{opts.output_dir / name} already exists (pass --rename to store it under a free "
+            f"{where} already exists (pass --rename to store it under a free "
             "name, or --overwrite to replace it)",
-            f"the recipient already has a file named {name!r}",
+            f"the recipient already has a file named {shown_name!r}",
         )
     free = _free_space(opts.output_dir)
     if free is not None:
@@ -545,6 +567,7 @@ async def _receive_one(
     offer: IncomingOffer,
     bars: ProgressBars,
     plugins: PluginManager | None = None,
+    paths: PathSet | None = None,
 ) -> ExitCode:
     """Accept ``offer`` and report how it ended; the exit code it calls for."""
     how = (
@@ -552,29 +575,47 @@ async def _receive_one(
         if offer.envelope
         else "NOT encrypted"
     )
-    out.note(f"accepting {offer.name} ({human_size(offer.size)}) from {offer.peer}, {how}")
+    shown_name = offer.path or offer.name
+    out.note(f"accepting {shown_name} ({human_size(offer.size)}) from {offer.peer}, {how}")
     sha = next((h.digest.hex() for h in offer.file.hashes if h.algo == "sha-256"), None)
     try:
         result = await offer.accept(
             opts.output_dir,
-            progress=bars.bar(f"receiving {offer.name}", offer.size),
+            progress=bars.bar(f"receiving {shown_name}", offer.size),
             overwrite=opts.overwrite,
             rename=opts.rename,
+            paths=paths,
         )
     except Exception as exc:
         if sha is not None:
-            hint_partials(out, opts.output_dir, sha)
+            hint_partials(out, _folder_of(offer, opts.output_dir), sha)
         failure = classify(exc)
         if failure.code is ExitCode.INTERNAL:
             raise
+        if isinstance(exc, UnsafePath):
+            out.err.print(
+                f"jet-trio: refused {shown(offer.name)} from {shown(str(offer.peer))}: "
+                f"{shown(failure.line())}",
+                style="bold red",
+            )
+            out.emit({**failure.as_json(), "name": offer.name, "relative": offer.path})
+            return failure.code
         out.failure(failure)
         return failure.code
     except BaseException:  # Ctrl-C, --timeout
         if sha is not None:
-            hint_partials(out, opts.output_dir, sha)
+            hint_partials(out, _folder_of(offer, opts.output_dir), sha)
         raise
-    out.transfer(result)
+    out.transfer(result, **({"relative": offer.path} if offer.path else {}))
     return ExitCode.OK
+
+
+def _folder_of(offer: IncomingOffer, output_dir: Path) -> Path:
+    """The directory ``offer`` is received into (a file of a folder: its own directory)."""
+    try:
+        return offer.target(output_dir).parent
+    except (UnsafePath, OSError):
+        return output_dir
 
 
 def check_output_dir(path: Path) -> None:
@@ -628,7 +669,8 @@ async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions
             # Offers are answered as they come, and up to --parallel received at once: one
             # slow or silent sender does not hold up the others.
             slots = trio.Semaphore(opts.parallel)
-            accepted = 0
+            accepted = accepted_bytes = 0
+            paths = PathSet()  # the relative paths of this run's files of folders
             # The files being received share the free space: each counts in full until it
             # ends (conservative: what it wrote already is counted twice meanwhile).
             reserved = 0
@@ -637,7 +679,7 @@ async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions
                     while not opts.count or accepted < opts.count:
                         await slots.acquire()
                         offer = await ft.next_offer()
-                        why = _refusal(offer, opts, sender, plugins, reserved)
+                        why = _refusal(offer, opts, sender, plugins, reserved, accepted_bytes)
                         if why is None and opts.max_files and accepted >= opts.max_files:
                             why = _Refusal(
                                 f"{accepted} files were accepted already (--max-files)",
@@ -649,12 +691,13 @@ async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions
                             nursery.start_soon(_reject_quietly, offer, why)
                             continue
                         accepted += 1
+                        accepted_bytes += offer.size
                         reserved += offer.size
 
                         async def take(offer: IncomingOffer = offer) -> None:
                             nonlocal first_error, done, reserved
                             try:
-                                code = await _receive_one(out, opts, offer, bars, plugins)
+                                code = await _receive_one(out, opts, offer, bars, plugins, paths)
                             finally:
                                 reserved -= offer.size
                                 slots.release()

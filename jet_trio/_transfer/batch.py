@@ -178,6 +178,7 @@ async def send_files(
     busy_retries: int = 8,
     busy_delay: float = 0.1,
     keep_outcomes: bool = True,
+    folders: bool | None = None,
 ) -> BatchResult:
     """Send every file of ``files`` to ``to``, at most ``max_concurrent`` at once.
 
@@ -200,6 +201,11 @@ async def send_files(
     * ``progress(BatchProgress)`` after every change of the whole batch;
     * ``on_outcome(FileOutcome)`` when a file ends, in the order they end.
 
+    Files of a folder (:attr:`BatchItem.relative` set) are offered with their relative path
+    (jet-trio's ``urn:jet-trio:tree:0`` extension) if ``folders`` is true, or if it is ``None``
+    and the peer advertises that it rebuilds folders (:meth:`FileTransfer.rebuilds_folders`);
+    the flat :attr:`BatchItem.name` is offered either way (what other clients store).
+
     The :class:`BatchResult` lists every outcome in batch order (with ``keep_outcomes=False``
     only the counts: for very large batches reported through ``on_outcome``). Cancelling (a
     cancel scope around the call) cancels the files in flight, whose sessions end with
@@ -208,6 +214,8 @@ async def send_files(
     if max_concurrent < 1:
         raise ValueError(f"max_concurrent must be at least 1, not {max_concurrent}")
     peer = await ft.resolve_peer(to)
+    if folders is None:
+        folders = await ft.rebuilds_folders(peer)
     options: dict[str, Any] = {"encrypt": encrypt, "cipher": cipher, "transport": transport}
     if accept_timeout is not _UNSET:
         options["accept_timeout"] = accept_timeout
@@ -250,7 +258,12 @@ async def send_files(
             while True:
                 try:
                     result = await ft.send_file(
-                        item.path, peer, name=item.offered_name, progress=moved, **options
+                        item.path,
+                        peer,
+                        name=item.offered_name,
+                        progress=moved,
+                        relative=item.relative if folders else None,
+                        **options,
                     )
                 except TransferDeclined as exc:
                     if exc.reason != "busy" or retries >= busy_retries:

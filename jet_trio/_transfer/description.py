@@ -55,6 +55,10 @@ _FILE: Final = f"{{{_FT}}}file"
 _RANGE: Final = f"{{{_FT}}}range"
 _CHECKSUM: Final = f"{{{_FT}}}checksum"
 _RECEIVED: Final = f"{{{_FT}}}received"
+_PATH: Final = f"{{{_ns.JET_TRIO_TREE}}}path"
+#: Characters a relative path may have in an offer (what a receiver would accept is far less:
+#: see :mod:`jet_trio._transfer.paths`).
+MAX_PATH_TEXT: Final = 8192
 _SINGLE: Final = frozenset({"name", "size", "media-type", "date", "range"})
 _DECIMAL = re.compile(r"[0-9]{1,19}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -120,8 +124,16 @@ class FileDescription:
     hashes: tuple[Hash, ...] = ()
     hash_used: tuple[str, ...] = ()
     range: Range | None = None
+    #: jet-trio's extension: the file's path inside a folder that is sent (``photos/2023/a.jpg``,
+    #: ``/``-separated), in a ``<path xmlns="urn:jet-trio:tree:0">`` inside ``<file/>``; the
+    #: receiver checks it (:func:`~jet_trio.check_relative_path`) before using it.
+    path: str | None = None
 
     def __post_init__(self) -> None:
+        if self.path is not None and (
+            not isinstance(self.path, str) or len(self.path) > MAX_PATH_TEXT or "\x00" in self.path
+        ):
+            raise InvalidFileDescription("the relative path is too long, or not a str, or has NUL")
         if self.name is not None:
             problem = _name_problem(self.name)
             if problem:
@@ -287,6 +299,8 @@ def _build_file(file: FileDescription) -> etree._Element:
     if file.range is not None:
         el.append(_build_range(file.range))
     _append_hashes(el, file.hashes, file.hash_used)
+    if file.path is not None:
+        etree.SubElement(el, _PATH, nsmap=_default_ns(_ns.JET_TRIO_TREE)).text = file.path
     return el
 
 
@@ -371,8 +385,17 @@ def _parse_range(el: etree._Element) -> Range:
 def _parse_file(el: etree._Element) -> FileDescription:
     fields: dict[str, etree._Element] = {}
     desc: str | None = None
+    path: str | None = None
     for child in el:
         if not isinstance(child.tag, str):
+            continue
+        if child.tag == _PATH:
+            if path is not None:
+                raise FileTransferError("<file/> has more than one jet-trio <path/>")
+            # As given (not stripped: blanks are part of a name); checked by the receiver.
+            path = child.text or ""
+            if len(path) > MAX_PATH_TEXT:
+                raise FileTransferError(f"the relative path is longer than {MAX_PATH_TEXT}")
             continue
         qname = etree.QName(child)
         if qname.namespace != _FT:
@@ -406,6 +429,7 @@ def _parse_file(el: etree._Element) -> FileDescription:
             hashes=hashes,
             hash_used=used,
             range=rng,
+            path=path,
         )
     except InvalidFileDescription as exc:
         raise FileTransferError(str(exc)) from None

@@ -41,6 +41,7 @@ __all__ = [
     "DotComponent",
     "DriveLetter",
     "EmptyComponent",
+    "PathBlocked",
     "PathCollision",
     "PathSet",
     "PathTooDeep",
@@ -65,7 +66,7 @@ class UnsafePath(JetError, ValueError):
     ``component`` the offending part (``None``: the path as a whole), ``reason`` a stable word
     naming the rule (``absolute``, ``drive``, ``backslash``, ``empty``, ``dot``, ``character``,
     ``reserved``, ``trailing``, ``component-length``, ``total-length``, ``depth``,
-    ``collision``, ``too-many``)."""
+    ``collision``, ``too-many``, ``blocked``)."""
 
     reason = "unsafe"
 
@@ -148,6 +149,13 @@ class PathCollision(UnsafePath):
     def __init__(self, path: str, why: str, other: str) -> None:
         super().__init__(path, why)
         self.other = other
+
+
+class PathBlocked(UnsafePath):
+    """On disk, something other than a directory stands where the path needs one: a symbolic
+    link (never followed), a file, a fifo... ``component`` is the path up to it."""
+
+    reason = "blocked"
 
 
 class TooManyPaths(UnsafePath):

@@ -19,6 +19,7 @@ from .._errors import JetError, SecurityError
 from .._jet.stream import TruncatedStream
 from .._jingle.message import JingleLocalError, Reason, ReasonCondition
 from .._trio_util import leaves
+from .paths import UnsafePath
 from .types import (
     EncryptionFailed,
     IntegrityError,
@@ -94,6 +95,8 @@ def reason_for(exc: BaseException) -> tuple[str, str | None]:
     exc = next((e for e in found if not isinstance(e, trio.Cancelled)), found[0])
     if isinstance(exc, TransferError):
         return exc.reason, str(exc)
+    if isinstance(exc, UnsafePath):  # the offered path as given, never one of this machine
+        return "failed-application", f"refused: {exc}"
     for kinds, cond in _EXCEPTION_REASONS:
         if isinstance(exc, kinds):
             if cond is C.CANCEL:

@@ -11,6 +11,7 @@ and the one session scope.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -58,7 +59,7 @@ from .._trio_util import unwrapped_errors
 from .._xmpp import ns as _ns
 from .._xmpp.client import Client
 from .._xmpp.jid import JID
-from .._xmpp.stanza import make_iq
+from .._xmpp.stanza import StanzaError, make_iq
 from .choice import Chooser
 from .choice import describe_choice as _describe_choice
 from .description import (
@@ -80,6 +81,8 @@ from .driver import (
 )
 from .files import HashCache, Partial, deliver, unique_name
 from .hashes import Hash
+from .paths import PathSet
+from .placing import Placement, folder_components, folders_supported, open_beneath
 from .reasons import cut_short, error_for, leaves
 from .session import (
     CONTENT_NAME,
@@ -148,6 +151,7 @@ class IncomingOffer:
         self.envelope = envelope
         self.cipher = cipher
         self._answered = False
+        self._leaf = ""  # the file's own name, for a file of a folder
         self._expiry = trio.CancelScope()  # cancelled once the application takes the offer
         service._switchboard.unanswered.add(self)
 
@@ -170,21 +174,33 @@ class IncomingOffer:
         bytes."""
         return safe_filename(self.name)
 
-    def target(self, destination: str | os.PathLike[str], *, rename: bool = False) -> Path:
+    def target(
+        self, destination: str | os.PathLike[str], *, rename: bool = False, folders: bool = True
+    ) -> Path:
         """The path :meth:`accept` with these arguments would store the file at, were it
         accepted now: ``destination/safe_name`` for a directory, else ``destination`` itself;
-        with ``rename=True`` the first of ``name (1).ext``, ``name (2).ext``... that is free if
-        the name is taken. (A quick blocking ``stat``: another program may still take the name
-        before the transfer ends; :meth:`accept` never replaces it then.)"""
+        for a file of a folder (:attr:`path`, with ``folders``) ``destination/`` its relative
+        path; with ``rename=True`` the first of ``name (1).ext``, ``name (2).ext``... that is
+        free if the name is taken. (A quick blocking ``stat``: another program may still take
+        the name before the transfer ends; :meth:`accept` never replaces it then.) Raises
+        :class:`UnsafePath` for a relative path that cannot be stored safely."""
         dest = Path(destination)
         if dest.is_dir():
-            dest = dest / self.safe_name
-        if rename:
-            n = 0
-            while os.path.lexists(dest if n == 0 else dest.with_name(unique_name(dest.name, n))):
-                n += 1
-            dest = dest if n == 0 else dest.with_name(unique_name(dest.name, n))
-        return dest
+            parts = self._folder_parts(folders)
+            dest = dest.joinpath(*parts) if parts else dest / self.safe_name
+        return _free_name(dest) if rename else dest
+
+    @property
+    def path(self) -> str | None:
+        """The file's relative path inside a folder the sender sends (jet-trio's
+        ``urn:jet-trio:tree:0`` extension), as the sender gave it and unchecked, or ``None``."""
+        return self.file.path
+
+    def _folder_parts(self, folders: bool, paths: PathSet | None = None) -> tuple[str, ...]:
+        """The checked components to store the file under, or () for its flat name."""
+        if not folders or self.file.path is None or not folders_supported():
+            return ()
+        return folder_components(self.file.path, paths)
 
     @property
     def name(self) -> str:
@@ -228,8 +244,19 @@ class IncomingOffer:
         progress: ProgressCallback | None = None,
         overwrite: bool = False,
         rename: bool = False,
+        folders: bool = True,
+        paths: PathSet | None = None,
     ) -> TransferResult:
         """Receive the file into ``destination`` (a directory, or the file path to create).
+
+        A file of a folder (:attr:`path` set: the sender is jet-trio) goes, when
+        ``destination`` is a directory and ``folders`` is true, to its relative path under it:
+        the path is checked first (:func:`check_relative_path`, and against the other paths of
+        the batch if ``paths`` is given), its directories are created without ever following a
+        symbolic link, and the file is written through the directory opened then. A path that
+        cannot be stored safely refuses the file: the session ends with
+        ``failed-application`` saying why, and :class:`UnsafePath` (a subclass naming the rule:
+        :class:`PathBlocked` for a link or file in the way on disk) is raised.
 
         Data goes to a temporary file beside the target; only after the size, the hash and (for
         JET) the GCM tag verified is it given the target name, with an operation that fails if
@@ -247,26 +274,80 @@ class IncomingOffer:
         with ``busy`` and :class:`TransferDeclined` raised.
         """
         self._check_unanswered()
+        placement: Placement | None = None
         # Not accepted after all: the one session scope answers the offer (the sender is not
-        # left waiting) with the reason the error maps to.
+        # left waiting) with the reason the error maps to (an unsafe path is named to it).
         async with self._service._session_scope(self._session, step=True):
-            if (withdrawn := self._session.machine.ended_by_peer()) is not None:
-                raise error_for(withdrawn, str(self.peer))  # e.g. its accept_timeout
-            dest = await trio.to_thread.run_sync(
-                lambda: self.target(destination, rename=rename and not overwrite)
-            )
-            if not overwrite and await trio.to_thread.run_sync(os.path.lexists, dest):
-                raise FileExistsError(
-                    errno.EEXIST,
-                    f"{dest} already exists (pass overwrite=True to replace it, or "
-                    "rename=True to store the file under a free name)",
-                )
+            try:
+                if (withdrawn := self._session.machine.ended_by_peer()) is not None:
+                    raise error_for(withdrawn, str(self.peer))  # e.g. its accept_timeout
+                placement = await self._place(destination, folders, paths)
+                if placement is None:  # not a file of a folder, or not stored as one
+                    dest = await trio.to_thread.run_sync(
+                        lambda: self.target(
+                            destination, rename=rename and not overwrite, folders=False
+                        )
+                    )
+                else:
+                    dest = placement.via / self._leaf
+                    if rename and not overwrite:
+                        dest = await trio.to_thread.run_sync(_free_name, dest)
+                if not overwrite and await trio.to_thread.run_sync(os.path.lexists, dest):
+                    shown_dest = placement.real(dest) if placement is not None else dest
+                    raise FileExistsError(
+                        errno.EEXIST,
+                        f"{shown_dest} already exists (pass overwrite=True to replace it, or "
+                        "rename=True to store the file under a free name)",
+                    )
+            except BaseException:
+                if placement is not None:
+                    placement.close()
+                raise
         service = self._service
         if not service._start_transfer(self._session):
             text = f"{self.peer.bare} has {service._max_transfers_per_peer} transfers running"
             await self._end("busy", text)
+            if placement is not None:
+                placement.close()
             raise TransferDeclined(f"refused {self.name!r}: {text}", "busy")
-        return await service._run_receive(self, dest, progress, overwrite=overwrite, rename=rename)
+        if placement is None:
+            return await service._run_receive(
+                self, dest, progress, overwrite=overwrite, rename=rename
+            )
+        with placement:
+            try:
+                result = await service._run_receive(
+                    self, dest, progress, overwrite=overwrite, rename=rename
+                )
+            except NameTaken as exc:
+                taken = NameTaken(placement.real(exc.path), placement.real(exc.kept))
+                if exc.result is not None:
+                    taken.result = dataclasses.replace(
+                        exc.result, path=placement.real(exc.result.path)
+                    )
+                raise taken from None
+            return dataclasses.replace(result, path=placement.real(result.path))
+
+    async def _place(
+        self, destination: str | os.PathLike[str], folders: bool, paths: PathSet | None
+    ) -> Placement | None:
+        """For a file of a folder received into a directory: its checked path, its directories
+        created and the last one held open; else ``None`` (the flat name is used)."""
+        if not await trio.to_thread.run_sync(os.path.isdir, destination):
+            return None
+        parts = self._folder_parts(folders, paths)
+        if not parts:
+            return None
+        self._leaf = parts[-1]
+        return await trio.to_thread.run_sync(open_beneath, destination, parts[:-1])
+
+
+def _free_name(dest: Path) -> Path:
+    """``dest``, or the first of ``name (1).ext``, ``name (2).ext``... that is free."""
+    n = 0
+    while os.path.lexists(dest if n == 0 else dest.with_name(unique_name(dest.name, n))):
+        n += 1
+    return dest if n == 0 else dest.with_name(unique_name(dest.name, n))
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +438,8 @@ class FileTransfer:
     def features(self) -> list[str]:
         """The disco features this service advertises."""
         feats = [_ns.JINGLE, _ns.JINGLE_FT, _ns.JINGLE_IBB, _ns.IBB, _ns.HASH_SHA256]
+        if folders_supported():
+            feats.append(_ns.JET_TRIO_TREE)  # we rebuild folders from relative paths
         if self._listener is not None or self._use_proxies:
             feats += [_ns.JINGLE_S5B, _ns.BYTESTREAMS]
         if self.plugins.envelopes:
@@ -403,6 +486,16 @@ class FileTransfer:
         """``to`` if it is a full JID, else the available resource of it that supports file
         transfer (most recently seen first)."""
         return await self._chooser.resolve_peer(to)
+
+    async def rebuilds_folders(self, to: JID | str) -> bool:
+        """Whether ``to`` (resolved as :meth:`resolve_peer` does) advertises jet-trio's
+        ``urn:jet-trio:tree:0`` feature: it stores the files of a folder under their relative
+        paths (``send_file(relative=...)``) instead of their flat names."""
+        peer = await self.resolve_peer(to)
+        try:
+            return (await self._chooser.features_of(peer)).has(_ns.JET_TRIO_TREE)
+        except StanzaError:
+            return False
 
     async def _choose_envelope(
         self, peer: JID, encrypt: str | None
@@ -598,8 +691,14 @@ class FileTransfer:
         media_type: str | None = None,
         progress: ProgressCallback | None = None,
         accept_timeout: float | _Default | None = _DEFAULT,
+        relative: str | None = None,
     ) -> TransferResult:
         """Offer the file at ``path`` to ``to`` and send it once accepted.
+
+        ``relative`` is the file's path inside a folder being sent (``photos/2023/a.jpg``):
+        it goes with the offer in jet-trio's ``urn:jet-trio:tree:0`` extension, for a peer
+        that rebuilds folders (:meth:`rebuilds_folders`); ``name`` stays what other clients
+        show and store.
 
         ``encrypt`` is ``"auto"`` (the strongest JET envelope method both sides support, see
         :func:`envelope_strength`; an error if there is none), an envelope namespace, or
@@ -629,6 +728,7 @@ class FileTransfer:
             size=size,
             media_type=media_type,
             hashes=(Hash("sha-256", digest),),
+            path=relative,
         )
         session = self._open_session(self._registry.create(peer))
         start = time.monotonic()

@@ -7,10 +7,11 @@ is reached (its entries sorted by name, so the order and the flat names are repr
 closed at once: memory grows with the depth and the largest directory, never with the number
 of files, and no file is opened.
 
-Towards a peer that cannot rebuild a tree (every peer, until a jet-trio extension carries the
-relative path), each file goes as its own offer under a flat name derived from its relative
-path (:class:`FlatNames`: ``2023__beach.jpg`` for ``photos/2023/beach.jpg``), unique in the
-batch also for case-insensitive file systems.
+Each file goes as its own offer under a flat name derived from its relative path
+(:class:`FlatNames`: ``2023__beach.jpg`` for ``photos/2023/beach.jpg``), unique in the batch
+also for case-insensitive file systems: what a peer that cannot rebuild a tree (Dino,
+Conversations...) stores. A jet-trio peer also gets the relative path (the
+``urn:jet-trio:tree:0`` extension, see :func:`send_files`) and rebuilds the tree.
 """
 
 from __future__ import annotations

@@ -42,6 +42,9 @@ JET: Final = "urn:xmpp:jingle:jet:0"
 JET_STUB: Final = "urn:xmpp:encryption:stub:0"
 JET_STUB_FEATURE: Final = "urn:xmpp:jingle:jet-stub:0"
 JINGLE_FT_ERRORS: Final = "urn:xmpp:jingle:apps:file-transfer:errors:0"
+#: jet-trio's own extension: the relative path of a file of a folder, inside the XEP-0234
+#: ``<file/>`` (and the disco feature of a receiver that rebuilds folders from it).
+JET_TRIO_TREE: Final = "urn:jet-trio:tree:0"
 
 # JET ciphers (XEP-0391 section 5): sent without the ":0" that the table of the XEP writes.
 CIPHER_AES128_GCM: Final = "urn:xmpp:ciphers:aes-128-gcm-nopadding"

@@ -189,7 +189,9 @@ async def test_tree_of_200_files_arrives_flat(net: Net, tmp_path: Path, dest_dir
     async with net.pair() as (fa, fb), trio.open_nursery() as n:
         n.start_soon(receive_files, fb, dest_dir, inbox)
         with trio.fail_after(120):
-            batch = await send_files(fa, flat_items(files()), fb.client.jid, encrypt=JET_STUB)
+            batch = await send_files(
+                fa, flat_items(files()), fb.client.jid, encrypt=JET_STUB, folders=False
+            )
         await settled(inbox, 200)
         n.cancel_scope.cancel()
     assert batch.ok and batch.sent == 200, batch.errors[:3]

@@ -10,14 +10,18 @@ import trio
 
 from jet_trio import (
     IncomingOffer,
+    PathSet,
     TransferDeclined,
+    TransferError,
     TransferResult,
+    UnsafePath,
     flat_items,
     send_files,
     walk_tree,
 )
 from jet_trio._transfer.service import FileTransfer
 from jet_trio._xmpp.ns import JET_STUB
+from tests.functional.test_tree_receive import HOSTILE, inject_paths, snapshot, tree_of
 
 from ._servers import ServerInfo
 from .test_transfer_prosody import pair
@@ -92,9 +96,70 @@ async def test_tree_of_200_files(prosody: ServerInfo, tmp_path: Path) -> None:
                     fa, flat_items(walk_tree(top)), fb.client.jid, encrypt=JET_STUB
                 )
     assert batch.ok and batch.sent == 200, batch.errors[:3]
-    assert {p.name for p in dest.iterdir()} == {o.item.offered_name for o in batch.outcomes}
-    for o in batch.outcomes:
-        assert o.item.relative is not None
-        assert (dest / o.item.offered_name).read_bytes() == (
-            top.parent / o.item.relative
-        ).read_bytes()
+    # The receiver rebuilt the folder: the same directories and files, identical.
+    assert tree_of(dest) == tree_of(top.parent)
+    assert len([p for p in tree_of(dest).values() if p is not None]) == 200
+
+
+async def test_hostile_paths_are_refused_one_by_one(
+    prosody: ServerInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender that writes the relative paths itself: each bad one refuses its file (the
+    sender hears why), the others arrive, and nothing appears outside the output directory
+    (the whole temporary root is compared before and after)."""
+    dest = tmp_path / "inbox"
+    dest.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (dest / "planted-link").symlink_to(outside)
+    (dest / "planted-file").write_bytes(b"mine")
+    os.mkfifo(dest / "planted-fifo")
+    src = tmp_path / "src" / "payload.bin"
+    src.parent.mkdir()
+    src.write_bytes(b"attack " * 100)
+    before = snapshot(tmp_path)
+    inject_paths(monkeypatch, {name: path for name, path, _ in HOSTILE})
+    received: dict[str, TransferResult | Exception] = {}
+    sent: dict[str, TransferResult | Exception] = {}
+    async with pair(prosody) as (fa, fb), trio.open_nursery() as n:
+        paths = PathSet()
+        done = trio.Event()
+
+        async def receive() -> None:
+            while len(received) < len(HOSTILE):
+                offer = await fb.next_offer()
+                try:
+                    received[offer.name] = await offer.accept(dest, paths=paths)
+                except Exception as exc:
+                    received[offer.name] = exc
+            done.set()
+
+        n.start_soon(receive)
+        with trio.fail_after(120):
+            for name, _, _ in HOSTILE:
+                try:
+                    sent[name] = await fa.send_file(src, fb.client.jid, name=name, encrypt=JET_STUB)
+                except TransferError as exc:
+                    sent[name] = exc
+            await done.wait()
+    for name, path, reason in HOSTILE:
+        got, told = received[name], sent[name]
+        if reason is None:
+            assert isinstance(got, TransferResult) and isinstance(told, TransferResult), name
+            assert got.path.read_bytes() == src.read_bytes()
+            continue
+        assert isinstance(got, UnsafePath) and got.reason == reason, (name, path, got)
+        assert isinstance(told, TransferError) and "unsafe path" in str(told), (name, told)
+    created = snapshot(tmp_path) - before
+    assert all(p.is_relative_to(dest) for p in created), sorted(created)
+    assert {p.relative_to(dest).as_posix() for p in created} == {
+        "top",
+        "top/ok.txt",
+        "top/Case",
+        "top/Case/File.txt",
+        "top/f",
+        "_.ssh",
+        "_.ssh/authorized_keys",
+    }
+    assert not any(outside.iterdir())
+    assert (dest / "planted-file").read_bytes() == b"mine"

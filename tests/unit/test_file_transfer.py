@@ -461,3 +461,38 @@ def test_file_transfer_error_reasons() -> None:
         session = JingleSession(Role.INITIATOR, "s", JID("a@b/c"), JID("d@e/f"))
         session.initiate([offer])
     assert file_too_large("over quota").text == "over quota"
+
+
+# -- jet-trio's relative path extension (urn:jet-trio:tree:0) -----------------------------------
+
+
+def test_relative_path_round_trips_inside_file() -> None:
+    file = FileDescription(name="2023__a b.jpg", size=3, path="photos/2023/a b.jpg")
+    el = build_description(file)
+    (path,) = el.iter(f"{{{_ns.JET_TRIO_TREE}}}path")
+    parent = path.getparent()
+    assert parent is not None and parent.tag == f"{{{_ns.JINGLE_FT}}}file"
+    back = parse_description(etree.fromstring(etree.tostring(el)))
+    assert back.path == "photos/2023/a b.jpg" and back.name == "2023__a b.jpg"
+    # A receiver that ignores the extension still has the flat name; no path: no element.
+    plain = build_description(FileDescription(name="x", size=0))
+    assert not list(plain.iter(f"{{{_ns.JET_TRIO_TREE}}}path"))
+    assert parse_description(plain).path is None
+
+
+def test_relative_path_is_kept_as_given_and_bounded() -> None:
+    """The path is not stripped nor judged by the parser (the receiver checks it), but two
+    <path/> elements or an oversized one refuse the offer."""
+    xml = (
+        f"<description xmlns='{_ns.JINGLE_FT}'><file><name>n</name><size>1</size>"
+        f"<path xmlns='{_ns.JET_TRIO_TREE}'> ../x </path></file></description>"
+    )
+    assert parse_description(etree.fromstring(xml)).path == " ../x "
+    two = xml.replace("</file>", f"<path xmlns='{_ns.JET_TRIO_TREE}'>y</path></file>")
+    with pytest.raises(FileTransferError, match="more than one"):
+        parse_description(etree.fromstring(two))
+    long = xml.replace(" ../x ", "a/" * 5000)
+    with pytest.raises(FileTransferError, match="longer than"):
+        parse_description(etree.fromstring(long))
+    with pytest.raises(InvalidFileDescription):
+        FileDescription(name="n", size=1, path="a\0b")
