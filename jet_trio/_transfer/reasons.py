@@ -106,6 +106,8 @@ def reason_for(exc: BaseException) -> tuple[str, str | None]:
                 # and its text may be ours, naming one: the system's text for its errno.
                 assert isinstance(exc, OSError)
                 what = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+                if isinstance(exc, FileExistsError):  # the offered name, so no path is needed
+                    what += " (the offered name already exists here)"
                 return str(cond), f"local I/O error: {what}"
             return str(cond), str(exc)
     return "general-error", str(exc) if isinstance(exc, JetError) else None

@@ -423,7 +423,10 @@ def test_a_local_io_error_tells_the_peer_no_path_of_this_machine() -> None:
     """The text of an OSError may be our own, naming a path (accept's "... already exists
     (pass overwrite=True ...)"): the peer gets only the system's text for its errno."""
     taken = FileExistsError(errno.EEXIST, "/home/bob/inbox/same.bin already exists (pass ...)")
-    assert reason_for(taken) == ("failed-application", "local I/O error: File exists")
+    assert reason_for(taken) == (
+        "failed-application",
+        "local I/O error: File exists (the offered name already exists here)",
+    )
     full = OSError(errno.ENOSPC, "No space left on device", "/home/bob/inbox/.part")
     assert reason_for(full) == ("failed-application", "local I/O error: No space left on device")
     assert reason_for(OSError("odd")) == ("failed-application", "local I/O error: OSError")
