@@ -27,7 +27,7 @@ __all__ = [
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(bytes_done, bytes_total)`` while data moves."""
 
-TransportName = Literal["s5b-direct", "s5b-proxy", "ibb"]
+TransportName = Literal["webrtc", "s5b-direct", "s5b-proxy", "ibb"]
 
 
 @dataclass(frozen=True, slots=True)
