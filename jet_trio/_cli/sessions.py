@@ -233,7 +233,7 @@ async def open_account(
     """
     from .._transfer.service import open_file_transfer
     from .account import connect
-    from .config import cipher_preference
+    from .config import cipher_preference, data_channel
     from .plugins import make_plugins, wanted_envelopes
 
     jid = account.jid()
@@ -259,11 +259,14 @@ async def open_account(
         if not file_transfer:
             yield opened
             return
+        webrtc, relay_only = data_channel(str(jid))
         async with open_file_transfer(
             client,
             plugins=plugins,
             direct_addresses=direct,
             cipher_preference=cipher_preference(str(jid)),
+            webrtc=webrtc,
+            relay_only=relay_only,
         ) as ft:
             opened.ft = ft
             if presence:

@@ -48,7 +48,7 @@ from .sessions import report_load_errors as report_load_errors
 
 __all__ = ["ReceiveOptions", "SendOptions", "run_receive", "run_send"]
 
-Transport = Literal["auto", "s5b", "ibb"]
+Transport = Literal["auto", "webrtc", "s5b", "ibb"]
 
 
 def _peer_jid(value: str, option: str) -> JID:
