@@ -31,13 +31,14 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 import click
 
 from .errors import CLIError, ExitCode
 
 __all__ = [
+    "DataChannel",
     "UserConfig",
     "activate",
     "cipher_preference",
@@ -279,12 +280,19 @@ def cipher_preference(account: str | None = None) -> tuple[str, ...]:
     return tuple(pref)
 
 
-def data_channel(account: str | None = None) -> tuple[bool, bool]:
-    """Whether the WebRTC data channel is on (``webrtc``) and relay-only (``relay_only``) for
+class DataChannel(TypedDict):
+    """The data-channel arguments of :func:`open_file_transfer` from the configuration."""
+
+    webrtc: bool
+    relay_only: bool
+
+
+def data_channel(account: str | None = None) -> DataChannel:
+    """The ``webrtc`` and ``relay_only`` arguments of :func:`open_file_transfer` for
     ``account``: the account's settings, else the defaults; both off unless set."""
     settings = _active.account(account)
 
     def get(key: str) -> bool:
         return bool(settings.get(key, _active.defaults.get(key, False)))
 
-    return get("webrtc"), get("relay_only")
+    return DataChannel(webrtc=get("webrtc"), relay_only=get("relay_only"))

@@ -259,14 +259,12 @@ async def open_account(
         if not file_transfer:
             yield opened
             return
-        webrtc, relay_only = data_channel(str(jid))
         async with open_file_transfer(
             client,
             plugins=plugins,
             direct_addresses=direct,
             cipher_preference=cipher_preference(str(jid)),
-            webrtc=webrtc,
-            relay_only=relay_only,
+            **data_channel(str(jid)),
         ) as ft:
             opened.ft = ft
             if presence:

@@ -121,6 +121,7 @@ from .types import (
     TransferDeclined,
     TransferError,
     TransferResult,
+    TransportFailed,
     TransportName,
 )
 
@@ -1069,8 +1070,20 @@ class FileTransfer:
             return build_ibb(IBBTransport(new_sid(), self._ibb_block_size))
         if kind == "webrtc":
             assert self._webrtc is not None and session.cleanup is not None
-            local = await open_data_channel(session, self._webrtc, session.cleanup)
-            return WebRTCExchange.element(local)
+            try:
+                local = await open_data_channel(session, self._webrtc, session.cleanup)
+            except TransportFailed as exc:
+                if transport == "webrtc":
+                    raise
+                # Nothing offered yet: the next transport in the order (not S5B if relay-only).
+                log.info("no data channel to offer %s (%s): the next transport", session.peer, exc)
+                if session.webrtc is not None:
+                    await session.webrtc.aclose()
+                kind = choose_transport("auto", usable - {"webrtc"}, lambda _: False)
+            else:
+                return WebRTCExchange.element(local)
+        if kind == "ibb":
+            return build_ibb(IBBTransport(new_sid(), self._ibb_block_size))
         return build_s5b(await self._our_s5b(session, new_sid()))
 
     async def _responder_transport(
