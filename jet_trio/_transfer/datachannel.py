@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from .._jingle.message import JingleAction
+from .._transports.ice import IceServer
 from .._xmpp.stanza import StanzaError
 from .driver import Established, SessionShell
 from .reasons import error_for
@@ -30,7 +31,7 @@ from .session import WebRTCExchange
 from .types import TransportFailed
 
 if TYPE_CHECKING:
-    from .._transports.webrtc import IceServer, WebRTCConfig, WebRTCSession
+    from .._transports.webrtc import WebRTCConfig, WebRTCSession
     from .._transports.webrtc_element import WebRTCTransportInfo
 
 __all__ = ["WebRTCSettings", "connect_data_channel", "open_data_channel", "webrtc_available"]

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
 import trio
 from lxml import etree
@@ -46,6 +46,7 @@ from .._plugins.manager import PluginManager
 from .._transports.ibb import IBBError, IBBStream, IBBTransport, open_ibb_stream
 from .._transports.ibb import build_transport as build_ibb
 from .._transports.ibb import parse_transport as parse_ibb
+from .._transports.ice import IceServer
 from .._transports.s5b import (
     Candidate,
     CandidateConnectError,
@@ -124,9 +125,6 @@ from .types import (
     TransportFailed,
     TransportName,
 )
-
-if TYPE_CHECKING:
-    from .._transports.webrtc import IceServer
 
 __all__ = ["FileTransfer", "IncomingOffer", "envelope_strength", "open_file_transfer"]
 
