@@ -349,8 +349,11 @@ class FileTransfer:
         throughput_window: float = 60.0,
         accept_timeout: float | None = DEFAULT_ACCEPT_TIMEOUT,
         webrtc: WebRTCSettings | None = None,
+        relay_only: bool = False,
     ) -> None:
         self.client = client
+        #: No address of ours reaches a peer: no direct S5B candidate, no S5B offered.
+        self._relay_only = relay_only
         #: The data channel's settings, ``None`` when it is off (or aiortc is missing).
         self._webrtc = webrtc if webrtc is not None and webrtc_available() else None
         self.plugins = plugins
@@ -736,7 +739,7 @@ class FileTransfer:
         me = self.client.jid
         dst = dstaddr(sid, me, session.peer)
         candidates: list[Candidate] = []
-        if self._direct is not None:
+        if self._direct is not None and not self._relay_only:
             self._direct.listener.expect(dst)
             session.listening.append(dst)  # forgotten (unused connections closed) at the end
             candidates.extend(self._direct.candidates(me))
@@ -1057,7 +1060,7 @@ class FileTransfer:
         self, transport: Transport, session: SessionShell
     ) -> etree._Element:
         usable = self._usable_transports()
-        if self._webrtc is not None and self._webrtc.relay_only:
+        if self._relay_only:
             usable -= {"s5b"}  # S5B would reveal our addresses
         if transport != "ibb" and "webrtc" in usable:
             features = await self._features_of(session.peer)
@@ -1701,8 +1704,9 @@ async def open_file_transfer(
     the extra ``jet-trio[webrtc]``, otherwise it stays off): it is advertised, accepted in
     offers, and offered first to peers that advertise it (then S5B, then IBB). Its STUN/TURN
     servers are ``ice_servers`` plus those the account's server announces (XEP-0215).
-    ``relay_only`` offers relayed candidates only and no S5B in sessions this side starts
-    (no address of ours reaches the peer; a TURN server is then required).
+    ``relay_only`` offers relayed candidates only, no S5B in sessions this side starts and no
+    direct S5B candidate when answering an S5B offer (no address of ours reaches the peer; the
+    data channel then needs a TURN server).
     ``webrtc_timeout`` bounds the connection (ICE, DTLS, the channels), after which the
     session falls back to IBB; a DTLS certificate other than the announced one ends it
     with :class:`JETError` instead (a man in the middle). It is off by default: aiortc's
@@ -1754,6 +1758,7 @@ async def open_file_transfer(
                 )
                 if webrtc
                 else None,
+                relay_only=relay_only,
             )
             ft._install()
             try:

@@ -68,3 +68,23 @@ async def test_a_peer_that_advertises_it_then_refuses_it(net: Net, tmp_path: Pat
     assert out.send.error.reason == "unsupported-transports"
     assert out.recv.offer is None  # refused before the application saw it
     assert time.monotonic() - start < 20
+
+
+async def test_relay_only_offers_no_address_over_s5b(
+    net: Net, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """relay_only: answering an S5B offer, Bob offers no direct candidate (his addresses
+    stay his); sending, Alice offers no S5B at all (in-band here: Bob lacks the data
+    channel). The files still arrive, encrypted."""
+    src = make_file(tmp_path, 5000)
+    caplog.set_level("DEBUG", logger="jet_trio._transports.s5b_direct")
+    async with net.pair(receiver={"relay_only": True}) as (fa, fb):
+        out = await run_transfer(fa, fb, src, tmp_path / "in", encrypt=JET_STUB)
+        assert out.send.result is not None, out.send.error
+        offered = [r for r in caplog.records if "offering direct candidates" in r.message]
+        assert len(offered) == 1  # Alice's, not Bob's
+        caplog.clear()
+        out = await run_transfer(fb, fa, src, tmp_path / "back", encrypt=JET_STUB)
+        assert out.send.result is not None, out.send.error
+        assert out.send.result.transport == "ibb"
+        assert not [r for r in caplog.records if "offering direct candidates" in r.message]
