@@ -46,7 +46,7 @@ from jet_trio._transports.webrtc import (
 )
 from tests.integration._servers import ServerInfo, missing_server, on_ci
 
-from ._peer import Peer
+from ._peer import Peer, Ran
 from ._topology import Host, Topology
 from .conftest import topology_for
 
@@ -791,3 +791,45 @@ async def test_jingle_data_channel_with_udp_blocked_falls_back_to_ibb(
         assert "replacing it by IBB" in done.sent.stderr, done.sent.stderr[-20000:]
         # Gathering (at most 10 s), the connect bound (30 s), the fallback: well within 90 s.
         assert took < 90, took
+
+
+async def test_requested_file_comes_over_the_data_channel(
+    topology: Topology, coturn: Callable[[Host], None], tmp_path: Path
+) -> None:
+    """XEP-0391's other direction: Bob requests a file Alice shares, so the requester starts
+    the session over the data channel and the responder sends (behind symmetric NATs,
+    relayed by TURN), JET-OMEMO, byte for byte."""
+    import hashlib
+    import json
+    import os
+
+    srv, ha, hb = natted(topology, symmetric=True)
+    coturn(srv)
+    src = tmp_path / "shared" / "report.bin"
+    src.parent.mkdir()
+    src.write_bytes(os.urandom(200_000))
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    with prosody_with_turn(tmp_path, srv) as server, trio.fail_after(300):
+        alice = data_channel_peer(ha, "alice", server, tmp_path)
+        bob = data_channel_peer(hb, "bob", server, tmp_path)
+        shared: dict[str, Ran] = {}
+
+        async def share() -> None:
+            shared["s"] = await alice.run(
+                ["share", str(src), "--timeout", "45", "--json", "--debug"], limit=120
+            )
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(share)
+            got = await bob.run(
+                ["request", sha, "--from", alice.jid, "-o", str(inbox), "--json", "--wait",
+                 "40", "--debug"], limit=120,
+            )  # fmt: skip
+        assert got.returncode == 0, got.stderr[-20000:]
+        result = json.loads(got.stdout.strip().splitlines()[-1])
+        assert result["transport"] == "webrtc", got.stderr[-20000:]
+        assert result["envelope"] == OMEMO2 and result["hash_verified"] is True
+        assert (inbox / "report.bin").read_bytes() == src.read_bytes()
+        assert "data channel ready with" in shared["s"].stderr
