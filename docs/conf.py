@@ -65,6 +65,7 @@ nitpick_ignore += [
     ("py:class", "DirectCandidates"),
     ("py:class", "SessionShell"),
     ("py:class", "Offer"),
+    ("py:class", "WebRTCSettings"),
 ]
 # Furo (the docs extra installs it): a current theme that reflows on narrow screens; the
 # built-in alabaster keeps a build without it possible.

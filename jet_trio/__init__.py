@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         TransferTimeout,
         TransportFailed,
     )
+    from ._transports.ice import IceServer
     from ._xmpp.client import Client, IqHandler, open_client
     from ._xmpp.connect import INSECURE_TEST_ONLY, ConnectionFailed, DNSError, LoginTimeout
     from ._xmpp.disco import DiscoInfo, DiscoItem, Identity
@@ -75,6 +76,7 @@ __all__ = [
     "FileOutcome",
     "FileTransfer",
     "FlatNames",
+    "IceServer",
     "Identity",
     "IncomingOffer",
     "IntegrityError",
@@ -183,6 +185,7 @@ _LAZY: dict[str, str] = {
     "TreeEntry": "_transfer.tree",
     "flat_items": "_transfer.tree",
     "walk_tree": "_transfer.tree",
+    "IceServer": "_transports.ice",
 }
 
 

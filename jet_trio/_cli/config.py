@@ -7,12 +7,14 @@ tables (``docs/cli.rst`` documents them):
 ``[defaults]``
     Values for command-line options not given on the command line or in the environment:
     ``account``, ``envelope``, ``cipher``, ``transport``, ``direct_host`` (a list), and
-    ``cipher_preference`` (a list of cipher URNs to use when the peer supports them; there is
-    no command-line option for it).
+    ``cipher_preference`` (a list of cipher URNs to use when the peer supports them), ``webrtc``
+    (offer and accept the WebRTC data channel) and ``relay_only`` (its relayed candidates
+    only, and no S5B in sessions this side starts); these three have no command-line option.
 ``[accounts."JID"]``
     Login settings of one account, used when it is the ``--account``: ``server``,
     ``password_file``, ``ca_file``, ``direct_tls``, ``no_plain``, ``login_timeout``,
-    ``data_dir``, and ``cipher_preference`` (replaces the default one for that account).
+    ``data_dir``, and ``cipher_preference``, ``webrtc``, ``relay_only`` (replace the defaults for
+    that account).
 ``[plugins.NAME]``
     Options of the plugin NAME (its entry-point name): ``PluginConfig.options[NAME]``.
     ``--plugin-option NAME.KEY=VALUE`` sets or overrides one of them.
@@ -29,17 +31,19 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 import click
 
 from .errors import CLIError, ExitCode
 
 __all__ = [
+    "DataChannel",
     "UserConfig",
     "activate",
     "cipher_preference",
     "config_path",
+    "data_channel",
     "load_config",
     "parse_plugin_options",
     "plugin_options",
@@ -53,6 +57,8 @@ _DEFAULTS: Final[dict[str, type]] = {
     "transport": str,
     "direct_host": list,
     "cipher_preference": list,
+    "webrtc": bool,
+    "relay_only": bool,
 }
 # Keys of [accounts."JID"] -> their type (each is the parameter of the same name).
 _ACCOUNT: Final[dict[str, type | tuple[type, ...]]] = {
@@ -64,7 +70,11 @@ _ACCOUNT: Final[dict[str, type | tuple[type, ...]]] = {
     "login_timeout": (int, float),
     "data_dir": str,
     "cipher_preference": list,
+    "webrtc": bool,
+    "relay_only": bool,
 }
+# Keys read by the commands themselves (no command-line option).
+_NO_OPTION: Final = ("cipher_preference", "webrtc", "relay_only")
 _PATHS: Final = frozenset({"password_file", "ca_file", "data_dir"})
 
 
@@ -221,7 +231,8 @@ def load_into(ctx: click.Context) -> None:
         _error = exc
         return
     defaults = dict(_active.defaults)
-    defaults.pop("cipher_preference", None)  # no command-line option: read by the commands
+    for key in _NO_OPTION:  # no command-line option: read by the commands
+        defaults.pop(key, None)
     if not defaults or not isinstance(ctx.command, click.Group):
         return
     default_map: dict[str, dict[str, Any]] = {}
@@ -250,7 +261,7 @@ def activate(kw: dict[str, Any]) -> None:
         return
     ctx = click.get_current_context(silent=True)
     for key, value in settings.items():
-        if key == "cipher_preference" or key not in kw:
+        if key in _NO_OPTION or key not in kw:
             continue
         source = ctx.get_parameter_source(key) if ctx is not None else None
         if source in (None, click.core.ParameterSource.DEFAULT) or kw[key] is None:
@@ -267,3 +278,21 @@ def cipher_preference(account: str | None = None) -> tuple[str, ...]:
     settings = _active.account(account)
     pref = settings.get("cipher_preference", _active.defaults.get("cipher_preference", ()))
     return tuple(pref)
+
+
+class DataChannel(TypedDict):
+    """The data-channel arguments of :func:`open_file_transfer` from the configuration."""
+
+    webrtc: bool
+    relay_only: bool
+
+
+def data_channel(account: str | None = None) -> DataChannel:
+    """The ``webrtc`` and ``relay_only`` arguments of :func:`open_file_transfer` for
+    ``account``: the account's settings, else the defaults; both off unless set."""
+    settings = _active.account(account)
+
+    def get(key: str) -> bool:
+        return bool(settings.get(key, _active.defaults.get(key, False)))
+
+    return DataChannel(webrtc=get("webrtc"), relay_only=get("relay_only"))

@@ -47,7 +47,7 @@ class DemoOptions:
     size: int
     file: Path | None
     envelope: str | None
-    transport: Literal["auto", "s5b", "ibb"]
+    transport: Literal["auto", "webrtc", "s5b", "ibb"]
     output_dir: Path | None
     timeout: float
     cipher: str | None = None

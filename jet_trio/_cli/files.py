@@ -27,6 +27,7 @@ from .._xmpp import ns as _ns
 from .._xmpp.client import Client
 from .._xmpp.jid import JID
 from .account import AccountOptions
+from .config import data_channel
 from .contacts import wait_for_peer
 from .errors import CLIError, ExitCode
 from .output import Output, human_size, shown
@@ -117,7 +118,10 @@ async def _serve_shared(
     deadline: float,
 ) -> None:
     async with open_file_transfer(
-        client, plugins=plugins, direct_addresses=_direct_host(opts.direct_host)
+        client,
+        plugins=plugins,
+        direct_addresses=_direct_host(opts.direct_host),
+        **data_channel(str(client.jid)),
     ) as ft:
         for f in opts.files:
             out.note(f"hashing {f} ({human_size(f.stat().st_size)})")

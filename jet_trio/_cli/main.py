@@ -33,7 +33,7 @@ DEFAULT_LOGIN_TIMEOUT = 30.0
 __all__ = ["cli", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-TRANSPORTS = ("auto", "s5b", "ibb")
+TRANSPORTS = ("auto", "webrtc", "s5b", "ibb")
 
 
 def _run(out: Output, fn: Callable[[], Awaitable[int]]) -> int:
@@ -353,7 +353,7 @@ def demo(
     file: Path | None,
     envelope: str | None,
     cipher: str | None,
-    transport: Literal["auto", "s5b", "ibb"],
+    transport: Literal["auto", "webrtc", "s5b", "ibb"],
     output_dir: Path | None,
     timeout: float,
 ) -> Callable[[Output], Awaitable[int]]:

@@ -238,7 +238,7 @@ async def open_account(
     """
     from .._transfer.service import open_file_transfer
     from .account import connect
-    from .config import cipher_preference
+    from .config import cipher_preference, data_channel
     from .plugins import make_plugins, wanted_envelopes
 
     jid = account.jid()
@@ -271,6 +271,7 @@ async def open_account(
             plugins=plugins,
             direct_addresses=direct,
             cipher_preference=cipher_preference(str(jid)),
+            **data_channel(str(jid)),
         ) as ft:
             opened.ft = ft
             if presence:

@@ -32,7 +32,7 @@ from .._xmpp import ns as _ns
 from .._xmpp.client import Client
 from .._xmpp.jid import JID, InvalidJID
 from .account import AccountOptions
-from .config import cipher_preference
+from .config import cipher_preference, data_channel
 from .contacts import wait_for_peer
 from .errors import CLIError, ExitCode, Failure, classify
 from .output import Output, ProgressBars, human_size, shown
@@ -49,7 +49,7 @@ from .sessions import report_load_errors as report_load_errors
 
 __all__ = ["ReceiveOptions", "SendOptions", "run_receive", "run_send"]
 
-Transport = Literal["auto", "s5b", "ibb"]
+Transport = Literal["auto", "webrtc", "s5b", "ibb"]
 
 
 def _peer_jid(value: str, option: str) -> JID:
@@ -183,6 +183,7 @@ async def _sending(
             plugins=plugins,
             direct_addresses=direct,
             cipher_preference=cipher_preference(str(account.jid())),
+            **data_channel(str(account.jid())),
         ) as ft:
             await client.send_presence()  # now ready: keys published, features advertised
             out.note(f"logged in as {client.jid}; waiting for {to} to be online")
@@ -660,7 +661,9 @@ async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions
                 "no end-to-end encryption method is installed: every offer will be refused "
                 f"({NO_METHOD_HINT})"
             )
-        async with open_file_transfer(client, plugins=plugins, direct_addresses=direct) as ft:
+        async with open_file_transfer(
+            client, plugins=plugins, direct_addresses=direct, **data_channel(str(client.jid))
+        ) as ft:
             await client.send_presence()  # senders see us only once we can receive
             wanted = "files" if opts.count != 1 else "a file"
             from_ = f" from {sender}" if sender else ""

@@ -168,7 +168,7 @@ async def send_files(
     max_concurrent: int = DEFAULT_CONCURRENCY,
     encrypt: str | None = "auto",
     cipher: str | None = None,
-    transport: Literal["auto", "s5b", "ibb"] = "auto",
+    transport: Literal["auto", "webrtc", "s5b", "ibb"] = "auto",
     accept_timeout: float | None = _UNSET,
     file_progress: Callable[[BatchItem], ProgressCallback | None] | None = None,
     progress: Callable[[BatchProgress], None] | None = None,

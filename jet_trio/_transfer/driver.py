@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final, Literal
+from typing import TYPE_CHECKING, BinaryIO, Final, Literal
 
 import trio
 
@@ -48,6 +48,9 @@ from .types import (
     TransportName,
 )
 
+if TYPE_CHECKING:
+    from .._transports.webrtc import WebRTCSession
+
 log = logging.getLogger("jet_trio.transfer")
 
 CHUNK: Final = 256 * 1024
@@ -71,6 +74,9 @@ class SessionShell:
         self.listening: list[str] = []  # our direct candidates' DST.ADDRs
         #: What this session counts against its peer's quotas until it is forgotten.
         self.quota: Literal["offer", "transfer"] | None = None
+        #: What closes the transports the session opens (set by the service's session scope).
+        self.cleanup: contextlib.AsyncExitStack | None = None
+        self.webrtc: WebRTCSession | None = None  # the data channel's peer connection
         self._arrivals = trio.lowlevel.ParkingLot()
 
     @property
@@ -94,6 +100,12 @@ class SessionShell:
         while (msg := self.machine.next_message(*actions)) is None:
             await self._arrivals.park()
         return msg
+
+    async def wait_arrival(self) -> None:
+        """Until the next message of the peer for this session arrives (or none will)."""
+        if self.machine.closed:
+            raise TransferCancelled("the transfer service closed", "cancel")
+        await self._arrivals.park()
 
     async def wait_checksum(self) -> None:
         """Until the peer's ``<checksum/>`` arrived (raises if the peer ends the session)."""
@@ -173,6 +185,8 @@ class Established:
     stream: trio.abc.Stream
     transport: TransportName
     cleanup: contextlib.AsyncExitStack
+    #: The sender ends with ``send_eof`` (the stream drains first), not ``aclose``.
+    half_close: bool = False
 
 
 async def send_data(
@@ -218,6 +232,9 @@ async def send_data(
             if enc is not None:
                 await enc.finish()
             if isinstance(established.stream, trio.SocketStream):
+                await established.stream.send_eof()
+            elif established.half_close:
+                assert isinstance(established.stream, trio.abc.HalfCloseableStream)
                 await established.stream.send_eof()
             else:
                 await established.stream.aclose()

@@ -6,10 +6,13 @@ bytestreams) and XEP-0391 (JET) decide: which peer messages are kept for a later
 which are dropped or refused, the ``<checksum/>`` session-info, the candidate-used /
 candidate-error / activated exchange and the nomination (:class:`S5BExchange`), the fallback
 to IBB by transport-replace, offer validation (:func:`parse_offer`), and how a session ends
-(:meth:`FileSession.after_error`). It does no I/O: it consumes parsed Jingle messages
-(:meth:`FileSession.receive`) and local intents (:meth:`FileSession.step`, the methods of
-:class:`S5BExchange`...) and returns Jingle messages to send and commands to run
-(:class:`Command`). The trio driver in :mod:`.service` runs them.
+(:meth:`FileSession.after_error`), and, for the WebRTC data channel (Conversations' dialect),
+the choice of the transport (:func:`choose_transport`), the trickled candidates and the
+fallback after a failed connection (:class:`WebRTCExchange`). It does no I/O: it consumes
+parsed Jingle messages (:meth:`FileSession.receive`) and local intents
+(:meth:`FileSession.step`, the methods of :class:`S5BExchange`...) and returns Jingle
+messages to send and commands to run (:class:`Command`). The trio driver in :mod:`.service`
+runs them.
 
 The session's phases and the steps between them are one table, :data:`PHASES`; which peer
 actions a phase keeps for later is :data:`KEEPS`.
@@ -19,8 +22,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
@@ -28,6 +31,7 @@ from typing import Final, Literal
 
 from lxml import etree
 
+from .._errors import SecurityError
 from .._jet.cipher import Cipher
 from .._jingle.machine import JingleSession, SessionState, new_sid
 from .._jingle.message import (
@@ -58,12 +62,23 @@ from .._transports.s5b import (
 from .._transports.s5b import build_transport as build_s5b
 from .._transports.s5b import parse_transport as parse_s5b
 from .._transports.socks5 import dstaddr
+from .._transports.webrtc_element import (
+    WEBRTC_DATACHANNEL_NS,
+    IceCandidate,
+    WebRTCElementError,
+    WebRTCTransportInfo,
+    parse_trickle,
+    trickle_infos,
+)
+from .._transports.webrtc_element import build_transport as build_webrtc
+from .._transports.webrtc_element import parse_transport as parse_webrtc
 from .._xmpp import ns as _ns
 from .._xmpp.jid import JID
 from .description import Checksum, FileDescription, FileTransferError, parse_description, parse_info
 from .hashes import Hash
 from .reasons import condition, consequence_of_ending, error_for, reason_for
 from .types import (
+    EncryptionFailed,
     TransferCancelled,
     TransferError,
     TransferResult,
@@ -72,9 +87,12 @@ from .types import (
 )
 
 __all__ = [
+    "FALLBACK_OF",
     "KEEPS",
     "MAX_BACKLOG",
+    "MAX_TRICKLED",
     "PHASES",
+    "PREFERENCE",
     "AcceptDirect",
     "ActivateProxy",
     "AwaitActivated",
@@ -89,7 +107,11 @@ __all__ = [
     "ReportResult",
     "S5BExchange",
     "Step",
+    "TransportKind",
     "UsePicked",
+    "WebRTCExchange",
+    "choose_transport",
+    "kind_of",
     "parse_offer",
 ]
 
@@ -113,7 +135,8 @@ class Phase(Enum):
 
     OFFERED = "offered"  # session-initiate sent or received, not answered yet
     NEGOTIATING = "negotiating"  # accepted: the transport is being set up (S5B candidates)
-    REPLACING = "replacing"  # S5B failed: the transport is being replaced by IBB
+    CONNECTING = "connecting"  # accepted with the data channel: ICE/DTLS/SCTP, trickling
+    REPLACING = "replacing"  # S5B or the data channel failed: replacing it by IBB
     TRANSFERRING = "transferring"  # the transport is settled and data flows
     CLOSING = "closing"  # the data is through: waiting for the checksum or the end
     ENDED = "ended"  # a session-terminate was sent or received
@@ -123,7 +146,8 @@ class Step(Enum):
     """What moves a session from one phase to the next."""
 
     ACCEPTED = "accepted"  # session-accept sent or received
-    FALLBACK = "fallback"  # no S5B candidate worked: transport-replace to IBB
+    CONNECT = "connect"  # the data channel's offer and answer are set: ICE starts
+    FALLBACK = "fallback"  # no S5B candidate / no data channel: transport-replace to IBB
     DATA = "data"  # the transport is ready: the data starts
     DATA_DONE = "data-done"  # every byte was sent or received
     END = "end"  # session-terminate sent or received
@@ -140,6 +164,10 @@ PHASES: Final[Mapping[tuple[Phase, Step], Phase]] = MappingProxyType(
         (_P.OFFERED, _S.ACCEPTED): _P.NEGOTIATING,
         (_P.NEGOTIATING, _S.FALLBACK): _P.REPLACING,
         (_P.NEGOTIATING, _S.DATA): _P.TRANSFERRING,
+        (_P.NEGOTIATING, _S.CONNECT): _P.CONNECTING,
+        (_P.CONNECTING, _S.DATA): _P.TRANSFERRING,
+        (_P.CONNECTING, _S.FALLBACK): _P.REPLACING,
+        # No (REPLACING, FALLBACK): a session is replaced once, by IBB; IBB failing ends it.
         (_P.REPLACING, _S.DATA): _P.TRANSFERRING,
         (_P.TRANSFERRING, _S.DATA_DONE): _P.CLOSING,
         **{(p, _S.END): _P.ENDED for p in Phase},
@@ -154,6 +182,7 @@ KEEPS: Final[Mapping[Phase, frozenset[JingleAction]]] = MappingProxyType(
     {
         _P.OFFERED: _SETUP,
         _P.NEGOTIATING: _SETUP,
+        _P.CONNECTING: _SETUP,
         _P.REPLACING: _SETUP,
         _P.TRANSFERRING: frozenset(),
         _P.CLOSING: frozenset(),
@@ -162,8 +191,78 @@ KEEPS: Final[Mapping[Phase, frozenset[JingleAction]]] = MappingProxyType(
 )
 
 
+#: Phases in which candidates trickled for the data channel (``transport-info``) are taken;
+#: in any later phase they are answered and dropped (the data channel was given up).
+TRICKLING: Final = frozenset({_P.OFFERED, _P.NEGOTIATING, _P.CONNECTING})
+
+#: Candidates a peer may trickle in one session (Conversations sends one per
+#: ``transport-info``: host, server-reflexive and relayed, IPv4 and IPv6, a dozen at most).
+MAX_TRICKLED: Final = 64
+
+TransportKind = Literal["webrtc", "s5b", "ibb"]
+"""The transports of a session: the WebRTC data channel, SOCKS5 bytestreams, in-band."""
+
+#: The order in which an initiator picks its transport (as Conversations does): the data
+#: channel when both sides have it, else S5B, else IBB.
+PREFERENCE: Final[tuple[TransportKind, ...]] = ("webrtc", "s5b", "ibb")
+
+#: What a transport that cannot be set up is replaced with (``transport-replace``): always
+#: IBB, through the servers. The data channel falls back to IBB, not S5B, as Conversations
+#: does: S5B would reveal the addresses a relay-only user hides, would add a second
+#: candidate exchange of its own (up to twice the negotiation timeout) after the failed
+#: ICE, and is what already failed when both sides could not reach each other; IBB always
+#: works where the signalling does. Never anything unencrypted: the JET secret of the
+#: session stays the same. IBB failing ends the session.
+FALLBACK_OF: Final[Mapping[TransportKind, TransportKind | None]] = MappingProxyType(
+    {"webrtc": "ibb", "s5b": "ibb", "ibb": None}
+)
+
+_TAGS: Final[Mapping[str, TransportKind]] = MappingProxyType(
+    {
+        f"{{{WEBRTC_DATACHANNEL_NS}}}transport": "webrtc",
+        f"{{{_ns.JINGLE_S5B}}}transport": "s5b",
+        f"{{{_ns.JINGLE_IBB}}}transport": "ibb",
+    }
+)
+_FEATURES: Final[Mapping[TransportKind, str]] = MappingProxyType(
+    {"webrtc": WEBRTC_DATACHANNEL_NS, "s5b": _ns.JINGLE_S5B, "ibb": _ns.JINGLE_IBB}
+)
+
+
 class SessionStateError(TransferError):
     """A step the session's phase does not allow (a bug of the driver)."""
+
+
+def kind_of(transport: etree._Element) -> TransportKind | None:
+    """Which transport the element ``transport`` is (``None``: none we know)."""
+    return _TAGS.get(str(transport.tag))
+
+
+def choose_transport(
+    asked: str, usable: Collection[TransportKind], advertises: Callable[[str], bool]
+) -> TransportKind:
+    """The transport an initiator offers: ``asked`` itself (``"webrtc"``, ``"s5b"`` or
+    ``"ibb"``), or for ``"auto"`` the first of :data:`PREFERENCE` that we can use
+    (``usable``) and the peer advertises (``advertises(feature)``). S5B is offered in
+    ``"auto"`` even to a peer that does not advertise it (it falls back to IBB), as before
+    the data channel existed. Raises :class:`TransportFailed` (``unsupported-transports``)
+    for a transport asked for that either side lacks."""
+    if asked == "auto":
+        for kind in PREFERENCE:
+            if kind in usable and (kind == "s5b" or advertises(_FEATURES[kind])):
+                return kind
+        return "ibb"
+    if asked not in _FEATURES:
+        raise ValueError(f"unknown transport {asked!r} (auto, webrtc, s5b or ibb)")
+    kind = asked  # type: ignore[assignment]
+    if kind not in usable:
+        raise TransportFailed(f"the {kind} transport is not enabled here", "unsupported-transports")
+    if kind == "webrtc" and not advertises(_FEATURES[kind]):
+        raise TransportFailed(
+            "the peer does not advertise the WebRTC data-channel transport",
+            "unsupported-transports",
+        )
+    return kind
 
 
 # -- commands: what the driver runs --------------------------------------------------------
@@ -259,9 +358,14 @@ class Offer:
     request: bool
 
 
-def parse_offer(msg: JingleMessage, cipher: Callable[[str | None], Cipher | None]) -> Offer:
-    """Validate a session-initiate as a single-file offer or request (XEP-0234) over S5B or
-    IBB, with at most one ``<security/>`` (XEP-0391). ``cipher`` finds a cipher by URN
+def parse_offer(
+    msg: JingleMessage,
+    cipher: Callable[[str | None], Cipher | None],
+    transports: Collection[TransportKind] = ("s5b", "ibb"),
+) -> Offer:
+    """Validate a session-initiate as a single-file offer or request (XEP-0234) over one of
+    ``transports`` (the data channel only when it is enabled here), with at most one
+    ``<security/>`` (XEP-0391). ``cipher`` finds a cipher by URN
     (``None`` if unknown: refused later, when the envelope is opened). Raises
     :class:`TransferError` with the reason to refuse the session with, or
     :class:`FileTransferError` for a malformed or unsafe ``<file/>``."""
@@ -278,10 +382,7 @@ def parse_offer(msg: JingleMessage, cipher: Callable[[str | None], Cipher | None
         raise TransferError("a file request must name the file by hash", "failed-application")
     if not request and file.size is None:
         raise TransferError("the offer has no <size>", "failed-application")
-    if content.transport is None or content.transport.tag not in (
-        f"{{{_ns.JINGLE_S5B}}}transport",
-        f"{{{_ns.JINGLE_IBB}}}transport",
-    ):
+    if content.transport is None or kind_of(content.transport) not in transports:
         raise TransferError("no supported transport offered", "unsupported-transports")
     try:
         security = content_security(msg, content)
@@ -357,6 +458,9 @@ class FileSession:
         self._reported = -1  # the bytes last reported as progress
         self._ending: Reason | None = None  # the reason of our session-terminate
         self._data_done = False  # every byte was sent or received
+        self._transport: TransportKind | None = None
+        self._trickled: list[etree._Element] = []  # the peer's candidates, not yet taken
+        self.trickled = 0  # candidates the peer trickled in this session
 
     def __repr__(self) -> str:
         return f"<FileSession {self.jingle.sid} with {self.peer}: {self.phase.name}>"
@@ -378,6 +482,16 @@ class FileSession:
     def data_phase(self) -> bool:
         """Whether data flows (or flowed): the transport is settled."""
         return not KEEPS[self.phase]
+
+    @property
+    def transport(self) -> TransportKind | None:
+        """The session's current transport (the offered one until it is replaced)."""
+        if self._transport is None:
+            for content in self.jingle.contents.values():
+                if content.transport is not None:
+                    self._transport = kind_of(content.transport)
+                    break
+        return self._transport
 
     def step(self, step: Step) -> Phase:
         """Move on by ``step`` (see :data:`PHASES`)."""
@@ -401,6 +515,16 @@ class FileSession:
         already. Memory per session stays bounded whatever the peer sends."""
         if msg.action is A.SESSION_TERMINATE:
             return None
+        if (found := _trickle_of(msg)) is not None:
+            if not self._taking_trickle():
+                return None  # answered, then dropped: the data channel was given up
+            if self.trickled + _count_candidates(found) > MAX_TRICKLED:
+                return ErrorReply(
+                    "resource-constraint",
+                    "cancel",
+                    text=f"more than {MAX_TRICKLED} candidates trickled in this session",
+                )
+            return None
         if self.data_phase and msg.action in _SETUP:
             return OUT_OF_ORDER.with_text(f"{msg.action} while the data is being transferred")
         if self.backlog() >= MAX_BACKLOG:
@@ -415,8 +539,24 @@ class FileSession:
             return False
         if self._take_info(msg):
             return True
+        if (found := _trickle_of(msg)) is not None:
+            if self._taking_trickle():
+                self.trickled += _count_candidates(found)
+                self._trickled.append(found)
+            else:
+                log.debug("dropping a data-channel candidate from %s: not needed now", self.peer)
+            return True
         self._arrived.append(msg)
         return True
+
+    def _taking_trickle(self) -> bool:
+        return self.phase in TRICKLING and self.transport == "webrtc"
+
+    def pending(self, action: JingleAction) -> bool:
+        """Whether a message with ``action`` (or a session-terminate) has arrived and is
+        waiting to be asked for (a responder connecting the data channel stops as soon as
+        the initiator's transport-replace or session-terminate is in)."""
+        return any(m.action in (action, A.SESSION_TERMINATE) for m in (*self._kept, *self._arrived))
 
     def close(self, *, drop: bool = False) -> None:
         """No more messages will arrive (the service closes, or a tie-break was lost);
@@ -507,6 +647,7 @@ class FileSession:
         )
         content = Content(Role.INITIATOR, name, senders, description, transport, security)
         self._offered = transport
+        self._transport = kind_of(transport)
         return self.jingle.initiate([content])
 
     def accept(
@@ -514,6 +655,7 @@ class FileSession:
     ) -> JingleMessage:
         """The session-accept of the offered ``content`` with our ``transport``."""
         self.step(Step.ACCEPTED)
+        self._transport = kind_of(transport)
         return self.jingle.accept(
             [Content(content.creator, content.name, content.senders, description, transport)]
         )
@@ -639,8 +781,24 @@ class FileSession:
         """We initiated and no candidate worked: the transport-replace offering IBB
         (XEP-0260 §2.4) and the IBB transport it offers."""
         self.step(Step.FALLBACK)
+        self._drop_trickle()
         offer = IBBTransport(new_sid(), block_size)
         return self.jingle.transport_replace([self._content(build_ibb(offer))]), offer
+
+    def _drop_trickle(self) -> None:
+        self._transport = "ibb"
+        self._trickled.clear()
+
+    # -- the WebRTC data channel -----------------------------------------------------------
+
+    def webrtc(self, theirs: etree._Element) -> WebRTCExchange:
+        """The data-channel exchange with the peer's offer or answer ``theirs``."""
+        return WebRTCExchange(self, WebRTCExchange.parse(theirs))
+
+    def trickle(self, local: WebRTCTransportInfo) -> list[JingleMessage]:
+        """Our candidates, one ``transport-info`` each, as Conversations trickles them (it
+        ignores candidates inside ``session-initiate`` and ``session-accept``)."""
+        return [self.transport_info(el) for el in trickle_infos(local)]
 
     def replace_answered(self, answer: JingleMessage, offer: IBBTransport) -> IBBTransport:
         """The IBB transport agreed by the peer's transport-accept of our ``offer``; raises
@@ -656,6 +814,7 @@ class FileSession:
         """The peer replaced the failed transport by IBB: the agreed transport (open it
         before answering) and our transport-accept."""
         self.step(Step.FALLBACK)
+        self._drop_trickle()
         offered = parse_ibb(transport_of(replace))
         agreed = IBBTransport(offered.sid, answer_block_size(offered.block_size, our_block_size))
         return agreed, self.jingle.transport_accept([self._content(build_ibb(agreed))])
@@ -770,3 +929,85 @@ def _agreed_block_size(offer: IBBTransport, answer: IBBTransport) -> int:
         return check_answered_block_size(offer.block_size, answer.block_size)
     except IBBError as exc:
         raise TransportFailed(f"the peer {exc}", "failed-transport") from None
+
+
+def _trickle_of(msg: JingleMessage) -> etree._Element | None:
+    """The data-channel transport of a ``transport-info`` (``None``: it is no trickle)."""
+    if msg.action is not A.TRANSPORT_INFO:
+        return None
+    for content in msg.contents:
+        if content.transport is not None and kind_of(content.transport) == "webrtc":
+            return content.transport
+    return None
+
+
+def _count_candidates(transport: etree._Element) -> int:
+    return sum(1 for el in transport.iter() if etree.QName(el).localname == "candidate")
+
+
+class WebRTCExchange:
+    """The WebRTC data-channel negotiation of one session (Conversations' dialect), without
+    I/O.
+
+    The offer and the answer travel without candidates (:meth:`element`); each side's
+    candidates follow in ``transport-info`` (:meth:`FileSession.trickle`), which the session
+    takes while the data channel is being set up (:data:`TRICKLING`, at most
+    :data:`MAX_TRICKLED`) and :meth:`candidates` hands over, validated against the peer's
+    ICE credentials. :meth:`connecting` starts ICE (phase CONNECTING); when the connection
+    cannot be made, :meth:`failed` says what follows: a transport-replace by IBB
+    (:class:`FallBack`), or, for a DTLS failure (a certificate that is not the one the
+    signalling announced: a man in the middle), the end of the session with a security
+    error and no fallback.
+    """
+
+    def __init__(self, session: FileSession, remote: WebRTCTransportInfo) -> None:
+        self.session = session
+        self.remote = remote
+
+    @staticmethod
+    def parse(theirs: etree._Element) -> WebRTCTransportInfo:
+        """The peer's offer or answer; :class:`TransportFailed` if it is malformed."""
+        try:
+            return parse_webrtc(theirs)
+        except WebRTCElementError as exc:
+            raise TransportFailed(
+                f"the peer's data-channel transport is malformed: {exc}", "failed-transport"
+            ) from None
+
+    @staticmethod
+    def element(local: WebRTCTransportInfo) -> etree._Element:
+        """Our offer or answer as sent in ``session-initiate``/``session-accept``: without
+        candidates, which follow in ``transport-info``."""
+        return build_webrtc(replace(local, candidates=()))
+
+    def connecting(self) -> None:
+        """Both descriptions are set: ICE starts (NEGOTIATING → CONNECTING)."""
+        self.session.step(Step.CONNECT)
+
+    def candidates(self) -> tuple[IceCandidate, ...]:
+        """The peer's candidates trickled since the last call (in arrival order), checked
+        against its ICE credentials; :class:`TransportFailed` for a malformed one."""
+        found: list[IceCandidate] = []
+        trickled, self.session._trickled = self.session._trickled, []
+        for el in trickled:
+            try:
+                found.extend(parse_trickle(el, self.remote))
+            except WebRTCElementError as exc:
+                raise TransportFailed(
+                    f"{self.session.peer} trickled a malformed candidate: {exc}",
+                    "failed-transport",
+                ) from None
+        return tuple(found)
+
+    def failed(self, exc: Exception) -> FallBack:
+        """The data channel could not be set up (``exc``): fall back by transport-replace
+        (:data:`FALLBACK_OF`), unless DTLS failed, which raises :class:`EncryptionFailed`."""
+        if isinstance(exc, SecurityError):
+            raise EncryptionFailed(
+                f"the data channel to {self.session.peer} is not authenticated: {exc}; "
+                "no fallback (a DTLS certificate other than the announced one is a man in "
+                "the middle)",
+                "security-error",
+            ) from exc
+        log.info("data channel to %s failed (%s): replacing it by IBB", self.session.peer, exc)
+        return FallBack()

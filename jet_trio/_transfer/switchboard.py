@@ -14,7 +14,7 @@ import contextlib
 import logging
 import weakref
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -44,7 +44,7 @@ from .._xmpp.jid import JID
 from .._xmpp.stanza import IQ, E, StanzaError, make_result, stanza_from
 from .description import FileTransferError
 from .driver import SessionShell
-from .session import FileSession, Offer, parse_offer, refusal_reason
+from .session import FileSession, Offer, TransportKind, parse_offer, refusal_reason
 from .types import TransferError
 
 __all__ = ["PendingOffer", "Quotas", "Switchboard"]
@@ -99,6 +99,7 @@ class Switchboard:
         *,
         make_offer: Callable[[SessionShell, Offer], PendingOffer],
         serve_request: Callable[[SessionShell, Offer], Awaitable[None]],
+        transports: Callable[[], Collection[TransportKind]],
     ) -> None:
         self.client = client
         self.plugins = plugins
@@ -108,6 +109,7 @@ class Switchboard:
         self._listener = listener
         self._make_offer = make_offer
         self._serve_request = serve_request
+        self._transports = transports  # those an offer may use (the data channel if enabled)
         self.token = trio.lowlevel.current_trio_token()
         self.registry = SessionRegistry(client.jid)
         self.sessions: dict[tuple[JID, str], SessionShell] = {}
@@ -200,7 +202,7 @@ class Switchboard:
     def _new_incoming(self, jingle: JingleSession, msg: JingleMessage) -> None:
         session = self.open_session(jingle)
         try:
-            offer = parse_offer(msg, self._cipher_if_known)
+            offer = parse_offer(msg, self._cipher_if_known, self._transports())
             busy = self._over_quota(session.peer.bare, request=offer.request)
             if busy is not None:
                 self._nursery.start_soon(self.refuse, session, "busy", busy)

@@ -27,7 +27,7 @@ __all__ = [
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(bytes_done, bytes_total)`` while data moves."""
 
-TransportName = Literal["s5b-direct", "s5b-proxy", "ibb"]
+TransportName = Literal["webrtc", "s5b-direct", "s5b-proxy", "ibb"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,8 @@ class TransferResult:
     name: str
     size: int
     sha256: str
-    #: The transport that carried the data: ``"s5b-direct"``, ``"s5b-proxy"`` or ``"ibb"``.
+    #: The transport that carried the data: ``"webrtc"`` (the WebRTC data channel),
+    #: ``"s5b-direct"``, ``"s5b-proxy"`` or ``"ibb"``.
     transport: TransportName
     envelope: str | None
     cipher: str | None

@@ -41,6 +41,7 @@ import trio
 
 from .._errors import JetError, RemoteProtocolError, SecurityError
 from .._xmpp.extdisco import ExternalService
+from .ice import IceServer
 from .webrtc_element import (
     SDP_MID,
     IceCandidate,
@@ -143,28 +144,6 @@ class DataChannelStalled(WebRTCError, trio.BrokenResourceError):
 
 
 # --- configuration ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class IceServer:
-    """A STUN or TURN server: ``urls`` like ``stun:host:3478``, ``turn:host:3478?transport=udp``."""
-
-    urls: tuple[str, ...]
-    username: str | None = None
-    credential: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.urls:
-            raise ValueError("an ICE server needs at least one URL")
-        for url in self.urls:
-            if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
-                raise ValueError(f"ICE server URL {url!r} is not stun:, stuns:, turn: or turns:")
-            if url.startswith("turn") and (self.username is None or self.credential is None):
-                raise ValueError(f"TURN server {url!r} needs a username and a credential")
-
-    @property
-    def is_turn(self) -> bool:
-        return any(u.startswith("turn") for u in self.urls)
 
 
 def ice_servers_from_services(services: Iterable[ExternalService]) -> tuple[IceServer, ...]:

@@ -108,6 +108,7 @@ def test_plugin_option_alone(tmp_path: Path) -> None:
         ("[default]\nenvelope = 'stub'\n", "unknown table [default] (known: [defaults]"),
         ("[defaults]\nenvelop = 'stub'\n", "unknown key defaults.envelop (known: account,"),
         ("[defaults]\ncipher_preference = 'urn:x'\n", "defaults.cipher_preference must be a list"),
+        ("[defaults]\nwebrtc = 'yes'\n", "defaults.webrtc must be a bool, not 'yes'"),
         (
             "[accounts.'a@example.org']\nlogin_timeout = 'soon'\n",
             "accounts.\"a@example.org\".login_timeout must be a int or float, not 'soon'",
@@ -208,3 +209,25 @@ async def test_account_settings_from_the_file(tmp_path: Path, local_server: Loca
         env={"JET_TRIO_PASSWORD": env["JET_TRIO_PASSWORD"]},
     )
     assert ran.returncode != 0
+
+
+def test_data_channel_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``webrtc`` and ``relay_only``: off unless set; an account's settings win."""
+    from jet_trio._cli import config
+
+    monkeypatch.setattr(config, "_active", config.UserConfig())
+    assert config.data_channel("a@example.org") == {"webrtc": False, "relay_only": False}
+    path = _config(
+        tmp_path,
+        """
+        [defaults]
+        webrtc = true
+
+        [accounts."b@example.org"]
+        relay_only = true
+        webrtc = false
+        """,
+    )
+    monkeypatch.setattr(config, "_active", config.load_config(path))
+    assert config.data_channel("a@example.org/r") == {"webrtc": True, "relay_only": False}
+    assert config.data_channel("b@example.org") == {"webrtc": False, "relay_only": True}

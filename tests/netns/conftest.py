@@ -1,7 +1,8 @@
 """Fixtures for the multi-host tests: topologies of network namespaces built per test.
 
 ``topology``
-    A fresh :class:`~tests.netns._topology.Topology` (prefix ``n4``), removed after the test.
+    A fresh :class:`~tests.netns._topology.Topology` (prefix ``n4``), removed after the test;
+    :func:`topology_for` gives one with another prefix (a module's own fixture uses it).
 ``xmpp_server``
     ``start(host, address, proxy65=True, kind="prosody")`` runs a private Prosody (or, with
     ``kind="ejabberd"``, ejabberd with its mod_proxy65) inside ``host`` (a namespace of the
@@ -16,6 +17,7 @@ missing, except with ``CI=true``, where they fail.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -38,19 +40,27 @@ PREFIX = "n4"
 DOMAIN = "lan.test"
 
 
-@pytest.fixture
-def topology() -> Iterator[Topology]:
+@contextlib.contextmanager
+def topology_for(prefix: str) -> Iterator[Topology]:
+    """A fresh :class:`Topology` whose namespaces and interfaces are named with ``prefix``,
+    removed at the end; skips (fails on CI) when namespaces cannot be built here."""
     problem = netns_problem()
     if problem is not None:
         missing_server(f"network namespaces unavailable: {problem}")
     try:
-        topo = Topology(PREFIX)
+        topo = Topology(prefix)
     except NetnsUnavailable as exc:
         missing_server(f"network namespaces unavailable: {exc}")
     try:
         yield topo
     finally:
         topo.close()
+
+
+@pytest.fixture
+def topology() -> Iterator[Topology]:
+    with topology_for(PREFIX) as topo:
+        yield topo
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ trickled, as Conversations sends them.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import hmac
@@ -43,9 +44,11 @@ from jet_trio._transports.webrtc import (
     WebRTCStream,
     open_webrtc_session,
 )
-from tests.integration._servers import missing_server, on_ci
+from tests.integration._servers import ServerInfo, missing_server, on_ci
 
-from ._topology import Host, NetnsUnavailable, Topology, netns_problem
+from ._peer import Peer, Ran
+from ._topology import Host, Topology
+from .conftest import topology_for
 
 try:  # the optional extra ``webrtc``: CI installs it, so there a missing aiortc fails
     import aiortc  # noqa: F401
@@ -56,24 +59,15 @@ except ImportError:
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
-PREFIX = "w4"
-TURN_SECRET = "w4-test-secret"
+PREFIX = "w5"
+TURN_SECRET = "w5-test-secret"
 TURN_HOST = "198.51.100.1"
 
 
 @pytest.fixture
 def topology() -> Iterator[Topology]:
-    problem = netns_problem()
-    if problem is not None:
-        missing_server(f"network namespaces unavailable: {problem}")
-    try:
-        topo = Topology(PREFIX)
-    except NetnsUnavailable as exc:
-        missing_server(f"network namespaces unavailable: {exc}")
-    try:
+    with topology_for(PREFIX) as topo:
         yield topo
-    finally:
-        topo.close()
 
 
 def in_ns(host: Host) -> Callable[[], None]:
@@ -104,7 +98,7 @@ def lan_pair(topo: Topology) -> tuple[Host, Host]:
 #: host behind it. Without it Linux NAT is port-restricted and, when the peer's first check
 #: arrives before our own packet left, conntrack remaps our port: hole punching then fails.
 NAT = """
-table ip w4nat {
+table ip w5nat {
     chain prerouting {
         type nat hook prerouting priority -100; policy accept;
         CONE
@@ -167,7 +161,7 @@ def coturn(tmp_path: Path) -> Iterator[Callable[[Host], None]]:
         args = [
             binary, "-n", "--no-cli", "--no-tls", "--no-dtls", "--fingerprint",
             f"--listening-ip={TURN_HOST}", "--listening-port=3478", f"--relay-ip={TURN_HOST}",
-            "--min-port=49152", "--max-port=49352", "--realm=w4.test", "--use-auth-secret",
+            "--min-port=49152", "--max-port=49352", "--realm=w5.test", "--use-auth-secret",
             "--allowed-peer-ip=198.51.100.0-198.51.100.255",
             f"--static-auth-secret={TURN_SECRET}", f"--log-file={log}", "--simple-log",
             "--no-stdout-log", f"--pidfile={tmp_path / 'turn.pid'}",
@@ -585,7 +579,7 @@ async def test_stream_conformance(topology: Topology) -> None:
             await trio.testing.check_half_closeable_stream(maker, None)
 
 
-SIGNAL_NS = "urn:example:jet-trio:w4-signal"
+SIGNAL_NS = "urn:example:jet-trio:w5-signal"
 
 
 async def test_two_clients_on_prosody_signal_and_cross_symmetric_nats(
@@ -620,7 +614,7 @@ external_services = {{
 """
     try:
         prosody = ExtdiscoProsody(
-            tmp_path / "prosody", trustme.CA(), domain="w4.test", netns=srv.ns,
+            tmp_path / "prosody", trustme.CA(), domain="w5.test", netns=srv.ns,
             host=TURN_HOST, proxy65=False, extra_config=services, stanza_debug=False,
         )  # fmt: skip
     except ServerUnavailable as exc:
@@ -705,3 +699,137 @@ external_services = {{
                 await jet_both_ways(streams["alice"], streams["bob"], 300_000)
     finally:
         prosody.stop()
+
+
+# -- Jingle sessions over the data channel: two real jet-trio commands ------------------------
+
+#: Prosody's XEP-0215 services: coturn's STUN and TURN (TURN REST credentials).
+SERVICES = f"""
+external_services = {{
+    {{ type = "stun", transport = "udp", host = "{TURN_HOST}", port = 3478 }};
+    {{ type = "turn", transport = "udp", host = "{TURN_HOST}", port = 3478,
+       secret = "{TURN_SECRET}" }};
+}}
+"""
+OMEMO2 = "urn:xmpp:omemo:2"
+
+
+@contextlib.contextmanager
+def prosody_with_turn(tmp_path: Path, srv: Host) -> Iterator[ServerInfo]:
+    """Prosody on the "Internet" host, without proxy65, announcing coturn (XEP-0215)."""
+    import trustme
+
+    from tests.integration._servers import ServerUnavailable
+    from tests.integration.test_extdisco_prosody import ExtdiscoProsody
+
+    try:
+        prosody = ExtdiscoProsody(
+            tmp_path / "prosody", trustme.CA(), domain="w5.test", netns=srv.ns,
+            host=TURN_HOST, proxy65=False, extra_config=SERVICES, stanza_debug=False,
+        )  # fmt: skip
+    except ServerUnavailable as exc:
+        missing_server(str(exc))
+    info = prosody.start()
+    try:
+        yield info
+    finally:
+        prosody.stop()
+
+
+def data_channel_peer(host: Host, user: str, server: ServerInfo, tmp_path: Path) -> Peer:
+    """The ``jet-trio`` command in ``host`` with the data channel switched on in its
+    configuration file (``[defaults] webrtc = true``)."""
+    peer = Peer(host, user, server, tmp_path / f"{host.name}-{user}")
+    config = peer.home / ".config" / "jet-trio" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("[defaults]\nwebrtc = true\n", encoding="utf-8")
+    return peer
+
+
+async def test_jingle_file_transfer_over_the_data_channel_through_nats(
+    topology: Topology, coturn: Callable[[Host], None], tmp_path: Path
+) -> None:
+    """Two jet-trio commands behind symmetric NATs, Prosody with no proxy65 announcing
+    coturn: each sends the other a file in a Jingle session over the data channel (relayed
+    by TURN: nothing else crosses these NATs), with the default envelope (JET-OMEMO), byte
+    for byte, and the result names the transport."""
+    from .test_multihost import transfer
+
+    srv, ha, hb = natted(topology, symmetric=True)
+    coturn(srv)
+    with prosody_with_turn(tmp_path, srv) as server, trio.fail_after(400):
+        alice = data_channel_peer(ha, "alice", server, tmp_path)
+        bob = data_channel_peer(hb, "bob", server, tmp_path)
+        for sender, receiver in ((alice, bob), (bob, alice)):
+            done = await transfer(sender, receiver, tmp_path, envelope=None)
+            done.check_content()
+            assert done.transport == "webrtc", done.sent.stderr[-20000:]
+            assert done.send_result["envelope"] == done.receive_result["envelope"] == OMEMO2
+            assert "data channel ready with" in done.sent.stderr
+            assert "relay" in done.sent.stderr.split("data channel ready with", 1)[1][:200]
+
+
+async def test_jingle_data_channel_with_udp_blocked_falls_back_to_ibb(
+    topology: Topology, coturn: Callable[[Host], None], tmp_path: Path
+) -> None:
+    """UDP blocked on both home networks: the data channel cannot connect, the initiator
+    replaces it (transport-replace) by IBB within the bound and the file still arrives,
+    encrypted, byte for byte."""
+    from .test_multihost import transfer
+
+    srv, ha, hb = natted(topology, block_udp=True)
+    coturn(srv)
+    with prosody_with_turn(tmp_path, srv) as server, trio.fail_after(300):
+        alice = data_channel_peer(ha, "alice", server, tmp_path)
+        bob = data_channel_peer(hb, "bob", server, tmp_path)
+        start = time.monotonic()
+        done = await transfer(alice, bob, tmp_path, envelope="stub")
+        took = time.monotonic() - start
+        done.check_content()
+        assert done.transport == "ibb", done.sent.stderr[-20000:]
+        assert done.send_result["envelope"] is not None  # JET stays on over the fallback
+        assert "replacing it by IBB" in done.sent.stderr, done.sent.stderr[-20000:]
+        # Gathering (at most 10 s), the connect bound (30 s), the fallback: well within 90 s.
+        assert took < 90, took
+
+
+async def test_requested_file_comes_over_the_data_channel(
+    topology: Topology, coturn: Callable[[Host], None], tmp_path: Path
+) -> None:
+    """XEP-0391's other direction: Bob requests a file Alice shares, so the requester starts
+    the session over the data channel and the responder sends (behind symmetric NATs,
+    relayed by TURN), JET-OMEMO, byte for byte."""
+    import hashlib
+    import json
+    import os
+
+    srv, ha, hb = natted(topology, symmetric=True)
+    coturn(srv)
+    src = tmp_path / "shared" / "report.bin"
+    src.parent.mkdir()
+    src.write_bytes(os.urandom(200_000))
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    with prosody_with_turn(tmp_path, srv) as server, trio.fail_after(300):
+        alice = data_channel_peer(ha, "alice", server, tmp_path)
+        bob = data_channel_peer(hb, "bob", server, tmp_path)
+        shared: dict[str, Ran] = {}
+
+        async def share() -> None:
+            shared["s"] = await alice.run(
+                ["share", str(src), "--timeout", "45", "--json", "--debug"], limit=120
+            )
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(share)
+            got = await bob.run(
+                ["request", sha, "--from", alice.jid, "-o", str(inbox), "--json", "--wait",
+                 "40", "--debug"], limit=120,
+            )  # fmt: skip
+        assert got.returncode == 0, got.stderr[-20000:]
+        result = json.loads(got.stdout.strip().splitlines()[-1])
+        assert result["transport"] == "webrtc", got.stderr[-20000:]
+        assert result["envelope"] == OMEMO2 and result["hash_verified"] is True
+        assert (inbox / "report.bin").read_bytes() == src.read_bytes()
+        assert "data channel ready with" in shared["s"].stderr
