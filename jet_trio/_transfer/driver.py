@@ -24,7 +24,7 @@ import trio
 from .._errors import JetError, SecurityError
 from .._jet.cipher import TransportSecret
 from .._jet.stream import DecryptingReceiveStream, EncryptingSendStream
-from .._jingle.machine import JingleSession
+from .._jingle.machine import JingleSession, SessionState
 from .._jingle.message import JingleAction, JingleMessage, Reason, build_jingle, parse_error
 from .._trio_util import unwrapped_errors
 from .._xmpp.client import Client
@@ -98,6 +98,8 @@ class SessionShell:
     async def wait_checksum(self) -> None:
         """Until the peer's ``<checksum/>`` arrived (raises if the peer ends the session)."""
         while not self.machine.has_checksum:
+            if self.jingle.state is SessionState.ENDED and self.machine.ended_by_peer() is None:
+                return  # we ended it (a proxy held back the end of the stream): none can come
             if (end := self.machine.ended_by_peer()) is not None:
                 if end.condition == "success":
                     return  # nothing comes after the end

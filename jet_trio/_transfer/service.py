@@ -1248,7 +1248,9 @@ class FileTransfer:
             digests = await self._receive_into(
                 session, established, partial, 0, size, secret, progress, offer.file
             )
-            verified = await self._verify_hash(session, offer.file, digests)
+            verified = await self._verify_hash(
+                session, offer.file, digests, encrypted=secret is not None
+            )
             dest, taken = await _deliver_or_keep(partial, overwrite, rename)
             await session.terminate("success")
         return _result(
@@ -1462,7 +1464,7 @@ class FileTransfer:
         return f"{host}:{port}"
 
     async def _verify_hash(
-        self, session: SessionShell, file: FileDescription, got: Digests
+        self, session: SessionShell, file: FileDescription, got: Digests, *, encrypted: bool = True
     ) -> bool:
         """Check the received data against the announced hashes; ``False`` if there were none
         we know (the GCM tag, when encrypted, still authenticated the data)."""
@@ -1473,6 +1475,12 @@ class FileTransfer:
             with trio.move_on_after(self._timeout):
                 await session.wait_checksum()
             hashes = session.machine.checksum
+            if not hashes and not encrypted:
+                raise IntegrityError(
+                    f"{session.peer} announced the file's hash for after the data but sent "
+                    "none: the unencrypted file cannot be verified",
+                    "media-error",
+                )
         elif not hashes and session.machine.has_checksum:
             hashes = session.machine.checksum  # unannounced, already here (Conversations)
         known = [h for h in hashes if h.algo in got.plain]

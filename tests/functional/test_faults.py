@@ -72,6 +72,9 @@ CUT: Final = 1_000_000  # a middlebox forwards at most this much per direction b
 PROXY_ONLY: Final = {"direct_addresses": None}
 ENCRYPT = [pytest.param(JET_STUB, id="jet-stub"), pytest.param(None, id="plain")]
 
+# These tests resume interrupted sends by requesting the rest, which needs the hash in the offer.
+pytestmark = pytest.mark.usefixtures("offers_with_hash")
+
 
 # -- a middlebox that can reset connections -----------------------------------------------------
 
@@ -518,10 +521,12 @@ async def test_cancel_at_stage(
             if stage == "verify":
                 original = fb._verify_hash
 
-                async def verify(session: _Session, file: Any, got: _Digests) -> bool:
+                async def verify(
+                    session: _Session, file: Any, got: _Digests, **kwargs: Any
+                ) -> bool:
                     verifying.set()
                     await release.wait()
-                    return await original(session, file, got)
+                    return await original(session, file, got, **kwargs)
 
                 monkeypatch.setattr(fb, "_verify_hash", verify)
             if (stage, who) in CROSSING:
