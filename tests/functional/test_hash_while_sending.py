@@ -18,6 +18,7 @@ import trio
 
 import jet_trio
 from jet_trio import IntegrityError, TransferError, find_partials
+from jet_trio._transfer import driver as driver_module
 from jet_trio._transfer import files as files_module
 from jet_trio._transfer import service as service_module
 from jet_trio._transfer.hashes import Hash
@@ -53,6 +54,7 @@ async def test_first_send_hashes_while_sending_and_a_repeated_send_offers_the_ha
     async with net.pair() as (fa, fb):
         out = await run_transfer(fa, fb, src, dest_dir / "first.bin", encrypt=encrypt)
         assert out.send.error is None and out.recv.error is None, (out.send.error, out.recv.error)
+        assert out.recv.offer is not None and out.send.result and out.recv.result
         offered = out.recv.offer._offer.file
         assert offered.hashes == () and offered.hash_used == ("sha-256",)
         assert out.send.result.sha256 == out.recv.result.sha256 == want.hex()
@@ -63,6 +65,7 @@ async def test_first_send_hashes_while_sending_and_a_repeated_send_offers_the_ha
         # share() needs no pass of its own either.
         out = await run_transfer(fa, fb, src, dest_dir / "second.bin", encrypt=encrypt)
         assert out.send.error is None and out.recv.error is None, (out.send.error, out.recv.error)
+        assert out.recv.offer is not None and out.recv.result
         offered = out.recv.offer._offer.file
         assert offered.hashes == (Hash("sha-256", want),) and offered.hash_used == ()
         assert out.recv.result.hash_verified
@@ -74,7 +77,7 @@ async def test_a_wrong_checksum_leaves_nothing_under_the_target_name(
 ) -> None:
     src = make_file(tmp_path, SIZE)
     dest = dest_dir / "payload.bin"
-    real = service_module.send_checksum
+    real = driver_module.send_checksum
 
     async def wrong_checksum(session: Any, hashes: tuple[Hash, ...]) -> None:
         await real(session, (Hash("sha-256", b"\x01" * 32),))

@@ -12,7 +12,6 @@ import pytest
 import trio
 
 from jet_trio._transfer.driver import _Store
-from jet_trio._transfer.hashes import Hasher
 
 
 class SlowFile(io.BytesIO):
@@ -31,7 +30,7 @@ class SlowFile(io.BytesIO):
 
 async def test_cancelled_while_a_write_runs_everything_received_is_kept() -> None:
     f = SlowFile()
-    store = _Store(f, Hasher(("sha-256",)))
+    store = _Store(f)
     send, receive = trio.open_memory_channel[list[bytes | bytearray]](2)
     with trio.CancelScope() as scope:
         try:
@@ -58,7 +57,7 @@ class FullFile(io.BytesIO):
 
 async def test_a_failed_write_is_not_retried_by_the_rescue() -> None:
     f = FullFile()
-    store = _Store(f, Hasher(("sha-256",)))
+    store = _Store(f)
     send, receive = trio.open_memory_channel[list[bytes | bytearray]](2)
     with pytest.raises(BaseExceptionGroup) as caught:
         try:
