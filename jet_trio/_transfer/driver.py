@@ -456,10 +456,14 @@ class _Store:
 
     def _store(self, batch: list[bytes | bytearray]) -> None:
         # One write per batch: it releases and retakes the GIL, which the event loop holds
-        # most of the time; many small chunks (a proxy's) would queue on it.
-        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        # most of the time; many small chunks (a proxy's) would queue on it. Gathered by the
+        # kernel (writev), not joined into a new buffer first: no copy of the data.
         try:
-            self._f.write(data)
+            if len(batch) == 1:
+                self._f.write(batch[0])
+            else:
+                self._f.flush()
+                _writev_all(self._f.fileno(), batch)
         except BaseException:
             self._failed = True  # (set here: a cancelled wait for a finished write is no failure)
             raise
@@ -478,6 +482,21 @@ class _Store:
             for chunk in self._unwritten[0]:
                 self._f.write(chunk)
             self._unwritten.popleft()
+
+
+_IOV_MAX: Final = 1024
+
+
+def _writev_all(fd: int, pieces: list[bytes | bytearray]) -> None:
+    """Write every piece, in order, at the file's position (short writes resumed)."""
+    views = [memoryview(p) for p in pieces if p]
+    while views:
+        n = os.writev(fd, views[:_IOV_MAX])
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
 
 
 class _FileSource:

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import threading
+from pathlib import Path
 
 import pytest
 import trio
 
 from jet_trio._transfer.driver import _Store
+from jet_trio._transfer.files import open_part
 
 
 class SlowFile(io.BytesIO):
@@ -70,3 +73,29 @@ async def test_a_failed_write_is_not_retried_by_the_rescue() -> None:
             raise
     assert caught.group_contains(OSError)
     assert f.getvalue() == b""
+
+
+def test_a_batch_is_written_in_order_without_joining_and_short_writes_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several pieces go out in one gathered write (no joined copy); a write that the kernel
+    cuts short (disk nearly full, a signal) continues where it stopped."""
+    real = os.writev
+    calls: list[int] = []
+
+    def short_writev(fd: int, buffers: list[memoryview]) -> int:
+        calls.append(len(buffers))
+        first = buffers[0]
+        return real(fd, [first[: max(1, len(first) // 2)]])  # half of the first piece only
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    part = tmp_path / ".x.part"
+    part.write_bytes(b"kept+old")
+    batch: list[bytes | bytearray] = [b"one-", bytearray(b"two-"), b"", b"three"]
+    with open_part(part, 5) as f:
+        store = _Store(f)
+        store._unwritten.append(batch)
+        store._store(batch)
+        f.write(b"-four")
+    assert part.read_bytes() == b"kept+one-two-three-four"
+    assert calls and calls[0] == 3  # one gathered write of the three non-empty pieces
