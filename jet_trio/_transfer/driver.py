@@ -505,8 +505,9 @@ class _FileSource:
     for the disk), anything else in a worker thread. A read in place costs what a plain
     ``read`` costs; a hand-over to a thread costs much more CPU (measured: per 256 KiB chunk,
     twice the CPU of the reads themselves), so a thread reads ``_THREAD_READ`` bytes at once.
-    The page cache answers nearly every read of a file that was just hashed for the offer;
-    a file system without ``RWF_NOWAIT`` (tmpfs) is read in threads only."""
+    The page cache answers every read of a recently written or read file; a file that is not
+    in it is read in threads, 4 MiB at a time; a file system without ``RWF_NOWAIT`` (tmpfs) is
+    read in threads only."""
 
     def __init__(self, f: BinaryIO, offset: int) -> None:
         self._fd = f.fileno()
