@@ -888,9 +888,12 @@ class FileTransfer:
         service's, 300 s; ``None``: no bound): then :class:`TransferTimeout` is raised and the
         session is terminated with ``timeout``.
         ``transport`` is ``"auto"`` (SOCKS5, falling back to in-band), ``"s5b"`` or ``"ibb"``.
-        The file's SHA-256 is computed first (in a thread, cached) and sent in the offer, so the
-        receiver can verify and resume. Cancel with a cancel scope: the session is then
-        terminated with ``cancel``.
+        The file's SHA-256 is computed while the file is sent: the offer announces it
+        (``<hash-used/>``) and a ``<checksum/>`` carries it after the data, for the receiver to
+        verify before the file gets its name (:ref:`hash-while-sending`). A file the hash cache
+        knows unchanged (sent or shared before) is offered with its hash. A file changed while
+        it is sent raises :class:`~jet_trio.IntegrityError` before the end of the data. Cancel
+        with a cancel scope: the session is then terminated with ``cancel``.
         """
         src = Path(path)
         if not await trio.Path(src).is_file():
