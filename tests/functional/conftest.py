@@ -520,17 +520,3 @@ def dest_dir(tmp_path: Path) -> Iterator[Path]:
     d = tmp_path / "inbox"
     d.mkdir()
     yield d
-
-
-@pytest.fixture
-def offers_with_hash(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every ``send_file`` shares its file first, so the offer carries the SHA-256 (from the
-    hash cache) instead of ``<hash-used/>``: for tests that resume an interrupted send by
-    requesting the rest, which needs the hash (test_hash_while_sending.py covers the rest)."""
-    real = FileTransfer.send_file
-
-    async def send_file(self: FileTransfer, path: Any, to: Any, **kwargs: Any) -> Any:
-        await self.share(path)
-        return await real(self, path, to, **kwargs)
-
-    monkeypatch.setattr(FileTransfer, "send_file", send_file)
