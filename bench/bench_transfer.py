@@ -18,6 +18,9 @@ is compared with a baseline measured in the same run, with the same process layo
 * ``crypto``: AES-256-GCM and AES-128-GCM (stub envelope) vs unencrypted over direct S5B
   (target >= 0.7), and vs this machine's one-core AES-256-GCM + SHA-256 limit (target >= 0.7;
   the SHA-256 file-to-file reference against the same limit bounds it);
+* ``whole``: the whole AES-256-GCM ``send_file`` over direct S5B (stub envelope, offer to end,
+  the hash included) vs a TCP file-to-file copy that reads, hashes (SHA-256) and encrypts
+  (AES-256-GCM), and decrypts, hashes and writes, without XMPP (target >= 0.8);
 * ``rss``: peak RSS (VmHWM) of sender and receiver, encrypted direct S5B at ``--rss-small``
   and SIZE (target < 100 MiB, not growing with the size). Every case prints its peaks too.
 
@@ -71,7 +74,7 @@ MIB = 1 << 20
 CHUNK = 256 * 1024
 AES256 = "urn:xmpp:ciphers:aes-256-gcm-nopadding"
 AES128 = "urn:xmpp:ciphers:aes-128-gcm-nopadding"
-ALL_CASES = ("direct", "proxy", "proxy-enc", "ibb", "crypto", "rss")
+ALL_CASES = ("direct", "proxy", "proxy-enc", "ibb", "crypto", "whole", "rss")
 _ctx = multiprocessing.get_context("spawn")
 
 
@@ -249,6 +252,7 @@ class Job:
     warm_hash: bool = False  # let send_file reuse the SHA-256 it cached on the first run
     profile: str = ""  # a file name prefix: run under cProfile, dump to PREFIX-ROLE.prof
     hash_files: bool = True  # tcp file->file baseline: SHA-256 on both sides
+    encrypt_ref: bool = False  # tcp file->file baseline: also AES-256-GCM (one stream + tag)
 
 
 @dataclass
@@ -353,7 +357,9 @@ async def _tcp_child(job: Job, report: Report, link: Any, peer_link: Any) -> Non
                 async with await listeners[0].accept() as stream:
                     c0 = cpu_time()
                     if job.path:
-                        await drain_to_file(stream, job.size, Path(job.path), job.hash_files)
+                        await drain_to_file(
+                            stream, job.size, Path(job.path), job.hash_files, job.encrypt_ref
+                        )
                     else:
                         await drain(stream, job.size)
                     report.marks.append(time.monotonic())
@@ -367,7 +373,7 @@ async def _tcp_child(job: Job, report: Report, link: Any, peer_link: Any) -> Non
         c0 = cpu_time()
         async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
             if job.path:
-                await pump_file(stream, Path(job.path), job.hash_files)
+                await pump_file(stream, Path(job.path), job.hash_files, job.encrypt_ref)
             else:
                 await pump_out(stream, job.size)
             await stream.send_eof()
@@ -375,29 +381,60 @@ async def _tcp_child(job: Job, report: Report, link: Any, peer_link: Any) -> Non
         report.cpu_seconds += cpu_time() - c0
 
 
-async def pump_file(stream: trio.abc.SendStream, path: Path, hashed: bool) -> None:
+_REF_KEY = bytes(32)
+_REF_IV = bytes(12)
+
+
+def _ref_cipher() -> Any:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    return Cipher(algorithms.AES(_REF_KEY), modes.GCM(_REF_IV))
+
+
+async def pump_file(
+    stream: trio.abc.SendStream, path: Path, hashed: bool, encrypted: bool = False
+) -> None:
+    """Read, (hash,) (encrypt,) send; with ``encrypted`` the GCM tag follows the data."""
     digest = hashlib.sha256()
+    enc = _ref_cipher().encryptor() if encrypted else None
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
             if hashed:
                 digest.update(chunk)
-            await stream.send_all(chunk)
+            await stream.send_all(enc.update(chunk) if enc is not None else chunk)
+    if enc is not None:
+        enc.finalize()
+        await stream.send_all(enc.tag)
 
 
 async def drain_to_file(
-    stream: trio.abc.ReceiveStream, size: int, path: Path, hashed: bool
+    stream: trio.abc.ReceiveStream, size: int, path: Path, hashed: bool, encrypted: bool = False
 ) -> None:
+    """Receive, (decrypt,) (hash,) write; with ``encrypted`` the tag is read and checked."""
     digest = hashlib.sha256()
+    dec = None
+    if encrypted:
+        dec = _ref_cipher().decryptor()
+    wire = size + (16 if encrypted else 0)
     got = 0
+    tail = b""
     with path.open("wb") as f:
-        while got < size:
+        while got < wire:
             data = await stream.receive_some(CHUNK)
             if not data:
-                raise RuntimeError(f"stream ended after {got} of {size} bytes")
+                raise RuntimeError(f"stream ended after {got} of {wire} bytes")
+            got += len(data)
+            if dec is not None:
+                over = got - size  # bytes of the tag in this piece
+                if over > 0:
+                    tail += data[len(data) - min(over, len(data)) :]
+                    data = data[: len(data) - min(over, len(data))]
+                data = dec.update(data)
             f.write(data)
             if hashed:
                 digest.update(data)
-            got += len(data)
+    if dec is not None:
+        dec.finalize_with_tag(tail)
 
 
 async def _socks5_child(job: Job, report: Report, link: Any, peer_link: Any) -> None:
@@ -504,6 +541,7 @@ def run_pair(
     warm_hash: bool = False,
     transfer_chunk: int = 0,
     hash_files: bool = True,
+    encrypt_ref: bool = False,
 ) -> Outcome:
     """Run a sender and a receiver child; ``min_rate`` (MB/s) bounds the wait."""
     timeout = 60 + repeat * (20 + size / (min_rate * MB))
@@ -517,6 +555,7 @@ def run_pair(
         warm_hash=warm_hash,
         profile=profile,
         hash_files=hash_files,
+        encrypt_ref=encrypt_ref,
     )
     to_send: Any = _ctx.Queue()  # receiver -> sender
     to_recv: Any = _ctx.Queue()  # sender -> receiver
@@ -682,12 +721,16 @@ class Bench:
             server.close()  # ejabberd's also removes its directory (outside the bench's)
 
 
-def file_reference(b: Bench, hashed: bool = True) -> Outcome:
+def file_reference(b: Bench, hashed: bool = True, encrypted: bool = False) -> Outcome:
     """A TCP copy from file to file between two processes, without XMPP or encryption; with
     ``hashed``, the least a verified transfer does: read, SHA-256, send; receive, SHA-256,
-    write."""
+    write; with ``encrypted`` too, the least an encrypted one does: read, SHA-256, AES-256-GCM,
+    send; receive, decrypt, SHA-256, write (and the tag)."""
+    what = "SHA-256 both sides" if hashed else "no hashing"
+    if encrypted:
+        what += ", AES-256-GCM"
     return run_pair(
-        f"  reference: TCP file->file, {'SHA-256 both sides' if hashed else 'no hashing'}",
+        f"  reference: TCP file->file, {what}",
         "tcp",
         None,
         b.size,
@@ -695,6 +738,7 @@ def file_reference(b: Bench, hashed: bool = True) -> Outcome:
         src=b.src(b.size),
         dest=b.dest,
         hash_files=hashed,
+        encrypt_ref=encrypted,
     )
 
 
@@ -785,6 +829,21 @@ def case_ibb(b: Bench, prosody: Endpoint, tuned: Endpoint) -> None:
                 results[("small", is_tuned)],
                 ">= 4" if is_tuned else "report",
             )
+
+    b.ratios.append(ratios)
+
+
+def case_whole(b: Bench, prosody: Endpoint) -> None:
+    """The whole ``send_file`` (offer, hash, data, end) over direct S5B, AES-256-GCM with the
+    stub envelope, against the least work an encrypted, verified copy does without XMPP."""
+    print(f"whole encrypted send over direct S5B (Prosody, stub envelope), {human(b.size)}:")
+    ref = file_reference(b, encrypted=True)
+    a256 = b.jet("AES-256-GCM", prosody, b.size, encrypt=JET_STUB, cipher=AES256)
+
+    def ratios() -> None:
+        ratio_line(
+            "AES-256-GCM whole send / reference (SHA-256 + AES-256-GCM)", a256, ref, ">= 0.8"
+        )
 
     b.ratios.append(ratios)
 
@@ -886,6 +945,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             case_ibb(bench, prosody, bench.prosody(tuned=True))
         if "crypto" in cases:
             case_crypto(bench, prosody)
+        if "whole" in cases:
+            case_whole(bench, prosody)
         if "rss" in cases:
             case_rss(bench, prosody)
         print(f"load average at the end: {os.getloadavg()[0]:.2f} (other work on the machine)")

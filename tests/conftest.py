@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -39,3 +40,19 @@ def _loopback_only_host(request: pytest.FixtureRequest, monkeypatch: pytest.Monk
         ]
 
     monkeypatch.setattr(_netif, "interface_addresses", loopback_only)
+
+
+@pytest.fixture
+def offers_with_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``send_file`` shares its file first, so the offer carries the SHA-256 (from the
+    hash cache) instead of ``<hash-used/>``: for tests that resume an interrupted send by
+    requesting the rest, which needs the hash (test_hash_while_sending.py covers the rest)."""
+    from jet_trio._transfer.service import FileTransfer
+
+    real = FileTransfer.send_file
+
+    async def send_file(self: FileTransfer, path: Any, to: Any, **kwargs: Any) -> Any:
+        await self.share(path)
+        return await real(self, path, to, **kwargs)
+
+    monkeypatch.setattr(FileTransfer, "send_file", send_file)

@@ -348,6 +348,14 @@ def _resume_envelope(
 async def run_resume(out: Output, account: AccountOptions, opts: ResumeOptions) -> int:
     partial = load_partial(opts.partial)
     check_cipher(opts.cipher)
+    if not partial.hash_known:
+        raise CLIError(
+            ExitCode.FILE,
+            "file",
+            f"{partial.name} cannot be requested again: its sender announced the hash for after "
+            "the data, which did not arrive; it is completed when the sender offers it again",
+            "Ask the sender to send the file again.",
+        )
     if not partial.dest.parent.is_dir():
         raise CLIError(
             ExitCode.FILE, "file", f"{partial.dest.parent} does not exist", "Check the path."

@@ -15,20 +15,14 @@ import sys
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, ProgressColumn, Task
 
 from .._transfer.types import ProgressCallback, TransferResult
 from .errors import Failure
@@ -237,27 +231,40 @@ class Output:
         if not self.interactive:
             yield ProgressBars(None)
             return
+        # Imported here: only a terminal shows bars (rich.progress costs ~15 ms at start-up).
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
             DownloadColumn(binary_units=True),
-            _SpeedColumn(),
+            _speed_column(),
             TimeRemainingColumn(),
         )
         with Progress(*columns, console=self.out, transient=False) as bars:
             yield ProgressBars(bars)
 
 
-class _SpeedColumn(ProgressColumn):
+def _speed_column() -> ProgressColumn:
     """The bar's rate: binary units like the sizes and the summary, in the bar's colours (not
     an error's red), and nothing until enough data moved for it to mean anything."""
+    from rich.progress import ProgressColumn
 
-    def render(self, task: Task) -> Text:
-        moved = task.completed - task.fields.get("base", 0)
-        speed = task.finished_speed or task.speed
-        if speed is None or moved < MIN_RATE_BYTES:
-            return Text("")
-        return Text(f"{human_size(speed)}/s", style="progress.download")
+    class SpeedColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            moved = task.completed - task.fields.get("base", 0)
+            speed = task.finished_speed or task.speed
+            if speed is None or moved < MIN_RATE_BYTES:
+                return Text("")
+            return Text(f"{human_size(speed)}/s", style="progress.download")
+
+    return SpeedColumn()
 
 
 class ProgressBars:

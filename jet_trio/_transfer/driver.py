@@ -24,15 +24,15 @@ import trio
 from .._errors import JetError, SecurityError
 from .._jet.cipher import TransportSecret
 from .._jet.stream import DecryptingReceiveStream, EncryptingSendStream
-from .._jingle.machine import JingleSession
+from .._jingle.machine import JingleSession, SessionState
 from .._jingle.message import JingleAction, JingleMessage, Reason, build_jingle, parse_error
 from .._trio_util import unwrapped_errors
 from .._xmpp.client import Client
 from .._xmpp.jid import JID
 from .._xmpp.stanza import StanzaError, make_iq
 from .description import FileDescription
-from .files import Partial, open_part
-from .hashes import Hasher
+from .files import FileKey, Partial, open_part
+from .hashes import Hash, Hasher, HashWorker
 from .reasons import condition as reason_condition
 from .reasons import error_for, leaves
 from .session import FileSession, Step
@@ -110,6 +110,8 @@ class SessionShell:
     async def wait_checksum(self) -> None:
         """Until the peer's ``<checksum/>`` arrived (raises if the peer ends the session)."""
         while not self.machine.has_checksum:
+            if self.jingle.state is SessionState.ENDED and self.machine.ended_by_peer() is None:
+                return  # we ended it (a proxy held back the end of the stream): none can come
             if (end := self.machine.ended_by_peer()) is not None:
                 if end.condition == "success":
                     return  # nothing comes after the end
@@ -198,8 +200,17 @@ async def send_data(
     secret: TransportSecret | None,
     progress: ProgressCallback | None,
     pace: Pace,
+    *,
+    hasher: Hasher | None = None,
+    unchanged: FileKey | None = None,
 ) -> int:
-    """Send ``length`` bytes of ``src`` from ``offset`` (encrypted if ``secret``)."""
+    """Send ``length`` bytes of ``src`` from ``offset`` (encrypted if ``secret``).
+
+    ``hasher`` is fed the bytes sent, as they are read (hash while sending: the offer said
+    ``<hash-used/>``). With ``unchanged``, the file must be the one described by this key
+    (size, modification time, inode) when it is opened and still when its last byte was read,
+    or :class:`IntegrityError` is raised before the end of the data (the receiver then
+    never gets the tag, or the end of an unencrypted stream, and keeps nothing)."""
     progress = session.reporter(progress)
     sink: trio.abc.SendStream = established.stream
     session.machine.step(Step.DATA)
@@ -215,16 +226,25 @@ async def send_data(
             n.start_soon(session.watch)
             f = await trio.to_thread.run_sync(_open_at, src, offset)
             try:
+                _check_unchanged(f, src, unchanged)
                 source = _FileSource(f, offset)
-                while done < length:
-                    chunk = await source.read(min(CHUNK, length - done))
-                    if not chunk:
-                        break
-                    await (enc or sink).send_all(chunk)
-                    done += len(chunk)
-                    stall.moved(len(chunk))
-                    if progress:
-                        progress(done, length)
+                async with HashWorker(
+                    hasher or Hasher(), threaded=None if hasher is not None else False
+                ) as worker:
+                    copy = worker.threaded  # the source reuses its buffer: a thread gets a copy
+                    while done < length:
+                        chunk = await source.read(min(CHUNK, length - done))
+                        if not chunk:
+                            break
+                        if hasher is not None:
+                            await worker.update(bytes(chunk) if copy else chunk)
+                        await (enc or sink).send_all(chunk)
+                        done += len(chunk)
+                        stall.moved(len(chunk))
+                        if progress:
+                            progress(done, length)
+                if done == length:
+                    _check_unchanged(f, src, unchanged)
             finally:
                 f.close()
             if done != length:
@@ -241,6 +261,36 @@ async def send_data(
             session.machine.step(Step.DATA_DONE)
             n.cancel_scope.cancel()
     return length + (secret.cipher.tag_size if secret else 0)
+
+
+def _check_unchanged(f: BinaryIO, src: Path, key: FileKey | None) -> None:
+    if key is not None and FileKey.of(os.fstat(f.fileno())) != key:
+        raise IntegrityError(
+            f"{src} changed while it was sent (its size, modification time or inode is not "
+            "what it was when it was offered): the transfer is stopped before the end of the "
+            "data, so the receiver keeps nothing",
+            "media-error",
+        )
+
+
+async def send_checksum(session: SessionShell, hashes: tuple[Hash, ...]) -> None:
+    """Send the ``<checksum/>`` session-info after the data (the offer said ``<hash-used/>``).
+
+    Skipped if the receiver ended the session already (Dino does as soon as it has the data),
+    and an error reply is only logged: a receiver that does not know ``<checksum/>`` may
+    refuse it, and the data is through; whether the receiver is content is its
+    session-terminate's to say."""
+    if session.machine.ended_by_peer() is not None:
+        return
+    msg = session.machine.checksum_info(hashes)
+    if msg is None:
+        return
+    try:
+        await session.send(msg)
+    except TransferTimeout:
+        raise
+    except TransferError as exc:
+        log.info("%s did not take the checksum: %s", session.peer, exc)
 
 
 async def receive_into(
@@ -262,9 +312,10 @@ async def receive_into(
     hasher = await trio.to_thread.run_sync(_hash_prefix, partial.part, offset, algos)
     source: trio.abc.ReceiveStream = established.stream
     wire: _HashingReceiveStream | None = None
-    if secret is not None and not file.hashes and offset == 0:
-        # The hash comes later in a <checksum>: Conversations hashes the bytes on the wire
-        # (ciphertext and tag), others the plaintext; we accept either (INTEROP.md).
+    if secret is not None and not file.hashes and not file.hash_used and offset == 0:
+        # A <checksum> may come without any hash announced: Conversations hashes the bytes on
+        # the wire (ciphertext and tag), others the plaintext; we accept either (INTEROP.md).
+        # A sender announcing <hash-used/> follows XEP-0234: the hash of the file.
         source = wire = _HashingReceiveStream(source, Hasher(algos))
     if secret is not None:
         source = DecryptingReceiveStream(source, secret, expected_size=length, require_eof=False)
@@ -286,11 +337,14 @@ async def receive_into(
             tail.update(0)
             to_store, storing = trio.open_memory_channel[list[bytes | bytearray]](2)
             with open_part(partial.part, offset) as f:
-                store = _Store(f, hasher)
+                store = _Store(f)
                 try:
-                    async with trio.open_nursery() as store_nursery:
-                        # Writing and hashing run in a worker thread (file I/O and hashlib
-                        # release the GIL), overlapping the next receive and decryption.
+                    async with HashWorker(hasher) as hashing, trio.open_nursery() as store_nursery:
+                        # Writing runs in a worker thread (file I/O releases the GIL),
+                        # overlapping the next receive and decryption. Hashing runs inline
+                        # on each piece while it is hot in the cache where cores are few, else
+                        # in the HashWorker's one thread per batch (bench/bench_hashing.py).
+                        inline = not hashing.threaded
                         store_nursery.start_soon(store.run, storing)
                         async with to_store:
                             batch: list[bytes | bytearray] = []
@@ -308,9 +362,13 @@ async def receive_into(
                                             f"more than the {total} bytes announced arrived",
                                             "media-error",
                                         )
+                                    if inline:
+                                        hasher.update(chunk)
                                     batch.append(chunk)
                                     batched += len(chunk)
                                     if batched >= _STORE_BATCH:
+                                        if not inline:
+                                            batch = [await _hash_batch(hashing, batch)]
                                         full, batch, batched = batch, [], 0
                                         await store.put(to_store, full)
                                     done += len(chunk)
@@ -318,6 +376,8 @@ async def receive_into(
                                     tail.update(done)
                                     if progress:
                                         progress(offset + done, total)
+                                if batch and not inline:
+                                    batch = [await _hash_batch(hashing, batch)]
                                 last, batch = batch, []
                                 if last:
                                     await store.put(to_store, last)
@@ -392,15 +452,20 @@ class _HashingReceiveStream(trio.abc.ReceiveStream):
         await self.inner.aclose()
 
 
+async def _hash_batch(hashing: HashWorker, batch: list[bytes | bytearray]) -> bytes | bytearray:
+    data = batch[0] if len(batch) == 1 else b"".join(batch)
+    await hashing.update(data)
+    return data
+
+
 class _Store:
     """The writing side of a receive loop: batches of received bytes are written to the
-    partial file and hashed in a worker thread, in order. After a failure, :meth:`rescue`
+    partial file in a worker thread, in order. After a failure, :meth:`rescue`
     writes what was received but not yet written (unless the writing failed), so that
     everything received is kept for resuming, as if it had been written at once."""
 
-    def __init__(self, f: BinaryIO, hasher: Hasher) -> None:
+    def __init__(self, f: BinaryIO) -> None:
         self._f = f
-        self._hasher = hasher
         self._unwritten: deque[list[bytes | bytearray]] = deque()
         self._failed = False
 
@@ -423,15 +488,18 @@ class _Store:
                 await trio.to_thread.run_sync(self._store, batch)
 
     def _store(self, batch: list[bytes | bytearray]) -> None:
-        # One write and one update per batch: each releases and retakes the GIL, which the
-        # event loop holds most of the time; many small chunks (a proxy's) would queue on it.
-        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        # One write per batch: it releases and retakes the GIL, which the event loop holds
+        # most of the time; many small chunks (a proxy's) would queue on it. Gathered by the
+        # kernel (writev), not joined into a new buffer first: no copy of the data.
         try:
-            self._f.write(data)
+            if len(batch) == 1:
+                self._f.write(batch[0])
+            else:
+                self._f.flush()
+                _writev_all(self._f.fileno(), batch)
         except BaseException:
             self._failed = True  # (set here: a cancelled wait for a finished write is no failure)
             raise
-        self._hasher.update(data)
         self._unwritten.popleft()  # in the thread: written and dropped at once
 
     async def rescue(self) -> None:
@@ -449,14 +517,30 @@ class _Store:
             self._unwritten.popleft()
 
 
+_IOV_MAX: Final = 1024
+
+
+def _writev_all(fd: int, pieces: list[bytes | bytearray]) -> None:
+    """Write every piece, in order, at the file's position (short writes resumed)."""
+    views = [memoryview(p) for p in pieces if p]
+    while views:
+        n = os.writev(fd, views[:_IOV_MAX])
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
+
+
 class _FileSource:
     """The sender's file, read without ever blocking the event loop: what the page cache
     holds is read in place (``preadv`` with ``RWF_NOWAIT``, which fails instead of waiting
     for the disk), anything else in a worker thread. A read in place costs what a plain
     ``read`` costs; a hand-over to a thread costs much more CPU (measured: per 256 KiB chunk,
     twice the CPU of the reads themselves), so a thread reads ``_THREAD_READ`` bytes at once.
-    The page cache answers nearly every read of a file that was just hashed for the offer;
-    a file system without ``RWF_NOWAIT`` (tmpfs) is read in threads only."""
+    The page cache answers every read of a recently written or read file; a file that is not
+    in it is read in threads, 4 MiB at a time; a file system without ``RWF_NOWAIT`` (tmpfs) is
+    read in threads only."""
 
     def __init__(self, f: BinaryIO, offset: int) -> None:
         self._fd = f.fileno()

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, NamedTuple
 
 import trio
 
@@ -26,6 +26,7 @@ from .._xmpp.jid import JID
 from .types import NameTaken, TransferError
 
 __all__ = [
+    "FileKey",
     "HashCache",
     "Partial",
     "RecordError",
@@ -66,22 +67,48 @@ def sha256_file(path: Path, length: int | None = None) -> bytes:
     return h.digest()
 
 
+class FileKey(NamedTuple):
+    """What identifies a file's content for the hash cache: size, modification time, inode."""
+
+    size: int
+    mtime_ns: int
+    ino: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileKey:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 class HashCache:
-    """SHA-256 of files, computed in a worker thread and remembered while the file is unchanged
-    (same size, modification time and inode)."""
+    """SHA-256 of files, computed in a worker thread (or while the file is sent, see
+    :meth:`remember`) and remembered while the file is unchanged (same size, modification time
+    and inode)."""
 
     def __init__(self) -> None:
-        self._cache: dict[Path, tuple[tuple[int, int, int], bytes]] = {}
+        self._cache: dict[Path, tuple[FileKey, bytes]] = {}
+
+    async def identify(self, path: Path) -> tuple[Path, FileKey]:
+        """The resolved path of the file and its :class:`FileKey` now."""
+        path = Path(await trio.Path(path).resolve())
+        return path, FileKey.of(await trio.Path(path).stat())
+
+    def cached(self, path: Path, key: FileKey) -> bytes | None:
+        """The remembered SHA-256 of the resolved ``path`` if it was computed for ``key``."""
+        hit = self._cache.get(path)
+        return hit[1] if hit is not None and hit[0] == key else None
+
+    def remember(self, path: Path, key: FileKey, digest: bytes) -> None:
+        """Remember the SHA-256 of the resolved ``path`` as it was at ``key`` (computed by whoever
+        read the whole file, e.g. the data pump while sending it)."""
+        self._cache[path] = (key, digest)
 
     async def sha256(self, path: Path) -> bytes:
-        path = Path(await trio.Path(path).resolve())
-        st = await trio.Path(path).stat()
-        key = (st.st_size, st.st_mtime_ns, st.st_ino)
-        hit = self._cache.get(path)
-        if hit is not None and hit[0] == key:
-            return hit[1]
+        path, key = await self.identify(path)
+        digest = self.cached(path, key)
+        if digest is not None:
+            return digest
         digest = await trio.to_thread.run_sync(sha256_file, path)
-        self._cache[path] = (key, digest)
+        self.remember(path, key, digest)
         return digest
 
 
@@ -175,7 +202,8 @@ class Partial:
     name: str
     #: The size of the whole file, in bytes.
     size: int
-    #: The SHA-256 of the whole file (hex), by which it is requested again.
+    #: The SHA-256 of the whole file (hex), by which it is requested again; empty when the
+    #: sender announced it for after the data (``<hash-used/>``, see :attr:`hash_known`).
     sha256: str
     #: The envelope method (namespace) the download used, ``None`` if unencrypted.
     envelope: str | None
@@ -184,6 +212,15 @@ class Partial:
     def sidecar(self) -> Path:
         """The record beside :attr:`part` (``.jet-partial.json``)."""
         return self.part.with_name(self.part.name + SIDECAR_SUFFIX)
+
+    @property
+    def hash_known(self) -> bool:
+        """Whether the sender's hash of the file is known. It is not when the offer announced
+        the hash for after the data (``<hash-used/>``) and the download broke off first: the
+        download can then not be requested by hash (:meth:`FileTransfer.resume`), only
+        completed when the sender offers the file again; its whole content is checked against
+        the hash the sender then gives."""
+        return bool(self.sha256)
 
     @property
     def received(self) -> int:

@@ -84,10 +84,11 @@ from .driver import (
     _within,
     _within_or_never,
     receive_into,
+    send_checksum,
     send_data,
 )
-from .files import HashCache, Partial, deliver, unique_name
-from .hashes import Hash
+from .files import FileKey, HashCache, Partial, deliver, unique_name
+from .hashes import Hash, Hasher
 from .paths import PathSet
 from .placing import Placement, folder_components, folders_supported, open_beneath
 from .reasons import cut_short, error_for, leaves
@@ -760,9 +761,12 @@ class FileTransfer:
         session is terminated with ``timeout``.
         ``transport`` is ``"auto"`` (the WebRTC data channel when enabled and the peer has it,
         else SOCKS5; falling back to in-band), ``"webrtc"``, ``"s5b"`` or ``"ibb"``.
-        The file's SHA-256 is computed first (in a thread, cached) and sent in the offer, so the
-        receiver can verify and resume. Cancel with a cancel scope: the session is then
-        terminated with ``cancel``.
+        The file's SHA-256 is computed while the file is sent: the offer announces it
+        (``<hash-used/>``) and a ``<checksum/>`` carries it after the data, for the receiver to
+        verify before the file gets its name (:ref:`hash-while-sending`). A file the hash cache
+        knows unchanged (sent or shared before) is offered with its hash. A file changed while
+        it is sent raises :class:`~jet_trio.IntegrityError` before the end of the data. Cancel
+        with a cancel scope: the session is then terminated with ``cancel``.
         """
         src = Path(path)
         if not await trio.Path(src).is_file():
@@ -771,13 +775,18 @@ class FileTransfer:
         method, why = await self._choose_envelope(peer, encrypt)
         secret, security, why_cipher = await self._make_security(method, cipher, peer, CONTENT_NAME)
         choice = _describe_choice(method, secret, why, why_cipher)
-        size = (await trio.Path(src).stat()).st_size
-        digest = await self._hashes.sha256(src)
+        # Hash while sending: the offer says <hash-used/> and a <checksum/> follows the data,
+        # unless the hash cache knows the file as it is now (a repeated send, a shared file).
+        resolved, key = await self._hashes.identify(src)
+        size = key.size
+        digest = self._hashes.cached(resolved, key)
+        hasher = Hasher(("sha-256",)) if digest is None else None
         desc = FileDescription(
             name=name or src.name,
             size=size,
             media_type=media_type,
-            hashes=(Hash("sha-256", digest),),
+            hashes=(Hash("sha-256", digest),) if digest is not None else (),
+            hash_used=("sha-256",) if digest is None else (),
             path=relative,
         )
         session = self._open_session(self._registry.create(peer))
@@ -789,8 +798,15 @@ class FileTransfer:
                 answer = await session.expect(JingleAction.SESSION_ACCEPT)
             theirs = session.machine.accepted(answer)
             established = await self._establish(session, ours, theirs, cleanup)
-            wire = await self._send_data(session, established, src, 0, size, secret, progress)
+            wire = await self._send_data(
+                session, established, src, 0, size, secret, progress, hasher, key
+            )
+            if hasher is not None:
+                digest = hasher.digest("sha-256").digest
+                self._hashes.remember(resolved, key, digest)
+                await send_checksum(session, (Hash("sha-256", digest),))
             await self._expect_success(session)
+        assert digest is not None
         return _result(
             "send",
             session,
@@ -939,10 +955,22 @@ class FileTransfer:
         length: int,
         secret: TransportSecret | None,
         progress: ProgressCallback | None,
+        hasher: Hasher | None = None,
+        unchanged: FileKey | None = None,
     ) -> int:
-        """Send ``length`` bytes of ``src`` from ``offset`` (encrypted if ``secret``)."""
+        """Send ``length`` bytes of ``src`` from ``offset`` (encrypted if ``secret``), feeding
+        ``hasher``; the file must stay as ``unchanged`` describes it (see :func:`send_data`)."""
         return await send_data(
-            session, established, src, offset, length, secret, progress, self._pace
+            session,
+            established,
+            src,
+            offset,
+            length,
+            secret,
+            progress,
+            self._pace,
+            hasher=hasher,
+            unchanged=unchanged,
         )
 
     # -- sharing files and answering requests ----------------------------------------------
@@ -991,10 +1019,11 @@ class FileTransfer:
             await session.terminate_with(file_not_available("no such file is shared with you"))
             return
         src = entry[0]
+        _, key = await self._hashes.identify(src)
         if await self._hashes.sha256(src) != wanted:
             await session.terminate_with(file_not_available("the shared file has changed"))
             return
-        size = (await trio.Path(src).stat()).st_size
+        size = key.size
         rng = offer.file.range
         offset = rng.offset if rng else 0
         length = rng.length if rng and rng.length is not None else size - offset
@@ -1010,7 +1039,9 @@ class FileTransfer:
             session, offer.content, build_description(desc), cleanup
         )
         try:
-            await self._send_data(session, established, src, offset, length, secret, None)
+            await self._send_data(
+                session, established, src, offset, length, secret, None, unchanged=key
+            )
             await self._expect_success(session)
         except Exception as exc:
             if (told := self._served.get(wanted)) is not None:
@@ -1034,7 +1065,10 @@ class FileTransfer:
         start = time.monotonic()
         size = offer.size
         sha = next((h.digest.hex() for h in offer.file.hashes if h.algo == "sha-256"), None)
-        download = _Download(resumable=sha is not None)
+        # An offer announcing its hash for after the data (<hash-used/>) is kept for resuming
+        # too, with the hash not known yet (Partial.hash_known): the sender's next offer of
+        # the file completes it, verified against the hash that offer brings.
+        download = _Download(resumable=sha is not None or bool(offer.file.hash_used))
         async with self._session_scope(session, download) as cleanup:
             # e.g. an unwritable directory: still ends the session
             partial = download.partial = Partial.create(
@@ -1051,7 +1085,9 @@ class FileTransfer:
             digests = await self._receive_into(
                 session, established, partial, 0, size, secret, progress, offer.file
             )
-            verified = await self._verify_hash(session, offer.file, digests)
+            verified = await self._verify_hash(
+                session, offer.file, digests, encrypted=secret is not None
+            )
             dest, taken = await _deliver_or_keep(partial, overwrite, rename)
             await session.terminate("success")
         return _result(
@@ -1130,6 +1166,12 @@ class FileTransfer:
         not available but another resource of the same account is (the sender reconnected
         under another name), to the best of those that support file transfer."""
         p = partial if isinstance(partial, Partial) else Partial.load(partial)
+        if not p.hash_known:
+            raise TransferError(
+                f"{p.name} cannot be requested again: its sender announced the hash for after "
+                "the data, which did not arrive; it is completed when the sender offers it again",
+                "failed-application",
+            )
         # A record is confined to its directory when loaded; check again (the caller may
         # have built it) and apply the no-overwrite rule of every download.
         p.check_confined()
@@ -1259,15 +1301,25 @@ class FileTransfer:
         return f"{host}:{port}"
 
     async def _verify_hash(
-        self, session: SessionShell, file: FileDescription, got: Digests
+        self, session: SessionShell, file: FileDescription, got: Digests, *, encrypted: bool = True
     ) -> bool:
         """Check the received data against the announced hashes; ``False`` if there were none
         we know (the GCM tag, when encrypted, still authenticated the data)."""
         hashes = file.hashes
         if not hashes and file.hash_used:
+            # Announced for after the data (the sender hashed while sending): the file keeps
+            # its temporary name until the <checksum/> came and matched.
             with trio.move_on_after(self._timeout):
                 await session.wait_checksum()
             hashes = session.machine.checksum
+            if not hashes and not encrypted:
+                raise IntegrityError(
+                    f"{session.peer} announced the file's hash for after the data but sent "
+                    "none: the unencrypted file cannot be verified",
+                    "media-error",
+                )
+        elif not hashes and session.machine.has_checksum:
+            hashes = session.machine.checksum  # unannounced, already here (Conversations)
         known = [h for h in hashes if h.algo in got.plain]
         for h in known:
             if got.plain[h.algo] != h.digest and got.wire.get(h.algo) != h.digest:

@@ -74,7 +74,14 @@ from .._transports.webrtc_element import build_transport as build_webrtc
 from .._transports.webrtc_element import parse_transport as parse_webrtc
 from .._xmpp import ns as _ns
 from .._xmpp.jid import JID
-from .description import Checksum, FileDescription, FileTransferError, parse_description, parse_info
+from .description import (
+    Checksum,
+    FileDescription,
+    FileTransferError,
+    build_checksum,
+    parse_description,
+    parse_info,
+)
 from .hashes import Hash
 from .reasons import condition, consequence_of_ending, error_for, reason_for
 from .types import (
@@ -752,6 +759,16 @@ class FileSession:
                 choice=choice,
             )
         )
+
+    def checksum_info(self, hashes: tuple[Hash, ...]) -> JingleMessage | None:
+        """The ``<checksum/>`` session-info with the hashes of the data just sent (announced
+        with ``<hash-used/>`` in the offer), or ``None`` if the session has ended already."""
+        if self.jingle.state is SessionState.ENDED:
+            return None
+        contents = self.jingle.contents
+        content = next(iter(contents.values()), None)
+        creator, name = (content.creator, content.name) if content else (None, CONTENT_NAME)
+        return self.jingle.info(build_checksum(Checksum(creator, name, hashes)))
 
     def after_error(self, exc: BaseException) -> Ending:
         """How to end the session after the local exception ``exc``: with the reason

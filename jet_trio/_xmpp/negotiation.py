@@ -17,6 +17,7 @@ import base64
 import binascii
 import contextlib
 import enum
+import hashlib
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,9 +102,62 @@ class SSLLike(Protocol):
     def getpeercert(self, binary_form: Literal[True]) -> bytes | None: ...
 
 
+#: Signature algorithm OIDs (DER content octets) whose hash RFC 5929 4.1 names directly; MD5
+#: and SHA-1 are replaced by SHA-256 there. Anything else (RSASSA-PSS, whose hash is in its
+#: parameters, Ed25519...) is read with cryptography.
+_SIGNATURE_HASHES: Final[dict[bytes, str]] = {
+    bytes.fromhex("2a864886f70d010104"): "sha256",  # md5WithRSAEncryption
+    bytes.fromhex("2a864886f70d010105"): "sha256",  # sha1WithRSAEncryption
+    bytes.fromhex("2a864886f70d01010b"): "sha256",  # sha256WithRSAEncryption
+    bytes.fromhex("2a864886f70d01010c"): "sha384",  # sha384WithRSAEncryption
+    bytes.fromhex("2a864886f70d01010d"): "sha512",  # sha512WithRSAEncryption
+    bytes.fromhex("2a8648ce3d040301"): "sha256",  # ecdsa-with-SHA1
+    bytes.fromhex("2a8648ce3d040302"): "sha256",  # ecdsa-with-SHA256
+    bytes.fromhex("2a8648ce3d040303"): "sha384",  # ecdsa-with-SHA384
+    bytes.fromhex("2a8648ce3d040304"): "sha512",  # ecdsa-with-SHA512
+}
+
+
+def _der_item(der: bytes, pos: int) -> tuple[int, int, int]:
+    """The DER item at ``pos``: (tag, start of its content, end of its content)."""
+    if pos + 2 > len(der):
+        raise ValueError("truncated DER")
+    tag, first = der[pos], der[pos + 1]
+    pos += 2
+    if first < 0x80:
+        length = first
+    else:
+        n = first & 0x7F
+        if not 1 <= n <= 4 or pos + n > len(der):
+            raise ValueError("bad DER length")
+        length = int.from_bytes(der[pos : pos + n], "big")
+        pos += n
+    if pos + length > len(der):
+        raise ValueError("truncated DER")
+    return tag, pos, pos + length
+
+
+def _signature_oid(der: bytes) -> bytes:
+    """The signatureAlgorithm OID of a DER certificate (its content octets)."""
+    tag, start, _ = _der_item(der, 0)  # Certificate ::= SEQUENCE {
+    if tag != 0x30:
+        raise ValueError("not a certificate")
+    _, _, tbs_end = _der_item(der, start)  # tbsCertificate,
+    tag, start, _ = _der_item(der, tbs_end)  # signatureAlgorithm AlgorithmIdentifier ::=
+    if tag != 0x30:  # SEQUENCE { algorithm OBJECT IDENTIFIER, parameters ANY OPTIONAL }
+        raise ValueError("no signature algorithm")
+    tag, start, end = _der_item(der, start)
+    if tag != 0x06:
+        raise ValueError("no signature algorithm")
+    return der[start:end]
+
+
 def _end_point_hash(der: bytes) -> bytes:
     """RFC 5929 4.1: the certificate hashed with its signature's hash (SHA-256 at least)."""
-    # Imported here: cryptography costs ~8 MiB and is needed only for this binding type.
+    name = _SIGNATURE_HASHES.get(_signature_oid(der))
+    if name is not None:
+        # Read from the DER: cryptography's x509 module costs ~25 ms to import, at every login.
+        return hashlib.new(name, der).digest()
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
 

@@ -44,10 +44,10 @@ async def test_receiver_exit_9_when_the_announced_hash_does_not_match(
     inbox = tmp_path / "inbox"
     inbox.mkdir()
 
-    async def wrong_hash(self: HashCache, path: Path) -> bytes:
+    def wrong_hash(self: HashCache, path: Path, key: object) -> bytes:
         return b"\x00" * 32  # the offer announces a hash the data will not have
 
-    monkeypatch.setattr(HashCache, "sha256", wrong_hash)
+    monkeypatch.setattr(HashCache, "cached", wrong_hash)
     results: dict[str, Ran] = {}
     async with library_peer(local_server, "alice") as alice:
 

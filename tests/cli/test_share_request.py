@@ -188,9 +188,55 @@ async def part_grows(directory: Path, size: int) -> None:
         await trio.sleep(0.05)
 
 
-async def test_interrupted_receive_then_resume(tmp_path: Path, local_server: LocalServer) -> None:
-    """Ctrl-C during a receive keeps the partial download; once the sender shares the file,
-    ``resume`` fetches the rest and verifies the whole file."""
+async def test_interrupted_request_then_resume(tmp_path: Path, local_server: LocalServer) -> None:
+    """Ctrl-C during a request keeps the partial download; ``resume`` fetches the rest from
+    the sharer and verifies the whole file."""
+    src = payload(tmp_path, 48 * 1024 * 1024, "big.bin")
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    share = ["share", str(src), "--accept-stub", "--json"]
+    async with background(share, tmp_path, local_server.env("alice")) as sharing:
+        with trio.fail_after(30):
+            await sharing.json_objects(1)
+        request = ["request", sha, "--from", "alice@localhost", "-o", str(inbox)]
+        request += ["--envelope", "stub", "--transport", "ibb", "--json"]
+        async with background(request, tmp_path, local_server.env("bob")) as receiver:
+            with trio.fail_after(60):
+                await part_grows(inbox, 1_000_000)
+            assert await receiver.interrupt() == 130
+            assert "jet-trio resume" in receiver.stderr  # how to go on
+        assert not (inbox / "big.bin").exists()
+
+        listed = run(["resume", "--list", str(inbox), "--json"], tmp_path).one_json()
+        assert listed["status"] == "partial"
+        assert listed["name"] == "big.bin" and listed["size"] == src.stat().st_size
+        assert 0 < listed["received"] < listed["size"]
+        assert listed["peer"].startswith("alice@localhost")
+        assert listed["sha256"] == sha
+        human = run(["resume", "--list", str(inbox)], tmp_path)
+        assert "big.bin" in human.stdout and "jet-trio resume" in human.stdout
+
+        ran = await arun(
+            ["resume", listed["part"], "--json"], tmp_path, local_server.env("bob"), limit=90
+        )
+    assert ran.returncode == 0, ran.stderr
+    got = ran.one_json()
+    assert got["status"] == "ok" and got["hash_verified"] is True
+    assert got["resumed_from"] == listed["received"]
+    assert got["envelope"] == STUB  # the method of the interrupted download
+    assert got["wire_bytes"] < src.stat().st_size
+    assert (inbox / "big.bin").read_bytes() == src.read_bytes()
+    assert run(["resume", "--list", str(inbox), "--json"], tmp_path).stdout == ""
+    assert sorted(p.name for p in inbox.iterdir()) == ["big.bin"]
+
+
+async def test_interrupted_receive_of_a_send_cannot_be_requested_by_hash(
+    tmp_path: Path, local_server: LocalServer
+) -> None:
+    """A send announces its hash for after the data (hash while sending): Ctrl-C during the
+    receive keeps the partial with the hash not known, and ``resume`` says why it cannot
+    request it instead of sending a request without a hash."""
     src = payload(tmp_path, 48 * 1024 * 1024, "big.bin")
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -212,35 +258,15 @@ async def test_interrupted_receive_then_resume(tmp_path: Path, local_server: Loc
             with trio.fail_after(60):
                 await part_grows(inbox, 1_000_000)
             assert await receiver.interrupt() == 130
-        assert "jet-trio resume" in receiver.stderr  # how to go on
     assert sent["code"] != 0
     assert not (inbox / "big.bin").exists()
-
     listed = run(["resume", "--list", str(inbox), "--json"], tmp_path).one_json()
-    assert listed["status"] == "partial"
-    assert listed["name"] == "big.bin" and listed["size"] == src.stat().st_size
+    assert listed["status"] == "partial" and listed["sha256"] == ""
     assert 0 < listed["received"] < listed["size"]
-    assert listed["peer"].startswith("alice@localhost")
-    assert listed["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
-    human = run(["resume", "--list", str(inbox)], tmp_path)
-    assert "big.bin" in human.stdout and "jet-trio resume" in human.stdout
-
-    share = ["share", str(src), "--accept-stub", "--json"]
-    async with background(share, tmp_path, local_server.env("alice")) as sharing:
-        with trio.fail_after(30):
-            await sharing.json_objects(1)
-        ran = await arun(
-            ["resume", listed["part"], "--json"], tmp_path, local_server.env("bob"), limit=90
-        )
-    assert ran.returncode == 0, ran.stderr
-    got = ran.one_json()
-    assert got["status"] == "ok" and got["hash_verified"] is True
-    assert got["resumed_from"] == listed["received"]
-    assert got["envelope"] == STUB  # the method of the interrupted download
-    assert got["wire_bytes"] < src.stat().st_size
-    assert (inbox / "big.bin").read_bytes() == src.read_bytes()
-    assert run(["resume", "--list", str(inbox), "--json"], tmp_path).stdout == ""
-    assert sorted(p.name for p in inbox.iterdir()) == ["big.bin"]
+    ran = await arun(["resume", listed["part"], "--json"], tmp_path, local_server.env("bob"))
+    assert ran.returncode != 0
+    assert "offers it again" in ran.stderr, ran.stderr
+    assert not (inbox / "big.bin").exists()
 
 
 def test_request_usage_errors(tmp_path: Path) -> None:

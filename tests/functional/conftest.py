@@ -307,9 +307,9 @@ def dino_like_sender(ft: FileTransfer, monkeypatch: pytest.MonkeyPatch) -> None:
     connection is closed when the session has ended."""
     original = ft._send_data
 
-    async def send_data(session: Any, established: Any, *args: Any) -> int:
+    async def send_data(session: Any, established: Any, *args: Any, **kwargs: Any) -> int:
         held = dataclasses.replace(established, stream=NoHalfClose(established.stream))
-        return await original(session, held, *args)
+        return await original(session, held, *args, **kwargs)
 
     monkeypatch.setattr(ft, "_send_data", send_data)
 

@@ -117,6 +117,7 @@ def silence(
     client.register_inline_iq_handler(type_, tag, swallow)
 
 
+@pytest.mark.usefixtures("offers_with_hash")  # the hash is not what this is about
 async def test_receive_ends_when_the_sender_never_answers_our_ibb_close(
     net: Net, tmp_path: Path, dest_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

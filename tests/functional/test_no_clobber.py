@@ -245,6 +245,7 @@ async def test_concurrent_offers_of_one_name(net: Net, tmp_path: Path, dest_dir:
     assert not leftovers(dest_dir)
 
 
+@pytest.mark.usefixtures("offers_with_hash")
 async def test_resume_never_replaces_a_name_taken_meanwhile(
     net: Net, tmp_path: Path, dest_dir: Path
 ) -> None:

@@ -148,6 +148,7 @@ async def test_peer_never_answers_the_offer(net: Net, tmp_path: Path) -> None:
     assert not fa._sessions
 
 
+@pytest.mark.usefixtures("offers_with_hash")  # what was kept is resumed by request
 @pytest.mark.parametrize("stage", ["after-accept", "during-ibb-data"])
 async def test_peer_stops_answering_mid_session(
     net: Net,

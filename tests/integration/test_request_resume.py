@@ -20,7 +20,8 @@ from jet_trio.plugin import Cipher, TransportSecret
 
 from ._servers import ServerInfo
 
-pytestmark = pytest.mark.integration
+# Interrupted sends are resumed by request here, which needs the hash in the offer.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("offers_with_hash")]
 
 SIZE = 4_000_000
 

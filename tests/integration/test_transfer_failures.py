@@ -138,6 +138,7 @@ async def test_cancel_during_data(
     assert_not_stored_maybe_resumable(dest, src)
 
 
+@pytest.mark.usefixtures("offers_with_hash")  # resumed by request: needs the hash
 @pytest.mark.parametrize(
     "send_kwargs",
     [pytest.param({}, id="s5b"), pytest.param({"transport": "ibb"}, id="ibb")],

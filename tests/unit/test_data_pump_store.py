@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import threading
+from pathlib import Path
 
 import pytest
 import trio
 
 from jet_trio._transfer.driver import _Store
-from jet_trio._transfer.hashes import Hasher
+from jet_trio._transfer.files import open_part
 
 
 class SlowFile(io.BytesIO):
@@ -31,7 +33,7 @@ class SlowFile(io.BytesIO):
 
 async def test_cancelled_while_a_write_runs_everything_received_is_kept() -> None:
     f = SlowFile()
-    store = _Store(f, Hasher(("sha-256",)))
+    store = _Store(f)
     send, receive = trio.open_memory_channel[list[bytes | bytearray]](2)
     with trio.CancelScope() as scope:
         try:
@@ -58,7 +60,7 @@ class FullFile(io.BytesIO):
 
 async def test_a_failed_write_is_not_retried_by_the_rescue() -> None:
     f = FullFile()
-    store = _Store(f, Hasher(("sha-256",)))
+    store = _Store(f)
     send, receive = trio.open_memory_channel[list[bytes | bytearray]](2)
     with pytest.raises(BaseExceptionGroup) as caught:
         try:
@@ -71,3 +73,29 @@ async def test_a_failed_write_is_not_retried_by_the_rescue() -> None:
             raise
     assert caught.group_contains(OSError)
     assert f.getvalue() == b""
+
+
+def test_a_batch_is_written_in_order_without_joining_and_short_writes_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several pieces go out in one gathered write (no joined copy); a write that the kernel
+    cuts short (disk nearly full, a signal) continues where it stopped."""
+    real = os.writev
+    calls: list[int] = []
+
+    def short_writev(fd: int, buffers: list[memoryview]) -> int:
+        calls.append(len(buffers))
+        first = buffers[0]
+        return real(fd, [first[: max(1, len(first) // 2)]])  # half of the first piece only
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    part = tmp_path / ".x.part"
+    part.write_bytes(b"kept+old")
+    batch: list[bytes | bytearray] = [b"one-", bytearray(b"two-"), b"", b"three"]
+    with open_part(part, 5) as f:
+        store = _Store(f)
+        store._unwritten.append(batch)
+        store._store(batch)
+        f.write(b"-four")
+    assert part.read_bytes() == b"kept+one-two-three-four"
+    assert calls and calls[0] == 3  # one gathered write of the three non-empty pieces
