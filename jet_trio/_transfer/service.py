@@ -2,10 +2,10 @@
 
 The protocol decisions are the session machine's (``session.py``); routing the client's
 Jingle and IBB iqs to sessions, offers waiting and quotas are the switchboard's
-(``switchboard.py``); the choice of peer, envelope and cipher is ``choice.py``'s; the data
-pump and the shell of one session are the driver's (``driver.py``). What is left here puts
-them together: sending, receiving, sharing and requesting files, the transport commands,
-and the one session scope.
+(``switchboard.py``); the choice of peer, envelope and cipher is ``choice.py``'s; setting up
+each session's transport is ``transports.py``'s; the data pump and the shell of one session
+are the driver's (``driver.py``). What is left here puts them together: sending,
+receiving, sharing and requesting files, and the one session scope.
 """
 
 from __future__ import annotations
@@ -29,44 +29,23 @@ from lxml import etree
 from .._errors import JetError, SecurityError
 from .._jet.cipher import TransportSecret
 from .._jet.envelope import EnvelopeMethod
-from .._jingle.machine import JingleSession, SessionState, new_sid
+from .._jingle.machine import JingleSession, SessionState
 from .._jingle.message import (
-    Content,
     JingleAction,
-    Role,
 )
 from .._plugins.hookspecs import PluginConfig
 from .._plugins.manager import PluginManager
-from .._transports.ibb import IBBTransport, open_ibb_stream
-from .._transports.ibb import build_transport as build_ibb
-from .._transports.ibb import parse_transport as parse_ibb
 from .._transports.ice import IceServer
-from .._transports.s5b import (
-    Candidate,
-    CandidateConnectError,
-    S5BTransport,
-    StreamHost,
-    build_activate,
-    build_streamhost_query,
-    connect_any,
-    connect_candidate,
-    parse_streamhosts,
-)
-from .._transports.s5b import build_transport as build_s5b
-from .._transports.s5b import parse_transport as parse_s5b
 from .._transports.s5b_direct import DirectAddresses, DirectCandidates, open_direct_candidates
-from .._transports.socks5 import Socks5Error, dstaddr
 from .._trio_util import unwrapped_errors
 from .._xmpp import ns as _ns
 from .._xmpp.client import Client
 from .._xmpp.jid import JID
-from .._xmpp.stanza import StanzaError, make_iq
+from .._xmpp.stanza import StanzaError
 from .choice import Chooser
 from .choice import describe_choice as _describe_choice
 from .datachannel import (
     WebRTCSettings,
-    connect_data_channel,
-    open_data_channel,
     webrtc_available,
 )
 from .description import (
@@ -95,20 +74,11 @@ from .reasons import cut_short, error_for, leaves
 from .session import (
     CONTENT_NAME,
     REQUEST_NAME,
-    AcceptDirect,
-    ActivateProxy,
-    AwaitActivated,
-    FallBack,
     Offer,
-    TransportKind,
-    UsePicked,
-    WebRTCExchange,
     accepted_file,
-    choose_transport,
-    is_ibb,
-    kind_of,
 )
 from .switchboard import Quotas, Switchboard
+from .transports import Transport, TransportSetup
 from .types import (
     IntegrityError,
     NameTaken,
@@ -116,7 +86,6 @@ from .types import (
     TransferDeclined,
     TransferError,
     TransferResult,
-    TransportFailed,
     TransportName,
 )
 
@@ -124,8 +93,6 @@ __all__ = ["FileTransfer", "IncomingOffer", "open_file_transfer"]
 
 log = logging.getLogger("jet_trio.transfer")
 
-Transport = Literal["auto", "webrtc", "s5b", "ibb"]
-_WEBRTC: Final = "urn:xmpp:jingle:transports:webrtc-datachannel:1"
 DEFAULT_ACCEPT_TIMEOUT: Final = 300.0
 """Seconds a sender waits for the receiver to accept or decline (a person deciding)."""
 
@@ -411,17 +378,11 @@ class FileTransfer:
         relay_only: bool = False,
     ) -> None:
         self.client = client
-        #: No address of ours reaches a peer: no direct S5B candidate, no S5B offered.
-        self._relay_only = relay_only
         #: The data channel's settings, ``None`` when it is off (or aiortc is missing).
         self._webrtc = webrtc if webrtc is not None and webrtc_available() else None
         self.plugins = plugins
         self._nursery = nursery
-        self._direct = direct
         self._listener = direct.listener if direct is not None else None
-        self._use_proxies = use_proxies
-        self._ibb_block_size = ibb_block_size
-        self._ibb_window = ibb_window
         self._cipher_preference = tuple(cipher_preference)
         self._timeout = negotiation_timeout
         self._stall_timeout = stall_timeout
@@ -430,7 +391,6 @@ class FileTransfer:
         self._max_transfers_per_peer = max_transfers_per_peer
         self._min_throughput = min_throughput
         self._throughput_window = throughput_window
-        self._proxies: list[StreamHost] | None = None
         self._hashes = HashCache()
         self._shares: dict[bytes, tuple[Path, frozenset[JID] | None]] = {}
         #: share(on_served=): told of each request served or failed, per shared file.
@@ -445,13 +405,26 @@ class FileTransfer:
             Quotas(max_pending_offers, max_offers_per_peer, max_transfers_per_peer, offer_timeout),
             make_offer=self._new_offer,
             serve_request=self._serve_request,
-            transports=self._usable_transports,
+            transports=lambda: self._transports.usable(),
         )
         self._registry = switchboard.registry
         self._sessions = switchboard.sessions
         self._ibb = switchboard.ibb
         #: Peer, envelope and cipher choice.
-        self._chooser = Chooser(client, plugins, negotiation_timeout, cipher_preference)
+        self._chooser = chooser = Chooser(client, plugins, negotiation_timeout, cipher_preference)
+        #: Setting up each session's transport (S5B, IBB, the data channel).
+        self._transports = TransportSetup(
+            client,
+            timeout=negotiation_timeout,
+            direct=direct,
+            use_proxies=use_proxies,
+            ibb_block_size=ibb_block_size,
+            ibb_window=ibb_window,
+            relay_only=relay_only,
+            webrtc=self._webrtc,
+            ibb=switchboard.ibb,
+            features_of=chooser.features_of,
+        )
 
     # -- features, and the interface the other parts use ------------------------------------
 
@@ -461,10 +434,7 @@ class FileTransfer:
         feats = [_ns.JINGLE, _ns.JINGLE_FT, _ns.JINGLE_IBB, _ns.IBB, _ns.HASH_SHA256]
         if folders_supported():
             feats.append(_ns.JET_TRIO_TREE)  # we rebuild folders from relative paths
-        if self._listener is not None or self._use_proxies:
-            feats += [_ns.JINGLE_S5B, _ns.BYTESTREAMS]
-        if self._webrtc is not None:
-            feats.append(_WEBRTC)
+        feats += self._transports.features()
         if self.plugins.envelopes:
             feats.append(_ns.JET)
             feats += [c.urn for c in self.plugins.ciphers]  # so peers can pick a common cipher
@@ -534,198 +504,6 @@ class FileTransfer:
         self, security: etree._Element | None, session: SessionShell
     ) -> TransportSecret | None:
         return await self._chooser.open_security(security, session.peer, session.jingle.initiator)
-
-    # -- transports ------------------------------------------------------------------------
-
-    async def _proxy_hosts(self) -> list[StreamHost]:
-        if not self._use_proxies:
-            return []
-        if self._proxies is None:
-            found: list[StreamHost] = []
-            with trio.move_on_after(self._timeout):
-                for item in await self.client.disco_items(self.client.jid.domain):
-                    with contextlib.suppress(JetError):
-                        if (await self.client.disco(item.jid)).has(_ns.BYTESTREAMS):
-                            answer = await self.client.request(
-                                "get", build_streamhost_query(), item.jid
-                            )
-                            if answer is not None:
-                                found.extend(parse_streamhosts(answer))
-            self._proxies = found
-        return self._proxies
-
-    async def _our_s5b(self, session: SessionShell, sid: str) -> S5BTransport:
-        me = self.client.jid
-        dst = dstaddr(sid, me, session.peer)
-        candidates: list[Candidate] = []
-        if self._direct is not None and not self._relay_only:
-            self._direct.listener.expect(dst)
-            session.listening.append(dst)  # forgotten (unused connections closed) at the end
-            candidates.extend(self._direct.candidates(me))
-        for i, host in enumerate(await self._proxy_hosts()):
-            candidates.append(host.to_candidate(new_sid(), 100 - i))
-        return S5BTransport(sid, dst, candidates=tuple(candidates))
-
-    async def _establish_s5b(
-        self,
-        session: SessionShell,
-        ours: etree._Element,
-        theirs: etree._Element,
-        cleanup: contextlib.AsyncExitStack,
-    ) -> Established | None:
-        """Run the candidate exchange (XEP-0260) the session's machine decides; ``None``
-        when no candidate worked on either side."""
-        exchange = session.machine.s5b(ours, theirs)
-        peer = session.peer
-        picked: trio.SocketStream | None = None
-        connected = trio.Event()
-
-        async def connect_theirs() -> None:
-            nonlocal picked
-            used: Candidate | None = None
-            if (connect := exchange.connect()) is not None:
-                try:
-                    used, picked = await connect_any(connect.candidates, connect.dstaddr)
-                    cleanup.push_async_callback(trio.aclose_forcefully, picked)
-                except (CandidateConnectError, Socks5Error) as exc:
-                    log.info("S5B: no candidate of %s worked: %s", peer, exc)
-            await session.send(exchange.connected(used))
-            connected.set()
-
-        with (
-            _within(self._timeout * 2, f"{peer} did not finish the SOCKS5 candidate exchange"),
-            unwrapped_errors(),
-        ):
-            async with trio.open_nursery() as n:
-                n.start_soon(connect_theirs)
-                while not exchange.take(await session.expect(JingleAction.TRANSPORT_INFO)):
-                    pass
-                await connected.wait()
-        command = exchange.decide()
-        if isinstance(command, FallBack):
-            return None
-        if isinstance(command, ActivateProxy):
-            cand = command.candidate
-            with _within(self._timeout, f"the SOCKS5 proxy {cand.jid} did not connect us"):
-                stream: trio.abc.Stream = await connect_candidate(
-                    cand.host, cand.port, command.dstaddr
-                )
-            cleanup.push_async_callback(trio.aclose_forcefully, stream)
-            with _within(self._timeout, f"the SOCKS5 proxy {cand.jid} did not activate"):
-                await self.client.request("set", build_activate(command.sid, peer), cand.jid)
-            await session.send(exchange.activated(cand))
-            return Established(stream, command.transport, cleanup)
-        if isinstance(command, AcceptDirect):
-            assert self._listener is not None
-            with _within(self._timeout, f"{peer} did not connect to our candidate"):
-                stream = await self._listener.accept(command.dstaddr, command.candidate.host)
-            cleanup.push_async_callback(trio.aclose_forcefully, stream)
-            return Established(stream, command.transport, cleanup)
-        assert picked is not None and isinstance(command, AwaitActivated | UsePicked)
-        if isinstance(command, AwaitActivated):
-            with _within(self._timeout, f"{peer} did not activate the SOCKS5 proxy"):
-                while not exchange.take_activated(
-                    await session.expect(JingleAction.TRANSPORT_INFO)
-                ):
-                    pass
-        return Established(picked, command.transport, cleanup)
-
-    async def _open_ibb(
-        self,
-        session: SessionShell,
-        transport: IBBTransport,
-        opener: bool,
-        cleanup: contextlib.AsyncExitStack,
-    ) -> Established:
-        peer = session.peer
-        client = self.client
-
-        class Sender:
-            async def send_iq(self, payload: etree._Element) -> etree._Element:
-                return await client.iq(make_iq("set", payload, to=peer))
-
-        stream = await cleanup.enter_async_context(
-            open_ibb_stream(
-                Sender(),
-                transport.sid,
-                transport.block_size,
-                window=self._ibb_window,
-                close_timeout=self._timeout,
-            )
-        )
-        key = (peer, transport.sid)
-        self._ibb[key] = stream
-        cleanup.callback(self._ibb.pop, key, None)
-        if opener:
-            with _within(self._timeout, f"{peer} did not answer our IBB <open>"):
-                await stream.open()
-        return Established(stream, "ibb", cleanup)
-
-    async def _fallback_to_ibb(
-        self, session: SessionShell, cleanup: contextlib.AsyncExitStack
-    ) -> Established:
-        """XEP-0260 fallback: the initiator replaces S5B by IBB (transport-replace)."""
-        machine = session.machine
-        if machine.role is Role.INITIATOR:
-            replace, offer = machine.replace_with_ibb(self._ibb_block_size)
-            await session.send(replace)
-            with _within(self._timeout, f"{session.peer} did not answer our transport-replace"):
-                answer = await session.expect(
-                    JingleAction.TRANSPORT_ACCEPT, JingleAction.TRANSPORT_REJECT
-                )
-            agreed = machine.replace_answered(answer, offer)
-            return await self._open_ibb(session, agreed, True, cleanup)
-        with _within(self._timeout, f"{session.peer} did not replace the failed transport"):
-            replace = await session.expect(JingleAction.TRANSPORT_REPLACE)
-        agreed, accept = machine.replace_received(replace, self._ibb_block_size)
-        established = await self._open_ibb(session, agreed, False, cleanup)
-        await session.send(accept)
-        return established
-
-    async def _establish(
-        self,
-        session: SessionShell,
-        ours: etree._Element,
-        theirs: etree._Element,
-        cleanup: contextlib.AsyncExitStack,
-    ) -> Established:
-        if session.machine.transport == "webrtc":
-            return await self._establish_webrtc(session, ours, theirs, cleanup)
-        if is_ibb(theirs):  # we initiated: we open
-            return await self._open_ibb(session, parse_ibb(theirs), True, cleanup)
-        started = trio.current_time()
-        established = await self._establish_s5b(session, ours, theirs, cleanup)
-        took = trio.current_time() - started
-        if established is not None:
-            log.info("S5B: %s ready with %s in %.2f s", established.transport, session.peer, took)
-            return established
-        log.info("S5B failed with %s after %.2f s, falling back to IBB", session.peer, took)
-        return await self._fallback_to_ibb(session, cleanup)
-
-    def _usable_transports(self) -> frozenset[TransportKind]:
-        """The transports this service may use (offered, or accepted in an offer)."""
-        kinds: set[TransportKind] = {"s5b", "ibb"}
-        if self._webrtc is not None:
-            kinds.add("webrtc")
-        return frozenset(kinds)
-
-    async def _establish_webrtc(
-        self,
-        session: SessionShell,
-        ours: etree._Element,
-        theirs: etree._Element,
-        cleanup: contextlib.AsyncExitStack,
-    ) -> Established:
-        """Connect the data channel of the offer and answer ``ours``/``theirs``; replace
-        it by IBB (``transport-replace``) when it cannot be set up within its bound."""
-        assert self._webrtc is not None and session.webrtc is not None
-        local = session.webrtc.local
-        assert local is not None
-        exchange = session.machine.webrtc(theirs)
-        established = await connect_data_channel(session, exchange, local, cleanup)
-        if established is not None:
-            return established
-        return await self._fallback_to_ibb(session, cleanup)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -797,7 +575,7 @@ class FileTransfer:
             with _within_or_never(wait, f"{peer} did not accept or decline the offer"):
                 answer = await session.expect(JingleAction.SESSION_ACCEPT)
             theirs = session.machine.accepted(answer)
-            established = await self._establish(session, ours, theirs, cleanup)
+            established = await self._transports.establish(session, ours, theirs, cleanup)
             wire = await self._send_data(
                 session, established, src, 0, size, secret, progress, hasher, key
             )
@@ -834,73 +612,10 @@ class FileTransfer:
     ) -> etree._Element:
         """Send session-initiate with one content: an offer of ``file`` (we send) or a
         request for it (the peer sends). Returns our transport element."""
-        ours = await self._initial_transport(transport, session)
+        ours = await self._transports.initial(transport, session)
         description = build_description(file, request=request)
         await session.send(session.machine.initiate(description, ours, security, request=request))
         return ours
-
-    async def _initial_transport(
-        self, transport: Transport, session: SessionShell
-    ) -> etree._Element:
-        usable = self._usable_transports()
-        if self._relay_only:
-            usable -= {"s5b"}  # S5B would reveal our addresses
-        if transport != "ibb" and "webrtc" in usable:
-            features = await self._chooser.features_of(session.peer)
-            kind = choose_transport(transport, usable, features.has)
-        else:
-            kind = choose_transport(transport, usable, lambda _: False)
-        if kind == "ibb":
-            return build_ibb(IBBTransport(new_sid(), self._ibb_block_size))
-        if kind == "webrtc":
-            assert self._webrtc is not None and session.cleanup is not None
-            try:
-                local = await open_data_channel(session, self._webrtc, session.cleanup)
-            except TransportFailed as exc:
-                if transport == "webrtc":
-                    raise
-                # Nothing offered yet: the next transport in the order (not S5B if relay-only).
-                log.info("no data channel to offer %s (%s): the next transport", session.peer, exc)
-                if session.webrtc is not None:
-                    await session.webrtc.aclose()
-                kind = choose_transport("auto", usable - {"webrtc"}, lambda _: False)
-            else:
-                return WebRTCExchange.element(local)
-        if kind == "ibb":
-            return build_ibb(IBBTransport(new_sid(), self._ibb_block_size))
-        return build_s5b(await self._our_s5b(session, new_sid()))
-
-    async def _responder_transport(
-        self, session: SessionShell, theirs: etree._Element
-    ) -> etree._Element:
-        if is_ibb(theirs):
-            return session.machine.answer_ibb(theirs, self._ibb_block_size)
-        if kind_of(theirs) == "webrtc":
-            assert self._webrtc is not None and session.cleanup is not None
-            offer = WebRTCExchange.parse(theirs)
-            local = await open_data_channel(session, self._webrtc, session.cleanup, offer)
-            return WebRTCExchange.element(local)
-        return build_s5b(await self._our_s5b(session, parse_s5b(theirs).sid))
-
-    async def _accept_and_establish(
-        self,
-        session: SessionShell,
-        content: Content,
-        description: etree._Element,
-        cleanup: contextlib.AsyncExitStack,
-    ) -> Established:
-        """Send session-accept for ``content`` and set up the transport (we are the responder)."""
-        theirs = content.transport
-        assert theirs is not None
-        ours = await self._responder_transport(session, theirs)
-        accept = session.machine.accept(content, description, ours)
-        if is_ibb(ours):
-            # Listen before accepting: the initiator opens the IBB as soon as it may.
-            established = await self._open_ibb(session, parse_ibb(ours), False, cleanup)
-            await session.send(accept)
-            return established
-        await session.send(accept)
-        return await self._establish(session, ours, theirs, cleanup)
 
     async def _expect_success(self, session: SessionShell) -> None:
         with _within(self._timeout, f"{session.peer} did not confirm the transfer"):
@@ -1035,7 +750,7 @@ class FileTransfer:
         desc = FileDescription(
             name=src.name, size=size, hashes=(Hash("sha-256", wanted),), range=rng
         )
-        established = await self._accept_and_establish(
+        established = await self._transports.accept_and_establish(
             session, offer.content, build_description(desc), cleanup
         )
         try:
@@ -1079,7 +794,9 @@ class FileTransfer:
             secret = await self._open_security(offer._offer.security, session)
             c = offer._offer.content
             assert c.description is not None
-            established = await self._accept_and_establish(session, c, c.description, cleanup)
+            established = await self._transports.accept_and_establish(
+                session, c, c.description, cleanup
+            )
             if download.resumable:
                 partial.save()
             digests = await self._receive_into(
@@ -1234,7 +951,7 @@ class FileTransfer:
             elif partial.size != file.size:
                 raise IntegrityError("the peer's file has another size than the partial one")
             partial.save()
-            established = await self._establish(session, ours, theirs, cleanup)
+            established = await self._transports.establish(session, ours, theirs, cleanup)
             expected = FileDescription(size=file.size, hashes=(Hash("sha-256", want),))
             digests = await self._receive_into(
                 session,
@@ -1279,26 +996,10 @@ class FileTransfer:
     ) -> Digests:
         """Receive ``length`` bytes into the partial file at ``offset``; return the hashes of
         the whole file (the kept prefix included)."""
-        proxy = self._proxy_name(established)
+        proxy = self._transports.proxy_name(established)
         return await receive_into(
             session, established, partial, offset, length, secret, progress, file, self._pace, proxy
         )
-
-    def _proxy_name(self, established: Established) -> str | None:
-        """The SOCKS5 proxy ``established`` goes through (its JID if it is one of ours, and
-        its address), or None for a direct connection or IBB."""
-        if established.transport != "s5b-proxy":
-            return None
-        sock = getattr(established.stream, "socket", None)  # a SocketStream or a wrapper
-        try:
-            assert isinstance(sock, trio.socket.SocketType)
-            host, port = sock.getpeername()[:2]
-        except (AssertionError, OSError):
-            return "(address unknown)"
-        for known in self._proxies or ():
-            if known.port == port and known.host == host:
-                return f"{known.jid} ({host}:{port})"
-        return f"{host}:{port}"
 
     async def _verify_hash(
         self, session: SessionShell, file: FileDescription, got: Digests, *, encrypted: bool = True

@@ -212,7 +212,7 @@ def towards_client(leg: Leg) -> bool:
 def route_s5b(monkeypatch: pytest.MonkeyPatch, ft: FileTransfer, boxes: list[Middlebox]) -> None:
     """Make ``ft`` announce, for each S5B candidate a middlebox stands in front of, the
     middlebox's address instead: both sides then reach that streamhost through it."""
-    original = ft._our_s5b
+    original = ft._transports._our_s5b
     by_target = {box.target: box for box in boxes}
 
     async def our_s5b(session: _Session, sid: str) -> S5BTransport:
@@ -225,7 +225,7 @@ def route_s5b(monkeypatch: pytest.MonkeyPatch, ft: FileTransfer, boxes: list[Mid
         )
         return replace(transport, candidates=candidates)
 
-    monkeypatch.setattr(ft, "_our_s5b", our_s5b)
+    monkeypatch.setattr(ft._transports, "_our_s5b", our_s5b)
 
 
 def listener_target(ft: FileTransfer) -> tuple[str, int]:
@@ -532,7 +532,7 @@ async def test_cancel_at_stage(
                 monkeypatch.setattr(fb, "_verify_hash", verify)
             if (stage, who) in CROSSING:
                 gated_side, method = CROSSING[stage, who]
-                gated_ft = fa if gated_side == "sender" else fb
+                gated_ft = (fa if gated_side == "sender" else fb)._transports
                 canceller_done = sender_done if who == "sender" else receiver_done
                 ungated = getattr(gated_ft, method)
 
