@@ -12,7 +12,7 @@ import trio
 
 import jet_trio
 from jet_trio import TransportFailed
-from jet_trio._transfer import service as transfer_module
+from jet_trio._transfer import transports as transfer_module
 from jet_trio._transports.s5b import Candidate, connect_any
 
 from .conftest import Net, make_file, run_transfer

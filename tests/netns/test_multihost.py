@@ -31,7 +31,7 @@ StartServer = Callable[..., ServerInfo]
 MakePeer = Callable[[Host, str, ServerInfo], Peer]
 
 #: ``S5B: s5b-direct ready with bob@... in 0.12 s`` (the sender's log, see
-#: jet_trio/_transfer/service.py)
+#: jet_trio/_transfer/transports.py)
 _READY = re.compile(r"S5B: (s5b-direct|s5b-proxy) ready with \S+ in ([0-9.]+) s")
 _FALLBACK = re.compile(r"S5B failed with \S+ after ([0-9.]+) s, falling back to IBB")
 
