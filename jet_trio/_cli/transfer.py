@@ -92,10 +92,14 @@ def hint_partials(out: Output, directory: Path, sha256: str | None = None) -> No
     except (OSError, TransferError):
         return
     for p in kept:
-        out.warn(
-            f"kept {p.received} of {p.size} bytes of {p.name}: complete it with "
-            f"`jet-trio resume {p.sidecar}` (the sender must run `jet-trio share` with the file)"
-        )
+        if p.sha256:
+            how = (
+                f"the sender sending it again completes it, or `jet-trio resume {p.sidecar}` "
+                "(the sender must run `jet-trio share` with the file)"
+            )
+        else:
+            how = "the sender sending it again completes it"
+        out.warn(f"kept {p.received} of {p.size} bytes of {p.name} from {p.peer.bare}: {how}")
 
 
 @dataclass(frozen=True)
@@ -453,6 +457,7 @@ class ReceiveOptions:
     direct_host: tuple[str, ...]
     parallel: int = 4
     max_files: int | None = None
+    no_resume: bool = False
 
 
 @dataclass(frozen=True)
@@ -560,6 +565,7 @@ async def _receive_one(
             progress=bars.bar(f"receiving {offer.name}", offer.size),
             overwrite=opts.overwrite,
             rename=opts.rename,
+            resume=not opts.no_resume,
         )
     except Exception as exc:
         if sha is not None:
