@@ -333,6 +333,12 @@ def lock_part(part: Path) -> int | None:
     except BlockingIOError:
         os.close(fd)
         return None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            os.close(fd)
+            raise
+        # A file system without locks (some network ones): held by this descriptor alone.
+        log.debug("cannot lock %s (%s): not locked", part, exc.strerror)
     except BaseException:
         os.close(fd)
         raise

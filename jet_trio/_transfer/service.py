@@ -1245,9 +1245,12 @@ class FileTransfer:
             offset = 0
             if kept is not None:
                 cleanup.callback(os.close, kept.lock)
-                partial, offset = kept.partial, kept.offset
-                if sha is not None and not partial.sha256:
-                    partial = dataclasses.replace(partial, sha256=sha)
+                offset = kept.offset
+                # The record names the sender's resource of this session from now on, and
+                # the hash if this offer gives the first one.
+                partial = dataclasses.replace(
+                    kept.partial, peer=session.peer, sha256=kept.partial.sha256 or sha or ""
+                )
                 log.info(
                     "%s offered %s again: continuing the %d bytes kept in %s",
                     session.peer,
@@ -1620,7 +1623,7 @@ def _find_kept(dest: Path, peer: JID, file: FileDescription, encrypted: bool) ->
     for _, p in sorted(scored, key=lambda t: -t[0]):
         try:
             lock = lock_part(p.part)
-        except OSError:
+        except (OSError, TransferError):  # gone, or replaced by something not ours
             continue
         if lock is None:
             continue  # another download appends to it now
@@ -1637,7 +1640,7 @@ def _discard_stale(delivered: Partial, sha256: str) -> None:
     the same sender kept for that target (one left by an earlier try that could not be
     continued: its sender did not do ranges, or ``resume=False``). Blocking."""
     target = Path(os.path.abspath(delivered.dest))
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, TransferError):
         for p in find_partials(target.parent):
             if p.part == delivered.part or Path(os.path.abspath(p.dest)) != target:
                 continue

@@ -241,8 +241,10 @@ async def test_an_offer_without_hash_is_verified_by_the_checksum(
     right = hashlib.sha256(src.read_bytes()).digest()
     digest = {"right": right, "wrong": bytes(32), "none": None}[checksum]
     _, sender, receiver = envelope_plugins()
+    # The receiver waits for the checksum within its negotiation timeout; the sender waits
+    # longer for the receiver's answer, so that the receiver's verdict is what ends it.
     async with net.pair(
-        {**sender, "negotiation_timeout": 3}, {**receiver, "negotiation_timeout": 3}
+        {**sender, "negotiation_timeout": 15}, {**receiver, "negotiation_timeout": 2}
     ) as (fa, fb):
         _hash_after_the_data(monkeypatch, fa, digest)
         partial = await interrupted(fa, fb, src, dest)

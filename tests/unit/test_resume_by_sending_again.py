@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -17,7 +19,9 @@ from jet_trio._transfer.description import (
     Range,
     build_description,
 )
+from jet_trio._transfer.files import Partial, lock_part
 from jet_trio._transfer.hashes import Hash
+from jet_trio._transfer.service import _find_kept
 from jet_trio._transfer.session import (
     KeptDownload,
     accepted_range,
@@ -161,3 +165,46 @@ def test_a_loose_echo_without_range_is_not_refused() -> None:
         "</mediaType><name>a</name><name>b</name><size>zz</size></file></description>"
     )
     assert accepted_range(_accept(None, raw), SIZE) == (0, SIZE)
+
+
+# -- the receiver's side on disk: which kept partial, held by one download -------------------
+
+
+def _kept_partial(directory: Path, peer: str, received: int, sha: str = DIGEST.hex()) -> Partial:
+    p = Partial.create(directory / "photo.jpg", JID(peer), "photo.jpg", SIZE, sha, "urn:x:env")
+    p.part.write_bytes(bytes(received))
+    p.save()
+    return p
+
+
+def test_one_download_at_a_time_holds_a_partial(tmp_path: Path) -> None:
+    p = _kept_partial(tmp_path, "alice@example.org/phone", 10)
+    first = lock_part(p.part)
+    assert first is not None
+    try:
+        assert lock_part(p.part) is None  # held (also across processes: flock)
+    finally:
+        os.close(first)
+    again = lock_part(p.part)
+    assert again is not None
+    os.close(again)
+
+
+def test_the_kept_partial_found_for_an_offer(tmp_path: Path) -> None:
+    """The partial with the most bytes among those of the same file from the same account;
+    one held by another download is skipped; another sender's never."""
+    dest = tmp_path / "photo.jpg"
+    _kept_partial(tmp_path, "mallory@example.org/x", 900)  # more bytes, another sender
+    small = _kept_partial(tmp_path, "alice@example.org/phone", 100)
+    big = _kept_partial(tmp_path, "alice@example.org/tablet", 600)
+    found = _find_kept(dest, ALICE, OFFER, True)
+    assert found is not None and found.partial.part == big.part and found.offset == 600
+    try:
+        # Held by that download: a second offer meanwhile gets the other one.
+        other = _find_kept(dest, ALICE, OFFER, True)
+        assert other is not None and other.partial.part == small.part and other.offset == 100
+        os.close(other.lock)
+    finally:
+        os.close(found.lock)
+    assert _find_kept(dest, JID("carol@example.org/c"), OFFER, True) is None
+    assert _find_kept(tmp_path / "other.jpg", ALICE, OFFER, True) is None
