@@ -85,10 +85,17 @@ def _direct_host(values: Sequence[str]) -> DirectAddresses:
     return "auto" if words in ([], ["auto"]) else words
 
 
-def hint_partials(out: Output, directory: Path, sha256: str | None = None) -> None:
-    """After a failed download: say which partial downloads were kept and how to resume them."""
+def hint_partials(
+    out: Output, directory: Path, sha256: str | None = None, *, name: str | None = None
+) -> None:
+    """After a failed download: say which partial downloads were kept and how to resume them
+    (those of the file with that SHA-256, else of that name, else all)."""
     try:
-        kept = [p for p in find_partials(directory) if sha256 is None or p.sha256 == sha256]
+        kept = [
+            p
+            for p in find_partials(directory)
+            if (p.sha256 == sha256 if sha256 else name is None or p.name == name)
+        ]
     except (OSError, TransferError):
         return
     for p in kept:
@@ -568,16 +575,14 @@ async def _receive_one(
             resume=not opts.no_resume,
         )
     except Exception as exc:
-        if sha is not None:
-            hint_partials(out, opts.output_dir, sha)
+        hint_partials(out, opts.output_dir, sha, name=offer.name)
         failure = classify(exc)
         if failure.code is ExitCode.INTERNAL:
             raise
         out.failure(failure)
         return failure.code
     except BaseException:  # Ctrl-C, --timeout
-        if sha is not None:
-            hint_partials(out, opts.output_dir, sha)
+        hint_partials(out, opts.output_dir, sha, name=offer.name)
         raise
     out.transfer(result)
     return ExitCode.OK

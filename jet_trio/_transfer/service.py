@@ -282,7 +282,9 @@ class IncomingOffer:
             dest = await trio.to_thread.run_sync(
                 lambda: self.target(destination, rename=rename and not overwrite)
             )
-            if not overwrite and await trio.to_thread.run_sync(os.path.lexists, dest):
+            # With ``rename`` the name was free a moment ago; if something takes it before
+            # the file is stored, the next free one is used then (never an error here).
+            if not (overwrite or rename) and await trio.to_thread.run_sync(os.path.lexists, dest):
                 raise FileExistsError(
                     errno.EEXIST,
                     f"{dest} already exists (pass overwrite=True to replace it, or "
