@@ -312,7 +312,11 @@ def run_list_partials(out: Output, directory: Path) -> int:
             f"{shown(p.name)}: {human_size(p.received)} of {human_size(p.size)} "
             f"({percent:.0f} %) from {shown(p.peer.bare)}"
         )
-        out.say(f"  jet-trio resume {shown(p.sidecar)}")
+        if p.sha256:
+            out.say(f"  completed when {shown(p.peer.bare)} sends it again, or by:")
+            out.say(f"  jet-trio resume {shown(p.sidecar)}")
+        else:  # offered without a hash: it cannot be requested by one
+            out.say(f"  completed when {shown(p.peer.bare)} sends it again")
     if not partials:
         out.note(f"no partial downloads in {directory}")
     return ExitCode.OK

@@ -469,6 +469,12 @@ def send(**kw: Any) -> Callable[[Output], Awaitable[int]]:
     is_flag=True,
     help='Store a file whose name is taken as "name (1).ext", "name (2).ext"...',
 )
+@click.option(
+    "--no-resume",
+    is_flag=True,
+    help="Receive every file whole, even one sent again after an interrupted transfer "
+    "(by default only the rest of it is asked for).",
+)
 @click.option("--timeout", type=float, help="Give up after this many seconds.")
 @click.option(
     "--parallel",

@@ -148,6 +148,7 @@ def result_json(result: TransferResult, **extra: object) -> dict[str, object]:
         "seconds": round(result.seconds, 6),
         "bytes_per_second": round(_speed(result.wire_bytes, result.seconds)),
         "wire_bytes": result.wire_bytes,
+        "reused_bytes": result.reused_bytes,
         "hash_verified": result.hash_verified,
         "path": str(result.path),
     }
@@ -217,6 +218,12 @@ class Output:
             + (f"{speed}, " if (speed := rate(result)) else "")
             + ("hash verified" if result.hash_verified else "[yellow]hash NOT verified[/]")
         )
+        if result.reused_bytes:
+            kept = "kept" if result.direction == "receive" else "the recipient kept"
+            self.say(
+                f"  resumed: {kept} {human_size(result.reused_bytes)} from an earlier, "
+                f"interrupted transfer; {human_size(result.wire_bytes)} sent now"
+            )
         if result.direction == "receive":
             self.say(f"  saved as {shown(result.path)}")
         self.say(f"  sha-256 {result.sha256}")

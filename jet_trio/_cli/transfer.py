@@ -86,17 +86,28 @@ def _direct_host(values: Sequence[str]) -> DirectAddresses:
     return "auto" if words in ([], ["auto"]) else words
 
 
-def hint_partials(out: Output, directory: Path, sha256: str | None = None) -> None:
-    """After a failed download: say which partial downloads were kept and how to resume them."""
+def hint_partials(
+    out: Output, directory: Path, sha256: str | None = None, *, name: str | None = None
+) -> None:
+    """After a failed download: say which partial downloads were kept and how to resume them
+    (those of the file with that SHA-256, else of that name, else all)."""
     try:
-        kept = [p for p in find_partials(directory) if sha256 is None or p.sha256 == sha256]
+        kept = [
+            p
+            for p in find_partials(directory)
+            if (p.sha256 == sha256 if sha256 else name is None or p.name == name)
+        ]
     except (OSError, TransferError):
         return
     for p in kept:
-        out.warn(
-            f"kept {p.received} of {p.size} bytes of {p.name}: complete it with "
-            f"`jet-trio resume {p.sidecar}` (the sender must run `jet-trio share` with the file)"
-        )
+        if p.sha256:
+            how = (
+                f"the sender sending it again completes it, or `jet-trio resume {p.sidecar}` "
+                "(the sender must run `jet-trio share` with the file)"
+            )
+        else:
+            how = "the sender sending it again completes it"
+        out.warn(f"kept {p.received} of {p.size} bytes of {p.name} from {p.peer.bare}: {how}")
 
 
 @dataclass(frozen=True)
@@ -463,6 +474,7 @@ class ReceiveOptions:
     direct_host: tuple[str, ...]
     parallel: int = 4
     max_files: int | None = None
+    no_resume: bool = False
 
 
 @dataclass(frozen=True)
@@ -586,10 +598,10 @@ async def _receive_one(
             overwrite=opts.overwrite,
             rename=opts.rename,
             paths=paths,
+            resume=not opts.no_resume,
         )
     except Exception as exc:
-        if sha is not None:
-            hint_partials(out, _folder_of(offer, opts.output_dir), sha)
+        hint_partials(out, _folder_of(offer, opts.output_dir), sha, name=offer.name)
         failure = classify(exc)
         if failure.code is ExitCode.INTERNAL:
             raise
@@ -604,8 +616,7 @@ async def _receive_one(
         out.failure(failure)
         return failure.code
     except BaseException:  # Ctrl-C, --timeout
-        if sha is not None:
-            hint_partials(out, _folder_of(offer, opts.output_dir), sha)
+        hint_partials(out, _folder_of(offer, opts.output_dir), sha, name=offer.name)
         raise
     out.transfer(result, **({"relative": offer.path} if offer.path else {}))
     return ExitCode.OK

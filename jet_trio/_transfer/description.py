@@ -39,6 +39,7 @@ __all__ = [
     "parse_checksum",
     "parse_description",
     "parse_info",
+    "parse_range",
     "parse_received",
     "safe_filename",
 ]
@@ -380,6 +381,16 @@ def _parse_range(el: etree._Element) -> Range:
         return Range(offset, length, hashes)
     except InvalidFileDescription as exc:
         raise FileTransferError(str(exc)) from None
+
+
+def parse_range(description: etree._Element) -> Range | None:
+    """The ``<range/>`` of the ``<file/>`` in a ``<description/>`` (``None`` if it has none),
+    read without the rest of the file description: a peer's session-accept may echo the
+    offer loosely, but a range it asks for must be well formed."""
+    ranges = [r for f in description if f.tag == _FILE for r in f if r.tag == _RANGE]
+    if len(ranges) > 1:
+        raise FileTransferError("<file/> has more than one <range/>")
+    return _parse_range(ranges[0]) if ranges else None
 
 
 def _parse_file(el: etree._Element) -> FileDescription:

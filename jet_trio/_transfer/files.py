@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import hashlib
 import hmac
 import json
@@ -356,6 +357,29 @@ def find_partials(directory: str | os.PathLike[str]) -> list[Partial]:
         except RecordError as exc:
             log.warning("%s (ignored)", exc)
     return found
+
+
+def lock_part(part: Path) -> int | None:
+    """Hold the partial file ``part`` for one download: an open descriptor with an exclusive
+    ``flock`` on it (close it to let go), or ``None`` if another download, in this process or
+    another, holds it. Two offers of one file never append to one partial at once."""
+    fd = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        _check_own_regular(part, os.fstat(fd))
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            os.close(fd)
+            raise
+        # A file system without locks (some network ones): held by this descriptor alone.
+        log.debug("cannot lock %s (%s): not locked", part, exc.strerror)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def open_part(part: Path, offset: int) -> BinaryIO:

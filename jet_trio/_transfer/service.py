@@ -60,13 +60,14 @@ from .driver import (
     Established,
     Pace,
     SessionShell,
+    _hash_prefix,
     _within,
     _within_or_never,
     receive_into,
     send_checksum,
     send_data,
 )
-from .files import FileKey, HashCache, Partial, deliver, unique_name
+from .files import FileKey, HashCache, Partial, deliver, find_partials, lock_part, unique_name
 from .hashes import Hash, Hasher
 from .paths import PathSet
 from .placing import Placement, folder_components, folders_supported, open_beneath
@@ -74,8 +75,12 @@ from .reasons import cut_short, error_for, leaves
 from .session import (
     CONTENT_NAME,
     REQUEST_NAME,
+    KeptDownload,
     Offer,
     accepted_file,
+    accepted_range,
+    offers_ranges,
+    resume_offset,
 )
 from .switchboard import Quotas, Switchboard
 from .transports import Transport, TransportSetup
@@ -227,6 +232,7 @@ class IncomingOffer:
         rename: bool = False,
         folders: bool = True,
         paths: PathSet | None = None,
+        resume: bool = True,
     ) -> TransferResult:
         """Receive the file into ``destination`` (a directory, or the file path to create).
 
@@ -250,7 +256,16 @@ class IncomingOffer:
         Any error answers the offer: the session is terminated with a reason the sender sees
         (an :class:`OSError` here, ``FileExistsError`` included: ``failed-application``); the
         offer cannot be accepted again. Cancelling (through a cancel scope) terminates the
-        session with ``cancel``. When the sender
+        session with ``cancel``.
+
+        An interrupted download is kept beside the target (unless its data is known bad).
+        With ``resume=True``, when this offer is of a file kept so (the same sender account,
+        name, size and, where both say one, SHA-256) and the sender honours ranges, only the
+        rest is asked for (XEP-0234 ranged transfer, under the fresh transport secret of this
+        session) and appended to it; the whole file is then verified against the offered hash,
+        or the ``<checksum/>`` sent after the data, before it gets its name.
+        :attr:`TransferResult.reused_bytes` says how much was kept. ``resume=False`` receives
+        the whole file again. When the sender
         already has ``max_transfers_per_peer`` transfers running here, the offer is refused
         with ``busy`` and :class:`TransferDeclined` raised.
         """
@@ -273,7 +288,11 @@ class IncomingOffer:
                     dest = placement.via / self._leaf
                     if rename and not overwrite:
                         dest = await trio.to_thread.run_sync(_free_name, dest)
-                if not overwrite and await trio.to_thread.run_sync(os.path.lexists, dest):
+                # With ``rename`` the name was free a moment ago; if something takes it before
+                # the file is stored, the next free one is used then (never an error here).
+                if not (overwrite or rename) and await trio.to_thread.run_sync(
+                    os.path.lexists, dest
+                ):
                     shown_dest = placement.real(dest) if placement is not None else dest
                     raise FileExistsError(
                         errno.EEXIST,
@@ -293,12 +312,12 @@ class IncomingOffer:
             raise TransferDeclined(f"refused {self.name!r}: {text}", "busy")
         if placement is None:
             return await service._run_receive(
-                self, dest, progress, overwrite=overwrite, rename=rename
+                self, dest, progress, overwrite=overwrite, rename=rename, resume=resume
             )
         with placement:
             try:
                 result = await service._run_receive(
-                    self, dest, progress, overwrite=overwrite, rename=rename
+                    self, dest, progress, overwrite=overwrite, rename=rename, resume=resume
                 )
             except NameTaken as exc:
                 taken = NameTaken(placement.real(exc.path), placement.real(exc.kept))
@@ -545,6 +564,11 @@ class FileTransfer:
         knows unchanged (sent or shared before) is offered with its hash. A file changed while
         it is sent raises :class:`~jet_trio.IntegrityError` before the end of the data. Cancel
         with a cancel scope: the session is then terminated with ``cancel``.
+
+        The offer says that ranges are honoured (XEP-0234 ``<range/>``): a receiver that kept
+        part of this file from an earlier, interrupted offer asks for the rest only, which is
+        all that is sent (:attr:`TransferResult.reused_bytes` says how much it kept). Sending
+        the same file again is how an interrupted transfer is completed.
         """
         src = Path(path)
         if not await trio.Path(src).is_file():
@@ -566,6 +590,7 @@ class FileTransfer:
             hashes=(Hash("sha-256", digest),) if digest is not None else (),
             hash_used=("sha-256",) if digest is None else (),
             path=relative,
+            range=Range(),  # <range/>: we honour a range in the session-accept (XEP-0234 6.1)
         )
         session = self._open_session(self._registry.create(peer))
         start = time.monotonic()
@@ -575,9 +600,17 @@ class FileTransfer:
             with _within_or_never(wait, f"{peer} did not accept or decline the offer"):
                 answer = await session.expect(JingleAction.SESSION_ACCEPT)
             theirs = session.machine.accepted(answer)
+            # A receiver that kept part of the file from an earlier try asks for the rest;
+            # ``secret`` was made for this session alone (XEP-0391 4.3).
+            offset, length = accepted_range(answer, size)
+            if offset:
+                log.info("%s kept %d bytes of %s: sending the rest", peer, offset, desc.name)
+                if hasher is not None:  # the <checksum/> is of the whole file: the kept part too
+                    hasher = await trio.to_thread.run_sync(_hash_prefix, src, offset, ("sha-256",))
             established = await self._transports.establish(session, ours, theirs, cleanup)
+            shown = _whole_file_progress(progress, offset, size)
             wire = await self._send_data(
-                session, established, src, 0, size, secret, progress, hasher, key
+                session, established, src, offset, length, secret, shown, hasher, key
             )
             if hasher is not None:
                 digest = hasher.digest("sha-256").digest
@@ -599,6 +632,7 @@ class FileTransfer:
             wire_bytes=wire,
             verified=True,
             choice=choice,
+            reused=offset,
         )
 
     async def _initiate(
@@ -775,55 +809,99 @@ class FileTransfer:
         *,
         overwrite: bool,
         rename: bool,
+        resume: bool = True,
     ) -> TransferResult:
         session = offer._session
         start = time.monotonic()
         size = offer.size
-        sha = next((h.digest.hex() for h in offer.file.hashes if h.algo == "sha-256"), None)
-        # An offer announcing its hash for after the data (<hash-used/>) is kept for resuming
-        # too, with the hash not known yet (Partial.hash_known): the sender's next offer of
-        # the file completes it, verified against the hash that offer brings.
-        download = _Download(resumable=sha is not None or bool(offer.file.hash_used))
+        file = offer.file
+        sha = next((h.digest.hex() for h in file.hashes if h.algo == "sha-256"), None)
+        # Kept after a failure when it can be completed: requested by its hash (resume), or
+        # offered again by a sender that honours ranges and says how to verify the file.
+        ranged = offers_ranges(file) and bool(file.hashes or file.hash_used)
+        download = _Download(resumable=sha is not None or ranged)
         async with self._session_scope(session, download) as cleanup:
-            # e.g. an unwritable directory: still ends the session
-            partial = download.partial = Partial.create(
-                dest, session.peer, offer.name, size, sha or "", offer.envelope
-            )
+            kept: _Kept | None = None
+            if resume and ranged:
+                kept = await trio.to_thread.run_sync(
+                    _find_kept, dest, session.peer, file, offer.envelope is not None
+                )
+            offset = 0
+            if kept is not None:
+                cleanup.callback(os.close, kept.lock)
+                offset = kept.offset
+                # The record names the sender's resource of this session from now on, and
+                # the hash if this offer gives the first one.
+                partial = dataclasses.replace(
+                    kept.partial, peer=session.peer, sha256=kept.partial.sha256 or sha or ""
+                )
+                log.info(
+                    "%s offered %s again: continuing the %d bytes kept in %s",
+                    session.peer,
+                    offer.name,
+                    offset,
+                    partial.part,
+                )
+            else:
+                # e.g. an unwritable directory: still ends the session
+                partial = download.partial = Partial.create(
+                    dest, session.peer, offer.name, size, sha or "", offer.envelope
+                )
+                if (lock := lock_part(partial.part)) is not None:
+                    cleanup.callback(os.close, lock)
             if session.jingle.state is SessionState.ENDED:
                 await session.expect()  # the peer withdrew the offer: raises its reason
             secret = await self._open_security(offer._offer.security, session)
             c = offer._offer.content
             assert c.description is not None
+            description = c.description
+            if offset:
+                # XEP-0234 6.1: the rest of the file, from the kept bytes on.
+                description = build_description(dataclasses.replace(file, range=Range(offset)))
             established = await self._transports.accept_and_establish(
-                session, c, c.description, cleanup
+                session, c, description, cleanup
             )
+            # From here on a failure keeps or discards the kept partial as any other (before,
+            # e.g. an envelope this session could not open, says nothing of its data).
+            download.partial = partial
             if download.resumable:
                 partial.save()
             digests = await self._receive_into(
-                session, established, partial, 0, size, secret, progress, offer.file
+                session, established, partial, offset, size - offset, secret, progress, file
             )
-            verified = await self._verify_hash(
-                session, offer.file, digests, encrypted=secret is not None
-            )
+            verified = await self._verify_hash(session, file, digests, encrypted=secret is not None)
+            got = digests.plain["sha-256"].hex()
+            if offset and not verified:
+                raise IntegrityError(
+                    f"the {offset} bytes kept from an earlier transfer cannot be verified: "
+                    f"{session.peer} gave no hash of the file",
+                    "media-error",
+                )
+            if offset and partial.sha256 and partial.sha256.lower() != got:
+                raise IntegrityError(
+                    "the file offered again is not the one the kept bytes came from", "media-error"
+                )
             dest, taken = await _deliver_or_keep(partial, overwrite, rename)
+            await trio.to_thread.run_sync(_discard_stale, partial, got)
             await session.terminate("success")
         return _result(
             "receive",
             session,
             name=offer.name,
             size=size,
-            sha256=digests.plain["sha-256"].hex(),
+            sha256=got,
             transport=established.transport,
             envelope=offer.envelope,
             secret=secret,
             started=start,
             path=dest,
-            wire_bytes=size + (secret.cipher.tag_size if secret else 0),
+            wire_bytes=size - offset + (secret.cipher.tag_size if secret else 0),
             verified=verified,
             choice=f"chosen by the sender {session.peer}"
             if secret
             else "the sender did not encrypt",
             taken=taken,
+            reused=offset,
         )
 
     async def request_file(
@@ -950,6 +1028,12 @@ class FileTransfer:
                 )
             elif partial.size != file.size:
                 raise IntegrityError("the peer's file has another size than the partial one")
+            lock = await trio.to_thread.run_sync(lock_part, partial.part)
+            if lock is None:
+                raise TransferError(
+                    f"{partial.name} is being received by another download", "failed-application"
+                )
+            cleanup.callback(os.close, lock)
             partial.save()
             established = await self._transports.establish(session, ours, theirs, cleanup)
             expected = FileDescription(size=file.size, hashes=(Hash("sha-256", want),))
@@ -981,6 +1065,7 @@ class FileTransfer:
             verified=True,
             choice=choice,
             taken=taken,
+            reused=offset,
         )
 
     async def _receive_into(
@@ -1038,6 +1123,16 @@ async def _deliver(partial: Partial, overwrite: bool, rename: bool) -> Path:
     )
 
 
+def _whole_file_progress(
+    progress: ProgressCallback | None, offset: int, size: int
+) -> ProgressCallback | None:
+    """``progress`` counting the bytes the receiver kept as done: a resumed transfer's bar
+    starts where the interrupted one stopped."""
+    if progress is None or not offset:
+        return progress
+    return lambda done, _total: progress(offset + done, size)
+
+
 def _keep_or_discard(partial: Partial, exc: BaseException, resumable: bool) -> None:
     """Keep an interrupted download for resuming, unless its data is known bad. A stream cut
     short is kept like a broken connection: the whole file's hash is checked on resume."""
@@ -1052,6 +1147,69 @@ def _keep_or_discard(partial: Partial, exc: BaseException, resumable: bool) -> N
         )
         return
     partial.discard()
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """A kept partial download a new offer continues, held (``lock``) for this download."""
+
+    partial: Partial
+    lock: int
+    offset: int
+
+
+def _kept_download(p: Partial) -> KeptDownload:
+    return KeptDownload(p.peer, p.name, p.size, p.sha256, p.envelope is not None, p.received)
+
+
+def _find_kept(dest: Path, peer: JID, file: FileDescription, encrypted: bool) -> _Kept | None:
+    """The partial download kept for ``dest`` that a new offer of ``file`` from ``peer``
+    continues (:func:`resume_offset` decides), the one with the most bytes if several may,
+    held for this download; ``None`` if there is none. Only the receiver's own
+    authenticated records in the target's directory are read. Blocking: run it in a thread."""
+    target = Path(os.path.abspath(dest))
+    scored: list[tuple[int, Partial]] = []
+    for p in find_partials(target.parent):
+        if Path(os.path.abspath(p.dest)) != target:
+            continue
+        if (offset := resume_offset(file, peer, encrypted, _kept_download(p))) > 0:
+            scored.append((offset, p))
+    for _, p in sorted(scored, key=lambda t: -t[0]):
+        try:
+            lock = lock_part(p.part)
+        except (OSError, TransferError):  # gone, or replaced by something not ours
+            continue
+        if lock is None:
+            continue  # another download appends to it now
+        # Read again under the lock: it may have grown until its download let go of it.
+        offset = resume_offset(file, peer, encrypted, _kept_download(p))
+        if offset > 0:
+            return _Kept(p, lock, offset)
+        os.close(lock)
+    return None
+
+
+def _discard_stale(delivered: Partial, sha256: str) -> None:
+    """``delivered`` got its name: discard the other partial downloads of the same file from
+    the same sender kept for that target (one left by an earlier try that could not be
+    continued: its sender did not do ranges, or ``resume=False``). Blocking."""
+    target = Path(os.path.abspath(delivered.dest))
+    with contextlib.suppress(OSError, TransferError):
+        for p in find_partials(target.parent):
+            if p.part == delivered.part or Path(os.path.abspath(p.dest)) != target:
+                continue
+            same = (delivered.peer.bare, delivered.name, delivered.size)
+            if (p.peer.bare, p.name, p.size) != same:
+                continue
+            if p.sha256 and p.sha256.lower() != sha256:
+                continue
+            lock = lock_part(p.part)
+            if lock is None:
+                continue
+            try:
+                p.discard()
+            finally:
+                os.close(lock)
 
 
 @dataclass(slots=True)
@@ -1093,6 +1251,7 @@ def _result(
     verified: bool,
     choice: str,
     taken: NameTaken | None = None,
+    reused: int = 0,
 ) -> TransferResult:
     """The result of a finished transfer, as the session's machine reports it (raised inside
     ``taken`` when the name was taken)."""
@@ -1109,6 +1268,7 @@ def _result(
         wire_bytes=wire_bytes,
         verified=verified,
         choice=choice,
+        reused_bytes=reused,
     ).result
     if taken is not None:
         taken.result = result

@@ -78,9 +78,11 @@ from .description import (
     Checksum,
     FileDescription,
     FileTransferError,
+    Range,
     build_checksum,
     parse_description,
     parse_info,
+    parse_range,
 )
 from .hashes import Hash
 from .reasons import condition, consequence_of_ending, error_for, reason_for
@@ -108,6 +110,7 @@ __all__ = [
     "Ending",
     "FallBack",
     "FileSession",
+    "KeptDownload",
     "Offer",
     "Phase",
     "ReportProgress",
@@ -117,9 +120,12 @@ __all__ = [
     "TransportKind",
     "UsePicked",
     "WebRTCExchange",
+    "accepted_range",
     "choose_transport",
     "kind_of",
+    "offers_ranges",
     "parse_offer",
+    "resume_offset",
 ]
 
 log = logging.getLogger("jet_trio.transfer")
@@ -439,6 +445,83 @@ def accepted_file(accept: JingleMessage) -> FileDescription:
     raise TransferError("session-accept without a file description")
 
 
+# -- ranged transfers: resuming an offer from a kept partial download (XEP-0234 6.1) --------
+
+
+@dataclass(frozen=True, slots=True)
+class KeptDownload:
+    """What the receiver kept of an interrupted download (its own authenticated record, never
+    anything the sender says), as :func:`resume_offset` weighs it against a new offer."""
+
+    peer: JID  # who sent it (compared by bare JID)
+    name: str  # the file name offered then
+    size: int
+    sha256: str  # hex, "" when that offer carried no hash
+    encrypted: bool  # received through JET
+    received: int  # bytes kept on disk
+
+
+def offers_ranges(file: FileDescription) -> bool:
+    """Whether an offer says its sender honours a range in our session-accept: a ``<range/>``
+    without offset or length in its ``<file/>`` (XEP-0234 6.1; Dino and Conversations put
+    none there)."""
+    return file.range is not None and file.range.offset == 0 and file.range.length is None
+
+
+def resume_offset(offer: FileDescription, sender: JID, encrypted: bool, kept: KeptDownload) -> int:
+    """Where a new offer of ``offer`` from ``sender`` may continue the kept download ``kept``
+    (0: it may not, the whole file is received again).
+
+    Only the same file from the same account: the same bare JID (a partial never matches
+    another sender), name and size, and the same SHA-256 where both the offer and the kept
+    record carry one; only when the sender honours ranges (:func:`offers_ranges`); an
+    encrypted offer continues only a download that was encrypted too. The kept bytes are
+    not trusted: the whole file is verified against the hash of the offer or of the
+    ``<checksum/>`` after the data before it gets its name."""
+    if not offers_ranges(offer) or kept.peer.bare != sender.bare:
+        return 0
+    if offer.name != kept.name or offer.size != kept.size:
+        return 0
+    offered = next((h.digest.hex() for h in offer.hashes if h.algo == "sha-256"), "")
+    if offered and kept.sha256 and offered != kept.sha256.lower():
+        return 0
+    if not offered and not offer.hashes and not offer.hash_used:
+        return 0  # nothing would verify the whole file
+    if encrypted and not kept.encrypted:
+        return 0
+    if not 0 < kept.received < kept.size:
+        return 0
+    return kept.received
+
+
+def accepted_range(accept: JingleMessage, size: int) -> tuple[int, int]:
+    """The part of our offered file of ``size`` bytes that the peer's session-accept asks
+    for, as ``(offset, length)``: the whole file unless its ``<file/>`` has a ``<range/>``
+    with an offset or a length (XEP-0234 6.1: the sender SHOULD respect it). A range beyond
+    the file raises :class:`TransferError` (``failed-application``)."""
+    rng: Range | None = None
+    for content in accept.contents:
+        if content.description is None:
+            continue
+        try:
+            rng = parse_range(content.description)
+        except FileTransferError as exc:
+            raise TransferError(
+                f"{accept.sid}: the peer accepted with a malformed range: {exc}",
+                "failed-application",
+            ) from None
+        break
+    if rng is None:
+        return 0, size
+    length = size - rng.offset if rng.length is None else rng.length
+    if rng.offset > size or length < 0 or rng.offset + length > size:
+        raise TransferError(
+            f"the peer asked for bytes {rng.offset}+{length} of a file of {size} bytes",
+            "failed-application",
+        )
+    return rng.offset, length
+
+
 # -- the session ------------------------------------------------------------------------------
 
 
@@ -734,6 +817,7 @@ class FileSession:
         wire_bytes: int,
         verified: bool,
         choice: str,
+        reused_bytes: int = 0,
     ) -> ReportResult:
         """The result to report, built in this one place; only for a transfer that
         :meth:`succeeded` (:class:`SessionStateError` otherwise: a bug of the driver)."""
@@ -757,6 +841,7 @@ class FileSession:
                 wire_bytes=wire_bytes,
                 hash_verified=verified,
                 choice=choice,
+                reused_bytes=reused_bytes,
             )
         )
 

@@ -61,6 +61,10 @@ class TransferResult:
     choice: str = ""
     """Why this envelope and cipher were used (sender: chosen by ``encrypt="auto"`` or asked
     for; receiver: what the sender chose), or why the transfer was not encrypted."""
+    reused_bytes: int = 0
+    """Bytes of the file the receiver already held from an earlier, interrupted transfer and
+    that were not sent again (a XEP-0234 range: :meth:`FileTransfer.resume`, or the same file
+    offered again); ``wire_bytes`` counts only the rest."""
 
 
 class TransferError(JetError):

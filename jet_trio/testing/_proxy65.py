@@ -102,14 +102,29 @@ class Proxy65:
                 await trio.aclose_forcefully(stream)
 
     async def _run_handshake(self, stream: trio.SocketStream) -> bool:
-        def wanted(dst: str) -> bool:
-            return len(self._waiting.get(dst, [])) < 2 and self.waiting < self._max_pending
+        registered: str | None = None
 
-        dst = await serve_socks5_handshake(stream, wanted)
-        if dst is None:
-            return False
-        self._waiting.setdefault(dst, []).append(stream)
-        return True
+        def wanted(dst: str) -> bool:
+            nonlocal registered
+            if len(self._waiting.get(dst, [])) >= 2 or self.waiting >= self._max_pending:
+                return False
+            # Waiting before the client hears of its success: it may have the connection
+            # activated at once, and this task may run only after the activation request.
+            self._waiting.setdefault(dst, []).append(stream)
+            registered = dst
+            return True
+
+        try:
+            dst = await serve_socks5_handshake(stream, wanted)
+        except BaseException:
+            if registered is not None:
+                waiting = self._waiting.get(registered, [])
+                if stream in waiting:
+                    waiting.remove(stream)
+                if not waiting:
+                    self._waiting.pop(registered, None)
+            raise
+        return dst is not None
 
     async def _copy(self, src: trio.SocketStream, dst: trio.SocketStream) -> None:
         try:

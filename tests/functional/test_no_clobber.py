@@ -350,3 +350,30 @@ async def test_accept_into_a_relative_directory(
     assert out.recv.result is not None, repr(out.recv.error)
     assert (dest_dir / "here.bin").read_bytes() == src.read_bytes()
     assert not leftovers(dest_dir)
+
+
+async def test_rename_when_taken_while_accepting(
+    net: Net, tmp_path: Path, dest_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name was free when ``accept(rename=True)`` chose it and taken a moment later (a
+    second ``receive`` in the same directory storing its file): the offer is not refused,
+    the file goes under the next free name when it is stored."""
+    src = make_file(tmp_path, 10_000, "notes.txt")
+    chosen = IncomingOffer.target
+
+    def taken_right_after(self: IncomingOffer, destination: Any, *, rename: bool = False) -> Path:
+        path = chosen(self, destination, rename=rename)
+        path.write_bytes(b"the other receive's")
+        return path
+
+    monkeypatch.setattr(IncomingOffer, "target", taken_right_after)
+
+    async def accept(offer: IncomingOffer) -> jet_trio.TransferResult:
+        return await offer.accept(dest_dir, rename=True)
+
+    async with net.pair() as (fa, fb):
+        out = await run_transfer(fa, fb, src, dest_dir, accept=accept, encrypt=JET_STUB)
+    assert out.recv.error is None, out.recv.error
+    assert out.recv.result is not None and out.recv.result.path == dest_dir / "notes (1).txt"
+    assert (dest_dir / "notes.txt").read_bytes() == b"the other receive's"
+    assert (dest_dir / "notes (1).txt").read_bytes() == src.read_bytes()

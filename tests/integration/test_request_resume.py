@@ -208,3 +208,40 @@ async def test_every_session_of_a_resumed_download_gets_a_fresh_secret(
     ivs = [s.iv for s in made]
     assert len(set(keys)) == len(keys) and len(set(ivs)) == len(ivs)
     assert all(s.key[: len(s.iv)] != s.iv for s in made)
+
+
+@pytest.mark.parametrize("transport", ["s5b", "ibb"])
+async def test_interrupted_offer_completed_by_sending_again(
+    prosody: ServerInfo, src: Path, tmp_path: Path, transport: str
+) -> None:
+    """The holder offers the file again after the fetcher's download was interrupted: the
+    fetcher's session-accept asks for the rest (XEP-0234 range) through Prosody, only that is
+    sent, and the whole file verifies."""
+    out = tmp_path / "downloads"
+    out.mkdir()
+    dest = out / "report.pdf"
+    with trio.fail_after(60):
+        async with pair(prosody) as (holder, fetcher):
+            await interrupted_offer(holder, fetcher, src, dest)
+            (partial,) = find_partials(out)
+            kept = partial.received
+            assert 0 < kept < SIZE
+            sent: list[jet_trio.TransferResult] = []
+
+            async def send() -> None:
+                sent.append(
+                    await holder.send_file(
+                        src,
+                        fetcher.client.jid,
+                        encrypt=JET_STUB,
+                        transport=transport,  # type: ignore[arg-type]
+                    )
+                )
+
+            async with trio.open_nursery() as n:
+                n.start_soon(send)
+                got = await (await fetcher.next_offer()).accept(out)
+    assert got.reused_bytes == sent[0].reused_bytes == kept
+    assert got.wire_bytes == sent[0].wire_bytes == SIZE - kept + 16
+    assert got.hash_verified and dest.read_bytes() == src.read_bytes()
+    assert find_partials(out) == []
