@@ -361,8 +361,8 @@ async def test_rename_when_taken_while_accepting(
     src = make_file(tmp_path, 10_000, "notes.txt")
     chosen = IncomingOffer.target
 
-    def taken_right_after(self: IncomingOffer, destination: Any, *, rename: bool = False) -> Path:
-        path = chosen(self, destination, rename=rename)
+    def taken_right_after(self: IncomingOffer, destination: Any, **options: Any) -> Path:
+        path = chosen(self, destination, **options)
         path.write_bytes(b"the other receive's")
         return path
 

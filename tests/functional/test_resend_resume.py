@@ -15,9 +15,8 @@ import trio
 
 import jet_trio
 from jet_trio import JID
-from jet_trio._jingle.message import Role
-from jet_trio._transfer import description, service
-from jet_trio._transfer.description import Checksum, FileDescription, build_checksum
+from jet_trio._transfer import description, driver, service
+from jet_trio._transfer.description import FileDescription
 from jet_trio._transfer.files import Partial, find_partials
 from jet_trio._transfer.hashes import Hash
 from jet_trio._transfer.service import FileTransfer, open_file_transfer
@@ -204,8 +203,9 @@ async def test_without_ranges_the_whole_file_is_sent(
 def _hash_after_the_data(
     monkeypatch: pytest.MonkeyPatch, fa: FileTransfer, digest: bytes | None
 ) -> None:
-    """The sender offers without a hash (``<hash-used/>``) and, if ``digest``, sends it in a
-    ``<checksum/>`` after the data (what hash-while-sending does)."""
+    """The sender offers without a hash (``<hash-used/>``, as hash-while-sending does unless
+    its hash cache knows the file) and sends ``digest`` in the ``<checksum/>`` after the data
+    instead of the hash it computed, or no checksum at all if ``digest`` is ``None``."""
     original = description.build_description
 
     def hash_used(file: FileDescription, *, request: bool = False) -> Any:
@@ -214,15 +214,13 @@ def _hash_after_the_data(
         )
 
     monkeypatch.setattr(service, "build_description", hash_used)
-    expect_success = fa._expect_success
+    real = driver.send_checksum
 
-    async def checksum_then_success(session: Any) -> None:
+    async def checksum(session: Any, hashes: tuple[Hash, ...]) -> None:
         if digest is not None:
-            checksum = Checksum(Role.INITIATOR, "a-file-offer", (Hash("sha-256", digest),))
-            await session.send(session.jingle.info(build_checksum(checksum)))
-        await expect_success(session)
+            await real(session, (Hash("sha-256", digest),))
 
-    monkeypatch.setattr(fa, "_expect_success", checksum_then_success)
+    monkeypatch.setattr(service, "send_checksum", checksum)
 
 
 @pytest.mark.parametrize("checksum", ["right", "wrong", "none"])
@@ -268,5 +266,5 @@ async def test_resume_refuses_a_partial_without_hash(tmp_path: Path) -> None:
     partial = Partial.create(dest, JID("alice@localhost/a"), "f.bin", 10, "", None)
     partial.part.write_bytes(b"12345")
     ft = FileTransfer.__new__(FileTransfer)
-    with pytest.raises(jet_trio.TransferError, match="sending it again"):
+    with pytest.raises(jet_trio.TransferError, match="when the sender offers it again"):
         await ft.resume(partial)
