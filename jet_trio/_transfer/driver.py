@@ -37,8 +37,8 @@ from .reasons import condition as reason_condition
 from .reasons import error_for, leaves
 from .session import FileSession, Step
 from .types import (
+    EncryptionFailed,
     IntegrityError,
-    JETError,
     ProgressCallback,
     TagTimeout,
     TransferCancelled,
@@ -721,9 +721,9 @@ def _within(seconds: float, what: str) -> Iterator[None]:
 @contextlib.contextmanager
 def _typed_errors(peer: JID) -> Iterator[None]:
     """Data-phase errors as the API's exceptions: a failed JET check (bad tag, truncated or
-    overlong stream) becomes JETError, a broken transport TransportFailed. When several tasks
-    failed at once, the security failure wins, then a transfer error, then the broken transport.
-    """
+    overlong stream) becomes EncryptionFailed, a broken transport TransportFailed. When
+    several tasks failed at once, the security failure wins, then a transfer error, then the
+    broken transport."""
     try:
         yield
     except BaseException as exc:
@@ -732,7 +732,9 @@ def _typed_errors(peer: JID) -> Iterator[None]:
             e for e in found if isinstance(e, SecurityError) and not isinstance(e, TransferError)
         ]
         if security:
-            raise JETError(f"encrypted transfer with {peer} refused: {security[0]}") from exc
+            raise EncryptionFailed(
+                f"encrypted transfer with {peer} refused: {security[0]}"
+            ) from exc
         transfer = [e for e in found if isinstance(e, TransferError)]
         if transfer and transfer[0] is not exc:
             raise transfer[0] from exc

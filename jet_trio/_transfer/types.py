@@ -13,7 +13,6 @@ from .._xmpp.jid import JID
 
 __all__ = [
     "IntegrityError",
-    "JETError",
     "NameTaken",
     "ProgressCallback",
     "TransferCancelled",
@@ -132,8 +131,3 @@ class EncryptionFailed(TransferError, SecurityError):
 
     def __init__(self, message: str, reason: str = "security-error") -> None:
         super().__init__(message, reason)
-
-
-#: The old name, kept for the modules that still use it inside the package; ``jet_trio.JETError``
-#: is a deprecated alias (it warns).
-JETError = EncryptionFailed

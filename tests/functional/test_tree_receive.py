@@ -20,6 +20,7 @@ import jet_trio
 import jet_trio._transfer.placing as placing
 import jet_trio._transfer.service as transfer_service
 from jet_trio import (
+    FileTransfer,
     IncomingOffer,
     PathSet,
     TransferError,
@@ -157,6 +158,38 @@ HOSTILE: list[tuple[str, str, str | None]] = [
 ]
 
 
+async def offer_hostile_paths(
+    fa: FileTransfer, fb: FileTransfer, src: Path, dest: Path, *, seconds: float
+) -> tuple[dict[str, TransferResult | Exception], dict[str, TransferResult | Exception]]:
+    """``fa`` offers ``src`` once per entry of :data:`HOSTILE` (its path injected with
+    :func:`inject_paths`), ``fb`` accepts each into ``dest`` with one :class:`PathSet`: what
+    each offer gave the receiver and the sender (a result or the error)."""
+    received: dict[str, TransferResult | Exception] = {}
+    sent: dict[str, TransferResult | Exception] = {}
+    async with trio.open_nursery() as n:
+        paths = PathSet()
+        all_answered = trio.Event()
+
+        async def receive() -> None:
+            while len(received) < len(HOSTILE):
+                offer = await fb.next_offer()
+                try:
+                    received[offer.name] = await offer.accept(dest, paths=paths)
+                except Exception as exc:
+                    received[offer.name] = exc
+            all_answered.set()
+
+        n.start_soon(receive)
+        with trio.fail_after(seconds):
+            for name, _, _ in HOSTILE:
+                try:
+                    sent[name] = await fa.send_file(src, fb.client.jid, name=name, encrypt=JET_STUB)
+                except TransferError as exc:
+                    sent[name] = exc
+            await all_answered.wait()
+    return received, sent
+
+
 async def test_hostile_paths_are_refused_one_by_one(
     net: Net, tmp_path: Path, dest_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -170,30 +203,8 @@ async def test_hostile_paths_are_refused_one_by_one(
     src.write_bytes(b"attack " * 100)
     before = snapshot(tmp_path)
     inject_paths(monkeypatch, {name: path for name, path, _ in HOSTILE})
-    received: dict[str, TransferResult | BaseException] = {}
-    sent: dict[str, TransferResult | BaseException] = {}
-    async with net.pair() as (fa, fb), trio.open_nursery() as n:
-        paths = PathSet()
-
-        all_answered = trio.Event()
-
-        async def receive() -> None:
-            while len(received) < len(HOSTILE):
-                offer = await fb.next_offer()
-                try:
-                    received[offer.name] = await offer.accept(dest_dir, paths=paths)
-                except Exception as exc:
-                    received[offer.name] = exc
-            all_answered.set()
-
-        n.start_soon(receive)
-        with trio.fail_after(60):
-            for name, _, _ in HOSTILE:
-                try:
-                    sent[name] = await fa.send_file(src, fb.client.jid, name=name, encrypt=JET_STUB)
-                except TransferError as exc:
-                    sent[name] = exc
-            await all_answered.wait()
+    async with net.pair() as (fa, fb):
+        received, sent = await offer_hostile_paths(fa, fb, src, dest_dir, seconds=60)
     for name, path, reason in HOSTILE:
         got, told = received[name], sent[name]
         if reason is None:

@@ -10,7 +10,6 @@ import trio
 
 from jet_trio import (
     IncomingOffer,
-    PathSet,
     TransferDeclined,
     TransferError,
     TransferResult,
@@ -21,7 +20,13 @@ from jet_trio import (
 )
 from jet_trio._transfer.service import FileTransfer
 from jet_trio._xmpp.ns import JET_STUB
-from tests.functional.test_tree_receive import HOSTILE, inject_paths, snapshot, tree_of
+from tests.functional.test_tree_receive import (
+    HOSTILE,
+    inject_paths,
+    offer_hostile_paths,
+    snapshot,
+    tree_of,
+)
 
 from ._servers import ServerInfo
 from .test_transfer_prosody import pair
@@ -119,29 +124,8 @@ async def test_hostile_paths_are_refused_one_by_one(
     src.write_bytes(b"attack " * 100)
     before = snapshot(tmp_path)
     inject_paths(monkeypatch, {name: path for name, path, _ in HOSTILE})
-    received: dict[str, TransferResult | Exception] = {}
-    sent: dict[str, TransferResult | Exception] = {}
-    async with pair(prosody) as (fa, fb), trio.open_nursery() as n:
-        paths = PathSet()
-        done = trio.Event()
-
-        async def receive() -> None:
-            while len(received) < len(HOSTILE):
-                offer = await fb.next_offer()
-                try:
-                    received[offer.name] = await offer.accept(dest, paths=paths)
-                except Exception as exc:
-                    received[offer.name] = exc
-            done.set()
-
-        n.start_soon(receive)
-        with trio.fail_after(120):
-            for name, _, _ in HOSTILE:
-                try:
-                    sent[name] = await fa.send_file(src, fb.client.jid, name=name, encrypt=JET_STUB)
-                except TransferError as exc:
-                    sent[name] = exc
-            await done.wait()
+    async with pair(prosody) as (fa, fb):
+        received, sent = await offer_hostile_paths(fa, fb, src, dest, seconds=120)
     for name, path, reason in HOSTILE:
         got, told = received[name], sent[name]
         if reason is None:
