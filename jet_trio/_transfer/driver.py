@@ -483,7 +483,10 @@ class _Store:
             self._unwritten.append(batch)
 
     async def run(self, batches: trio.MemoryReceiveChannel[list[bytes | bytearray]]) -> None:
-        async with batches:
+        # Closed without a checkpoint (not ``async with``): the receive loop, woken by the
+        # close, could otherwise fail and cancel this task at that checkpoint, and the
+        # cancellation would replace the write error (ENOSPC) that is the real cause.
+        with batches:
             async for batch in batches:
                 await trio.to_thread.run_sync(self._store, batch)
 
