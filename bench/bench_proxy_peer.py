@@ -348,9 +348,9 @@ def print_table(res: Results, size: int, servers: Sequence[str], cases: Sequence
     print()
     print(
         "| server | case | MB/s | runs | sender CPU s/GiB | receiver CPU s/GiB"
-        " | server CPU s/GiB | MB/s x slixmpp | recv CPU x slixmpp |"
+        " | server CPU s/GiB | cores busy | MB/s x slixmpp | recv CPU x slixmpp |"
     )
-    print("|---|---|---:|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for server in servers:
         ref = res.runs.get((server, "slixmpp"))
         ref_rate = size / med([r.seconds for r in ref]) / bt.MB if ref else float("nan")
@@ -359,13 +359,14 @@ def print_table(res: Results, size: int, servers: Sequence[str], cases: Sequence
             runs = res.runs.get((server, case))
             if not runs:
                 err = res.errors.get((server, case), "not run")
-                print(f"| {server} | {case} | FAILED: {err} | | | | | | |")
+                print(f"| {server} | {case} | FAILED: {err} | | | | | | | |")
                 continue
             rate = size / med([r.seconds for r in runs]) / bt.MB
             each = ", ".join(f"{size / r.seconds / bt.MB:.0f}" for r in runs)
             send = per_gib(med([r.send_cpu for r in runs]), size)
             recv = per_gib(med([r.recv_cpu for r in runs]), size)
             srv = per_gib(med([r.server_cpu for r in runs]), size)
+            busy = (send + recv + srv) / (size / rate / bt.MB) * (size / GIB)
             if case == "slixmpp":
                 x_rate, x_recv = "1.00 (ref)", "1.00 (ref)"
             else:
@@ -375,12 +376,13 @@ def print_table(res: Results, size: int, servers: Sequence[str], cases: Sequence
                 x_recv = f"{recv / ref_recv:.2f}{goal_cpu if 'AES' in case else ''}"
             print(
                 f"| {server} | {case} | {rate:.0f} | {each} | {send:.2f} | {recv:.2f} | {srv:.2f}"
-                f" | {x_rate} | {x_recv} |"
+                f" | {busy:.2f} | {x_rate} | {x_recv} |"
             )
     print()
     print(
         "Goals (AES-256-GCM rows): MB/s x slixmpp >= 1.0, receiver CPU per GiB x slixmpp <= 1.5."
-        " Server CPU includes both logins."
+        " Server CPU includes both logins; cores busy = (sender + receiver + server CPU) / wall"
+        f" time, of {os.cpu_count()}."
     )
 
 
