@@ -375,8 +375,8 @@ def print_table(res: Results, size: int, servers: Sequence[str], cases: Sequence
                 x_rate = f"{rate / ref_rate:.2f}{goal_rate if 'AES' in case else ''}"
                 x_recv = f"{recv / ref_recv:.2f}{goal_cpu if 'AES' in case else ''}"
             print(
-                f"| {server} | {case} | {rate:.0f} | {each} | {wall:.2f} | {send:.2f} | {recv:.2f} | {srv:.2f}"
-                f" | {x_rate} | {x_recv} |"
+                f"| {server} | {case} | {rate:.0f} | {each} | {wall:.2f} | {send:.2f}"
+                f" | {recv:.2f} | {srv:.2f} | {x_rate} | {x_recv} |"
             )
     print()
     print(
