@@ -133,5 +133,9 @@ def cut_short(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, EncryptionFailed) or exc.__cause__ is None:
         return False
+    # Beside the early end, what the peer's going away also causes (its session-terminate,
+    # "gone", a reset connection) is no sign of bad data; any other security error is.
     found = [e for e in leaves(exc.__cause__) if not isinstance(e, trio.Cancelled)]
-    return bool(found) and all(isinstance(e, TruncatedStream) for e in found)
+    return any(isinstance(e, TruncatedStream) for e in found) and not any(
+        isinstance(e, SecurityError) and not isinstance(e, TruncatedStream) for e in found
+    )

@@ -40,7 +40,7 @@ from jet_trio._transfer.description import (
     build_description,
 )
 from jet_trio._transfer.hashes import Hash
-from jet_trio._transfer.reasons import REASON_ERRORS, error_for, reason_for
+from jet_trio._transfer.reasons import REASON_ERRORS, cut_short, error_for, reason_for
 from jet_trio._transfer.session import (
     KEEPS,
     MAX_BACKLOG,
@@ -709,3 +709,20 @@ def test_a_receiver_with_every_byte_has_its_result_whatever_the_peer_said_after(
     wire.bob.step(Step.DATA_DONE)
     assert wire.bob.terminate(Reason(ReasonCondition.SUCCESS)) is None  # already over
     assert wire.bob.result("receive", **RESULT).result.direction == "receive"  # type: ignore[arg-type]
+
+
+def test_a_stream_cut_short_as_the_peer_went_away_is_cut_short() -> None:
+    """A sender killed mid-file: the receiver sees its stream end early and, at once, the
+    peer's "gone" (or a reset connection). That is still a stream cut short, not bad data:
+    the partial is kept. Another security error beside it is bad data."""
+    early = TruncatedStream("the transport ended 100 bytes early")
+    gone = TransferError("the peer went offline", "gone")
+    cut = EncryptionFailed("refused")
+    cut.__cause__ = BaseExceptionGroup("receive", [early, gone, trio.BrokenResourceError()])
+    assert cut_short(cut)
+    bad = EncryptionFailed("refused")
+    bad.__cause__ = BaseExceptionGroup("receive", [early, EncryptionFailed("bad tag")])
+    assert not cut_short(bad)
+    alone = EncryptionFailed("refused")
+    alone.__cause__ = BaseExceptionGroup("receive", [gone])
+    assert not cut_short(alone)
