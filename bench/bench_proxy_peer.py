@@ -47,7 +47,6 @@ import importlib
 import io
 import logging
 import os
-import queue
 import shutil
 import signal
 import statistics
@@ -244,29 +243,8 @@ def run_slix(
             args=("send", *common, str(src), chunk, hashed, timeout, to_recv, to_send, out),
         ),
     ]
-    reports: dict[str, bt.Report] = {}
-    try:
-        for p in procs:
-            p.start()
-        deadline = time.monotonic() + timeout + 30
-        while len(reports) < 2:
-            try:
-                r: bt.Report = out.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            reports[r.role] = r
-            if r.error:
-                break
-    finally:
-        for p in procs:
-            p.join(5)
-            if p.is_alive():
-                p.kill()
-                p.join(5)
-    missing = bt.Report("?", error="no report (timed out or crashed)")
-    outcome = bt.Outcome(
-        "slixmpp", size, reports.get("send", missing), reports.get("recv", missing)
-    )
+    send, recv = bt.run_children(procs, out, timeout)
+    outcome = bt.Outcome("slixmpp", size, send, recv)
     starts, ends = outcome.send.marks, outcome.recv.marks
     if starts and ends and not outcome.send.error and not outcome.recv.error:
         outcome.send.seconds = [ends[0] - starts[0]]

@@ -525,6 +525,33 @@ class Outcome:
         return self.size / statistics.median(self.send.seconds) / MB if self.ok else float("nan")
 
 
+def run_children(procs: list[SpawnProcess], out: Any, timeout: float) -> tuple[Report, Report]:
+    """Start the sender and receiver ``procs``, collect their reports from ``out`` (stopping
+    early when one fails: the other may wait forever for its peer), and make sure both
+    processes are gone. The (send, recv) reports; a missing one says so."""
+    reports: dict[str, Report] = {}
+    try:
+        for p in procs:
+            p.start()
+        deadline = time.monotonic() + timeout + 30
+        while len(reports) < 2:
+            try:
+                r: Report = out.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            reports[r.role] = r
+            if r.error:  # the other side may wait forever for its peer
+                break
+    finally:
+        for p in procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+    missing = Report("?", error="no report (timed out or crashed)")
+    return reports.get("send", missing), reports.get("recv", missing)
+
+
 def run_pair(
     label: str,
     kind: str,
@@ -566,27 +593,8 @@ def run_pair(
         _ctx.Process(target=_child_main, args=(recv_job, to_send, to_recv, out)),
         _ctx.Process(target=_child_main, args=(send_job, to_recv, to_send, out)),
     ]
-    reports: dict[str, Report] = {}
-    try:
-        for p in procs:
-            p.start()
-        deadline = time.monotonic() + timeout + 30
-        while len(reports) < 2:
-            try:
-                r: Report = out.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            reports[r.role] = r
-            if r.error:  # the other side may wait forever for its peer
-                break
-    finally:
-        for p in procs:
-            p.join(5)
-            if p.is_alive():
-                p.kill()
-                p.join(5)
-    missing = Report("?", error="no report (timed out or crashed)")
-    outcome = Outcome(label, size, reports.get("send", missing), reports.get("recv", missing))
+    send, recv = run_children(procs, out, timeout)
+    outcome = Outcome(label, size, send, recv)
     starts, ends = outcome.send.marks, outcome.recv.marks
     if not outcome.send.seconds and starts:
         outcome.send.seconds = [e - s for s, e in zip(starts, ends, strict=False)]

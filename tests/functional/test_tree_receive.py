@@ -158,6 +158,21 @@ HOSTILE: list[tuple[str, str, str | None]] = [
 ]
 
 
+def plant_hostile_targets(root: Path, dest: Path) -> tuple[Path, Path]:
+    """What an attacker left in ``dest`` before the hostile offers: a symbolic link to an
+    ``outside`` directory, a file and a fifo, each where a hostile path needs a directory.
+    Returns the file to offer and ``outside`` (both under ``root``)."""
+    outside = root / "outside"
+    outside.mkdir()
+    (dest / "planted-link").symlink_to(outside)
+    (dest / "planted-file").write_bytes(b"mine")
+    os.mkfifo(dest / "planted-fifo")
+    src = root / "src" / "payload.bin"
+    src.parent.mkdir()
+    src.write_bytes(b"attack " * 100)
+    return src, outside
+
+
 async def offer_hostile_paths(
     fa: FileTransfer, fb: FileTransfer, src: Path, dest: Path, *, seconds: float
 ) -> tuple[dict[str, TransferResult | Exception], dict[str, TransferResult | Exception]]:
@@ -193,14 +208,7 @@ async def offer_hostile_paths(
 async def test_hostile_paths_are_refused_one_by_one(
     net: Net, tmp_path: Path, dest_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (dest_dir / "planted-link").symlink_to(outside)
-    (dest_dir / "planted-file").write_bytes(b"mine")
-    os.mkfifo(dest_dir / "planted-fifo")
-    src = tmp_path / "src" / "payload.bin"
-    src.parent.mkdir()
-    src.write_bytes(b"attack " * 100)
+    src, outside = plant_hostile_targets(tmp_path, dest_dir)
     before = snapshot(tmp_path)
     inject_paths(monkeypatch, {name: path for name, path, _ in HOSTILE})
     async with net.pair() as (fa, fb):

@@ -24,6 +24,7 @@ from tests.functional.test_tree_receive import (
     HOSTILE,
     inject_paths,
     offer_hostile_paths,
+    plant_hostile_targets,
     snapshot,
     tree_of,
 )
@@ -114,14 +115,7 @@ async def test_hostile_paths_are_refused_one_by_one(
     (the whole temporary root is compared before and after)."""
     dest = tmp_path / "inbox"
     dest.mkdir()
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (dest / "planted-link").symlink_to(outside)
-    (dest / "planted-file").write_bytes(b"mine")
-    os.mkfifo(dest / "planted-fifo")
-    src = tmp_path / "src" / "payload.bin"
-    src.parent.mkdir()
-    src.write_bytes(b"attack " * 100)
+    src, outside = plant_hostile_targets(tmp_path, dest)
     before = snapshot(tmp_path)
     inject_paths(monkeypatch, {name: path for name, path, _ in HOSTILE})
     async with pair(prosody) as (fa, fb):
