@@ -70,6 +70,11 @@ class StreamDecryptor(Protocol):
     """An incremental decryptor for one (key, IV); used once.
 
     The output of :meth:`update` is *unverified* until :meth:`finalize` returned.
+
+    A decryptor may also have ``update_into(data, out) -> int``, writing the plaintext into the
+    writable buffer ``out`` (at least ``len(data) + 15`` bytes; ``out`` may start at the same
+    byte as ``data``: decryption in place) and returning its length. The receiver uses it when
+    present, which saves a new buffer per chunk; without it, :meth:`update` is used.
     """
 
     def update(self, data: bytes | bytearray | memoryview, /) -> bytes:
@@ -205,11 +210,30 @@ class _LimitedDecryptor(_Limited):
         self._count(data)
         return self._inner.update(data)
 
+    def update_into(self, data: bytes | bytearray | memoryview, out: memoryview, /) -> int:
+        """Decrypt ``data`` into ``out`` (see :class:`StreamDecryptor`); returns the length."""
+        self._count(data)
+        return decrypt_into(self._inner, data, out)
+
     def finalize(self, tag: bytes, /) -> None:
         self._finish()
         if len(tag) != self._cipher.tag_size:
             raise TagMismatch(f"{self._cipher.urn}: tag is {len(tag)} bytes")
         self._inner.finalize(tag)
+
+
+def decrypt_into(
+    dec: StreamDecryptor, data: bytes | bytearray | memoryview, out: memoryview
+) -> int:
+    """Decrypt ``data`` into ``out`` with ``dec``'s ``update_into`` if it has one, else with
+    :meth:`~StreamDecryptor.update` and a copy. Returns the plaintext length."""
+    into = getattr(dec, "update_into", None)
+    if into is not None:
+        n: int = into(data, out)
+        return n
+    plain = dec.update(data)
+    out[: len(plain)] = plain
+    return len(plain)
 
 
 @final

@@ -23,6 +23,13 @@ import os
 import socket
 import sys
 from collections.abc import Callable
+from typing import Final
+
+try:
+    import fcntl
+    import termios
+except ImportError:  # not on Windows: no batching there
+    fcntl = termios = None  # type: ignore[assignment]
 
 import trio
 
@@ -33,6 +40,7 @@ from .cipher import (
     StreamEncryptor,
     TagMismatch,
     TransportSecret,
+    decrypt_into,
 )
 
 __all__ = [
@@ -57,7 +65,14 @@ _BATCH_MIN = 16 * 1024
 _BATCH_MAX = 256 * 1024
 _BATCH_WAIT = 0.002
 _RECEIVE_SIZE = 256 * 1024
-_BATCHING = sys.platform == "linux" and hasattr(socket, "SO_RCVLOWAT") and hasattr(os, "readv")
+# Room a decryptor may need after the plaintext it writes (``update_into``: a cipher block).
+_SLACK = 15
+_BATCHING = (
+    sys.platform == "linux"
+    and hasattr(socket, "SO_RCVLOWAT")
+    and hasattr(os, "readv")
+    and fcntl is not None
+)
 
 
 class TruncatedStream(SecurityError, trio.BrokenResourceError):
@@ -188,6 +203,21 @@ class StreamOpener:
             return self._feed_unknown(data)
         return self._feed_known(data, self.expected_size)
 
+    def receive_data_into(self, data: bytes | bytearray | memoryview, out: memoryview) -> int:
+        """Like :meth:`receive_data`, with the plaintext written into ``out`` (its length is
+        returned). ``out`` holds at least ``len(data) + 15`` bytes; it either starts at the
+        same byte as ``data`` (decryption in place: the bytes after the ciphertext, the tag,
+        are read before anything is written) or does not overlap it."""
+        if self._failed:
+            raise LocalProtocolError("the opener failed earlier")
+        if not data:
+            return 0
+        if self.expected_size is None:
+            plain = self._feed_unknown(data)  # (held-back bytes shift it: not in place)
+            out[: len(plain)] = plain
+            return len(plain)
+        return self._feed_known_into(data, self.expected_size, out)
+
     def receive_eof(self) -> None:
         """The transport ended: verify the tag if not yet done, or report the truncation."""
         if self._failed:
@@ -211,28 +241,41 @@ class StreamOpener:
             )
         self._verify()
 
-    def _feed_known(self, data: bytes | bytearray | memoryview, size: int) -> bytes:
+    def _take_known(self, data: bytes | bytearray | memoryview, size: int) -> memoryview:
+        """The ciphertext in ``data``; the tag bytes after it are kept (checked, not verified)."""
         if self.verified:
             raise self._fail(
                 UnexpectedTrailingData(f"more than {size + self._tag_size} bytes arrived")
             )
         view = memoryview(data)
         n_ct = min(len(view), size - self._received)
-        out = b""
-        if n_ct:
-            out = self._dec.update(view[:n_ct])
-            self._received += n_ct
         rest = view[n_ct:]
         if rest:
-            need = self._tag_size - len(self._tag)
-            if len(rest) > need:
+            # Taken before any decryption: in place, the plaintext is written over ``data``.
+            if len(rest) > self._tag_size - len(self._tag):
                 raise self._fail(
                     UnexpectedTrailingData(f"more than {size + self._tag_size} bytes arrived")
                 )
             self._tag += rest
-            if len(self._tag) == self._tag_size:
-                self._verify()
+        return view[:n_ct]
+
+    def _feed_known(self, data: bytes | bytearray | memoryview, size: int) -> bytes:
+        ct = self._take_known(data, size)
+        out = self._dec.update(ct) if ct else b""
+        self._received += len(ct)
+        if len(self._tag) == self._tag_size:
+            self._verify()
         return out
+
+    def _feed_known_into(
+        self, data: bytes | bytearray | memoryview, size: int, out: memoryview
+    ) -> int:
+        ct = self._take_known(data, size)
+        n = decrypt_into(self._dec, ct, out) if ct else 0
+        self._received += len(ct)
+        if len(self._tag) == self._tag_size:
+            self._verify()
+        return n
 
     def _feed_unknown(self, data: bytes | bytearray | memoryview) -> bytes:
         tag_size = self._tag_size
@@ -290,6 +333,14 @@ class _Busy:
         self._held = False
 
 
+def _queued(sock: trio.socket.SocketType) -> int:
+    """Bytes waiting in a socket's receive queue (Linux: FIONREAD, i.e. SIOCINQ)."""
+    return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.FIONREAD, _FOUR_BYTES), sys.byteorder)
+
+
+_FOUR_BYTES = bytes(4)
+
+
 class _BatchReader:
     """Reads a :class:`trio.SocketStream` in batches, straight into the caller's buffer.
 
@@ -335,14 +386,24 @@ class _BatchReader:
         except BlockingIOError:
             return None
 
-    async def receive_into(self, view: memoryview, left: int | None) -> int:
-        """Read at least one byte into ``view`` (0: end of file), waiting for a batch."""
+    async def receive_into(self, view: memoryview, left: int | None, *, eager: bool = False) -> int:
+        """Read at least one byte into ``view`` (0: end of file), waiting for a batch.
+
+        With ``eager``, a batch already queued is read at once and returned without a
+        schedule point (the caller's loop has its own): no wake-up, no wait, no trip through
+        the event loop when the stream is faster than its reader."""
         sock = self._sock
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
             if sock.fileno() == -1:
                 raise trio.ClosedResourceError("the socket was closed")
             lowat = self._batch_size(len(view), left)
+            if eager and _queued(sock) >= lowat:
+                n = self._read(view)
+                if n:
+                    if lowat == self._target:
+                        self._target = min(2 * lowat, _BATCH_MAX)
+                    return n
             self._set_lowat(lowat)
             with trio.move_on_after(_BATCH_WAIT) as waited:
                 await trio.lowlevel.wait_readable(sock)
@@ -510,12 +571,7 @@ class DecryptingReceiveStream(trio.abc.ReceiveStream):
                 max_bytes = operator.index(max_bytes)
                 if max_bytes < 1:
                     raise ValueError("max_bytes must be >= 1")
-            if self._closed:
-                raise trio.ClosedResourceError("the DecryptingReceiveStream is closed")
-            if self._broken is not None:
-                raise trio.BrokenResourceError("an earlier error broke this stream") from (
-                    self._broken
-                )
+            self._check_open()
             if self._done():
                 await trio.lowlevel.checkpoint()
                 return b""
@@ -540,6 +596,57 @@ class DecryptingReceiveStream(trio.abc.ReceiveStream):
                 if out or self._done():
                     return out
 
+    async def receive_into(self, buffer: memoryview, max_bytes: int | None = None) -> int:
+        """Like :meth:`receive_some`, but the (not yet verified) plaintext is written into
+        ``buffer`` and its length returned (0 once verified, as ``b""``). At most
+        ``max_bytes`` are read (default: ``len(buffer) - 15``); ``buffer`` has at least
+        ``max_bytes + 15`` bytes. Over a socket the ciphertext is read into ``buffer`` and
+        decrypted in place: no other buffer and no copy, and a batch already waiting there is
+        returned without a schedule point (cancellation is still checked first): call it in a
+        loop that has schedule points of its own, such as the file-transfer driver's."""
+        with self._busy:
+            view = memoryview(buffer).cast("B")
+            if view.readonly:
+                raise TypeError("receive_into needs a writable buffer")
+            limit = len(view) - _SLACK if max_bytes is None else operator.index(max_bytes)
+            if limit < 1 or limit + _SLACK > len(view):
+                raise ValueError(
+                    f"max_bytes must be >= 1, with {_SLACK} bytes of room after it in the buffer"
+                )
+            self._check_open()
+            if self._done():
+                await trio.lowlevel.checkpoint()
+                return 0
+            while True:
+                data: bytes | bytearray | memoryview
+                if self._batch is None:
+                    data = await self.transport.receive_some(limit)
+                else:
+                    n = await self._batch.receive_into(
+                        view[:limit], self._opener.bytes_left, eager=True
+                    )
+                    data = view[:n]
+                try:
+                    if data:
+                        if self._on_wire is not None:
+                            self._on_wire(data)
+                        got = self._opener.receive_data_into(data, view)
+                    else:
+                        self._eof_seen = True
+                        self._opener.receive_eof()
+                        got = 0
+                except Exception as exc:  # a security error, or one from on_wire
+                    self._broken = exc
+                    raise
+                if got or self._done():
+                    return got
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the DecryptingReceiveStream is closed")
+        if self._broken is not None:
+            raise trio.BrokenResourceError("an earlier error broke this stream") from (self._broken)
+
     async def _receive_batch(self, size: int) -> memoryview:
         # One buffer for the life of the stream: the ciphertext is read into it and decrypted
         # out of it, so nothing returned to the caller refers to it.
@@ -554,3 +661,39 @@ class DecryptingReceiveStream(trio.abc.ReceiveStream):
         """Close the transport. Does not verify anything: check :attr:`verified` or read ``b""``."""
         self._closed = True
         await self.transport.aclose()
+
+
+class IntoReader:
+    """Reads a receive stream into the caller's buffers (the receiving file-transfer loop).
+
+    A :class:`DecryptingReceiveStream` decrypts in place (:meth:`~DecryptingReceiveStream.
+    receive_into`); a plain :class:`trio.SocketStream` is read in batches straight into the
+    buffer, as the decrypting stream reads its socket; any other stream is read with
+    ``receive_some`` and copied. Every buffer given must have :data:`SLACK` bytes of room after
+    the ``max_bytes`` asked for.
+    """
+
+    __slots__ = ("_batch", "_decrypting", "_stream")
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
+        self._decrypting = stream if isinstance(stream, DecryptingReceiveStream) else None
+        self._batch = (
+            _BatchReader(stream)
+            if self._decrypting is None and _BATCHING and isinstance(stream, trio.SocketStream)
+            else None
+        )
+
+    async def receive_into(self, view: memoryview, max_bytes: int) -> int:
+        """Read at least one byte, at most ``max_bytes``, into ``view`` (0: end of stream)."""
+        if self._decrypting is not None:
+            return await self._decrypting.receive_into(view, max_bytes)
+        if self._batch is not None:
+            return await self._batch.receive_into(view[:max_bytes], None, eager=True)
+        data = await self._stream.receive_some(max_bytes)
+        view[: len(data)] = data
+        return len(data)
+
+
+SLACK: Final = _SLACK
+"""Bytes of room a buffer needs after the data asked for (:class:`IntoReader`)."""

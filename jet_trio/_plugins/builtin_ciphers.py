@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["AES128GCM", "AES256GCM", "AESGCMCipher", "jet_register_ciphers"]
 
 _GCM_TAG = 16
+_BLOCK = 16  # AES
 # NIST SP 800-38D: at most 2**39 - 256 bits of plaintext per (key, IV).
 _GCM_MAX_PLAINTEXT = 2**36 - 32
 
@@ -54,6 +55,13 @@ class _GCMDecryptor:
 
     def update(self, data: bytes | bytearray | memoryview, /) -> bytes:
         return self._ctx.update(data)
+
+    def update_into(self, data: bytes | bytearray | memoryview, out: memoryview, /) -> int:
+        if len(out) >= len(data) + _BLOCK - 1:  # what every cryptography version accepts
+            return self._ctx.update_into(data, out)
+        plain = self._ctx.update(data)
+        out[: len(plain)] = plain
+        return len(plain)
 
     def finalize(self, tag: bytes, /) -> None:
         from cryptography.exceptions import InvalidTag

@@ -14,7 +14,7 @@ import logging
 import math
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Final, Literal
@@ -23,7 +23,7 @@ import trio
 
 from .._errors import JetError, SecurityError
 from .._jet.cipher import TransportSecret
-from .._jet.stream import DecryptingReceiveStream, EncryptingSendStream
+from .._jet.stream import SLACK, DecryptingReceiveStream, EncryptingSendStream, IntoReader
 from .._jingle.machine import JingleSession, SessionState
 from .._jingle.message import JingleAction, JingleMessage, Reason, build_jingle, parse_error
 from .._trio_util import unwrapped_errors
@@ -237,7 +237,10 @@ async def send_data(
                         if not chunk:
                             break
                         if hasher is not None:
-                            await worker.update(bytes(chunk) if copy else chunk)
+                            if copy:
+                                await worker.update(bytes(chunk))
+                            else:  # inline; send_all below is the schedule point
+                                hasher.update(chunk)
                         await (enc or sink).send_all(chunk)
                         done += len(chunk)
                         stall.moved(len(chunk))
@@ -335,54 +338,64 @@ async def receive_into(
             if proxy is not None:
                 n.start_soon(release_held_tail, session, tail, proxy, pace.stall_timeout)
             tail.update(0)
-            to_store, storing = trio.open_memory_channel[list[bytes | bytearray]](2)
+            to_store, storing = trio.open_memory_channel[list[_Piece]](2)
+            reader = IntoReader(source)
+            hashing = HashWorker(hasher)
+            inline = not hashing.threaded
+            pool = _BufferPool(_STORE_BATCH + SLACK) if inline else None
             with open_part(partial.part, offset) as f:
-                store = _Store(f)
+                store = _Store(f, None if pool is None else pool.give_back)
                 try:
-                    async with HashWorker(hasher) as hashing, trio.open_nursery() as store_nursery:
-                        # Writing runs in a worker thread (file I/O releases the GIL),
-                        # overlapping the next receive and decryption. Hashing runs inline
-                        # on each piece while it is hot in the cache where cores are few, else
-                        # in the HashWorker's one thread per batch (bench/bench_hashing.py).
-                        inline = not hashing.threaded
+                    async with hashing, trio.open_nursery() as store_nursery:
+                        # Each batch of _STORE_BATCH bytes is read (and decrypted in place)
+                        # into one buffer, hashed piece by piece as it comes, and written in a
+                        # worker thread (file I/O releases the GIL) while the next batch comes.
+                        # Hashing runs inline on each piece while it is hot in the cache where
+                        # cores are few, else in the HashWorker's thread per batch
+                        # (bench/bench_hashing.py). Inline, a written buffer goes back to the
+                        # pool for a later batch; threaded, the hash thread may still read
+                        # it, so every batch gets a new one.
                         store_nursery.start_soon(store.run, storing)
                         async with to_store:
-                            batch: list[bytes | bytearray] = []
-                            batched = 0
+                            buf = _new_buffer(pool)
+                            filled = 0
                             try:
                                 while secret is not None or done < length:
+                                    room = _STORE_BATCH - filled
                                     # Plain: one byte more than left, to notice a peer
                                     # sending too much.
-                                    want = CHUNK if secret else min(CHUNK, length - done + 1)
-                                    chunk = await source.receive_some(want)
-                                    if not chunk:
+                                    want = room if secret else min(room, length - done + 1)
+                                    got = await reader.receive_into(buf[filled:], want)
+                                    if not got:
                                         break
-                                    if secret is None and done + len(chunk) > length:
+                                    if secret is None and done + got > length:
                                         raise IntegrityError(
                                             f"more than the {total} bytes announced arrived",
                                             "media-error",
                                         )
                                     if inline:
-                                        hasher.update(chunk)
-                                    batch.append(chunk)
-                                    batched += len(chunk)
-                                    if batched >= _STORE_BATCH:
+                                        hasher.update(buf[filled : filled + got])
+                                    filled += got
+                                    if filled == _STORE_BATCH:
+                                        full = buf[:filled]
                                         if not inline:
-                                            batch = [await _hash_batch(hashing, batch)]
-                                        full, batch, batched = batch, [], 0
-                                        await store.put(to_store, full)
-                                    done += len(chunk)
-                                    stall.moved(len(chunk))
+                                            await hashing.update(full)
+                                        buf, filled = _new_buffer(pool), 0
+                                        await store.put(to_store, [full])
+                                    done += got
+                                    stall.moved(got)
                                     tail.update(done)
                                     if progress:
                                         progress(offset + done, total)
-                                if batch and not inline:
-                                    batch = [await _hash_batch(hashing, batch)]
-                                last, batch = batch, []
-                                if last:
-                                    await store.put(to_store, last)
+                                if filled:
+                                    last = buf[:filled]
+                                    if not inline:
+                                        await hashing.update(last)
+                                    filled = 0
+                                    await store.put(to_store, [last])
                             except BaseException:
-                                store.unsent(batch)
+                                if filled:
+                                    store.unsent([buf[:filled]])
                                 raise
                 except BaseException:
                     await store.rescue()  # what came is kept for resuming
@@ -452,37 +465,64 @@ class _HashingReceiveStream(trio.abc.ReceiveStream):
         await self.inner.aclose()
 
 
-async def _hash_batch(hashing: HashWorker, batch: list[bytes | bytearray]) -> bytes | bytearray:
-    data = batch[0] if len(batch) == 1 else b"".join(batch)
-    await hashing.update(data)
-    return data
+_Piece = bytes | bytearray | memoryview
+
+
+class _BufferPool:
+    """Buffers of one size for the receive loop's batches, used again once written.
+
+    A buffer comes back (:meth:`give_back`, from the writing thread) only after its batch was
+    written, and only batches hashed inline use the pool: so no buffer is filled again while a
+    write or a hash still reads it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._free: deque[bytearray] = deque()  # appended in a thread: deque ops are atomic
+
+    def take(self) -> memoryview:
+        try:
+            return memoryview(self._free.pop())
+        except IndexError:
+            return memoryview(bytearray(self.size))
+
+    def give_back(self, batch: list[_Piece]) -> None:
+        for piece in batch:
+            buffer = piece.obj if isinstance(piece, memoryview) else None
+            if isinstance(buffer, bytearray) and len(buffer) == self.size:
+                self._free.append(buffer)
+
+
+def _new_buffer(pool: _BufferPool | None) -> memoryview:
+    return pool.take() if pool is not None else memoryview(bytearray(_STORE_BATCH + SLACK))
 
 
 class _Store:
     """The writing side of a receive loop: batches of received bytes are written to the
     partial file in a worker thread, in order. After a failure, :meth:`rescue`
     writes what was received but not yet written (unless the writing failed), so that
-    everything received is kept for resuming, as if it had been written at once."""
+    everything received is kept for resuming, as if it had been written at once.
+    ``written``, if given, is called in the thread with each batch once it is written."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO, written: Callable[[list[_Piece]], None] | None = None) -> None:
         self._f = f
-        self._unwritten: deque[list[bytes | bytearray]] = deque()
+        self._unwritten: deque[list[_Piece]] = deque()
         self._failed = False
+        self._written = written
 
     async def put(
         self,
-        channel: trio.MemorySendChannel[list[bytes | bytearray]],
-        batch: list[bytes | bytearray],
+        channel: trio.MemorySendChannel[list[_Piece]],
+        batch: list[_Piece],
     ) -> None:
         self._unwritten.append(batch)
         await channel.send(batch)
 
-    def unsent(self, batch: list[bytes | bytearray]) -> None:
+    def unsent(self, batch: list[_Piece]) -> None:
         """``batch`` was received but not put (the loop failed): keep it for the rescue."""
         if batch:
             self._unwritten.append(batch)
 
-    async def run(self, batches: trio.MemoryReceiveChannel[list[bytes | bytearray]]) -> None:
+    async def run(self, batches: trio.MemoryReceiveChannel[list[_Piece]]) -> None:
         # Closed without a checkpoint (not ``async with``): the receive loop, woken by the
         # close, could otherwise fail and cancel this task at that checkpoint, and the
         # cancellation would replace the write error (ENOSPC) that is the real cause.
@@ -490,7 +530,7 @@ class _Store:
             async for batch in batches:
                 await trio.to_thread.run_sync(self._store, batch)
 
-    def _store(self, batch: list[bytes | bytearray]) -> None:
+    def _store(self, batch: list[_Piece]) -> None:
         # One write per batch: it releases and retakes the GIL, which the event loop holds
         # most of the time; many small chunks (a proxy's) would queue on it. Gathered by the
         # kernel (writev), not joined into a new buffer first: no copy of the data.
@@ -504,6 +544,8 @@ class _Store:
             self._failed = True  # (set here: a cancelled wait for a finished write is no failure)
             raise
         self._unwritten.popleft()  # in the thread: written and dropped at once
+        if self._written is not None:
+            self._written(batch)
 
     async def rescue(self) -> None:
         """Write what was received but not written (bounded, even when cancelled; an error
@@ -523,7 +565,7 @@ class _Store:
 _IOV_MAX: Final = 1024
 
 
-def _writev_all(fd: int, pieces: list[bytes | bytearray]) -> None:
+def _writev_all(fd: int, pieces: list[_Piece]) -> None:
     """Write every piece, in order, at the file's position (short writes resumed)."""
     views = [memoryview(p) for p in pieces if p]
     while views:
