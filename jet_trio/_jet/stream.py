@@ -414,8 +414,9 @@ class _BatchReader:
                 while n is None:
                     await trio.lowlevel.wait_readable(sock)
                     n = self._read(view)
-            else:
+            elif not eager:
                 await trio.lowlevel.cancel_shielded_checkpoint()
+            # (eager: the wait above was the schedule point)
             if not waited.cancelled_caught:
                 if lowat == self._target:
                     self._target = min(2 * lowat, _BATCH_MAX)

@@ -1,0 +1,283 @@
+"""The receiver's in-place path: ciphertext read into the caller's buffer and decrypted there.
+
+``StreamOpener.receive_data_into`` / ``DecryptingReceiveStream.receive_into`` /
+``IntoReader`` (jet_trio._jet.stream), the ciphers' ``update_into``, and the receive loop's
+buffer pool (jet_trio._transfer.driver): the same checks as the copying path (tag, size,
+trailing bytes), a read that holds the end of the ciphertext and the tag, and no buffer used
+again while a write still needs it.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from jet_trio._jet import stream as stream_mod
+from jet_trio._jet.cipher import TagMismatch, TransportSecret, decrypt_into
+from jet_trio._jet.stream import (
+    SLACK,
+    DecryptingReceiveStream,
+    IntoReader,
+    StreamOpener,
+    UnexpectedTrailingData,
+)
+from jet_trio._plugins.builtin_ciphers import AES256GCM
+from jet_trio._transfer.driver import _BufferPool, _Store
+
+
+@asynccontextmanager
+async def _tcp_pair() -> AsyncIterator[tuple[trio.SocketStream, trio.SocketStream]]:
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    try:
+        port = listener.socket.getsockname()[1]
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        server = await listener.accept()
+    finally:
+        await listener.aclose()
+    async with client, server:
+        yield client, server
+
+
+def _wire(secret: TransportSecret, plaintext: bytes) -> bytes:
+    return AESGCM(secret.key).encrypt(secret.iv, plaintext, None)
+
+
+def _feed_in_place(opener: StreamOpener, wire: bytes, cuts: list[int]) -> bytes:
+    """Feed ``wire`` cut at ``cuts``, each piece decrypted in place in its own buffer."""
+    out = bytearray()
+    bounds = [0, *cuts, len(wire)]
+    for start, end in itertools.pairwise(bounds):
+        buf = bytearray(end - start + SLACK)
+        buf[: end - start] = wire[start:end]
+        view = memoryview(buf)
+        n = opener.receive_data_into(view[: end - start], view)
+        out += buf[:n]
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    "cuts",
+    [
+        [],  # ciphertext and tag in one read
+        [1000],  # the end of the ciphertext and the whole tag in the second read
+        [999, 1010],  # the tag split over two reads, the first with ciphertext
+        [1000, 1008],  # the tag alone, in two reads
+        [1, 2, 3],
+    ],
+)
+def test_in_place_decryption_over_record_boundaries(cuts: list[int]) -> None:
+    secret = TransportSecret.generate(AES256GCM)
+    plaintext = os.urandom(1000)
+    opener = StreamOpener(secret, expected_size=len(plaintext))
+    assert _feed_in_place(opener, _wire(secret, plaintext), cuts) == plaintext
+    assert opener.verified
+
+
+def test_in_place_tampered_tag_and_trailing_bytes() -> None:
+    secret = TransportSecret.generate(AES256GCM)
+    plaintext = os.urandom(500)
+    wire = bytearray(_wire(secret, plaintext))
+    wire[-1] ^= 1
+    with pytest.raises(TagMismatch):
+        _feed_in_place(StreamOpener(secret, expected_size=500), bytes(wire), [400])
+    wire[-1] ^= 1
+    with pytest.raises(UnexpectedTrailingData):
+        # the last ciphertext, the tag and one byte more in one read
+        _feed_in_place(StreamOpener(secret, expected_size=500), bytes(wire) + b"x", [400])
+
+
+def test_in_place_without_a_known_size_holds_the_tail_back() -> None:
+    secret = TransportSecret.generate(AES256GCM)
+    plaintext = os.urandom(3000)
+    opener = StreamOpener(secret)
+    got = _feed_in_place(opener, _wire(secret, plaintext), [5, 1500, 3010])
+    opener.receive_eof()
+    assert got == plaintext
+    assert opener.verified
+
+
+@pytest.mark.parametrize("room", [0, 14, 15, 100])
+def test_gcm_update_into_with_little_room_is_still_right(room: int) -> None:
+    """``cryptography`` wants room for a block after the data; with less, the decryptor
+    decrypts and copies instead of writing past what it may."""
+    secret = TransportSecret.generate(AES256GCM)
+    plaintext = os.urandom(4096)
+    wire = _wire(secret, plaintext)
+    dec = secret.decryptor()
+    buf = bytearray(4096 + room)
+    buf[:4096] = wire[:4096]
+    assert decrypt_into(dec, memoryview(buf)[:4096], memoryview(buf)) == 4096
+    assert bytes(buf[:4096]) == plaintext
+    dec.finalize(wire[4096:])
+
+
+class _NoInto:
+    """A decryptor of a plugin without update_into: the copying fallback."""
+
+    def __init__(self, secret: TransportSecret) -> None:
+        self._inner = secret.decryptor()
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> bytes:
+        return self._inner.update(data)
+
+    def finalize(self, tag: bytes, /) -> None:
+        self._inner.finalize(tag)
+
+
+def test_decrypt_into_falls_back_to_update() -> None:
+    secret = TransportSecret.generate(AES256GCM)
+    plaintext = os.urandom(100)
+    wire = _wire(secret, plaintext)
+    buf = bytearray(wire[:100]) + bytearray(SLACK)
+    assert decrypt_into(_NoInto(secret), memoryview(buf)[:100], memoryview(buf)) == 100
+    assert bytes(buf[:100]) == plaintext
+
+
+async def _receive_all_into(reader: IntoReader, size: int, batch: int) -> bytes:
+    buf = memoryview(bytearray(batch + SLACK))
+    out = bytearray()
+    while True:
+        n = await reader.receive_into(buf, batch)
+        if not n:
+            return bytes(out)
+        assert n <= batch
+        out += buf[:n]
+        if len(out) == size and not isinstance(reader._stream, DecryptingReceiveStream):
+            return bytes(out)
+
+
+@pytest.mark.parametrize("over_socket", [True, False])
+@pytest.mark.parametrize("size", [0, 1, 70_000, 1_000_003])
+async def test_receive_into_round_trip(over_socket: bool, size: int) -> None:
+    if over_socket and not stream_mod._BATCHING:
+        pytest.skip("batched reads need Linux")
+    secret = TransportSecret.generate(AES256GCM)
+    plaintext = os.urandom(size)
+    wire = _wire(secret, plaintext)
+
+    async def run(a: trio.abc.SendStream, b: trio.abc.ReceiveStream) -> bytes:
+        dec = DecryptingReceiveStream(b, secret, expected_size=size, require_eof=False)
+
+        async def send() -> None:
+            for i in range(0, len(wire), 50_000):
+                await a.send_all(wire[i : i + 50_000])
+
+        async with trio.open_nursery() as n:
+            n.start_soon(send)
+            got = await _receive_all_into(IntoReader(dec), size, 65536)
+        assert dec.verified
+        return got
+
+    if over_socket:
+        async with _tcp_pair() as (a, b):
+            assert await run(a, b) == plaintext
+    else:
+        a2, b2 = trio.testing.memory_stream_one_way_pair()
+        assert await run(a2, b2) == plaintext
+
+
+async def test_receive_into_tampered_stream_over_socket() -> None:
+    if not stream_mod._BATCHING:
+        pytest.skip("batched reads need Linux")
+    secret = TransportSecret.generate(AES256GCM)
+    wire = bytearray(_wire(secret, os.urandom(300_000)))
+    wire[123_456] ^= 0x40
+    async with _tcp_pair() as (a, b):
+        dec = DecryptingReceiveStream(b, secret, expected_size=300_000, require_eof=False)
+        with pytest.raises(BaseExceptionGroup) as caught, trio.fail_after(10):
+            async with trio.open_nursery() as n:
+                n.start_soon(a.send_all, wire)
+                await _receive_all_into(IntoReader(dec), 300_000, 65536)
+        assert caught.group_contains(TagMismatch)
+
+
+async def test_receive_into_needs_room_after_max_bytes() -> None:
+    secret = TransportSecret.generate(AES256GCM)
+    _a, b = trio.testing.memory_stream_one_way_pair()
+    dec = DecryptingReceiveStream(b, secret, expected_size=10)
+    with pytest.raises(ValueError, match="room"):
+        await dec.receive_into(memoryview(bytearray(100)), 90)
+    with pytest.raises(TypeError):
+        await dec.receive_into(memoryview(bytes(100)), 10)
+
+
+async def test_a_queued_batch_is_read_at_once_and_cancellation_still_counts() -> None:
+    """Over a socket, a batch already queued is read in one call without a trip through the
+    event loop (no other task runs meanwhile), and a cancelled caller still gets Cancelled
+    with data waiting."""
+    if not stream_mod._BATCHING:
+        pytest.skip("batched reads need Linux")
+    secret = TransportSecret.generate(AES256GCM)
+    size = 600_000
+    plaintext = os.urandom(size)
+    wire = _wire(secret, plaintext)
+    async with _tcp_pair() as (a, b), trio.open_nursery() as n:
+        dec = DecryptingReceiveStream(b, secret, expected_size=size, require_eof=False)
+        reader = IntoReader(dec)
+        n.start_soon(a.send_all, wire)
+        await trio.sleep(0.1)  # the sender filled the buffers: a batch is queued
+        buf = memoryview(bytearray((1 << 20) + SLACK))
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await reader.receive_into(buf, 1 << 20)
+        assert scope.cancelled_caught
+        ran: list[None] = []
+
+        async def other() -> None:
+            ran.append(None)
+
+        n.start_soon(other)  # runs at the next schedule point
+        got = await reader.receive_into(buf, 1 << 20)
+        assert not ran
+        assert got >= stream_mod._BATCH_MIN
+        received = bytes(buf[:got])
+        while len(received) < size:
+            got = await reader.receive_into(buf, 1 << 20)
+            received += buf[:got]
+        assert await reader.receive_into(buf, 1 << 20) == 0
+        assert received == plaintext
+        assert ran
+
+
+class _SlowFile(io.BytesIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+        self.started = threading.Event()
+
+    def write(self, data: object) -> int:
+        self.started.set()
+        self.go.wait(5)
+        return super().write(data)  # type: ignore[arg-type]
+
+
+async def test_a_pooled_buffer_comes_back_only_once_written() -> None:
+    """The receive loop fills a buffer from the pool, hands it to the writing thread and
+    takes the next one: while the write runs, the pool must not give the same buffer out
+    again (it would be overwritten under the write)."""
+    pool = _BufferPool(64)
+    f = _SlowFile()
+    store = _Store(f, pool.give_back)
+    send, receive = trio.open_memory_channel[list[bytes | bytearray | memoryview]](2)
+    first = pool.take()
+    first[:5] = b"first"
+    async with trio.open_nursery() as n:
+        n.start_soon(store.run, receive)
+        await store.put(send, [first[:5]])
+        await trio.to_thread.run_sync(f.started.wait, 5)  # the write is running
+        second = pool.take()
+        assert second.obj is not first.obj
+        second[:5] = b"XXXXX"  # filling the next batch leaves the one being written alone
+        f.go.set()
+        await send.aclose()
+    assert f.getvalue() == b"first"
+    assert pool.take().obj is first.obj  # written: used again
