@@ -34,7 +34,7 @@ class SlowFile(io.BytesIO):
 async def test_cancelled_while_a_write_runs_everything_received_is_kept() -> None:
     f = SlowFile()
     store = _Store(f)
-    send, receive = trio.open_memory_channel[list[bytes | bytearray]](2)
+    send, receive = trio.open_memory_channel[list[bytes | bytearray | memoryview]](2)
     with trio.CancelScope() as scope:
         try:
             async with trio.open_nursery() as n:
@@ -61,7 +61,7 @@ class FullFile(io.BytesIO):
 async def test_a_failed_write_is_not_retried_by_the_rescue() -> None:
     f = FullFile()
     store = _Store(f)
-    send, receive = trio.open_memory_channel[list[bytes | bytearray]](2)
+    send, receive = trio.open_memory_channel[list[bytes | bytearray | memoryview]](2)
     with pytest.raises(BaseExceptionGroup) as caught:
         try:
             async with trio.open_nursery() as n:
@@ -91,7 +91,7 @@ def test_a_batch_is_written_in_order_without_joining_and_short_writes_resume(
     monkeypatch.setattr(os, "writev", short_writev)
     part = tmp_path / ".x.part"
     part.write_bytes(b"kept+old")
-    batch: list[bytes | bytearray] = [b"one-", bytearray(b"two-"), b"", b"three"]
+    batch: list[bytes | bytearray | memoryview] = [b"one-", bytearray(b"two-"), b"", b"three"]
     with open_part(part, 5) as f:
         store = _Store(f)
         store._unwritten.append(batch)
