@@ -71,10 +71,11 @@ class StreamDecryptor(Protocol):
 
     The output of :meth:`update` is *unverified* until :meth:`finalize` returned.
 
-    A decryptor may also have ``update_into(data, out) -> int``, writing the plaintext into the
-    writable buffer ``out`` (at least ``len(data) + 15`` bytes; ``out`` may start at the same
-    byte as ``data``: decryption in place) and returning its length. The receiver uses it when
-    present, which saves a new buffer per chunk; without it, :meth:`update` is used.
+    jet-trio's own AES-GCM decryptors also have ``update_into(data, out) -> int``, writing the
+    plaintext into the writable buffer ``out`` (at least ``len(data) + 15`` bytes; ``out`` may
+    start at the same byte as ``data``: decryption in place) and returning its length; the
+    receiver uses it when present (:func:`decrypt_into`), which saves a new buffer per chunk.
+    A plugin's cipher is always called through :meth:`update`, which the plugin guard checks.
     """
 
     def update(self, data: bytes | bytearray | memoryview, /) -> bytes:
