@@ -74,7 +74,7 @@ class StreamDecryptor(Protocol):
     jet-trio's own AES-GCM decryptors also have ``update_into(data, out) -> int``, writing the
     plaintext into the writable buffer ``out`` (at least ``len(data) + 15`` bytes; ``out`` may
     start at the same byte as ``data``: decryption in place) and returning its length; the
-    receiver uses it when present (:func:`decrypt_into`), which saves a new buffer per chunk.
+    receiver uses it when present, which saves a new buffer per chunk.
     A plugin's cipher is always called through :meth:`update`, which the plugin guard checks.
     """
 
