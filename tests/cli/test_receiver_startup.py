@@ -21,18 +21,21 @@ from .test_send_receive import payload, send_and_receive
 LAST = [""]
 HAVE_OMEMO = importlib.util.find_spec("jet_trio_omemo") is not None
 needs_omemo = pytest.mark.skipif(not HAVE_OMEMO, reason="jet-trio-omemo is not installed")
+HAVE_OPENPGP = importlib.util.find_spec("jet_trio_openpgp") is not None
+needs_openpgp = pytest.mark.skipif(not HAVE_OPENPGP, reason="jet-trio-openpgp is not installed")
 
 # What the full OMEMO session runs on (the prepared one imports none of these).
 OMEMO_LIBRARIES = ("omemo", "oldmemo", "twomemo", "x3dh", "doubleratchet", "pydantic", "google")
 
 
 def imported(stderr: str) -> set[str]:
-    """The top-level packages and jet_trio_omemo modules a process imported (``-X importtime``)."""
+    """The top-level packages and the plugins' modules a process imported (``-X importtime``)."""
     names = set()
     for line in stderr.splitlines():
         if line.startswith("import time:") and "|" in line:
             name = line.rsplit("|", 1)[1].strip()
-            names.add(name if name.startswith("jet_trio_omemo") else name.split(".")[0])
+            plugin = name.startswith(("jet_trio_omemo", "jet_trio_openpgp"))
+            names.add(name if plugin else name.split(".")[0])
     return names
 
 
@@ -79,6 +82,30 @@ async def test_receiver_decrypts_an_omemo_offer_after_preparing(
     loaded = await receive_once(tmp_path, local_server, "omemo")
     assert "jet_trio_omemo._prepared" in loaded
     assert "jet_trio_omemo._session" in loaded  # started by the offer
+
+
+@needs_openpgp
+async def test_receiver_of_a_stub_offer_imports_no_pysequoia(
+    tmp_path: Path, local_server: LocalServer
+) -> None:
+    # The first run makes bob's OpenPGP key and publishes it (the full service, once).
+    first = await receive_once(tmp_path, local_server, "stub")
+    assert "pysequoia" in first  # the check sees imports at all
+    assert local_server.server.pep_items("bob", "urn:xmpp:openpgp:0:public-keys")
+    loaded = await receive_once(tmp_path, local_server, "stub")
+    assert "pysequoia" not in loaded, LAST[0]
+    assert "jet_trio_openpgp._prepared" in loaded  # OpenPGP was checked...
+    assert "jet_trio_openpgp._openpgp" not in loaded  # ...and never started
+
+
+@needs_openpgp
+async def test_receiver_decrypts_an_openpgp_offer_after_preparing(
+    tmp_path: Path, local_server: LocalServer
+) -> None:
+    await receive_once(tmp_path, local_server, "stub")  # bob's key exists and is published
+    loaded = await receive_once(tmp_path, local_server, "openpgp")
+    assert "jet_trio_openpgp._prepared" in loaded
+    assert "pysequoia" in loaded  # started by the offer
 
 
 async def test_sessions_are_prepared_only_when_asked(tmp_path: Path) -> None:
