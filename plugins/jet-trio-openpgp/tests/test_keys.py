@@ -41,6 +41,21 @@ def test_public_key_kept_for_the_prepared_check(tmp_path: Path) -> None:
     assert public.read_bytes() == bytes(key.cert)
 
 
+async def test_prepared_start_checks_the_passphrase(tmp_path: Path) -> None:
+    """A key protected by a passphrase is loaded at start (a wrong passphrase is said then, not
+    at the first offer), before anything is read from the server."""
+    from jet_trio_openpgp import KeyStoreError, PreparedOpenPGPEnvelope
+
+    load_or_create_key(tmp_path, JID("alice@example.org"), passphrase="right")
+
+    class NoServer:  # the check fails before it would read anything from a server
+        jid = JID("alice@example.org/r")
+
+    method = PreparedOpenPGPEnvelope(NoServer(), tmp_path, passphrase="wrong")  # type: ignore[arg-type]
+    with pytest.raises(KeyStoreError, match="wrong passphrase"):
+        await method.start()
+
+
 def test_key_of_another_account_refused(tmp_path: Path) -> None:
     load_or_create_key(tmp_path, ALICE)
     with pytest.raises(KeyStoreError, match=r"belongs to xmpp:alice@example\.org, not to xmpp:bob"):

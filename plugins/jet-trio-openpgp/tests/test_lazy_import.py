@@ -61,6 +61,8 @@ def test_constants_kept_apart_from_pysequoia_agree() -> None:
 
     assert (_hooks.NS, _hooks.FEATURE) == (_signcrypt.NS, _signcrypt.FEATURE)
     assert (_prepared.META_FILE, _prepared.PUBLIC_FILE) == (_keys.META_FILE, _keys.PUBLIC_FILE)
+    assert _prepared.SECRET_FILE == _keys.SECRET_FILE
+    assert _prepared._ARMOR_MESSAGE == _keys._ARMOR_MESSAGE
 
 
 def test_prepared_envelope_imports_no_pysequoia() -> None:

@@ -44,6 +44,8 @@ __all__ = ["PreparedOpenPGPEnvelope"]
 logger = logging.getLogger("jet_trio_openpgp")
 
 META_FILE = "key.json"  # _keys.META_FILE
+SECRET_FILE = "secret-key.asc"  # _keys.SECRET_FILE
+_ARMOR_MESSAGE = b"-----BEGIN PGP MESSAGE-----"  # _keys._ARMOR_MESSAGE
 PUBLIC_FILE = "public-key.pgp"  # _keys.PUBLIC_FILE
 
 
@@ -130,8 +132,12 @@ class PreparedOpenPGPEnvelope(EnvelopeMethod):
         try:
             meta = json.loads((self.directory / META_FILE).read_text())
             cert = (self.directory / PUBLIC_FILE).read_bytes()
+            head = (self.directory / SECRET_FILE).read_bytes()[:64]
         except (OSError, ValueError):
             return "no OpenPGP key of ours is stored yet"
+        if head.lstrip().startswith(_ARMOR_MESSAGE):
+            # As before: a wrong or missing passphrase is said at start, not at the first offer.
+            return "our OpenPGP key is protected by a passphrase (checked at start)"
         fpr = str(meta.get("fingerprint", "")).upper() if isinstance(meta, dict) else ""
         if not fpr or meta.get("account") != str(own):
             return f"the stored OpenPGP key is not one of {own}"
