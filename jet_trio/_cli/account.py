@@ -11,7 +11,6 @@ once the login succeeded.
 from __future__ import annotations
 
 import enum
-import getpass
 import logging
 import os
 import stat
@@ -206,6 +205,8 @@ def prompt_password(jid: JID, *, again: bool = False) -> str:
         )
     for _ in range(PROMPT_TRIES):
         try:
+            import getpass  # only to prompt: it imports termios
+
             answer = getpass.getpass(f"Password for {jid.bare}: ")
         except EOFError:  # Ctrl-D
             print(file=sys.stderr)
@@ -412,6 +413,8 @@ def new_password(opts: AccountOptions, jid: JID) -> str:
     for _ in range(PROMPT_TRIES):
         first = prompt_password(jid)
         try:
+            import getpass
+
             second = getpass.getpass(f"The same password again for {jid.bare}: ")
         except EOFError:
             second = ""

@@ -27,7 +27,6 @@ file and the key.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,11 +141,15 @@ def load_config(path: Path | None = None) -> UserConfig:
     malformed."""
     path = path if path is not None else config_path()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return UserConfig()
     except (OSError, UnicodeDecodeError) as exc:
         raise _bad(path, f"cannot be read: {exc}") from None
+    import tomllib  # only when there is a file
+
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _bad(path, f"is not valid TOML: {exc}") from None
     unknown = sorted(set(data) - {"defaults", "accounts", "plugins"})

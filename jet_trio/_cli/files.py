@@ -97,7 +97,11 @@ async def run_share(out: Output, account: AccountOptions, opts: ShareOptions) ->
     _direct_host(opts.direct_host)  # a bad value is a usage error before connecting
     deadline = math.inf if opts.timeout is None else trio.current_time() + opts.timeout
     async with open_account(
-        out, account, allow_stub=opts.accept_stub, file_transfer=False
+        out,
+        account,
+        allow_stub=opts.accept_stub,
+        file_transfer=False,
+        prepare_sessions=True,  # requests may never need an envelope session's libraries
     ) as opened:
         client, plugins = opened.client, opened.plugins
         if not plugins.envelopes:

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import sys
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
-
-from rich.console import Console
-from rich.markup import escape
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import Progress, ProgressColumn, Task
+    from rich.text import Text
 
 from .._transfer.types import ProgressCallback, TransferResult
 from .errors import Failure
@@ -53,6 +53,103 @@ def shown(text: object) -> str:
     """Text that came from elsewhere (a peer's JID, file name, reason, a plugin's message),
     ready for a Rich markup string: controls neutralised (:func:`plain`), markup escaped."""
     return escape(plain(text))
+
+
+# Rich's console markup, for the streams it would print without colours (a pipe, a file): there
+# the text is written without importing Rich (~1.4 MiB and ~20 ms of every run), exactly as Rich
+# writes it (tests/unit/test_cli_output_plain.py compares both). Anything this does not handle
+# (another tag, a control character, a tab) is left to Rich.
+_ESCAPE = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")  # rich.markup.escape
+_TAGS = re.compile(r"((\\*)\[([a-z#/@][^[]*?)])")  # rich.markup.RE_TAGS
+_STYLES = frozenset({"green", "yellow", "red", "dim", "bold", "bold red"})
+_RICH_CHANGES = frozenset("\t\x07\x08\x0b\x0c\r")  # tabs expanded, controls removed
+
+
+def escape(markup: str) -> str:
+    """``markup`` with square brackets escaped, as :func:`rich.markup.escape` does."""
+    markup = _ESCAPE.sub(lambda m: f"{m[1]}{m[1]}\\{m[2]}", markup)
+    if markup.endswith("\\") and not markup.endswith("\\\\"):
+        return markup + "\\"
+    return markup
+
+
+def _markup_text(markup: str) -> str | None:
+    """The text Rich prints for ``markup`` without colours; ``None`` when Rich must do it."""
+    out: list[str] = []
+    styles: list[str] = []
+    position = 0
+    for match in _TAGS.finditer(markup):
+        whole, escapes, tag = match.groups()
+        start, end = match.span()
+        if start > position:
+            out.append(markup[position:start].replace("\\[", "["))
+        position = end
+        if escapes:
+            backslashes, escaped = divmod(len(escapes), 2)
+            out.append("\\" * backslashes)
+            if escaped:
+                out.append(whole[len(escapes) :])
+                continue
+        if tag == "/":
+            if not styles:
+                return None  # Rich's MarkupError
+            styles.pop()
+        elif tag.startswith("/"):
+            if tag[1:] not in styles:
+                return None
+            del styles[len(styles) - 1 - styles[::-1].index(tag[1:])]
+        elif tag in _STYLES:
+            styles.append(tag)
+        else:
+            return None
+    out.append(markup[position:].replace("\\[", "["))
+    text = "".join(out)
+    return None if _RICH_CHANGES.intersection(text) else text
+
+
+class _Console(Protocol):
+    def print(self, text: str, *, style: str | None = None) -> None: ...
+
+
+class _PlainConsole:
+    """Prints like a Rich console that has no colours to write (see :func:`_console`)."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._rich: Console | None = None
+
+    def print(self, text: str, *, style: str | None = None) -> None:
+        rendered = _markup_text(text)
+        if rendered is None:
+            if self._rich is None:
+                self._rich = _rich_console(self._stderr)
+            self._rich.print(text, style=style)
+            return
+        stream = sys.stderr if self._stderr else sys.stdout
+        stream.write(rendered + "\n")
+        stream.flush()
+
+
+def _rich_console(stderr: bool) -> Console:
+    from rich.console import Console
+
+    # No emoji codes: ":warning:" in a peer's text stays as it is.
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
+
+
+def _console(stderr: bool) -> _Console:
+    """Rich's console, or :class:`_PlainConsole` where Rich would write no colours (not a
+    terminal, and none of the variables that make Rich write them anyway)."""
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):
+        terminal = True  # let Rich decide
+    forced = any(os.environ.get(v) for v in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"))
+    notebook = any(os.environ.get(v) for v in ("JUPYTER_COLUMNS", "JUPYTER_LINES"))
+    if terminal or forced or notebook or "IPython" in sys.modules:
+        return _rich_console(stderr)
+    return _PlainConsole(stderr)
 
 
 class _PlainFormatter(logging.Formatter):
@@ -164,9 +261,8 @@ class Output:
         self.verbosity = DEBUG if debug else verbosity
         self.debug = self.verbosity >= DEBUG
         self.quiet = self.verbosity <= QUIET
-        # No emoji codes: ":warning:" in a peer's text stays as it is.
-        self.out = Console(highlight=False, soft_wrap=True, emoji=False)
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+        self.out = _console(stderr=False)
+        self.err = _console(stderr=True)
         self.interactive = not json_mode and not self.quiet and sys.stdout.isatty()
 
     # -- results -----------------------------------------------------------------------------
@@ -254,7 +350,10 @@ class Output:
             _speed_column(),
             TimeRemainingColumn(),
         )
-        with Progress(*columns, console=self.out, transient=False) as bars:
+        # A terminal: Rich's own console (a plain one only where Rich writes no colours).
+        console = _rich_console(False) if isinstance(self.out, _PlainConsole) else self.out
+        assert not isinstance(console, _PlainConsole)
+        with Progress(*columns, console=cast("Console", console), transient=False) as bars:
             yield ProgressBars(bars)
 
 
@@ -265,6 +364,8 @@ def _speed_column() -> ProgressColumn:
 
     class SpeedColumn(ProgressColumn):
         def render(self, task: Task) -> Text:
+            from rich.text import Text
+
             moved = task.completed - task.fields.get("base", 0)
             speed = task.finished_speed or task.speed
             if speed is None or moved < MIN_RATE_BYTES:

@@ -124,6 +124,7 @@ async def envelope_sessions(
     *,
     envelopes: frozenset[str] | None = None,
     notify: Callable[[KeyNotice], None] | None = None,
+    prepare: bool = False,
 ) -> AsyncIterator[EnvelopeSessions]:
     """Run the sessions the installed plugins ask for while the block runs (before the plugin
     manager of the connection is made).
@@ -133,7 +134,9 @@ async def envelope_sessions(
     session, and does not import its libraries). A session that fails to start is left out,
     with a warning naming the cause and what it means for this run, and recorded
     (:func:`check_send_envelope`: a command that sends then refuses to fall back to another
-    method on its own); the others go on.
+    method on its own); the others go on. ``prepare``: the command may never use the methods
+    (it waits for offers), so each session is entered with :meth:`EnvelopeSession.prepare
+    <jet_trio.plugin.EnvelopeSession.prepare>` (its costly part starts when first used).
     """
     from .plugins import plugin_config
 
@@ -165,7 +168,9 @@ async def envelope_sessions(
                 try:
                     # A plugin imports its libraries here (on first use): a missing or broken
                     # one raises now, and is reported like any other failure to start.
-                    await stack.enter_async_context(session.open())
+                    await stack.enter_async_context(
+                        session.prepare() if prepare else session.open()
+                    )
                 except Exception as exc:  # a broken plugin must not stop the others
                     sessions.failures.append((session, str(exc)))
                     label = _label(session)
@@ -224,6 +229,7 @@ async def open_account(
     sending: bool = False,
     report_errors: bool = True,
     notify: Callable[[KeyNotice], None] | None = None,
+    prepare_sessions: bool = False,
 ) -> AsyncIterator[Account]:
     """The start-up of a command that logs in, in one place: connect; open the envelope
     sessions the plugins ask for; make the plugin manager (only the methods ``--envelope
@@ -234,7 +240,9 @@ async def open_account(
     (:attr:`EnvelopeSessions.default_envelopes`); a receiving one loads all.
     ``report_errors=False``: the caller shows the load errors itself (``plugins``) or another
     account of this process already did (``demo``). ``notify`` replaces the key notices shown
-    to the user.
+    to the user. ``prepare_sessions``: a command that waits for offers enters the envelope
+    sessions with :meth:`~jet_trio.plugin.EnvelopeSession.prepare` (see
+    :func:`envelope_sessions`).
     """
     from .._transfer.service import open_file_transfer
     from .account import connect
@@ -248,7 +256,9 @@ async def open_account(
         notify = key_notices(out)
     async with (
         connect(account, jid, presence=False) as client,
-        envelope_sessions(out, client, data_dir, envelopes=wanted, notify=notify) as sessions,
+        envelope_sessions(
+            out, client, data_dir, envelopes=wanted, notify=notify, prepare=prepare_sessions
+        ) as sessions,
     ):
         if wanted is None and sending:
             wanted = sessions.default_envelopes

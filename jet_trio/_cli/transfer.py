@@ -664,7 +664,12 @@ async def run_receive(out: Output, account: AccountOptions, opts: ReceiveOptions
     first_error = ExitCode.OK
     done = 0
     async with open_account(
-        out, account, allow_stub=opts.accept_stub, direct=direct, file_transfer=False
+        out,
+        account,
+        allow_stub=opts.accept_stub,
+        direct=direct,
+        file_transfer=False,
+        prepare_sessions=True,  # offers may never need an envelope session's libraries
     ) as opened:
         client, plugins = opened.client, opened.plugins
         if not plugins.envelopes and not opts.accept_unencrypted:

@@ -254,7 +254,8 @@ class EnvelopeSession(ABC):
     """State an envelope plugin keeps for the whole connection, opened before its methods are
     offered (e.g. the OMEMO session: its store, and background tasks in the client's nursery).
 
-    Returned by the ``jet_envelope_sessions`` hook; the host enters :meth:`open` after login and
+    Returned by the ``jet_envelope_sessions`` hook; the host enters :meth:`open` (or
+    :meth:`prepare`, when it may never use the methods) after login and
     before it makes the :class:`~jet_trio.plugin.PluginManager`, whose
     ``jet_register_envelopes`` call then offers the methods of the running session, and leaves
     it when the connection ends. A session that fails to open is reported, and the methods it
@@ -269,6 +270,17 @@ class EnvelopeSession(ABC):
     @abstractmethod
     def open(self) -> AbstractAsyncContextManager[object]:
         """An async context manager that runs the session while its block runs."""
+
+    def prepare(self) -> AbstractAsyncContextManager[object]:
+        """Like :meth:`open`, for a host that may never use the methods (a receiver waiting for
+        offers that may all use another method): do only the cheap part now (keep what peers
+        rely on published and advertised) and leave the costly part (libraries, stores) to the
+        first use of the methods, which must then start it themselves.
+
+        Entered in place of :meth:`open`, never both. The default enters :meth:`open`: a
+        session without a cheap form starts in full.
+        """
+        return self.open()
 
 
 @dataclass(frozen=True, slots=True)

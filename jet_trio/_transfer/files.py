@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import hashlib
@@ -406,11 +405,10 @@ _EXT = re.compile(r"(\.[A-Za-z0-9]{1,4}){1,2}$")
 
 
 def _load_renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
-    path = ctypes.util.find_library("c")
-    if path is None:
-        return None
+    # The C library the interpreter already runs on (ctypes.util.find_library would start an
+    # ``ldconfig -p`` process at every start-up: ~10 ms of CPU with the process).
     try:
-        fn = ctypes.CDLL(path, use_errno=True).renameat2
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):  # not Linux, or a libc older than glibc 2.28
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]

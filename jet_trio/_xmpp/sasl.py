@@ -1,4 +1,6 @@
-"""SASL client mechanisms (sans-IO): SCRAM-SHA-256(-PLUS), SCRAM-SHA-1(-PLUS) (via scramp), PLAIN.
+"""SASL client mechanisms (sans-IO): SCRAM-SHA-256(-PLUS), SCRAM-SHA-1(-PLUS), PLAIN.
+
+SCRAM itself is :mod:`.scram`.
 
 Channel binding (RFC 5802, RFC 5929, RFC 9266) ties the SCRAM proof to the TLS connection: a
 relaying TLS proxy, even one holding a certificate the client trusts, then fails the login.
@@ -14,9 +16,8 @@ import hmac
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-import scramp
-
 from .._errors import JetError, RemoteProtocolError
+from .scram import ScramClient, ScramError
 
 __all__ = [
     "DEFAULT_MECHANISMS",
@@ -76,7 +77,7 @@ class SaslMechanism:
         self.name = name
         self._username = username
         self._password = password
-        self._scram: scramp.ScramClient | None = None
+        self._scram: ScramClient | None = None
         self._verified = name == "PLAIN"
         self._first_done = False
         self._advertised = advertised
@@ -87,17 +88,15 @@ class SaslMechanism:
             raise ValueError(f"{name} needs channel binding data")
         if name.startswith("SCRAM-"):
             try:
-                self._scram = scramp.ScramClient(
-                    [name], username, password, channel_binding=channel_binding
-                )
-            except scramp.ScramException as exc:
+                self._scram = ScramClient(name, username, password, channel_binding=channel_binding)
+            except ScramError as exc:
                 raise AuthenticationError(f"cannot start {name}: {exc}") from None
 
     def initial(self) -> bytes:
         """The initial response sent with ``<auth/>``."""
         if self._scram is None:
             return b"\0" + self._username.encode() + b"\0" + self._password.encode()
-        return str(self._scram.get_client_first()).encode()
+        return self._scram.client_first().encode()
 
     def challenge(self, data: bytes) -> bytes:
         """Answer a server challenge."""
@@ -106,13 +105,13 @@ class SaslMechanism:
         try:
             if not self._first_done:
                 text = data.decode()
-                self._scram.set_server_first(text)
+                final = self._scram.server_first(text)
                 self._check_downgrade(text)
                 self._first_done = True
-                return str(self._scram.get_client_final()).encode()
+                return final.encode()
             self._verify(data)
             return b""
-        except (scramp.ScramException, UnicodeDecodeError) as exc:
+        except (ScramError, UnicodeDecodeError) as exc:
             raise AuthenticationError(f"SCRAM exchange failed: {exc}") from None
 
     def success(self, data: bytes) -> None:
@@ -147,8 +146,8 @@ class SaslMechanism:
     def _verify(self, data: bytes) -> None:
         assert self._scram is not None
         try:
-            self._scram.set_server_final(data.decode())
-        except (scramp.ScramException, UnicodeDecodeError) as exc:
+            self._scram.server_final(data.decode())
+        except (ScramError, UnicodeDecodeError) as exc:
             raise AuthenticationError(f"the server's SCRAM signature is invalid: {exc}") from None
         self._verified = True
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Final, cast
-from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
@@ -291,8 +290,27 @@ def stream_header(
     for key, value in (("to", to), ("from", from_), ("id", id)):
         if value is not None:
             attrs.append((key, value))
-    rendered = " ".join(f"{k}={quoteattr(v)}" for k, v in attrs)
+    rendered = " ".join(f'{k}="{_escape_attr(v)}"' for k, v in attrs)
     return f"<?xml version='1.0'?><stream:stream {rendered}>".encode()
+
+
+_ATTR_ESCAPES: Final = str.maketrans(
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        '"': "&quot;",
+        "\n": "&#10;",
+        "\r": "&#13;",
+        "\t": "&#9;",
+    }
+)
+
+
+def _escape_attr(value: str) -> str:
+    """``value`` for a double-quoted attribute (what ``xml.sax.saxutils.quoteattr`` does,
+    without importing ``urllib.request`` and ``http.client`` with it)."""
+    return value.translate(_ATTR_ESCAPES)
 
 
 def stream_footer() -> bytes:

@@ -34,6 +34,7 @@ async def send_and_receive(
     send_args: list[str],
     receive_args: list[str],
     receive_timeout: float = 30,
+    receive_env: dict[str, str] | None = None,
 ) -> tuple[Ran, Ran]:
     inbox = tmp_path / "inbox"
     inbox.mkdir(exist_ok=True)
@@ -51,7 +52,7 @@ async def send_and_receive(
                 *receive_args,
             ],
             tmp_path,
-            server.env("bob"),
+            {**server.env("bob"), **(receive_env or {})},
         )
 
     async with trio.open_nursery() as nursery:

@@ -78,6 +78,56 @@ def test_client_given_its_server_needs_no_dns(tmp_path: Path) -> None:
     assert "dns" not in loaded
 
 
+def test_login_needs_no_scramp_nor_asn1crypto(tmp_path: Path) -> None:
+    """SCRAM is jet-trio's own (scramp imported asn1crypto's X.509 module at import time: 4 MiB
+    in every process that logs in); scramp serves only the in-process test server."""
+    loaded = loaded_after(
+        "import jet_trio._xmpp.client, jet_trio._xmpp.connect, jet_trio._cli.transfer\n"
+        "from jet_trio._xmpp.sasl import SaslMechanism\n"
+        "m = SaslMechanism('SCRAM-SHA-256', 'user', 'pencil')\n"
+        "assert m.initial().startswith(b'n,,n=user,r=')",
+        tmp_path,
+    )
+    assert "trio" in loaded  # the check sees imports at all
+    assert not loaded & {"scramp", "asn1crypto"}, sorted(loaded & {"scramp", "asn1crypto"})
+
+
+def test_a_send_without_prompt_or_config_file_imports_no_unneeded_module(tmp_path: Path) -> None:
+    """xml.sax.saxutils (urllib.request, http.client), getpass (termios) and tomllib are not
+    needed by a command that logs in with a password from the environment and no config file."""
+    loaded = loaded_after(
+        "import jet_trio._xmpp.client, jet_trio._xmpp.connect, jet_trio._cli.transfer\n"
+        "from jet_trio._cli.config import load_config\n"
+        "from jet_trio._xmpp.xml import stream_header\n"
+        "import pathlib\n"
+        "load_config(pathlib.Path('no-such-file.toml'))\n"
+        "assert stream_header(to='a&<b>') == (\n"
+        '    b"<?xml version=\'1.0\'?><stream:stream xmlns=\\"jabber:client\\" "\n'
+        "    b'xmlns:stream=\"http://etherx.jabber.org/streams\" '\n"
+        '    b\'version="1.0" xml:lang="en" \'\n'
+        "    b'to=\"a&amp;&lt;b&gt;\">'), stream_header(to='a&<b>')",
+        tmp_path,
+    )
+    unneeded = {"http", "getpass", "termios", "tomllib"}
+    assert "trio" in loaded
+    assert not loaded & unneeded, sorted(loaded & unneeded)
+
+
+def test_start_up_runs_no_other_process(tmp_path: Path) -> None:
+    """ctypes.util.find_library runs ``ldconfig -p`` (~10 ms of CPU): renameat2 is looked up in
+    the C library already loaded. (trio's own import still does it once, for pthread.)"""
+    loaded_after(
+        "import trio, subprocess\n"
+        "def started(*args, **kwargs):\n"
+        "    raise AssertionError(f'a process was started: {args}')\n"
+        "subprocess.Popen = started\n"
+        "import jet_trio._transfer.files as files, jet_trio._transfer.service\n"
+        "import jet_trio._cli.transfer, jet_trio._cli.files\n"
+        "assert files._renameat2 is not None  # Linux with glibc >= 2.28",
+        tmp_path,
+    )
+
+
 def test_plugin_manager_needs_no_cipher_library_until_a_key_is_used(tmp_path: Path) -> None:
     """Every process loads the cipher plugins; an unencrypted one never needs cryptography."""
     loaded = loaded_after(

@@ -19,7 +19,8 @@ import trio
 from jet_trio import EncryptionFailed, SecurityError, TransferResult, open_client
 from jet_trio._transfer.service import FileTransfer, open_file_transfer
 from jet_trio._xmpp.client import Client
-from jet_trio.plugin import Cipher, EnvelopeError, PluginManager, TransportSecret
+from jet_trio._xmpp.stanza import E
+from jet_trio.plugin import Cipher, EnvelopeError, PluginManager, TransportSecret, hookimpl
 
 from ._servers import ProsodyFactory, ServerInfo
 
@@ -34,7 +35,9 @@ from jet_trio_omemo import (
     TWOMEMO,
     NoKeyForDevice,
     OmemoSession,
+    PreparedOmemo,
     open_omemo,
+    prepare_omemo,
 )
 from jet_trio_omemo._backends import et_to_lxml
 
@@ -85,7 +88,7 @@ def make_file(tmp_path: Path, size: int, name: str = "payload.bin") -> Path:
 
 
 async def transfer(
-    a: Peer, b: Peer, src: Path, dest: Path, **send_kwargs: Any
+    a: Peer, b: Peer | PreparedPeer, src: Path, dest: Path, **send_kwargs: Any
 ) -> tuple[TransferResult, TransferResult]:
     results: dict[str, TransferResult] = {}
 
@@ -618,3 +621,236 @@ async def test_hostile_device_list_and_bundle_are_refused(
             sent, _ = await transfer(a, b, src, tmp_path / "got.bin", encrypt=OLDMEMO)
             assert sent.envelope == OLDMEMO
             assert (tmp_path / "got.bin").read_bytes() == src.read_bytes()
+
+
+# -- a receiver that prepares OMEMO and starts it on first need (jet_trio_omemo._prepared) -----
+
+
+@dataclass
+class PreparedPeer:
+    client: Client
+    omemo: PreparedOmemo
+    ft: FileTransfer
+
+
+@asynccontextmanager
+async def prepared_peer(
+    s: ServerInfo, user: str, resource: str, data_dir: Path, **omemo_kwargs: Any
+) -> AsyncIterator[PreparedPeer]:
+    async with (
+        open_client(
+            f"{s.jid(user)}/{resource}",
+            s.accounts[user],
+            host=s.host,
+            port=s.port,
+            ca_file=s.ca_file,
+        ) as client,
+        prepare_omemo(client, data_dir, **omemo_kwargs) as prepared,
+        open_file_transfer(client, plugins=PluginManager(plugins=[_Envelopes(prepared)])) as ft,
+    ):
+        await client.send_presence()
+        yield PreparedPeer(client, prepared, ft)
+
+
+class _Envelopes:
+    """A plugin object offering a prepared OMEMO's envelope methods."""
+
+    def __init__(self, prepared: PreparedOmemo) -> None:
+        self._prepared = prepared
+
+    @hookimpl
+    def jet_register_envelopes(self, config: object) -> list[Any]:
+        return list(self._prepared.envelopes)
+
+
+async def published_ids(client: Client, owner: Client, ns: str) -> set[int]:
+    node = f"{OLDMEMO}.devicelist" if ns == OLDMEMO else f"{TWOMEMO}:devices"
+    items = await client.get_items(owner.jid.bare, node, max_items=1)
+    payload = next(i.payload for i in items if i.payload is not None)
+    return {int(d.get("id") or 0) for d in payload}
+
+
+async def make_identity(s: ServerInfo, user: str, data_dir: Path) -> int:
+    """Run the full session once (identity made and published); returns the device id."""
+    async with peer(s, user, "first", data_dir) as p:
+        return (await p.omemo.own_device()).device_id
+
+
+async def test_prepared_receiver_starts_omemo_on_the_first_offer(
+    server: ServerInfo, tmp_path: Path
+) -> None:
+    src = make_file(tmp_path, 10_000)
+    with trio.fail_after(60):
+        await make_identity(server, "bob", tmp_path / "bob")
+        async with prepared_peer(server, "bob", "b", tmp_path / "bob") as b:
+            assert not b.omemo.started  # the device and bundles are published: nothing to do
+            # what peers rely on is advertised without the session
+            features = b.client.disco_info.features
+            assert "urn:xmpp:jingle:jet-omemo:0" in features
+            assert f"{OLDMEMO}.devicelist+notify" in features
+            async with peer(server, "alice", "a", tmp_path / "alice") as a:
+                await a.client.wait_available(b.client.jid)
+                sent, got = await transfer(a, b, src, tmp_path / "got.bin", encrypt=OLDMEMO)
+            assert got.envelope == sent.envelope == OLDMEMO
+            assert (tmp_path / "got.bin").read_bytes() == src.read_bytes()
+            assert b.omemo.started and b.omemo.start_reason == "an envelope method is used"
+
+
+@pytest.mark.parametrize("missing", ["device list", "legacy bundle", "OMEMO 2 bundle"])
+async def test_prepared_omemo_publishes_a_missing_device_or_bundle_again(
+    server: ServerInfo, tmp_path: Path, missing: str
+) -> None:
+    with trio.fail_after(60):
+        device = await make_identity(server, "bob", tmp_path / "bob")
+        async with open_client(
+            f"{server.jid('bob')}/other",
+            server.accounts["bob"],
+            host=server.host,
+            port=server.port,
+            ca_file=server.ca_file,
+        ) as other:  # another client of bob's account changes what is published
+            if missing == "device list":
+                other_list = et_to_lxml(oldmemo.etree.serialize_device_list({12345: None}))
+                await other.publish(f"{OLDMEMO}.devicelist", other_list, item_id="current")
+            elif missing == "legacy bundle":
+                await other.retract(f"{OLDMEMO}.bundles:{device}", "current")
+            else:
+                await other.retract(f"{TWOMEMO}:bundles", str(device))
+            async with prepared_peer(server, "bob", "b", tmp_path / "bob") as b:
+                assert b.omemo.started, "the prepared OMEMO did not notice"
+                # (a device list notification may come before the check reads the list)
+                said = {
+                    "device list": f"published {OLDMEMO} device list",
+                    "legacy bundle": f"our {OLDMEMO} bundle is not published",
+                    "OMEMO 2 bundle": f"our {TWOMEMO} bundle is not published",
+                }[missing]
+                assert said in (b.omemo.start_reason or ""), b.omemo.start_reason
+                assert device in await published_ids(other, b.client, OLDMEMO)
+                assert device in await published_ids(other, b.client, TWOMEMO)
+                legacy = await other.get_items(b.client.jid.bare, f"{OLDMEMO}.bundles:{device}")
+                assert any(i.payload is not None for i in legacy)
+                two = await other.get_items(
+                    b.client.jid.bare, f"{TWOMEMO}:bundles", item_ids=[str(device)]
+                )
+                assert any(i.payload is not None for i in two)
+            # and the next start finds everything in place
+            async with prepared_peer(server, "bob", "b", tmp_path / "bob") as b:
+                assert not b.omemo.started, b.omemo.start_reason
+
+
+async def test_own_device_list_without_us_before_any_offer(
+    server: ServerInfo, tmp_path: Path
+) -> None:
+    """Another client of ours publishes a device list without this device while OMEMO is only
+    prepared: the session starts and publishes the list again with our device."""
+    with trio.fail_after(60):
+        device = await make_identity(server, "bob", tmp_path / "bob")
+        async with prepared_peer(server, "bob", "b", tmp_path / "bob") as b:
+            assert not b.omemo.started
+            other_list = et_to_lxml(oldmemo.etree.serialize_device_list({12345: None}))
+            await b.client.publish(f"{OLDMEMO}.devicelist", other_list, item_id="current")
+            for _ in range(400):
+                if device in await published_ids(b.client, b.client, OLDMEMO):
+                    break
+                await trio.sleep(0.05)
+            else:
+                pytest.fail("our device was never published again")
+            assert b.omemo.started
+            assert "no longer has our device" in (b.omemo.start_reason or "")
+
+
+async def test_contact_device_lists_before_the_session_starts_are_kept(
+    server: ServerInfo, tmp_path: Path
+) -> None:
+    """A contact's device list notification that comes while OMEMO is only prepared is kept and
+    applied when the session starts (as the running session would have on arrival); an OMEMO
+    chat message (with payload) starts nothing."""
+    with trio.fail_after(60):
+        await make_identity(server, "bob", tmp_path / "bob")
+        async with prepared_peer(server, "bob", "b", tmp_path / "bob") as b:
+            async with (
+                peer(server, "alice", "a", tmp_path / "alice") as a,
+                peer(server, "alice", "a2", tmp_path / "alice2") as a2,
+            ):
+                await b.client.wait_available(a.client.jid)
+                devices = {(await p.omemo.own_device()).device_id for p in (a, a2)}
+                chat = E(
+                    "{jabber:client}message",
+                    {"to": str(b.client.jid.bare), "type": "chat"},
+                    E(f"{{{OLDMEMO}}}encrypted", None, E(f"{{{OLDMEMO}}}payload", text="AAAA")),
+                )
+                await a.client.send(chat)
+                await a.client.ping()  # the server handled what alice sent before
+                await trio.sleep(0.5)  # and pushed it to bob
+            assert not b.omemo.started
+            session = await b.omemo.session()
+            for _ in range(100):  # the session's worker applies the kept events in order
+                known = {d.device_id for d in await session.devices(a.client.jid, refresh=False)}
+                if devices <= known:
+                    break
+                await trio.sleep(0.05)
+            assert devices <= known  # learnt from the kept notification, not fetched
+
+
+async def test_omemo_message_before_the_first_offer_starts_the_session(
+    server: ServerInfo, tmp_path: Path
+) -> None:
+    """An OMEMO message without payload (here a key exchange) for a prepared OMEMO starts the
+    session, which processes it: it answers alice's key exchange, so her session with us is
+    confirmed and her next key is no longer a pre-key message."""
+    cipher = _cipher("urn:xmpp:ciphers:aes-128-gcm-nopadding")
+    with trio.fail_after(60):
+        await make_identity(server, "bob", tmp_path / "bob")
+        async with (
+            prepared_peer(server, "bob", "b", tmp_path / "bob") as b,
+            peer(server, "alice", "a", tmp_path / "alice") as a,
+        ):
+            await a.client.wait_available(b.client.jid)
+            envelope = await a.omemo.envelopes[0].encrypt(
+                TransportSecret.generate(cipher), b.client.jid
+            )
+            key = envelope.find(f".//{{{OLDMEMO}}}key")
+            assert key is not None and key.get("prekey") == "true"
+            message = E(
+                "{jabber:client}message", {"to": str(b.client.jid.bare), "type": "chat"}, envelope
+            )
+            await a.client.send(message)
+            while True:
+                envelope = await a.omemo.envelopes[0].encrypt(
+                    TransportSecret.generate(cipher), b.client.jid
+                )
+                key = envelope.find(f".//{{{OLDMEMO}}}key")
+                if key is not None and key.get("prekey") is None:
+                    break
+                await trio.sleep(0.05)
+            assert b.omemo.started
+            assert "an OMEMO message" in (b.omemo.start_reason or "")
+
+
+async def test_prepared_omemo_starts_when_the_signed_pre_key_is_due(
+    server: ServerInfo, tmp_path: Path
+) -> None:
+    """The signed pre key rotation needs the session: a prepared OMEMO starts it when the key is
+    due, at start or later while it waits (then the session rotates it)."""
+    with trio.fail_after(60):
+        await make_identity(server, "bob", tmp_path / "bob")
+        async with prepared_peer(server, "bob", "b", tmp_path / "bob", rotation_period=4.0) as b:
+            assert not b.omemo.started, b.omemo.start_reason
+            session = await _started(b.omemo)
+            assert b.omemo.start_reason == "a signed pre key is due for rotation"
+            if session.rotations == 0:
+                await session.wait_rotation()
+        await trio.sleep(0.5)
+        async with prepared_peer(
+            server, "bob", "b", tmp_path / "bob", rotation_period=0.2
+        ) as b:  # due already
+            assert b.omemo.started
+            assert b.omemo.start_reason == "a signed pre key is due for rotation"
+
+
+async def _started(prepared: PreparedOmemo) -> OmemoSession:
+    for _ in range(300):
+        if prepared.started:
+            return await prepared.session()
+        await trio.sleep(0.05)
+    pytest.fail("the session never started")

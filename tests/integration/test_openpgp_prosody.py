@@ -53,6 +53,14 @@ from jet_trio_openpgp import (
     key_node,
     open_openpgp,
 )
+from jet_trio_openpgp._pep import (
+    PUBLISH_OPTIONS,
+    build_key_list,
+    build_pubkey,
+    parse_key_list,
+    parse_pubkey,
+)
+from jet_trio_openpgp._prepared import PreparedOpenPGPEnvelope
 from jet_trio_openpgp._signcrypt import build_openpgp, build_signcrypt, seal_message
 
 pytestmark = pytest.mark.integration
@@ -407,3 +415,86 @@ async def test_peer_without_openpgp(prosody: ServerInfo, tmp_path: Path) -> None
             await alice.ft.send_file(src, carol.client.jid)
         with pytest.raises(PeerNotSupported, match="does not advertise JET with OpenPGP"):
             await alice.ft.send_file(src, carol.client.jid, encrypt=NS)
+
+
+# -- a receiver that checks its published key cheaply (the entry point's envelope) ---------------
+
+
+@asynccontextmanager
+async def prepared_peer(
+    server: ServerInfo, user: str, data: Path
+) -> AsyncIterator[tuple[Peer, PreparedOpenPGPEnvelope]]:
+    """``user`` with the OpenPGP envelope the entry point offers (keys in ``data / user``, as
+    :func:`peer` keeps them)."""
+    async with open_client(
+        f"{server.jid(user)}/{user}-{next(_resources)}",
+        server.accounts[user],
+        host=server.host,
+        port=server.port,
+        ca_file=server.ca_file,
+    ) as client:
+        method = PreparedOpenPGPEnvelope(client, data / user / "openpgp")
+        async with open_file_transfer(client, extra_plugins=[_Plugin(method)]) as ft:
+            yield Peer(client, None, ft), method
+            await method.aclose()
+
+
+async def test_prepared_receiver_decrypts_an_openpgp_offer(
+    prosody: ServerInfo, tmp_path: Path
+) -> None:
+    async with peer(prosody, "bob", tmp_path):  # bob's key is made and published
+        pass
+    async with prepared_peer(prosody, "bob", tmp_path) as (bob, method):
+        assert not method.started, method.start_reason  # all in place: only checked
+        assert (await bob.client.features_of(bob.client.jid)).has(FEATURE)
+        async with peer(prosody, "alice", tmp_path) as alice:
+            await meet(alice, bob)
+            src = make_file(tmp_path)
+            sent, got = await transfer(alice, bob, src, tmp_path / "got.bin", encrypt=NS)
+        assert (tmp_path / "got.bin").read_bytes() == src.read_bytes()
+        assert sent.envelope == got.envelope == NS
+        assert method.started and method.start_reason == "an OpenPGP offer"
+
+
+@pytest.mark.parametrize("damage", ["key list", "key", "foreign key"])
+async def test_prepared_receiver_publishes_a_missing_key_again(
+    prosody: ServerInfo, tmp_path: Path, damage: str
+) -> None:
+    import pysequoia
+
+    async with peer(prosody, "bob", tmp_path) as first:
+        assert first.pgp is not None
+        key = first.pgp.key
+        own = first.client.jid.bare
+        # Another client of bob's account changes what is published.
+        other = first.client
+        if damage == "key list":
+            await other.publish(
+                PUBLIC_KEYS_NODE, build_key_list([]), item_id="current", options=PUBLISH_OPTIONS
+            )
+        elif damage == "key":
+            await other.retract(key_node(key.fingerprint), key.created)
+        else:
+            foreign = pysequoia.Tsk.generate(f"xmpp:{own}").extract_certificate()
+            await other.publish(
+                key_node(key.fingerprint),
+                build_pubkey(bytes(foreign)),
+                item_id=key.created,
+                options=PUBLISH_OPTIONS,
+            )
+    with trio.fail_after(30):
+        async with prepared_peer(prosody, "bob", tmp_path) as (bob, method):
+            assert method.started, "the prepared OpenPGP did not notice"
+            said = {
+                "key list": "not in our published key list",
+                "key": "our OpenPGP key is not published",
+                "foreign key": "another one is in its node",
+            }[damage]
+            assert said in (method.start_reason or ""), method.start_reason
+            lists = await bob.client.get_items(own, PUBLIC_KEYS_NODE, max_items=1)
+            assert key.fingerprint in [k.fingerprint for k in parse_key_list(lists[-1].payload)]
+            items = await bob.client.get_items(own, key_node(key.fingerprint), max_items=1)
+            assert parse_pubkey(items[-1].payload, str(own)) == bytes(key.cert)
+        # and the next start finds everything in place
+        async with prepared_peer(prosody, "bob", tmp_path) as (bob, method):
+            assert not method.started, method.start_reason

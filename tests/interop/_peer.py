@@ -23,11 +23,18 @@ SIZE = 200_000
 
 @asynccontextmanager
 async def jet_peer(
-    lab: Lab, resource: str, *, omemo_dir: Path | None = None, **ft_options: Any
+    lab: Lab,
+    resource: str,
+    *,
+    omemo_dir: Path | None = None,
+    prepared: bool = False,
+    **ft_options: Any,
 ) -> AsyncIterator[tuple[Client, FileTransfer, Any]]:
     """jet-trio logged in as ``bob`` with file transfer on (caps: file-transfer:5, S5B, IBB),
     once Dino's resource is available. With ``omemo_dir``, OMEMO (jet-trio-omemo) runs first,
-    so the JET-OMEMO envelopes are offered; the third item is then the OMEMO session.
+    so the JET-OMEMO envelopes are offered; the third item is then the OMEMO session
+    (``prepared``: a prepared OMEMO, as ``jet-trio receive`` runs it, which starts the session
+    on the first OMEMO offer).
     ``ft_options`` go to ``open_file_transfer`` (``direct_addresses=None``: no direct candidate,
     as behind a NAT, so the transfer goes through Prosody's proxy)."""
     info = lab.prosody.info
@@ -43,10 +50,11 @@ async def jet_peer(
         )
         omemo = None
         if omemo_dir is not None:
-            from jet_trio_omemo import open_omemo
+            from jet_trio_omemo import open_omemo, prepare_omemo
 
+            run = prepare_omemo if prepared else open_omemo
             with trio.fail_after(30):
-                omemo = await stack.enter_async_context(open_omemo(client, omemo_dir))
+                omemo = await stack.enter_async_context(run(client, omemo_dir))
         ft = await stack.enter_async_context(
             open_file_transfer(
                 client, **{"direct_addresses": ["127.0.0.1"], "use_proxies": True, **ft_options}

@@ -79,8 +79,12 @@ async def test_dino_receives_jet_omemo(dino_lab: Lab, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("options", "size"),
-    [({}, SIZE), ({"direct_addresses": None, "stall_timeout": 15.0}, 1 << 20)],
-    ids=["any", "proxy"],
+    [
+        ({}, SIZE),
+        ({"direct_addresses": None, "stall_timeout": 15.0}, 1 << 20),
+        ({"prepared": True}, SIZE),
+    ],
+    ids=["any", "proxy", "prepared"],
 )
 async def test_dino_sends_jet_omemo(
     dino_lab: Lab, tmp_path: Path, options: dict[str, Any], size: int
@@ -88,7 +92,10 @@ async def test_dino_sends_jet_omemo(
     """D: Dino -> jet-trio, JET-OMEMO: Dino's UI sends a file in its OMEMO conversation;
     jet-trio decrypts (GCM tag checked) and compares the bytes. ``proxy``: jet-trio offers no
     direct candidate (as behind a NAT): 1 MiB through Prosody's proxy, which holds back the
-    last bytes, the tag among them, until Dino closes its connection (docs/protocol.rst)."""
+    last bytes, the tag among them, until Dino closes its connection (docs/protocol.rst).
+    ``prepared``: jet-trio runs OMEMO as ``jet-trio receive`` does, without the OMEMO libraries
+    until Dino's offer comes (its device and bundles found published, the session started by
+    the offer)."""
     await _omemo_conversation(dino_lab)
     name = f"dino-omemo-to-jet-{os.urandom(4).hex()}.bin"
     src = make_file(tmp_path / "out", name, size)
@@ -97,11 +104,16 @@ async def test_dino_sends_jet_omemo(
     dino = dino_lab.dino
     started = time.monotonic()
     with trio.fail_after(90):
+        if options.get("prepared") and not (_omemo_dir(dino_lab) / "omemo").exists():
+            async with jet_peer(dino_lab, "jet-first", omemo_dir=_omemo_dir(dino_lab)):
+                pass  # our OMEMO identity made and published (as a first receive does)
         async with jet_peer(dino_lab, "jet-d", omemo_dir=_omemo_dir(dino_lab), **options) as (
             client,
             ft,
-            _,
+            omemo,
         ):
+            if options.get("prepared"):
+                assert not omemo.started, omemo.start_reason  # published by an earlier test
             await say_hello(client, dino.account.bare_jid)
             await trio.sleep(2)  # Dino fetches our caps (file-transfer:5, jet-omemo)
             async with trio.open_nursery() as nursery:
@@ -113,11 +125,13 @@ async def test_dino_sends_jet_omemo(
                 assert offer.envelope == OLDMEMO, "Dino offered the file unencrypted"
                 assert offer.cipher == AES128_GCM
                 result = await offer.accept(dest)
+            if options.get("prepared"):
+                assert omemo.started and omemo.start_reason == "an envelope method is used"
     elapsed = time.monotonic() - started
     assert result.path.read_bytes() == src.read_bytes()
     assert result.envelope == OLDMEMO
     assert result.wire_bytes == size + 16
-    if options:
+    if "direct_addresses" in options:
         assert result.transport == "s5b-proxy"
     print(
         f"\nDino -> jet-trio (JET-OMEMO): {result.transport}, {result.seconds:.2f} s transfer, "

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import os
 import ssl
+import subprocess
+import sys
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import scramp
@@ -45,10 +49,24 @@ _OPEN: list[RawClient] = []
 
 
 @pytest.fixture(autouse=True)
-async def _close_clients() -> AsyncIterator[None]:
+def _close_clients() -> Iterator[None]:
+    """Close the sockets of the raw clients a test left open.
+
+    Synchronous on purpose: pytest-trio runs only the async fixtures a test names among its
+    arguments, so an autouse async fixture never ran, and every client's socket stayed open
+    until the interpreter exited ("unclosed socket" ResourceWarnings at the end of a run).
+    After the test's trio.run a trio socket cannot be closed through trio: its descriptor is
+    detached and closed.
+    """
     yield
     while _OPEN:
-        await _OPEN.pop().aclose()
+        stream = _OPEN.pop().stream
+        while isinstance(stream, trio.SSLStream):
+            stream = stream.transport_stream
+        assert isinstance(stream, trio.SocketStream), stream
+        fd = stream.socket.detach()
+        if fd >= 0:
+            os.close(fd)
 
 
 class RawClient:
@@ -717,3 +735,30 @@ async def test_silent_connection_is_dropped_after_the_negotiation_timeout() -> N
         client = await connect(srv, "alice")
         await trio.sleep(0.3)  # bound sessions are not subject to it
         assert (await client.iq(f"<ping xmlns='{ns.PING}'/>")).get("type") == "result"
+
+
+def test_raw_clients_leave_no_socket_open() -> None:
+    """Tests of this file that leave clients connected leave no socket for the interpreter to
+    find at exit (each was an "unclosed socket" ResourceWarning)."""
+    here = "tests/unit/test_testing_server.py"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "dev",
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"{here}::test_negotiation_without_tls_scram_sha256",
+            f"{here}::test_message_routing_between_accounts",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "2 passed" in proc.stdout
+    assert "unclosed" not in proc.stderr, proc.stderr[-2000:]

@@ -86,3 +86,50 @@ def test_omemo_modules_import_no_schema_codec() -> None:
     assert {"jet_trio_omemo._codecs", "oldmemo.oldmemo", "twomemo.twomemo"} <= imported
     slow = {"xmlschema", "elementpath", "oldmemo.etree", "twomemo.etree"}
     assert not {m for m in imported if m in slow or m.split(".")[0] in slow}
+
+
+def test_prepared_omemo_needs_no_omemo_library() -> None:
+    """What a receiver runs before an OMEMO offer: the prepared OMEMO, its envelope methods and
+    the device list reader, without python-omemo, its backends, x3dh, pydantic or protobuf."""
+    result = run(
+        "from jet_trio_omemo import prepare_omemo, PreparedOmemo\n"
+        "from jet_trio_omemo._xmlbase import device_ids\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & set("
+        + repr([*HEAVY, "pydantic", "google"])
+        + "))\n"
+        "print(json.dumps({'heavy': heavy}))"
+    )
+    assert result == {"heavy": []}
+
+
+def test_light_constants_match_the_libraries() -> None:
+    """The namespaces written out in the light modules are the libraries' own."""
+    import oldmemo.oldmemo
+    import twomemo.twomemo
+
+    from jet_trio_omemo import _prepared, _session, _xmlbase
+
+    assert _xmlbase.OLDMEMO == oldmemo.oldmemo.NAMESPACE
+    assert _xmlbase.TWOMEMO == twomemo.twomemo.NAMESPACE
+    assert jet_trio_omemo._NAMESPACES == (_xmlbase.OLDMEMO, _xmlbase.TWOMEMO)
+    assert _prepared.OmemoError is _session.OmemoError
+    from jet_trio_omemo._envelope import JET_OMEMO_FEATURE
+
+    assert _prepared.JET_OMEMO_FEATURE == JET_OMEMO_FEATURE
+
+
+def test_published_identity_key_forms() -> None:
+    """The prepared check compares our bundle's identity key in the form each version
+    publishes: Ed25519 (OMEMO 2), 0x05 + its Curve25519 form (legacy), as xeddsa converts."""
+    import secrets
+
+    import xeddsa
+
+    from jet_trio_omemo import _prepared
+
+    for _ in range(20):
+        priv = xeddsa.seed_to_priv(secrets.token_bytes(32))
+        ed = xeddsa.priv_to_ed25519_pub(priv)
+        curve = xeddsa.ed25519_pub_to_curve25519_pub(ed)
+        assert _prepared._published_form(_prepared.TWOMEMO, ed) == ed
+        assert _prepared._published_form(_prepared.OLDMEMO, ed) == b"\x05" + curve

@@ -11,7 +11,7 @@ from jet_trio import open_client, open_file_transfer
 from jet_trio.plugin import PluginConfig, PluginManager
 from jet_trio.testing import make_tls, serve
 
-from jet_trio_openpgp import FEATURE, NS, OpenPGPEnvelope
+from jet_trio_openpgp import FEATURE, NS, PreparedOpenPGPEnvelope
 
 
 async def test_entry_point_envelope_transfers(tmp_path: Path) -> None:
@@ -35,10 +35,11 @@ async def test_entry_point_envelope_transfers(tmp_path: Path) -> None:
             pa = PluginManager(PluginConfig(account=a.jid, data_dir=tmp_path / "a", client=a))
             pb = PluginManager(PluginConfig(account=b.jid, data_dir=tmp_path / "b", client=b))
             mb = pb.envelope(NS)
-            assert isinstance(mb, OpenPGPEnvelope)
+            assert isinstance(mb, PreparedOpenPGPEnvelope)
             assert FEATURE in pb.disco_features()
-            # The lazy mode publishes on first use: Bob must start before anyone sends to him.
-            await mb.service.start()
+            # Its start (open_file_transfer's) finds no key of Bob's: it makes and publishes one.
+            await mb.start()
+            assert mb.started and mb.start_reason == "no OpenPGP key of ours is stored yet"
             assert (tmp_path / "b" / "openpgp" / "secret-key.asc").exists()
             fa = await stack.enter_async_context(
                 open_file_transfer(a, plugins=pa, direct_addresses=["127.0.0.1"])

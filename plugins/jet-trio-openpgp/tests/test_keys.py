@@ -9,7 +9,7 @@ import pytest
 from jet_trio import JID
 
 from jet_trio_openpgp import KeyState, KeyStoreError
-from jet_trio_openpgp._keys import SECRET_FILE, TrustStore, load_or_create_key
+from jet_trio_openpgp._keys import PUBLIC_FILE, SECRET_FILE, TrustStore, load_or_create_key
 
 ALICE = JID("alice@example.org/phone")
 
@@ -25,6 +25,35 @@ def test_key_made_then_loaded(tmp_path: Path) -> None:
     again = load_or_create_key(tmp_path / "openpgp", JID("alice@example.org/laptop"))
     assert again.fingerprint == first.fingerprint
     assert again.created == first.created
+
+
+def test_public_key_kept_for_the_prepared_check(tmp_path: Path) -> None:
+    """The binary public key is written beside the secret key (made, or loaded by an older
+    version that did not write it, or holding another key) for the check without pysequoia."""
+    key = load_or_create_key(tmp_path, JID("alice@example.org"))
+    public = tmp_path / PUBLIC_FILE
+    assert public.read_bytes() == bytes(key.cert)
+    public.unlink()
+    assert load_or_create_key(tmp_path, JID("alice@example.org")).fingerprint == key.fingerprint
+    assert public.read_bytes() == bytes(key.cert)
+    public.write_bytes(b"another key")
+    load_or_create_key(tmp_path, JID("alice@example.org"))
+    assert public.read_bytes() == bytes(key.cert)
+
+
+async def test_prepared_start_checks_the_passphrase(tmp_path: Path) -> None:
+    """A key protected by a passphrase is loaded at start (a wrong passphrase is said then, not
+    at the first offer), before anything is read from the server."""
+    from jet_trio_openpgp import KeyStoreError, PreparedOpenPGPEnvelope
+
+    load_or_create_key(tmp_path, JID("alice@example.org"), passphrase="right")
+
+    class NoServer:  # the check fails before it would read anything from a server
+        jid = JID("alice@example.org/r")
+
+    method = PreparedOpenPGPEnvelope(NoServer(), tmp_path, passphrase="wrong")  # type: ignore[arg-type]
+    with pytest.raises(KeyStoreError, match="wrong passphrase"):
+        await method.start()
 
 
 def test_key_of_another_account_refused(tmp_path: Path) -> None:

@@ -53,3 +53,22 @@ def test_every_public_name_resolves() -> None:
         assert value is getattr(module, name), name
     assert set(jet_trio_openpgp._LAZY) == set(jet_trio_openpgp.__all__)
     assert set(jet_trio_openpgp.__all__) <= set(dir(jet_trio_openpgp))
+
+
+def test_constants_kept_apart_from_pysequoia_agree() -> None:
+    """``_hooks`` and ``_prepared`` repeat a few names so as not to import pysequoia."""
+    from jet_trio_openpgp import _hooks, _keys, _prepared, _signcrypt
+
+    assert (_hooks.NS, _hooks.FEATURE) == (_signcrypt.NS, _signcrypt.FEATURE)
+    assert (_prepared.META_FILE, _prepared.PUBLIC_FILE) == (_keys.META_FILE, _keys.PUBLIC_FILE)
+    assert _prepared.SECRET_FILE == _keys.SECRET_FILE
+    assert _prepared._ARMOR_MESSAGE == _keys._ARMOR_MESSAGE
+
+
+def test_prepared_envelope_imports_no_pysequoia() -> None:
+    result = run(
+        "import jet_trio_openpgp\n"
+        "jet_trio_openpgp.PreparedOpenPGPEnvelope\n"
+        "print(json.dumps({'pysequoia': 'pysequoia' in sys.modules}))"
+    )
+    assert result == {"pysequoia": False}

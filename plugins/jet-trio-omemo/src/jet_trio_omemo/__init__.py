@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     from ._codecs import MalformedOmemoElement
     from ._envelope import JET_OMEMO_FEATURE, NoKeyForDevice, OmemoEnvelope
     from ._manager import TrustPolicy, UndecidedDevices, fingerprint_of
+    from ._prepared import OmemoError, PreparedOmemo, prepare_omemo
     from ._session import (
         DeviceFingerprint,
-        OmemoError,
         OmemoSession,
         open_omemo,
     )
@@ -54,6 +54,7 @@ __all__ = [
     "OmemoEnvelope",
     "OmemoError",
     "OmemoSession",
+    "PreparedOmemo",
     "SQLiteStorage",
     "TrustPolicy",
     "UndecidedDevices",
@@ -62,6 +63,7 @@ __all__ = [
     "jet_envelope_sessions",
     "jet_register_envelopes",
     "open_omemo",
+    "prepare_omemo",
 ]
 
 # The namespaces as in _backends, without importing the OMEMO libraries for a declaration.
@@ -73,9 +75,16 @@ OPTIONS = {"trust": "btbv (default: blind trust before verification) or manual"}
 
 @hookimpl
 def jet_register_envelopes(config: PluginConfig) -> list[EnvelopeMethod]:
-    """The envelope methods of the OMEMO session running on ``config.client``, if any."""
-    if f"{__name__}._session" not in sys.modules:
+    """The envelope methods of the OMEMO session running (or prepared) on ``config.client``."""
+    if f"{__name__}._prepared" not in sys.modules:
         return []  # no session can run before its module is imported: nothing to load for
+    from ._prepared import attached_prepared
+
+    prepared = attached_prepared(config.client)
+    if prepared is not None:
+        return list(prepared.envelopes)  # they start the full session when used
+    if f"{__name__}._session" not in sys.modules:
+        return []
     from ._session import attached_session
 
     session = attached_session(config.client)
@@ -115,6 +124,16 @@ class _Session(EnvelopeSession):
         trust = config.options.get(SHORT_NAME, {}).get("trust", "btbv")
         return open_omemo(config.client, config.data_dir, trust=trust, notify=config.notify)
 
+    def prepare(self) -> AbstractAsyncContextManager[object]:
+        # Without the OMEMO libraries: they are imported when an envelope is used, or when our
+        # published device or bundle must be published again (see _prepared).
+        from ._prepared import prepare_omemo
+
+        config = self._config
+        assert isinstance(config.client, Client) and config.data_dir is not None
+        trust = config.options.get(SHORT_NAME, {}).get("trust", "btbv")
+        return prepare_omemo(config.client, config.data_dir, trust=trust, notify=config.notify)
+
 
 @hookimpl
 def jet_envelope_sessions(config: PluginConfig) -> list[EnvelopeSession]:
@@ -137,7 +156,9 @@ _LAZY: dict[str, str] = {
     "UndecidedDevices": "_manager",
     "fingerprint_of": "_manager",
     "DeviceFingerprint": "_session",
-    "OmemoError": "_session",
+    "OmemoError": "_prepared",
+    "PreparedOmemo": "_prepared",
+    "prepare_omemo": "_prepared",
     "OmemoSession": "_session",
     "attached_session": "_session",
     "open_omemo": "_session",

@@ -13,7 +13,6 @@ that key material here, while the whole device, trust and session logic of ``enc
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from typing import Final
 
 import oldmemo
@@ -22,7 +21,10 @@ import twomemo
 import twomemo.twomemo
 from lxml import etree
 
+from ._xmlbase import DEVICE_LIST_OPTIONS, NodeSpec, node_spec
+
 __all__ = [
+    "DEVICE_LIST_OPTIONS",
     "OLDMEMO",
     "TWOMEMO",
     "JetOldmemo",
@@ -89,46 +91,6 @@ class JetTwomemo(twomemo.Twomemo):
                 twomemo.twomemo.PlainKeyMaterialImpl(material[:size], material[size:]),
             )
         return await super().encrypt_plaintext(plaintext)
-
-
-@dataclass(frozen=True, slots=True)
-class NodeSpec:
-    """Where a backend keeps its public data in PEP."""
-
-    device_list_node: str
-    bundle_node_prefix: str
-    """Legacy OMEMO: one node per device, ``prefix + device id``; OMEMO 2: one node, item per
-    device (``bundle_item_per_device``)."""
-    bundle_item_per_device: bool
-
-    def bundle_node(self, device_id: int) -> str:
-        if self.bundle_item_per_device:
-            return self.bundle_node_prefix
-        return f"{self.bundle_node_prefix}{device_id}"
-
-    def bundle_item(self, device_id: int) -> str:
-        return str(device_id) if self.bundle_item_per_device else "current"
-
-    @property
-    def bundle_options(self) -> dict[str, str]:
-        """Publish options: open access; OMEMO 2 keeps one item per device, so no item limit."""
-        opts = {"pubsub#access_model": "open"}
-        if self.bundle_item_per_device:
-            opts["pubsub#max_items"] = "max"
-        return opts
-
-
-_NODES: Final = {
-    OLDMEMO: NodeSpec(f"{OLDMEMO}.devicelist", f"{OLDMEMO}.bundles:", False),
-    TWOMEMO: NodeSpec(f"{TWOMEMO}:devices", f"{TWOMEMO}:bundles", True),
-}
-
-DEVICE_LIST_OPTIONS: Final = {"pubsub#access_model": "open"}
-
-
-def node_spec(namespace: str) -> NodeSpec:
-    """The PEP layout of the backend ``namespace`` (``KeyError`` if unknown)."""
-    return _NODES[namespace]
 
 
 def lxml_to_et(element: etree._Element) -> ET.Element:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import urllib.parse
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -28,6 +27,7 @@ from ._manager import (
     fingerprint_of,
     parse_device_list,
 )
+from ._prepared import DEFAULT_ROTATION_PERIOD, OmemoError, attached_prepared, store_path
 from ._storage import SQLiteStorage
 
 __all__ = [
@@ -41,16 +41,11 @@ __all__ = [
 
 log = logging.getLogger("jet_trio_omemo")
 
-DEFAULT_ROTATION_PERIOD: Final = 7 * 24 * 3600.0
 DEVICE_LIST_MAX_AGE: Final = 60.0
 """A peer's device list fetched (or pushed by PEP) less than this many seconds ago is not
 fetched again before encrypting to that peer."""
 
 _ATTACHED: weakref.WeakKeyDictionary[Client, OmemoSession] = weakref.WeakKeyDictionary()
-
-
-class OmemoError(Exception):
-    """OMEMO could not be set up or used (bad arguments, storage, server refusing PEP...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +119,14 @@ class OmemoSession:
         rotation_period: float = DEFAULT_ROTATION_PERIOD,
         label: str | None = None,
         notify: Callable[[KeyNotice], None] | None = None,
+        _listen: bool = True,
     ) -> OmemoSession:
         """Load (or create and publish) this device's OMEMO identity for ``client``'s account.
 
         State lives in ``data_dir/omemo/<account>.sqlite3``. Background tasks (the signed pre
         key rotation, device list updates) run in ``client.nursery``; :meth:`aclose` stops them.
+        (``_listen=False``: a :class:`~._prepared.PreparedOmemo` receives the device list
+        notifications and messages, and hands them over through :meth:`_feed`.)
         """
         try:
             policy = TrustPolicy(trust)
@@ -138,10 +136,10 @@ class OmemoSession:
             raise OmemoError(f"namespaces must be a non-empty subset of {(OLDMEMO, TWOMEMO)}")
         if not rotation_period > 0 or math.isinf(rotation_period):
             raise OmemoError("rotation_period must be a positive number of seconds")
-        if client in _ATTACHED:
+        if client in _ATTACHED or (_listen and attached_prepared(client) is not None):
             raise OmemoError(f"OMEMO is already running on the client of {client.jid}")
         account = str(client.jid.bare)
-        path = Path(data_dir) / "omemo" / (urllib.parse.quote(account, safe="@.-_") + ".sqlite3")
+        path = store_path(data_dir, client.jid)
         try:
             storage = SQLiteStorage(path)
         except (omemo.StorageException, OSError) as exc:
@@ -165,10 +163,11 @@ class OmemoSession:
         try:
             await client.nursery.start(manager.run_rotation)
             await client.nursery.start(self._run_worker)
-            for ns in namespaces:
+            for ns in namespaces if _listen else ():
                 node = node_spec(ns).device_list_node
                 self._unsubscribe.append(await client.on_pep(node, self._pep_callback(ns)))
-            self._unsubscribe.append(client.on_message(self._on_message))
+            if _listen:
+                self._unsubscribe.append(client.on_message(self._on_message))
         except BaseException:
             await self.aclose()
             raise
@@ -250,6 +249,27 @@ class OmemoSession:
 
     def _pep_callback(self, ns: str) -> _PepCallback:
         return _PepCallback(self, ns)
+
+    def _feed(self, kind: str, jid: JID, payload: etree._Element) -> None:
+        """Queue an event kept while the session was not running (``devices:NS`` with a device
+        list payload, ``message:NS`` with an ``<encrypted>``), for the worker."""
+        if self._closed:
+            return
+        try:
+            self._events_in.send_nowait((kind, jid, payload))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            log.warning("dropping an OMEMO %s from %s: queue full", kind, jid)
+
+    async def republish(self) -> None:
+        """Publish our device list (with this device) and our bundle again, for each OMEMO
+        version: what a :class:`~._prepared.PreparedOmemo` asks for when it found either
+        missing."""
+        own = str(self.client.jid.bare)
+        async with self.manager.lock:
+            device_id = (await self.own_device()).device_id
+            for backend in self.manager._backends_list:
+                await self.manager.refresh_device_list(backend.namespace, own)
+                await self.manager._upload_bundle(await backend.get_bundle(own, device_id))
 
     def _on_message(self, message: etree._Element) -> None:
         if self._closed:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         open_openpgp,
     )
     from ._pep import PUBLIC_KEYS_NODE, key_node
+    from ._prepared import PreparedOpenPGPEnvelope
     from ._signcrypt import DEFAULT_MAX_CLOCK_SKEW, FEATURE, NS, PAYLOAD_NS
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "OpenPGPError",
     "OwnKey",
     "PeerNotSupported",
+    "PreparedOpenPGPEnvelope",
     "ReplayedEnvelope",
     "StaleEnvelope",
     "TrustPolicy",
@@ -92,6 +94,7 @@ _LAZY: dict[str, str] = {
     "open_openpgp": "_openpgp",
     "PUBLIC_KEYS_NODE": "_pep",
     "key_node": "_pep",
+    "PreparedOpenPGPEnvelope": "_prepared",
     "DEFAULT_MAX_CLOCK_SKEW": "_signcrypt",
     "FEATURE": "_signcrypt",
     "NS": "_signcrypt",

@@ -8,10 +8,12 @@ synchronous hooks of jet-trio cannot run. The recommended use is therefore expli
         ...
 
 Through the entry point alone, the method is offered only when the plugin configuration has a
-``data_dir`` and a connected ``client``; it then starts lazily, on its first use. Options (key
-``"openpgp"`` of ``PluginConfig.options``): ``passphrase``, ``policy`` (``tofu``/``manual``),
-``max_clock_skew`` (seconds). Caveat of the lazy mode: our key is only published on first use, so
-a peer cannot send to us before we have used OpenPGP once; prefer :func:`open_openpgp`.
+``data_dir`` and a connected ``client``. Its start only checks, with PEP reads and without
+pysequoia, that our key and key list are published (a receiver may never get an OpenPGP offer);
+the full service starts on first use, or at once when our key is not made yet or not published
+(it then publishes it): see :mod:`._prepared`. Options (key ``"openpgp"`` of
+``PluginConfig.options``): ``passphrase``, ``policy`` (``tofu``/``manual``), ``max_clock_skew``
+(seconds).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from jet_trio.plugin import EnvelopeInfo, EnvelopeMethod, PluginConfig, hookimpl
 __all__ = ["jet_describe_envelopes", "jet_register_envelopes"]
 
 NS = "urn:xmpp:openpgp:0"  # _signcrypt.NS, without importing pysequoia for a method not wanted
+FEATURE = "urn:jet-trio:jingle:jet-openpgp:0"  # _signcrypt.FEATURE, likewise
 SHORT_NAME = "openpgp"
 INSTALL_HINT = "pip install jet-trio-openpgp"
 OPTIONS = {
@@ -55,17 +58,20 @@ def jet_register_envelopes(config: PluginConfig) -> list[EnvelopeMethod]:
         return []
     if not config.wants(NS, SHORT_NAME):
         return []
-    from ._openpgp import OpenPGP, TrustPolicy
-    from ._signcrypt import DEFAULT_MAX_CLOCK_SKEW
+    from ._prepared import PreparedOpenPGPEnvelope
 
     opts = config.options.get("openpgp", {})
     skew = opts.get("max_clock_skew")
-    pgp = OpenPGP(
-        config.client,
-        config.data_dir / "openpgp",
-        passphrase=opts.get("passphrase"),
-        policy=TrustPolicy(opts.get("policy", TrustPolicy.TOFU.value)),
-        max_clock_skew=timedelta(seconds=float(skew)) if skew else DEFAULT_MAX_CLOCK_SKEW,
-        notify=config.notify,
-    )
-    return [pgp.envelope]
+    policy = str(opts.get("policy", "tofu"))
+    if policy not in ("tofu", "manual"):  # as TrustPolicy(policy) says it, without pysequoia
+        raise ValueError(f"{policy!r} is not a valid TrustPolicy")
+    return [
+        PreparedOpenPGPEnvelope(
+            config.client,
+            config.data_dir / "openpgp",
+            passphrase=opts.get("passphrase"),
+            policy=policy,
+            max_clock_skew=timedelta(seconds=float(skew)) if skew else None,
+            notify=config.notify,
+        )
+    ]

@@ -8,6 +8,9 @@ Layout of ``<data_dir>/openpgp/``:
     Mode 0600.
 ``key.json``
     ``{"account": bare JID, "fingerprint": ..., "created": XEP-0082 date}``.
+``public-key.pgp``
+    Our public key, binary (what we publish), for the check that it is still published without
+    loading pysequoia (:mod:`._prepared`).
 ``trust.json``
     ``{bare JID: {fingerprint: {"trust": "tofu"|"verified"|"distrusted", "since": date}}}``.
 """
@@ -35,6 +38,9 @@ __all__ = ["KeyState", "OwnKey", "TrustStore", "load_or_create_key"]
 SECRET_FILE: Final = "secret-key.asc"
 META_FILE: Final = "key.json"
 TRUST_FILE: Final = "trust.json"
+PUBLIC_FILE: Final = "public-key.pgp"
+"""Our public key (binary), kept so that a prepared start can compare it with the published one
+without pysequoia (:mod:`._prepared`)."""
 _ARMOR_MESSAGE: Final = b"-----BEGIN PGP MESSAGE-----"
 
 
@@ -52,6 +58,15 @@ def _write_private(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _keep_public(directory: Path, cert: pysequoia.Cert) -> None:
+    """Write :data:`PUBLIC_FILE` when it is missing or holds another key."""
+    path, data = directory / PUBLIC_FILE, bytes(cert)
+    with contextlib.suppress(OSError):
+        if path.read_bytes() == data:
+            return
+    _write_private(path, data)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -89,6 +104,7 @@ def load_or_create_key(directory: Path, account: JID, passphrase: str | None = N
         _write_private(secret_path, blob)
         meta = {"account": bare, "fingerprint": fpr, "created": created}
         _write_private(meta_path, json.dumps(meta, indent=1).encode())
+        _keep_public(directory, cert)
         return OwnKey(tsk, cert, fpr, created)
 
     blob = secret_path.read_bytes()
@@ -117,6 +133,7 @@ def load_or_create_key(directory: Path, account: JID, passphrase: str | None = N
             f"the OpenPGP key in {secret_path} belongs to {', '.join(sorted(uids)) or 'nobody'}, "
             f"not to xmpp:{bare}: use another data directory per account"
         )
+    _keep_public(directory, cert)
     created = ""
     with contextlib.suppress(OSError, ValueError, AttributeError):
         created = str(json.loads(meta_path.read_text()).get("created", ""))
@@ -135,7 +152,10 @@ class KeyState(enum.Enum):
 
 
 class TrustStore:
-    """Trust decisions per (bare JID, fingerprint), kept in ``trust.json`` if a path is given."""
+    """Trust decisions per (bare JID, fingerprint), kept in ``public-key.pgp``
+        Our public key, binary (what we publish), for the check that it is still published without
+        loading pysequoia (:mod:`._prepared`).
+    ``trust.json`` if a path is given."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path

@@ -11,7 +11,7 @@ from typing import Final
 from lxml import etree
 
 from ._errors import MalformedEnvelope, NoPublicKey
-from ._signcrypt import NS
+from ._hooks import NS  # not _signcrypt's: this module must not import pysequoia
 
 __all__ = [
     "PUBLIC_KEYS_NODE",

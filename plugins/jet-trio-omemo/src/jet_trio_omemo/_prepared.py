@@ -1,0 +1,503 @@
+"""OMEMO prepared without the OMEMO libraries: :class:`PreparedOmemo` and :func:`prepare_omemo`.
+
+A process that waits for offers (``jet-trio receive``, ``share``) may never get an OMEMO one, and
+python-omemo's stack (its backends, x3dh and its pydantic models, protobuf, the session store)
+costs about a third of a second of CPU and 30 MiB to import and start. What peers rely on does
+not need it: our device in our published device lists, our bundles, the JET-OMEMO features in our
+caps. So a prepared OMEMO checks those with a few PEP reads and reads our device id, identity
+key and signed pre key ages from the store with :mod:`sqlite3`, and starts the full
+:class:`~._session.OmemoSession` only when something needs it:
+
+* an offer or a request to encrypt or decrypt (its envelope methods start it first);
+* our device missing from one of our published device lists, or a bundle missing or not ours
+  (the full session publishes them again), at start or in a later notification of our own list;
+* an OMEMO message without payload for us (a session being completed, a heartbeat): it is kept
+  and handed to the session, which processes it as it would have on arrival;
+* no OMEMO store yet (first run: the identity is made and published), a store made for other
+  OMEMO versions, or a store the checks cannot read;
+* a signed pre key due for rotation (at start, or later while the process waits).
+
+Device list notifications of contacts that come before the session starts are kept (the newest
+per contact and version, at most :data:`MAX_BACKLOG` events in all) and applied when it starts, as
+they would have been on arrival. OMEMO chat messages with a payload are ignored, as the full
+session ignores them (jet-trio is not a chat client).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import sqlite3
+import sys
+import time
+import urllib.parse
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import trio
+from jet_trio import JID, Client, PubSubEvent, StanzaError
+from jet_trio._xmpp.ns import CIPHER_AES128_GCM
+from jet_trio.plugin import (
+    Cipher,
+    DecryptedEnvelope,
+    EnvelopeError,
+    EnvelopeMethod,
+    KeyNotice,
+    KeyRecord,
+    KeyStore,
+    TransportSecret,
+)
+from lxml import etree
+
+from ._xmlbase import OLDMEMO, TWOMEMO, MalformedOmemoElement, device_ids, node_spec
+
+if TYPE_CHECKING:
+    from ._manager import TrustPolicy
+    from ._session import OmemoSession
+
+__all__ = [
+    "DEFAULT_ROTATION_PERIOD",
+    "MAX_BACKLOG",
+    "OmemoError",
+    "PreparedOmemo",
+    "attached_prepared",
+    "prepare_omemo",
+    "store_path",
+]
+
+log = logging.getLogger("jet_trio_omemo")
+
+DEFAULT_ROTATION_PERIOD: Final = 7 * 24 * 3600.0
+"""How old a signed pre key may get before it is rotated (seconds)."""
+MAX_BACKLOG: Final = 256
+"""Events (device list notifications, OMEMO messages) kept before the session starts."""
+JET_OMEMO_FEATURE: Final = "urn:xmpp:jingle:jet-omemo:0"
+_TRUST_POLICIES: Final = ("btbv", "manual")
+_P: Final = 2**255 - 19
+
+_ATTACHED: weakref.WeakKeyDictionary[Client, PreparedOmemo] = weakref.WeakKeyDictionary()
+
+
+class OmemoError(Exception):
+    """OMEMO could not be set up or used (bad arguments, storage, server refusing PEP...)."""
+
+
+def attached_prepared(client: object) -> PreparedOmemo | None:
+    """The :class:`PreparedOmemo` running on ``client``, if any (used by the plugin hook)."""
+    if not isinstance(client, Client):
+        return None
+    return _ATTACHED.get(client)
+
+
+def store_path(data_dir: Path | str, account: JID) -> Path:
+    """Where the OMEMO store of ``account`` lives under ``data_dir``."""
+    name = urllib.parse.quote(str(account.bare), safe="@.-_") + ".sqlite3"
+    return Path(data_dir) / "omemo" / name
+
+
+def _curve_from_ed(public: bytes) -> bytes:
+    """The Curve25519 form of an Ed25519 public key (u = (1 + y) / (1 - y) mod p)."""
+    y = int.from_bytes(public, "little") & ((1 << 255) - 1)
+    u = (1 + y) * pow(1 - y, _P - 2, _P) % _P
+    return u.to_bytes(32, "little")
+
+
+class PreparedOmemo:
+    """OMEMO on ``client`` with the full :class:`~._session.OmemoSession` started on first
+    need (see the module doc). Make one with :func:`prepare_omemo`; :attr:`envelopes` are the
+    JET envelope methods (they start the session when used), :meth:`session` starts it."""
+
+    def __init__(
+        self,
+        client: Client,
+        data_dir: Path | str,
+        *,
+        trust: TrustPolicy | str = "btbv",
+        namespaces: Sequence[str] = (OLDMEMO, TWOMEMO),
+        rotation_period: float = DEFAULT_ROTATION_PERIOD,
+        notify: Callable[[KeyNotice], None] | None = None,
+    ) -> None:
+        policy = str(getattr(trust, "value", trust))
+        if policy not in _TRUST_POLICIES:
+            raise OmemoError(f"unknown trust policy {trust!r} (btbv or manual)")
+        if not namespaces or any(ns not in (OLDMEMO, TWOMEMO) for ns in namespaces):
+            raise OmemoError(f"namespaces must be a non-empty subset of {(OLDMEMO, TWOMEMO)}")
+        if not rotation_period > 0 or rotation_period == float("inf"):
+            raise OmemoError("rotation_period must be a positive number of seconds")
+        self.client = client
+        self.data_dir = Path(data_dir)
+        self.trust = policy
+        self.namespaces = tuple(namespaces)
+        self.rotation_period = float(rotation_period)
+        self.notify = notify
+        self.key_store: KeyStore = _PreparedKeys(self)
+        self.envelopes: list[EnvelopeMethod] = [PreparedEnvelope(self, ns) for ns in namespaces]
+        self.start_reason: str | None = None
+        """Why the full session was started (``None``: not started)."""
+        self._session: OmemoSession | None = None
+        self._lock = trio.Lock()
+        self._backlog: OrderedDict[object, tuple[str, JID, etree._Element]] = OrderedDict()
+        self._messages = 0
+        self._wake = trio.Event()
+        self._wake_reason = ""
+        self._rotation_due = float("inf")
+        self._worker_scope: trio.CancelScope | None = None
+        self._worker_done = trio.Event()
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._closed = False
+
+    @property
+    def started(self) -> bool:
+        """Whether the full OMEMO session runs."""
+        return self._session is not None
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    async def _prepare(self) -> None:
+        client = self.client
+        if client in _ATTACHED:
+            raise OmemoError(f"OMEMO is already running on the client of {client.jid}")
+        full = sys.modules.get(f"{__package__}._session")
+        if full is not None and full.attached_session(client) is not None:
+            raise OmemoError(f"OMEMO is already running on the client of {client.jid}")
+        _ATTACHED[client] = self
+        for ns in self.namespaces:
+            node = node_spec(ns).device_list_node
+            self._unsubscribe.append(await client.on_pep(node, self._devices_callback(ns)))
+        self._unsubscribe.append(client.on_message(self._on_message))
+        reason, republish = await self._check()
+        if reason is not None:
+            await self._start(reason, republish=republish)
+            return
+        log.info("OMEMO prepared for %s: published device and bundles found", client.jid.bare)
+        # Started after the check, which set the rotation time; an event that came meanwhile
+        # set the wake-up event, which the worker sees at once.
+        await client.nursery.start(self._run_worker)
+
+    async def aclose(self) -> None:
+        """Stop listening, stop the full session if it runs (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if _ATTACHED.get(self.client) is self:
+            del _ATTACHED[self.client]
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        with trio.CancelScope(shield=True):
+            if self._worker_scope is not None:
+                self._worker_scope.cancel()
+                await self._worker_done.wait()
+            async with self._lock:
+                if self._session is not None:
+                    await self._session.aclose()
+        self._backlog.clear()
+
+    async def session(self) -> OmemoSession:
+        """The full OMEMO session, started now if it is not running yet."""
+        return await self._start("an envelope method is used")
+
+    async def _start(self, reason: str, *, republish: bool = False) -> OmemoSession:
+        async with self._lock:
+            if self._session is not None:
+                return self._session
+            if self._closed:
+                raise OmemoError("OMEMO was closed")
+            from ._session import OmemoSession
+
+            log.info("starting OMEMO for %s: %s", self.client.jid.bare, reason)
+            session = await OmemoSession.start(
+                self.client,
+                self.data_dir,
+                trust=self.trust,
+                namespaces=self.namespaces,
+                rotation_period=self.rotation_period,
+                notify=self.notify,
+                _listen=False,
+            )
+            self._session = session
+            self.start_reason = reason
+            backlog = list(self._backlog.values())
+            self._backlog.clear()
+            for kind, jid, payload in backlog:
+                session._feed(kind, jid, payload)
+        if republish:
+            await session.republish()
+        return session
+
+    async def _run_worker(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Start the full session when an event needs it or the signed pre key is due."""
+        try:
+            with trio.CancelScope() as scope:
+                self._worker_scope = scope
+                task_status.started()
+                retry = 60.0
+                while self._session is None:
+                    with trio.move_on_at(self._rotation_due) as timer:
+                        await self._wake.wait()
+                    reason = "a signed pre key is due for rotation"
+                    if not timer.cancelled_caught:
+                        reason = self._wake_reason
+                        self._wake = trio.Event()
+                    try:
+                        await self._start(reason)
+                    except Exception:  # logged; the next event, a use or the timer tries again
+                        log.warning("OMEMO could not be started (%s)", reason, exc_info=True)
+                        self._rotation_due = trio.current_time() + retry
+                        retry = min(retry * 2, 3600.0)
+        finally:
+            self._worker_done.set()
+
+    def _wake_up(self, reason: str) -> None:
+        if not self._wake.is_set():
+            self._wake_reason = reason
+            self._wake.set()
+
+    # -- the checks ----------------------------------------------------------------------------
+
+    async def _check(self) -> tuple[str | None, bool]:
+        """Why the full session must start now (``None``: our published data is in place), and
+        whether it must then publish our device list and bundles again."""
+        own = self.client.jid.bare
+        stored = self._read_store(store_path(self.data_dir, own))
+        if isinstance(stored, str):
+            return stored, False
+        device_id, identity, spk_times = stored
+        now = time.time()
+        oldest = min(spk_times)
+        if now - oldest >= self.rotation_period:
+            return "a signed pre key is due for rotation", False
+        self._rotation_due = trio.current_time() + (oldest + self.rotation_period - now) + 1.0
+        for ns in self.namespaces:
+            spec = node_spec(ns)
+            try:
+                items = await self.client.get_items(own, spec.device_list_node, max_items=1)
+            except StanzaError as exc:
+                if exc.condition != "item-not-found":
+                    raise OmemoError(f"cannot read our {ns} device list: {exc}") from exc
+                items = []
+            payload = next((i.payload for i in items if i.payload is not None), None)
+            try:
+                listed = frozenset() if payload is None else device_ids(ns, payload)
+            except MalformedOmemoElement:
+                listed = frozenset()
+            if device_id not in listed:
+                return f"our device {device_id} is not in our published {ns} device list", True
+            try:
+                if spec.bundle_item_per_device:
+                    items = await self.client.get_items(
+                        own, spec.bundle_node(device_id), item_ids=[spec.bundle_item(device_id)]
+                    )
+                else:
+                    items = await self.client.get_items(
+                        own, spec.bundle_node(device_id), max_items=1
+                    )
+            except StanzaError as exc:
+                if exc.condition != "item-not-found":
+                    raise OmemoError(f"cannot read our {ns} bundle: {exc}") from exc
+                items = []
+            payload = next((i.payload for i in items if i.payload is not None), None)
+            if payload is None or _bundle_identity(ns, payload) != _published_form(ns, identity):
+                return f"our {ns} bundle is not published (or is not ours)", True
+        return None, False
+
+    def _read_store(self, path: Path) -> tuple[int, bytes, list[int]] | str:
+        """Our device id, identity key and signed pre key times, read from the store; or why
+        the full session must start (no store, another set of namespaces, unreadable)."""
+        if not path.is_file():
+            return "no OMEMO identity yet"
+        own = str(self.client.jid.bare)
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+
+                def load(key: str) -> object:
+                    row = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+                    return None if row is None else json.loads(row[0])
+
+                device_id = load("/own_device_id")
+                if not isinstance(device_id, int) or isinstance(device_id, bool):
+                    return "no OMEMO identity yet"
+                namespaces = load(f"/devices/{own}/{device_id}/namespaces")
+                if not isinstance(namespaces, list) or set(namespaces) != set(self.namespaces):
+                    return "the OMEMO versions of the store differ from this run's"
+                identity = load(f"/devices/{own}/{device_id}/identity_key")
+                times = []
+                for ns in self.namespaces:
+                    state = load(f"/{ns}/x3dh")
+                    spk = state.get("signed_pre_key") if isinstance(state, dict) else None
+                    stamp = spk.get("timestamp") if isinstance(spk, dict) else None
+                    if not isinstance(stamp, int):
+                        return f"the {ns} signed pre key could not be read from the store"
+                    times.append(stamp)
+            finally:
+                db.close()
+            if not isinstance(identity, str):
+                return "our identity key could not be read from the store"
+            # python-omemo's Storage.store_bytes: URL-safe base64.
+            key = base64.b64decode(identity, altchars=b"-_", validate=True)
+        except (sqlite3.Error, ValueError, binascii.Error) as exc:
+            return f"the OMEMO store could not be read ({exc})"
+        if len(key) != 32:
+            return "our identity key in the store has the wrong size"
+        return device_id, key, times
+
+    # -- events before the session starts -------------------------------------------------------
+
+    def _devices_callback(self, ns: str) -> Callable[[JID, PubSubEvent], None]:
+        def callback(publisher: JID, event: PubSubEvent) -> None:
+            if self._closed:
+                return
+            if self._session is not None:
+                self._session._pep_callback(ns)(publisher, event)
+                return
+            payload = next((i.payload for i in event.items if i.payload is not None), None)
+            if payload is None:
+                return
+            self._keep(("devices", ns, str(publisher.bare)), ("devices:" + ns, publisher, payload))
+            if publisher.bare == self.client.jid.bare and not self._lists_us(ns, payload):
+                self._wake_up(f"our published {ns} device list no longer has our device")
+
+        return callback
+
+    def _lists_us(self, ns: str, payload: etree._Element) -> bool:
+        stored = self._read_store(store_path(self.data_dir, self.client.jid.bare))
+        if isinstance(stored, str):
+            return False
+        try:
+            return stored[0] in device_ids(ns, payload)
+        except MalformedOmemoElement:
+            return True  # the session would ignore it too (logged there)
+
+    def _on_message(self, message: etree._Element) -> None:
+        if self._closed:
+            return
+        if self._session is not None:
+            self._session._on_message(message)
+            return
+        for ns in self.namespaces:
+            encrypted = message.find(f"{{{ns}}}encrypted")
+            if encrypted is None:
+                continue
+            sender = message.get("from")
+            if encrypted.find(f"{{{ns}}}payload") is not None or sender is None:
+                log.info("ignoring an OMEMO chat message from %s (not a chat client)", sender)
+                return
+            try:
+                jid = JID(sender)
+            except Exception:  # a malformed 'from' (InvalidJID): ignore the stanza
+                log.warning("ignoring an OMEMO message with a malformed sender %r", sender)
+                return
+            self._messages += 1
+            self._keep(("message", self._messages), ("message:" + ns, jid, encrypted))
+            self._wake_up(f"an OMEMO message from {jid}")
+            return
+
+    def _keep(self, key: object, event: tuple[str, JID, etree._Element]) -> None:
+        self._backlog.pop(key, None)  # the newest device list of a contact replaces the older
+        if len(self._backlog) >= MAX_BACKLOG:
+            log.warning("dropping an OMEMO %s from %s: too many waiting", event[0], event[1])
+            return
+        self._backlog[key] = event
+
+
+def _published_form(ns: str, identity: bytes) -> bytes:
+    if ns == OLDMEMO:
+        return b"\x05" + _curve_from_ed(identity)
+    return identity
+
+
+def _bundle_identity(ns: str, bundle: etree._Element) -> bytes | None:
+    name = "identityKey" if ns == OLDMEMO else "ik"
+    if bundle.tag != f"{{{ns}}}bundle":
+        return None
+    text = bundle.findtext(f"{{{ns}}}{name}")
+    if not text or len(text) > 256:
+        return None
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+class PreparedEnvelope(EnvelopeMethod):
+    """A JET-OMEMO envelope method of a :class:`PreparedOmemo`: starts the full session on
+    first use, then hands over to its :class:`~._envelope.OmemoEnvelope`."""
+
+    short_name = "omemo"
+    install_hint = "pip install jet-trio-omemo"
+
+    def __init__(self, prepared: PreparedOmemo, namespace: str) -> None:
+        self._prepared = prepared
+        self.namespace = namespace
+        self.key_store = prepared.key_store
+        self.features = (JET_OMEMO_FEATURE, f"{node_spec(namespace).device_list_node}+notify")
+        if namespace == OLDMEMO:
+            # Dino and Conversations accept exactly this cipher with legacy OMEMO.
+            self.preferred_cipher = CIPHER_AES128_GCM
+
+    async def _method(self) -> EnvelopeMethod:
+        try:
+            session = await self._prepared.session()
+        except OmemoError as exc:
+            raise EnvelopeError(f"OMEMO could not be started: {exc}") from None
+        return next(m for m in session.envelopes if m.namespace == self.namespace)
+
+    async def encrypt(self, secret: TransportSecret, peer: JID) -> etree._Element:
+        return await (await self._method()).encrypt(secret, peer)
+
+    async def decrypt(
+        self, element: etree._Element, sender: JID, cipher: Cipher
+    ) -> DecryptedEnvelope:
+        return await (await self._method()).decrypt(element, sender, cipher)
+
+
+class _PreparedKeys(KeyStore):
+    """The key store of a :class:`PreparedOmemo`: the full session's, started on first use."""
+
+    name = "omemo"
+    title = "OMEMO devices"
+
+    def __init__(self, prepared: PreparedOmemo) -> None:
+        self._prepared = prepared
+
+    async def list_keys(self, jid: JID) -> list[KeyRecord]:
+        return await (await self._prepared.session()).key_store.list_keys(jid)
+
+    async def set_trust(self, key: KeyRecord, trusted: bool) -> KeyRecord:
+        return await (await self._prepared.session()).key_store.set_trust(key, trusted)
+
+
+@asynccontextmanager
+async def prepare_omemo(
+    client: Client,
+    data_dir: Path | str,
+    *,
+    trust: TrustPolicy | str = "btbv",
+    namespaces: Sequence[str] = (OLDMEMO, TWOMEMO),
+    rotation_period: float = DEFAULT_ROTATION_PERIOD,
+    notify: Callable[[KeyNotice], None] | None = None,
+) -> AsyncIterator[PreparedOmemo]:
+    """OMEMO on ``client`` for the ``async with`` block, with the OMEMO libraries loaded and the
+    full session started only when needed (see the module doc). Arguments as for
+    :func:`~._session.open_omemo`; what it cannot check cheaply starts the full session now."""
+    prepared = PreparedOmemo(
+        client,
+        data_dir,
+        trust=trust,
+        namespaces=namespaces,
+        rotation_period=rotation_period,
+        notify=notify,
+    )
+    try:
+        await prepared._prepare()
+        yield prepared
+    finally:
+        await prepared.aclose()
