@@ -57,17 +57,21 @@ def shown(text: object) -> str:
 
 # Rich's console markup, for the streams it would print without colours (a pipe, a file): there
 # the text is written without importing Rich (~1.4 MiB and ~20 ms of every run), exactly as Rich
-# writes it (tests/unit/test_cli_output_plain.py compares both). Anything this does not handle
-# (another tag, a control character, a tab) is left to Rich.
-_ESCAPE = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")  # rich.markup.escape
-_TAGS = re.compile(r"((\\*)\[([a-z#/@][^[]*?)])")  # rich.markup.RE_TAGS
+# writes it (tests/unit/test_cli_output_plain.py compares both, Rich as the oracle). Anything
+# this does not handle (another tag, a control character, a tab) is left to Rich.
+#
+# The markup grammar, as Rich documents it: a tag is "[", then a lower-case letter, "#", "/" or
+# "@", then anything but "[" up to the first "]"; backslashes right before a tag escape it when
+# their number is odd, and each pair of them stands for one backslash.
+_TAG = re.compile(r"(?P<backslashes>\\*)(?P<tag>\[(?P<name>[a-z#/@][^\[]*?)\])")
 _STYLES = frozenset({"green", "yellow", "red", "dim", "bold", "bold red"})
 _RICH_CHANGES = frozenset("\t\x07\x08\x0b\x0c\r")  # tabs expanded, controls removed
 
 
 def escape(markup: str) -> str:
     """``markup`` with square brackets escaped, as :func:`rich.markup.escape` does."""
-    markup = _ESCAPE.sub(lambda m: f"{m[1]}{m[1]}\\{m[2]}", markup)
+    # Double the backslashes before each tag and add one: the tag then reads as text.
+    markup = _TAG.sub(lambda m: f"{m['backslashes'] * 2}\\{m['tag']}", markup)
     if markup.endswith("\\") and not markup.endswith("\\\\"):
         return markup + "\\"
     return markup
@@ -78,8 +82,8 @@ def _markup_text(markup: str) -> str | None:
     out: list[str] = []
     styles: list[str] = []
     position = 0
-    for match in _TAGS.finditer(markup):
-        whole, escapes, tag = match.groups()
+    for match in _TAG.finditer(markup):
+        escapes, whole, tag = match.group("backslashes", "tag", "name")
         start, end = match.span()
         if start > position:
             out.append(markup[position:start].replace("\\[", "["))
@@ -88,7 +92,7 @@ def _markup_text(markup: str) -> str | None:
             backslashes, escaped = divmod(len(escapes), 2)
             out.append("\\" * backslashes)
             if escaped:
-                out.append(whole[len(escapes) :])
+                out.append(whole)
                 continue
         if tag == "/":
             if not styles:
