@@ -72,8 +72,8 @@ class StreamDecryptor(Protocol):
     The output of :meth:`update` is *unverified* until :meth:`finalize` returned.
 
     jet-trio's own AES-GCM decryptors also have ``update_into(data, out) -> int``, writing the
-    plaintext into the writable buffer ``out`` (at least ``len(data) + 15`` bytes; ``out`` may
-    start at the same byte as ``data``: decryption in place) and returning its length; the
+    plaintext into the writable buffer ``out`` (at least ``len(data) + 15`` bytes, not
+    overlapping ``data``: cryptography 51 and later refuse that) and returning its length; the
     receiver uses it when present, which saves a new buffer per chunk.
     A plugin's cipher is always called through :meth:`update`, which the plugin guard checks.
     """

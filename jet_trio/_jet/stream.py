@@ -205,9 +205,8 @@ class StreamOpener:
 
     def receive_data_into(self, data: bytes | bytearray | memoryview, out: memoryview) -> int:
         """Like :meth:`receive_data`, with the plaintext written into ``out`` (its length is
-        returned). ``out`` holds at least ``len(data) + 15`` bytes; it either starts at the
-        same byte as ``data`` (decryption in place: the bytes after the ciphertext, the tag,
-        are read before anything is written) or does not overlap it."""
+        returned). ``out`` holds at least ``len(data) + 15`` bytes and does not overlap ``data``
+        (cryptography 51 and later refuse to decrypt in place)."""
         if self._failed:
             raise LocalProtocolError("the opener failed earlier")
         if not data:
@@ -251,7 +250,7 @@ class StreamOpener:
         n_ct = min(len(view), size - self._received)
         rest = view[n_ct:]
         if rest:
-            # Taken before any decryption: in place, the plaintext is written over ``data``.
+            # The tag bytes are taken (and the length checked) before anything is decrypted.
             if len(rest) > self._tag_size - len(self._tag):
                 raise self._fail(
                     UnexpectedTrailingData(f"more than {size + self._tag_size} bytes arrived")
@@ -601,10 +600,11 @@ class DecryptingReceiveStream(trio.abc.ReceiveStream):
         """Like :meth:`receive_some`, but the (not yet verified) plaintext is written into
         ``buffer`` and its length returned (0 once verified, as ``b""``). At most
         ``max_bytes`` are read (default: ``len(buffer) - 15``); ``buffer`` has at least
-        ``max_bytes + 15`` bytes. Over a socket the ciphertext is read into ``buffer`` and
-        decrypted in place: no other buffer and no copy, and a batch already waiting there is
-        returned without a schedule point (cancellation is still checked first): call it in a
-        loop that has schedule points of its own, such as the file-transfer driver's."""
+        ``max_bytes + 15`` bytes. Over a socket the ciphertext is read into one buffer kept
+        for the stream and decrypted from there into ``buffer``: no new buffer per read, and a
+        batch already waiting there is returned without a schedule point (cancellation is
+        still checked first): call it in a loop that has schedule points of its own, such as
+        the file-transfer driver's."""
         with self._busy:
             view = memoryview(buffer).cast("B")
             if view.readonly:
@@ -623,10 +623,14 @@ class DecryptingReceiveStream(trio.abc.ReceiveStream):
                 if self._batch is None:
                     data = await self.transport.receive_some(limit)
                 else:
-                    n = await self._batch.receive_into(
-                        view[:limit], self._opener.bytes_left, eager=True
-                    )
-                    data = view[:n]
+                    # The ciphertext goes into the stream's own buffer and is decrypted from
+                    # there into the caller's: cryptography (51 and later) refuses to decrypt
+                    # in place.
+                    if len(self._buffer) < limit:
+                        self._buffer = bytearray(limit)
+                    scratch = memoryview(self._buffer)[:limit]
+                    n = await self._batch.receive_into(scratch, self._opener.bytes_left, eager=True)
+                    data = scratch[:n]
                 try:
                     if data:
                         if self._on_wire is not None:
@@ -667,7 +671,7 @@ class DecryptingReceiveStream(trio.abc.ReceiveStream):
 class IntoReader:
     """Reads a receive stream into the caller's buffers (the receiving file-transfer loop).
 
-    A :class:`DecryptingReceiveStream` decrypts in place (:meth:`~DecryptingReceiveStream.
+    A :class:`DecryptingReceiveStream` decrypts into them (:meth:`~DecryptingReceiveStream.
     receive_into`); a plain :class:`trio.SocketStream` is read in batches straight into the
     buffer, as the decrypting stream reads its socket; any other stream is read with
     ``receive_some`` and copied. Every buffer given must have :data:`SLACK` bytes of room after

@@ -347,8 +347,8 @@ async def receive_into(
                 store = _Store(f, None if pool is None else pool.give_back)
                 try:
                     async with hashing, trio.open_nursery() as store_nursery:
-                        # Each batch of _STORE_BATCH bytes is read (and decrypted in place)
-                        # into one buffer, hashed piece by piece as it comes, and written in a
+                        # Each batch of _STORE_BATCH bytes is read (and decrypted) into one
+                        # buffer, hashed piece by piece as it comes, and written in a
                         # worker thread (file I/O releases the GIL) while the next batch comes.
                         # Hashing runs inline on each piece while it is hot in the cache where
                         # cores are few, else in the HashWorker's thread per batch
