@@ -27,9 +27,8 @@ from typing import Final
 
 try:
     import fcntl
-    import termios
 except ImportError:  # not on Windows: no batching there
-    fcntl = termios = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]
 
 import trio
 
@@ -334,10 +333,16 @@ class _Busy:
 
 def _queued(sock: trio.socket.SocketType) -> int:
     """Bytes waiting in a socket's receive queue (Linux: FIONREAD, i.e. SIOCINQ)."""
-    return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.FIONREAD, _FOUR_BYTES), sys.byteorder)
+    global _FIONREAD
+    if _FIONREAD is None:
+        import termios  # once data flows, not at start-up
+
+        _FIONREAD = termios.FIONREAD
+    return int.from_bytes(fcntl.ioctl(sock.fileno(), _FIONREAD, _FOUR_BYTES), sys.byteorder)
 
 
 _FOUR_BYTES = bytes(4)
+_FIONREAD: int | None = None
 
 
 class _BatchReader:
