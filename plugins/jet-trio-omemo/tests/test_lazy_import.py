@@ -125,11 +125,11 @@ def test_published_identity_key_forms() -> None:
 
     import xeddsa
 
-    from jet_trio_omemo import _prepared
+    from jet_trio_omemo import _prepared, _xmlbase
 
     for _ in range(20):
         priv = xeddsa.seed_to_priv(secrets.token_bytes(32))
         ed = xeddsa.priv_to_ed25519_pub(priv)
         curve = xeddsa.ed25519_pub_to_curve25519_pub(ed)
-        assert _prepared._published_form(_prepared.TWOMEMO, ed) == ed
-        assert _prepared._published_form(_prepared.OLDMEMO, ed) == b"\x05" + curve
+        assert _prepared._published_form(_xmlbase.TWOMEMO, ed) == ed
+        assert _prepared._published_form(_xmlbase.OLDMEMO, ed) == b"\x05" + curve

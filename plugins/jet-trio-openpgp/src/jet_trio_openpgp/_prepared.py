@@ -107,9 +107,9 @@ class PreparedOpenPGPEnvelope(EnvelopeMethod):
         async with self._lock:
             if self._service is None:
                 from ._openpgp import OpenPGP, TrustPolicy
+                from ._signcrypt import DEFAULT_MAX_CLOCK_SKEW
 
                 skew = self._max_clock_skew
-                kwargs = {} if skew is None else {"max_clock_skew": skew}
                 service = OpenPGP(
                     self.client,
                     self.directory,
@@ -118,7 +118,7 @@ class PreparedOpenPGPEnvelope(EnvelopeMethod):
                     # The check found both in place: loading the key is enough.
                     publish=not self._checked,
                     notify=self._notify,
-                    **kwargs,
+                    max_clock_skew=DEFAULT_MAX_CLOCK_SKEW if skew is None else skew,
                 )
                 logger.info("starting OpenPGP: %s", reason)
                 await service.start()
