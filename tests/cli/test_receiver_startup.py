@@ -72,6 +72,8 @@ async def test_receiver_of_a_stub_offer_imports_no_omemo_library(
     assert not loaded & set(OMEMO_LIBRARIES), LAST[0]
     assert "jet_trio_omemo._prepared" in loaded  # OMEMO was prepared...
     assert "jet_trio_omemo._session" not in loaded  # ...and never started
+    # the check file the full session left next to the store spares reading the store
+    assert not loaded & {"sqlite3", "_sqlite3"}, LAST[0]
 
 
 @needs_omemo

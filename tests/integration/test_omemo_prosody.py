@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 
-from jet_trio import EncryptionFailed, SecurityError, TransferResult, open_client
+from jet_trio import JID, EncryptionFailed, SecurityError, TransferResult, open_client
 from jet_trio._transfer.service import FileTransfer, open_file_transfer
 from jet_trio._xmpp.client import Client
 from jet_trio._xmpp.stanza import E
@@ -39,7 +39,9 @@ from jet_trio_omemo import (
     open_omemo,
     prepare_omemo,
 )
+from jet_trio_omemo import _prepared as prepared_module
 from jet_trio_omemo._backends import et_to_lxml
+from jet_trio_omemo._prepared import check_file_path, store_path
 
 pytestmark = pytest.mark.integration
 
@@ -854,3 +856,109 @@ async def _started(prepared: PreparedOmemo) -> OmemoSession:
             return await prepared.session()
         await trio.sleep(0.05)
     pytest.fail("the session never started")
+
+
+def _check_file(s: ServerInfo, data_dir: Path) -> Path:
+    return check_file_path(store_path(data_dir, JID(s.jid("bob"))))
+
+
+@pytest.fixture
+def store_reads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Each read of an OMEMO store with sqlite3 by the prepared check or the check file."""
+    calls: list[object] = []
+    real = prepared_module._read_sqlite
+
+    def spy(*args: Any) -> Any:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(prepared_module, "_read_sqlite", spy)
+    return calls
+
+
+async def test_prepared_omemo_reads_the_check_file_not_the_store(
+    server: ServerInfo, tmp_path: Path, store_reads: list[object]
+) -> None:
+    with trio.fail_after(60):
+        device = await make_identity(server, "bob", tmp_path / "bob")
+        data = json.loads(_check_file(server, tmp_path / "bob").read_text())
+        assert data["device_id"] == device
+        store_reads.clear()
+        async with prepared_peer(server, "bob", "b", tmp_path / "bob") as b:
+            assert not b.omemo.started, b.omemo.start_reason
+        assert store_reads == []
+
+
+@pytest.mark.parametrize(
+    "stale", ["corrupt", "identity key", "device id", "rotation time", "store digest"]
+)
+async def test_a_bad_or_stale_check_file_never_skips_a_start(
+    server: ServerInfo, tmp_path: Path, store_reads: list[object], stale: str
+) -> None:
+    """A check file that is unreadable or was made for other store contents makes the check read
+    the store (as without a check file); one whose values differ from what is published or say
+    the signed pre key is due starts the full session."""
+    with trio.fail_after(60):
+        device = await make_identity(server, "bob", tmp_path / "bob")
+        path = _check_file(server, tmp_path / "bob")
+        data = json.loads(path.read_text())
+        if stale == "corrupt":
+            path.write_text('{"version": 1, "device_id": ')
+        elif stale == "identity key":
+            data["identity_key"] = base64.b64encode(bytes(range(32))).decode()
+        elif stale == "device id":
+            data["device_id"] = device ^ 0x5A5A5A
+        elif stale == "rotation time":
+            data["signed_pre_key_times"] = dict.fromkeys(data["signed_pre_key_times"], 0)
+        else:  # the store changed since: its values are read, the file's are not used
+            data["store_sha256"] = "0" * 64
+            data["signed_pre_key_times"] = dict.fromkeys(data["signed_pre_key_times"], 0)
+        if stale != "corrupt":
+            path.write_text(json.dumps(data))
+        store_reads.clear()
+        async with prepared_peer(server, "bob", "b", tmp_path / "bob") as b:
+            reason = b.omemo.start_reason or ""
+            if stale in ("corrupt", "store digest"):
+                assert not b.omemo.started, reason
+                assert store_reads  # read as without a check file...
+                assert json.loads(path.read_text())["device_id"] == device  # ...and written anew
+            else:
+                assert b.omemo.started
+                said = {
+                    "identity key": "bundle is not published (or is not ours)",
+                    "device id": "device list",
+                    "rotation time": "due for rotation",
+                }[stale]
+                assert said in reason, reason
+
+
+async def test_check_file_of_a_replaced_store_is_not_used(
+    server: ServerInfo, tmp_path: Path
+) -> None:
+    """The store is replaced (a new identity) and the check file left is the old identity's,
+    whose device and bundles are still published while the new device is not in our legacy
+    list: the check must not take the old values, it starts the session, which publishes the
+    new device again."""
+    with trio.fail_after(90):
+        first = await make_identity(server, "bob", tmp_path / "bob")
+        path = _check_file(server, tmp_path / "bob")
+        old = path.read_bytes()
+        store = store_path(tmp_path / "bob", JID(server.jid("bob")))
+        for f in store.parent.iterdir():
+            f.unlink()
+        second = await make_identity(server, "bob", tmp_path / "bob")
+        assert second != first
+        path.write_bytes(old)
+        async with open_client(
+            f"{server.jid('bob')}/other",
+            server.accounts["bob"],
+            host=server.host,
+            port=server.port,
+            ca_file=server.ca_file,
+        ) as other:
+            only_first = et_to_lxml(oldmemo.etree.serialize_device_list({first: None}))
+            await other.publish(f"{OLDMEMO}.devicelist", only_first, item_id="current")
+            async with prepared_peer(server, "bob", "b", tmp_path / "bob") as b:
+                assert b.omemo.started, "the old identity's check file was used"
+                assert f"our device {second}" in (b.omemo.start_reason or "")
+                assert second in await published_ids(other, b.client, OLDMEMO)

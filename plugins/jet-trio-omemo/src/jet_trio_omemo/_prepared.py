@@ -5,7 +5,7 @@ python-omemo's stack (its backends, x3dh and its pydantic models, protobuf, the 
 costs about a third of a second of CPU and 30 MiB to import and start. What peers rely on does
 not need it: our device in our published device lists, our bundles, the JET-OMEMO features in our
 caps. So a prepared OMEMO checks those with a few PEP reads and reads our device id, identity
-key and signed pre key ages from the store with :mod:`sqlite3`, and starts the full
+key and signed pre key ages from the store's check file (below) or the store, and starts the full
 :class:`~._session.OmemoSession` only when something needs it:
 
 * an offer or a request to encrypt or decrypt (its envelope methods start it first);
@@ -17,6 +17,25 @@ key and signed pre key ages from the store with :mod:`sqlite3`, and starts the f
   OMEMO versions, or a store the checks cannot read;
 * a signed pre key due for rotation (at start, or later while the process waits).
 
+The device id, identity key and signed pre key times come from a small check file next to the
+store (``<store>.check.json``, written with a temporary file and a rename) when it describes the
+store as it is now, so that a process that never needs OMEMO does not even load :mod:`sqlite3`.
+It is written after reading those values from the store with :mod:`sqlite3`: when the full session
+closes the store (the session is the only writer of these values; a rotation while it runs is
+in the store when it closes) and when the check had to read the store. With the values it records
+the SHA-256 of the store file, taken before and after the read (both equal), and only while the
+store's write-ahead log holds no frames (all committed changes are in the file). The check uses
+the file's values only if the store file has that digest now and its log is still empty, checked
+after reading the values: then the store's contents are exactly those the values were read from,
+so they are what reading the store would give. Any write since (a session running or left open
+by a crash in another process, a rotation, a store deleted and made again, restored from a
+backup, written by an older version) changes the file or leaves frames in its log, and the check
+reads the store as it would without a check file. A missing, unreadable or malformed file, one
+for another account or set of OMEMO versions, reads the store too. Values that do not match what
+is published, or a signed pre key due, start the full session as values read from the store
+would. So a stale check file can only lead to the store being read or the session started,
+never to a start being skipped.
+
 Device list notifications of contacts that come before the session starts are kept (the newest
 per contact and version, at most :data:`MAX_BACKLOG` events in all) and applied when it starts, as
 they would have been on arrival. OMEMO chat messages with a payload are ignored, as the full
@@ -27,9 +46,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
-import sqlite3
+import os
 import sys
 import time
 import urllib.parse
@@ -67,7 +87,10 @@ __all__ = [
     "OmemoError",
     "PreparedOmemo",
     "attached_prepared",
+    "check_file_path",
     "prepare_omemo",
+    "read_check_file",
+    "refresh_check_file",
     "store_path",
 ]
 
@@ -80,6 +103,7 @@ MAX_BACKLOG: Final = 256
 JET_OMEMO_FEATURE: Final = "urn:xmpp:jingle:jet-omemo:0"
 _TRUST_POLICIES: Final = ("btbv", "manual")
 _P: Final = 2**255 - 19
+_CHECK_VERSION: Final = 1
 
 _ATTACHED: weakref.WeakKeyDictionary[Client, PreparedOmemo] = weakref.WeakKeyDictionary()
 
@@ -309,45 +333,16 @@ class PreparedOmemo:
         return None, False
 
     def _read_store(self, path: Path) -> tuple[int, bytes, list[int]] | str:
-        """Our device id, identity key and signed pre key times, read from the store; or why
-        the full session must start (no store, another set of namespaces, unreadable)."""
+        """Our device id, identity key and signed pre key times: from the check file if it
+        describes this very store (see :func:`read_check_file`), else read from the store (and
+        the check file written again); or why the full session must start."""
         if not path.is_file():
             return "no OMEMO identity yet"
         own = str(self.client.jid.bare)
-        try:
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            try:
-
-                def load(key: str) -> object:
-                    row = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-                    return None if row is None else json.loads(row[0])
-
-                device_id = load("/own_device_id")
-                if not isinstance(device_id, int) or isinstance(device_id, bool):
-                    return "no OMEMO identity yet"
-                namespaces = load(f"/devices/{own}/{device_id}/namespaces")
-                if not isinstance(namespaces, list) or set(namespaces) != set(self.namespaces):
-                    return "the OMEMO versions of the store differ from this run's"
-                identity = load(f"/devices/{own}/{device_id}/identity_key")
-                times = []
-                for ns in self.namespaces:
-                    state = load(f"/{ns}/x3dh")
-                    spk = state.get("signed_pre_key") if isinstance(state, dict) else None
-                    stamp = spk.get("timestamp") if isinstance(spk, dict) else None
-                    if not isinstance(stamp, int):
-                        return f"the {ns} signed pre key could not be read from the store"
-                    times.append(stamp)
-            finally:
-                db.close()
-            if not isinstance(identity, str):
-                return "our identity key could not be read from the store"
-            # python-omemo's Storage.store_bytes: URL-safe base64.
-            key = base64.b64decode(identity, altchars=b"-_", validate=True)
-        except (sqlite3.Error, ValueError, binascii.Error) as exc:
-            return f"the OMEMO store could not be read ({exc})"
-        if len(key) != 32:
-            return "our identity key in the store has the wrong size"
-        return device_id, key, times
+        cached = read_check_file(path, own, self.namespaces)
+        if cached is not None:
+            return cached
+        return refresh_check_file(path, own, self.namespaces)
 
     # -- events before the session starts -------------------------------------------------------
 
@@ -425,6 +420,154 @@ def _bundle_identity(ns: str, bundle: etree._Element) -> bytes | None:
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
         return None
+
+
+def check_file_path(store: Path) -> Path:
+    """The check file next to the OMEMO store ``store``."""
+    return store.with_name(store.name + ".check.json")
+
+
+def _store_digest(store: Path) -> str | None:
+    """The SHA-256 of the store file, or ``None`` if a write-ahead log with frames exists before
+    or after the read (changes may be in the log, not in the file) or the file cannot be read."""
+    wal = store.with_name(store.name + "-wal")
+
+    def log_is_empty() -> bool:
+        try:
+            return wal.stat().st_size == 0
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+
+    if not log_is_empty():
+        return None
+    try:
+        data = store.read_bytes()
+    except OSError:
+        return None
+    if not log_is_empty():
+        return None
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_check_file(
+    store: Path, own: str, namespaces: Sequence[str]
+) -> tuple[int, bytes, list[int]] | None:
+    """Our device id, identity key and signed pre key times (in the order of ``namespaces``)
+    from the check file of ``store``, or ``None`` (read the store) if the file is missing,
+    malformed, for another account or set of OMEMO versions, or was written for other store
+    contents than the file holds now."""
+    try:
+        data = json.loads(check_file_path(store).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("version") != _CHECK_VERSION:
+        return None
+    device_id = data.get("device_id")
+    identity = data.get("identity_key")
+    times = data.get("signed_pre_key_times")
+    if (
+        data.get("account") != own
+        or not isinstance(device_id, int)
+        or isinstance(device_id, bool)
+        or not isinstance(identity, str)
+        or not isinstance(times, dict)
+        or set(times) != set(namespaces)
+        or len(times) != len(namespaces)
+    ):
+        return None
+    stamps = [times[ns] for ns in namespaces]
+    if not all(isinstance(t, int) and not isinstance(t, bool) for t in stamps):
+        return None
+    try:
+        key = base64.b64decode(identity, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(key) != 32:
+        return None
+    # Last: the values are those of the store only if its contents are the ones they were
+    # read from (any later write changes the file or leaves frames in its log).
+    if data.get("store_sha256") != _store_digest(store):
+        return None
+    return device_id, key, stamps
+
+
+def refresh_check_file(
+    store: Path, own: str, namespaces: Sequence[str]
+) -> tuple[int, bytes, list[int]] | str:
+    """Read our values from the store with :mod:`sqlite3` (see :func:`_read_sqlite`) and, if
+    the store did not change during the read, write them with the store's digest to its check
+    file (temporary file and rename; a failure is logged, never raised)."""
+    before = _store_digest(store)
+    values = _read_sqlite(store, own, namespaces)
+    if isinstance(values, str) or before is None or _store_digest(store) != before:
+        return values
+    device_id, key, stamps = values
+    record = {
+        "version": _CHECK_VERSION,
+        "account": own,
+        "store_sha256": before,
+        "device_id": device_id,
+        "identity_key": base64.b64encode(key).decode(),
+        "signed_pre_key_times": dict(zip(namespaces, stamps, strict=True)),
+    }
+    target = check_file_path(store)
+    temp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(record, out)
+        os.replace(temp, target)
+    except OSError as exc:
+        log.debug("could not write the OMEMO check file %s: %s", target, exc)
+        temp.unlink(missing_ok=True)
+    return values
+
+
+def _read_sqlite(
+    path: Path, own: str, namespaces: Sequence[str]
+) -> tuple[int, bytes, list[int]] | str:
+    """Our device id, identity key and signed pre key times, read from the store; or why
+    the full session must start (no store, another set of namespaces, unreadable)."""
+    import sqlite3  # only here: a valid check file spares its import
+
+    if not path.is_file():
+        return "no OMEMO identity yet"
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+
+            def load(key: str) -> object:
+                row = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+                return None if row is None else json.loads(row[0])
+
+            device_id = load("/own_device_id")
+            if not isinstance(device_id, int) or isinstance(device_id, bool):
+                return "no OMEMO identity yet"
+            stored_namespaces = load(f"/devices/{own}/{device_id}/namespaces")
+            if not isinstance(stored_namespaces, list) or set(stored_namespaces) != set(namespaces):
+                return "the OMEMO versions of the store differ from this run's"
+            identity = load(f"/devices/{own}/{device_id}/identity_key")
+            times = []
+            for ns in namespaces:
+                state = load(f"/{ns}/x3dh")
+                spk = state.get("signed_pre_key") if isinstance(state, dict) else None
+                stamp = spk.get("timestamp") if isinstance(spk, dict) else None
+                if not isinstance(stamp, int):
+                    return f"the {ns} signed pre key could not be read from the store"
+                times.append(stamp)
+        finally:
+            db.close()
+        if not isinstance(identity, str):
+            return "our identity key could not be read from the store"
+        # python-omemo's Storage.store_bytes: URL-safe base64.
+        key = base64.b64decode(identity, altchars=b"-_", validate=True)
+    except (sqlite3.Error, ValueError, binascii.Error) as exc:
+        return f"the OMEMO store could not be read ({exc})"
+    if len(key) != 32:
+        return "our identity key in the store has the wrong size"
+    return device_id, key, times
 
 
 class PreparedEnvelope(EnvelopeMethod):

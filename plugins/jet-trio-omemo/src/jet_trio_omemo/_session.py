@@ -27,7 +27,13 @@ from ._manager import (
     fingerprint_of,
     parse_device_list,
 )
-from ._prepared import DEFAULT_ROTATION_PERIOD, OmemoError, attached_prepared, store_path
+from ._prepared import (
+    DEFAULT_ROTATION_PERIOD,
+    OmemoError,
+    attached_prepared,
+    refresh_check_file,
+    store_path,
+)
 from ._storage import SQLiteStorage
 
 __all__ = [
@@ -194,6 +200,8 @@ class OmemoSession:
                 await self._worker_done.wait()
         self._events_in.close()
         self.storage.close()
+        # The values a prepared OMEMO checks, for the next start (see _prepared.read_check_file).
+        refresh_check_file(self.storage.path, str(self.client.jid.bare), self.namespaces)
 
     @property
     def device_id(self) -> int:
