@@ -342,12 +342,15 @@ async def receive_into(
             reader = IntoReader(source)
             hashing = HashWorker(hasher)
             inline = not hashing.threaded
-            pool = _BufferPool(_STORE_BATCH + SLACK) if inline else None
+            # A small file gets buffers of its size (with room for the tag and one byte more,
+            # to notice a peer sending too much), not of a whole batch.
+            batch = min(_STORE_BATCH, length + tail.trailer + 1)
+            pool = _BufferPool(batch + SLACK) if inline else None
             with open_part(partial.part, offset) as f:
                 store = _Store(f, None if pool is None else pool.give_back)
                 try:
                     async with hashing, trio.open_nursery() as store_nursery:
-                        # Each batch of _STORE_BATCH bytes is read (and decrypted) into one
+                        # Each batch of up to _STORE_BATCH bytes is read (and decrypted) into one
                         # buffer, hashed piece by piece as it comes, and written in a
                         # worker thread (file I/O releases the GIL) while the next batch comes.
                         # Hashing runs inline on each piece while it is hot in the cache where
@@ -357,11 +360,11 @@ async def receive_into(
                         # it, so every batch gets a new one.
                         store_nursery.start_soon(store.run, storing)
                         async with to_store:
-                            buf = _new_buffer(pool)
+                            buf = _new_buffer(pool, batch)
                             filled = 0
                             try:
                                 while secret is not None or done < length:
-                                    room = _STORE_BATCH - filled
+                                    room = batch - filled
                                     # Plain: one byte more than left, to notice a peer
                                     # sending too much.
                                     want = room if secret else min(room, length - done + 1)
@@ -376,11 +379,11 @@ async def receive_into(
                                     if inline:
                                         hasher.update(buf[filled : filled + got])
                                     filled += got
-                                    if filled == _STORE_BATCH:
+                                    if filled == batch:
                                         full = buf[:filled]
                                         if not inline:
                                             await hashing.update(full)
-                                        buf, filled = _new_buffer(pool), 0
+                                        buf, filled = _new_buffer(pool, batch), 0
                                         await store.put(to_store, [full])
                                     done += got
                                     stall.moved(got)
@@ -492,8 +495,8 @@ class _BufferPool:
                 self._free.append(buffer)
 
 
-def _new_buffer(pool: _BufferPool | None) -> memoryview:
-    return pool.take() if pool is not None else memoryview(bytearray(_STORE_BATCH + SLACK))
+def _new_buffer(pool: _BufferPool | None, batch: int) -> memoryview:
+    return pool.take() if pool is not None else memoryview(bytearray(batch + SLACK))
 
 
 class _Store:

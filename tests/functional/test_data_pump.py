@@ -101,3 +101,37 @@ async def test_file_io_never_blocks_the_event_loop(
         assert in_place and not blocking_reads
     else:
         assert blocking_reads and not in_place
+
+
+@pytest.mark.parametrize("encrypt", [JET_STUB, None], ids=["jet-stub", "plain"])
+@pytest.mark.parametrize("size", [0, 1024, SIZE])
+async def test_receive_buffers_fit_a_small_file(
+    net: Net,
+    tmp_path: Path,
+    dest_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    encrypt: str | None,
+    size: int,
+) -> None:
+    """A small file is received into buffers of its size, not of a whole 1 MiB batch (a
+    receiver's memory: the start-up goal of a 1 KiB transfer); a large one into batches."""
+    src = make_file(tmp_path, size)
+    dest = dest_dir / "small.bin"
+    sizes: list[int] = []
+    real_new_buffer = driver._new_buffer
+
+    def new_buffer(pool: Any, batch: int) -> memoryview:
+        buf: memoryview = real_new_buffer(pool, batch)
+        sizes.append(len(buf))
+        return buf
+
+    monkeypatch.setattr(driver, "_new_buffer", new_buffer)
+    async with net.pair() as (fa, fb):
+        out = await run_transfer(fa, fb, src, dest, encrypt=encrypt)
+    assert out.send.error is None and out.recv.error is None, (out.send.error, out.recv.error)
+    assert dest.read_bytes() == src.read_bytes()
+    assert sizes
+    if size < 64 * 1024:
+        assert max(sizes) <= size + 64, sizes
+    else:
+        assert max(sizes) >= 1 << 20, sizes
