@@ -227,7 +227,7 @@ async def send_data(
             f = await trio.to_thread.run_sync(_open_at, src, offset)
             try:
                 _check_unchanged(f, src, unchanged)
-                source = _FileSource(f, offset)
+                source = _FileSource(f, offset, offset + length)
                 async with HashWorker(
                     hasher or Hasher(), threaded=None if hasher is not None else False
                 ) as worker:
@@ -590,9 +590,10 @@ class _FileSource:
     in it is read in threads, 4 MiB at a time; a file system without ``RWF_NOWAIT`` (tmpfs) is
     read in threads only."""
 
-    def __init__(self, f: BinaryIO, offset: int) -> None:
+    def __init__(self, f: BinaryIO, offset: int, end: int | None = None) -> None:
         self._fd = f.fileno()
         self._offset = offset
+        self._end = end  # where the bytes to send end: no block read beyond it
         self._buffer = bytearray(0)
         self._in_place = hasattr(os, "RWF_NOWAIT") and hasattr(os, "preadv")
         self._read_ahead = memoryview(b"")  # the rest of the last block read in a thread
@@ -624,6 +625,8 @@ class _FileSource:
         # It is filled again only once every chunk of the last block was handed out, and a
         # chunk is valid only until the next read.
         size = max(n, _THREAD_READ)
+        if self._end is not None:
+            size = max(1, min(size, self._end - self._offset))
         if len(self._block) < size:
             self._block = bytearray(size)
         view = memoryview(self._block)[:size]

@@ -46,3 +46,16 @@ async def test_a_short_file_and_a_chunk_larger_than_a_block(
         assert bytes(await source.read(3000)) == data[:3000]
         assert bytes(await source.read(3000)) == data[3000:]
         assert await source.read(3000) == b""
+
+
+async def test_a_small_file_gets_a_block_of_its_size(tmp_path: Path) -> None:
+    """The block read in a thread ends where the bytes to send end: a 1 KiB send does not
+    zero-fill a 4 MiB buffer."""
+    data = os.urandom(1024)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    with path.open("rb") as f:
+        source = _FileSource(f, 0, len(data))
+        source._in_place = False
+        assert bytes(await source.read(256 * 1024)) == data
+        assert len(source._block) == len(data)
