@@ -88,6 +88,7 @@ __all__ = [
     "PreparedOmemo",
     "attached_prepared",
     "check_file_path",
+    "check_options",
     "prepare_omemo",
     "read_check_file",
     "refresh_check_file",
@@ -132,6 +133,19 @@ def _curve_from_ed(public: bytes) -> bytes:
     return u.to_bytes(32, "little")
 
 
+def check_options(trust: object, namespaces: Sequence[str], rotation_period: float) -> str:
+    """The options of an OMEMO session (prepared or full) checked; returns the trust policy's
+    name. Raises :class:`OmemoError`."""
+    policy = str(getattr(trust, "value", trust))
+    if policy not in _TRUST_POLICIES:
+        raise OmemoError(f"unknown trust policy {trust!r} (btbv or manual)")
+    if not namespaces or any(ns not in (OLDMEMO, TWOMEMO) for ns in namespaces):
+        raise OmemoError(f"namespaces must be a non-empty subset of {(OLDMEMO, TWOMEMO)}")
+    if not rotation_period > 0 or rotation_period == float("inf"):
+        raise OmemoError("rotation_period must be a positive number of seconds")
+    return policy
+
+
 class PreparedOmemo:
     """OMEMO on ``client`` with the full :class:`~._session.OmemoSession` started on first
     need (see the module doc). Make one with :func:`prepare_omemo`; :attr:`envelopes` are the
@@ -147,13 +161,7 @@ class PreparedOmemo:
         rotation_period: float = DEFAULT_ROTATION_PERIOD,
         notify: Callable[[KeyNotice], None] | None = None,
     ) -> None:
-        policy = str(getattr(trust, "value", trust))
-        if policy not in _TRUST_POLICIES:
-            raise OmemoError(f"unknown trust policy {trust!r} (btbv or manual)")
-        if not namespaces or any(ns not in (OLDMEMO, TWOMEMO) for ns in namespaces):
-            raise OmemoError(f"namespaces must be a non-empty subset of {(OLDMEMO, TWOMEMO)}")
-        if not rotation_period > 0 or rotation_period == float("inf"):
-            raise OmemoError("rotation_period must be a positive number of seconds")
+        policy = check_options(trust, namespaces, rotation_period)
         self.client = client
         self.data_dir = Path(data_dir)
         self.trust = policy

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -31,6 +30,7 @@ from ._prepared import (
     DEFAULT_ROTATION_PERIOD,
     OmemoError,
     attached_prepared,
+    check_options,
     refresh_check_file,
     store_path,
 )
@@ -134,14 +134,7 @@ class OmemoSession:
         (``_listen=False``: a :class:`~._prepared.PreparedOmemo` receives the device list
         notifications and messages, and hands them over through :meth:`_feed`.)
         """
-        try:
-            policy = TrustPolicy(trust)
-        except ValueError:
-            raise OmemoError(f"unknown trust policy {trust!r} (btbv or manual)") from None
-        if not namespaces or any(ns not in (OLDMEMO, TWOMEMO) for ns in namespaces):
-            raise OmemoError(f"namespaces must be a non-empty subset of {(OLDMEMO, TWOMEMO)}")
-        if not rotation_period > 0 or math.isinf(rotation_period):
-            raise OmemoError("rotation_period must be a positive number of seconds")
+        policy = TrustPolicy(check_options(trust, namespaces, rotation_period))
         if client in _ATTACHED or (_listen and attached_prepared(client) is not None):
             raise OmemoError(f"OMEMO is already running on the client of {client.jid}")
         account = str(client.jid.bare)
