@@ -64,8 +64,9 @@ _BATCH_MIN = 16 * 1024
 _BATCH_MAX = 256 * 1024
 _BATCH_WAIT = 0.002
 _RECEIVE_SIZE = 256 * 1024
-# Room a decryptor may need after the plaintext it writes (``update_into``: a cipher block).
-_SLACK = 15
+SLACK: Final = 15
+"""Bytes of room a buffer needs after the data asked for (:class:`IntoReader`): what a
+decryptor may write after the plaintext (``update_into``: a cipher block)."""
 _BATCHING = (
     sys.platform == "linux"
     and hasattr(socket, "SO_RCVLOWAT")
@@ -614,10 +615,10 @@ class DecryptingReceiveStream(trio.abc.ReceiveStream):
             view = memoryview(buffer).cast("B")
             if view.readonly:
                 raise TypeError("receive_into needs a writable buffer")
-            limit = len(view) - _SLACK if max_bytes is None else operator.index(max_bytes)
-            if limit < 1 or limit + _SLACK > len(view):
+            limit = len(view) - SLACK if max_bytes is None else operator.index(max_bytes)
+            if limit < 1 or limit + SLACK > len(view):
                 raise ValueError(
-                    f"max_bytes must be >= 1, with {_SLACK} bytes of room after it in the buffer"
+                    f"max_bytes must be >= 1, with {SLACK} bytes of room after it in the buffer"
                 )
             self._check_open()
             if self._done():
@@ -628,14 +629,9 @@ class DecryptingReceiveStream(trio.abc.ReceiveStream):
                 if self._batch is None:
                     data = await self.transport.receive_some(limit)
                 else:
-                    # The ciphertext goes into the stream's own buffer and is decrypted from
-                    # there into the caller's: cryptography (51 and later) refuses to decrypt
-                    # in place.
-                    if len(self._buffer) < limit:
-                        self._buffer = bytearray(limit)
-                    scratch = memoryview(self._buffer)[:limit]
-                    n = await self._batch.receive_into(scratch, self._opener.bytes_left, eager=True)
-                    data = scratch[:n]
+                    # Into the stream's own buffer, decrypted from there into the caller's:
+                    # cryptography (51 and later) refuses to decrypt in place.
+                    data = await self._receive_batch(limit, eager=True)
                 try:
                     if data:
                         if self._on_wire is not None:
@@ -657,14 +653,14 @@ class DecryptingReceiveStream(trio.abc.ReceiveStream):
         if self._broken is not None:
             raise trio.BrokenResourceError("an earlier error broke this stream") from (self._broken)
 
-    async def _receive_batch(self, size: int) -> memoryview:
+    async def _receive_batch(self, size: int, *, eager: bool = False) -> memoryview:
         # One buffer for the life of the stream: the ciphertext is read into it and decrypted
         # out of it, so nothing returned to the caller refers to it.
         assert self._batch is not None
         if len(self._buffer) < size:
             self._buffer = bytearray(size)
         view = memoryview(self._buffer)[:size]
-        n = await self._batch.receive_into(view, self._opener.bytes_left)
+        n = await self._batch.receive_into(view, self._opener.bytes_left, eager=eager)
         return view[:n]
 
     async def aclose(self) -> None:
@@ -703,7 +699,3 @@ class IntoReader:
         data = await self._stream.receive_some(max_bytes)
         view[: len(data)] = data
         return len(data)
-
-
-SLACK: Final = _SLACK
-"""Bytes of room a buffer needs after the data asked for (:class:`IntoReader`)."""
