@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,13 @@ class Peer:
     ft: FileTransfer
 
 
+def account_client(s: ServerInfo, user: str, resource: str) -> AbstractAsyncContextManager[Client]:
+    """A client of ``user``'s account on the test server, with ``resource``."""
+    return open_client(
+        f"{s.jid(user)}/{resource}", s.accounts[user], host=s.host, port=s.port, ca_file=s.ca_file
+    )
+
+
 @asynccontextmanager
 async def peer(
     stack_server: ServerInfo,
@@ -67,15 +74,8 @@ async def peer(
     data_dir: Path,
     **omemo_kwargs: Any,
 ) -> AsyncIterator[Peer]:
-    s = stack_server
     async with (
-        open_client(
-            f"{s.jid(user)}/{resource}",
-            s.accounts[user],
-            host=s.host,
-            port=s.port,
-            ca_file=s.ca_file,
-        ) as client,
+        account_client(stack_server, user, resource) as client,
         open_omemo(client, data_dir, **omemo_kwargs) as omemo,
         open_file_transfer(client) as ft,
     ):
@@ -356,9 +356,7 @@ async def test_rotation_runs_in_trio_and_shutdown_is_clean(
 ) -> None:
     s = server
     with trio.fail_after(60):
-        async with open_client(
-            f"{s.jid('alice')}/a", s.accounts["alice"], host=s.host, port=s.port, ca_file=s.ca_file
-        ) as client:
+        async with account_client(s, "alice", "a") as client:
             omemo = await OmemoSession.start(
                 client, tmp_path / "alice", namespaces=[OLDMEMO], rotation_period=1.0
             )
@@ -640,13 +638,7 @@ async def prepared_peer(
     s: ServerInfo, user: str, resource: str, data_dir: Path, **omemo_kwargs: Any
 ) -> AsyncIterator[PreparedPeer]:
     async with (
-        open_client(
-            f"{s.jid(user)}/{resource}",
-            s.accounts[user],
-            host=s.host,
-            port=s.port,
-            ca_file=s.ca_file,
-        ) as client,
+        account_client(s, user, resource) as client,
         prepare_omemo(client, data_dir, **omemo_kwargs) as prepared,
         open_file_transfer(client, plugins=PluginManager(plugins=[_Envelopes(prepared)])) as ft,
     ):
@@ -704,12 +696,8 @@ async def test_prepared_omemo_publishes_a_missing_device_or_bundle_again(
 ) -> None:
     with trio.fail_after(60):
         device = await make_identity(server, "bob", tmp_path / "bob")
-        async with open_client(
-            f"{server.jid('bob')}/other",
-            server.accounts["bob"],
-            host=server.host,
-            port=server.port,
-            ca_file=server.ca_file,
+        async with account_client(
+            server, "bob", "other"
         ) as other:  # another client of bob's account changes what is published
             if missing == "device list":
                 other_list = et_to_lxml(oldmemo.etree.serialize_device_list({12345: None}))
@@ -949,13 +937,7 @@ async def test_check_file_of_a_replaced_store_is_not_used(
         second = await make_identity(server, "bob", tmp_path / "bob")
         assert second != first
         path.write_bytes(old)
-        async with open_client(
-            f"{server.jid('bob')}/other",
-            server.accounts["bob"],
-            host=server.host,
-            port=server.port,
-            ca_file=server.ca_file,
-        ) as other:
+        async with account_client(server, "bob", "other") as other:
             only_first = et_to_lxml(oldmemo.etree.serialize_device_list({first: None}))
             await other.publish(f"{OLDMEMO}.devicelist", only_first, item_id="current")
             async with prepared_peer(server, "bob", "b", tmp_path / "bob") as b:

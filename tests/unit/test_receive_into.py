@@ -13,7 +13,7 @@ import io
 import itertools
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -152,6 +152,18 @@ async def _receive_all_into(reader: IntoReader, size: int, batch: int) -> bytes:
             return bytes(out)
 
 
+async def _over(
+    over_socket: bool,
+    run: Callable[[trio.abc.SendStream, trio.abc.ReceiveStream], Awaitable[bytes]],
+) -> bytes:
+    """``run`` over a TCP socket pair (batched reads) or over a memory stream."""
+    if over_socket:
+        async with _tcp_pair() as (a, b):
+            return await run(a, b)
+    a2, b2 = trio.testing.memory_stream_one_way_pair()
+    return await run(a2, b2)
+
+
 @pytest.mark.parametrize("over_socket", [True, False])
 @pytest.mark.parametrize("size", [0, 1, 70_000, 1_000_003])
 async def test_receive_into_round_trip(over_socket: bool, size: int) -> None:
@@ -174,12 +186,7 @@ async def test_receive_into_round_trip(over_socket: bool, size: int) -> None:
         assert dec.verified
         return got
 
-    if over_socket:
-        async with _tcp_pair() as (a, b):
-            assert await run(a, b) == plaintext
-    else:
-        a2, b2 = trio.testing.memory_stream_one_way_pair()
-        assert await run(a2, b2) == plaintext
+    assert await _over(over_socket, run) == plaintext
 
 
 @pytest.mark.parametrize("over_socket", [True, False])
@@ -209,12 +216,7 @@ async def test_receive_into_never_decrypts_in_place(
             n.start_soon(a.send_all, wire)
             return await _receive_all_into(IntoReader(dec), len(plaintext), 65536)
 
-    if over_socket:
-        async with _tcp_pair() as (a, b):
-            assert await run(a, b) == plaintext
-    else:
-        a2, b2 = trio.testing.memory_stream_one_way_pair()
-        assert await run(a2, b2) == plaintext
+    assert await _over(over_socket, run) == plaintext
     assert calls
 
 
