@@ -696,9 +696,8 @@ async def test_prepared_omemo_publishes_a_missing_device_or_bundle_again(
 ) -> None:
     with trio.fail_after(60):
         device = await make_identity(server, "bob", tmp_path / "bob")
-        async with account_client(
-            server, "bob", "other"
-        ) as other:  # another client of bob's account changes what is published
+        # Another client of bob's account changes what is published.
+        async with account_client(server, "bob", "other") as other:
             if missing == "device list":
                 other_list = et_to_lxml(oldmemo.etree.serialize_device_list({12345: None}))
                 await other.publish(f"{OLDMEMO}.devicelist", other_list, item_id="current")
