@@ -1,6 +1,7 @@
 """jet-trio against slixmpp through a server's SOCKS5 proxy (proxy65), on ejabberd and Prosody.
 
 Usage: python bench/bench_proxy_peer.py [SIZE] [--rounds N] [--servers ejabberd,prosody]
+       [--slix-sha256] [--prosody-gc LUA_TABLE]
 
 Issue 15's proxy goals, in one run: through the same server's proxy, jet-trio encrypted
 (AES-256-GCM, stub envelope) must reach >= 1.0x the throughput of slixmpp unencrypted, with a
@@ -33,6 +34,11 @@ slixmpp, the sender's start of the handshake to the receiver's last byte written
 system time of each process from its own rusage (all threads) over the transfer, per GiB. The
 server's CPU (the process and its children, from psutil) over the whole pair, logins included,
 is printed as well. MB = 10^6 bytes. Files live in ``--tmpdir`` (default /dev/shm).
+
+With ``--prosody-gc '{ mode = "generational" }'`` a second Prosody, ``prosody-gc``, runs with that
+``gc`` setting (its Lua garbage collector; Prosody 0.12's default is incremental with a pause of
+105 %) in the same rounds as the default one: at the default, the collector is most of what
+Prosody's proxy65 spends per byte (bench/README.md, "Prosody's proxy is its garbage collector").
 
 slixmpp is not a dependency of jet-trio: without it the bench says how to install it and exits 0.
 """
@@ -381,6 +387,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help=f"add a second reference, {SLIX_SHA!r}: slixmpp hashing the file on both sides",
     )
+    parser.add_argument(
+        "--prosody-gc",
+        metavar="LUA_TABLE",
+        help="add a Prosody named prosody-gc with this gc setting, e.g."
+        " '{ mode = \"generational\" }' (Prosody's default: incremental, pause 105 %%)",
+    )
     parser.add_argument("--tmpdir", default="/dev/shm" if os.path.isdir("/dev/shm") else None)
     args = parser.parse_args(argv)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -395,7 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"jet-trio {jet_trio.__version__}, slixmpp {slixmpp.__version__},"
         f" Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; size {bt.human(args.size)},"
         f" rounds {args.rounds}, slixmpp chunk {args.slix_chunk};"
-        f" load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        + (f" prosody-gc: gc = {args.prosody_gc};" if args.prosody_gc else "")
+        + f" load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         flush=True,
     )
     cases = [*CASES, SLIX_SHA] if args.slix_sha256 else list(CASES)
@@ -405,8 +418,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = Results()
     try:
         eps: list[tuple[str, PrivateServer, bt.Endpoint]] = []
+        if args.prosody_gc:
+            servers.append("prosody-gc")
         for name in servers:
-            ep = b.ejabberd() if name == "ejabberd" else b.prosody(tuned=False)
+            if name == "ejabberd":
+                ep = b.ejabberd()
+            elif name == "prosody-gc":
+                ep = b.prosody(tuned=False, gc=args.prosody_gc, name=name)
+            else:
+                ep = b.prosody(tuned=False)
             if ep is not None:
                 eps.append((name, b.servers[-1], ep))
         b.src(args.size)

@@ -111,9 +111,12 @@ class Endpoint:
 # -- servers --------------------------------------------------------------------------------
 
 
-def bench_prosody(base_dir: Path, ca: Any, *, tuned_network: bool) -> PrivateProsody:
+def bench_prosody(
+    base_dir: Path, ca: Any, *, tuned_network: bool, gc: str | None = None
+) -> PrivateProsody:
     """A PrivateProsody without ``stanza_debug`` and with an ``info`` log: a debug log of every
-    stanza in full would dominate IBB and iq timings.
+    stanza in full would dominate IBB and iq timings. ``gc``: a Lua table for Prosody's ``gc``
+    setting (its garbage collector), e.g. ``{ mode = "generational" }``; None: Prosody's default.
 
     Imported here, not at the top: the children (spawned, so they re-import this module) need
     neither pytest nor trustme, which would only inflate their RSS.
@@ -130,6 +133,8 @@ def bench_prosody(base_dir: Path, ca: Any, *, tuned_network: bool) -> PrivatePro
             new = new.replace("log = { debug =", "log = { info =")
             if new == text:
                 print("  (warning: could not drop stanza_debug / debug log from the config)")
+            if gc is not None:
+                new = new.replace("\nmodules_enabled = ", f"\ngc = {gc}\nmodules_enabled = ", 1)
             self.config_path.write_text(new, encoding="utf-8")
 
     return BenchProsody(base_dir, ca, tuned_network=tuned_network)
@@ -670,9 +675,9 @@ class Bench:
     def dest(self) -> Path:
         return self.base / "received.bin"
 
-    def prosody(self, tuned: bool) -> Endpoint:
-        name = "prosody-tuned" if tuned else "prosody"
-        server = bench_prosody(self.base / name, self.ca, tuned_network=tuned)
+    def prosody(self, tuned: bool, *, gc: str | None = None, name: str | None = None) -> Endpoint:
+        name = name or ("prosody-tuned" if tuned else "prosody")
+        server = bench_prosody(self.base / name, self.ca, tuned_network=tuned, gc=gc)
         self.servers.append(server)
         return prosody_endpoint(server, name)
 
