@@ -205,7 +205,12 @@ def _hash_after_the_data(
 ) -> None:
     """The sender offers without a hash (``<hash-used/>``, as hash-while-sending does unless
     its hash cache knows the file) and sends ``digest`` in the ``<checksum/>`` after the data
-    instead of the hash it computed, or no checksum at all if ``digest`` is ``None``."""
+    instead of the hash it computed, or no checksum at all if ``digest`` is ``None``.
+
+    Its hash cache is kept from knowing the file: the interrupted first send may well have
+    pushed all its data into socket buffers before the receiver stopped (and then remembered
+    the hash), and a sender that knows the hash offers it and sends no checksum."""
+    monkeypatch.setattr(fa._hashes, "cached", lambda path, key: None)
     original = description.build_description
 
     def hash_used(file: FileDescription, *, request: bool = False) -> Any:
