@@ -62,6 +62,12 @@ _TAIL_GRACE: Final = 2.0
 _HELD_MAX: Final = 8192 + 16  # Prosody 0.12: its socket library's read buffer, and the tag
 _THREAD_READ: Final = 4 << 20  # bytes the sender reads per worker-thread call
 _STORE_BATCH: Final = 1 << 20  # received bytes handed to the writing thread at once
+#: Unsent bytes the kernel may hold for the sender's S5B stream (``TCP_NOTSENT_LOWAT``): four
+#: chunks. trio sets 16 KiB on every SocketStream, which suits a chat stream but makes a bulk
+#: sender write at most some 16 KiB beyond what the peer's window takes and wake up whenever
+#: fewer than 8 KiB are left unsent: through a SOCKS5 proxy that reads in 4-100 KiB pieces,
+#: about three writes and three trips through the event loop per chunk (bench/README.md).
+_SEND_QUEUE: Final = 4 * CHUNK
 
 
 class SessionShell:
@@ -214,9 +220,10 @@ async def send_data(
     never gets the tag, or the end of an unencrypted stream, and keeps nothing)."""
     progress = session.reporter(progress)
     sink: trio.abc.SendStream = established.stream
-    _for_bulk_data(sink)
     session.machine.step(Step.DATA)
     enc = EncryptingSendStream(sink, secret, expected_size=length) if secret else None
+    if isinstance(established.stream, trio.SocketStream):
+        _queue_for_bulk(established.stream)
     done = 0
     stalled = f"{session.peer} accepted no data"
     with (
@@ -271,20 +278,19 @@ async def send_data(
     return length + (secret.cipher.tag_size if secret else 0)
 
 
-def _for_bulk_data(stream: trio.abc.SendStream) -> None:
-    """Let the kernel queue a file's bytes as a TCP socket normally would.
-
-    trio caps what a ``SocketStream`` keeps queued but not yet sent at 16 KiB
-    (``TCP_NOTSENT_LOWAT``), which keeps latency low for messages. For a file it means that
-    once the peer's receive window is full (a relay, a slow link), the sender must wake up
-    for every 16 KiB the window opens, and the stream stops whenever it is a moment late:
-    measured through Prosody's proxy, the sender's CPU per byte went up by a third and the
-    relay ran dry a few hundred times per 256 MiB. 0 restores the system's setting
-    (``net.ipv4.tcp_notsent_lowat``, unlimited by default): the socket's send buffer, which
-    the kernel sizes, bounds what is queued."""
-    if isinstance(stream, trio.SocketStream) and hasattr(socket, "TCP_NOTSENT_LOWAT"):
-        with contextlib.suppress(OSError):
-            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 0)
+def _queue_for_bulk(stream: trio.SocketStream) -> None:
+    """Let the kernel hold up to ``_SEND_QUEUE`` unsent bytes of ``stream`` (a file's data)
+    instead of trio's 16 KiB: each write then takes a whole chunk, and the sender is woken
+    only once half of that was sent. Nothing changes for what the peer receives, nor for
+    how the stall guard sees progress (bytes handed to the kernel). With trio's 16 KiB a
+    relay also ran dry whenever the sender was a moment late (Prosody's proxy: a few hundred
+    times per 256 MiB, and its garbage collector then ran twice as often; bench/README.md).
+    Where the option does not exist (not TCP, not Linux/macOS), the stream stays as it is."""
+    option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+    if option is None:  # pragma: no cover - every platform CI runs on has it
+        return
+    with contextlib.suppress(OSError):  # e.g. a Unix socket: no TCP options
+        stream.setsockopt(socket.IPPROTO_TCP, option, _SEND_QUEUE)
 
 
 def _check_unchanged(f: BinaryIO, src: Path, key: FileKey | None) -> None:

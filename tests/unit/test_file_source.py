@@ -97,33 +97,32 @@ async def test_the_next_block_is_read_while_this_one_is_handed_out(
     data = os.urandom(2500)
     path = tmp_path / "f"
     path.write_bytes(data)
-    release = threading.Event()
+    asked, release = threading.Event(), threading.Event()
     reads: list[int] = []
     real = driver._pread_into
 
     def pread_into(fd: int, view: memoryview, offset: int) -> int:
         reads.append(offset)
         if offset == 1000:
+            asked.set()
             release.wait(10)
         return real(fd, view, offset)
 
     monkeypatch.setattr(driver, "_pread_into", pread_into)
     with path.open("rb") as f:
-        async with trio.open_nursery() as n:
-            async with _FileSource(f, 0, len(data), nursery=n) as source:
-                source._in_place = False
-                assert bytes(await source.read(400)) == data[:400]
-                with trio.fail_after(5):
-                    while 1000 not in reads:  # block 2 asked for before anyone needs it
-                        await trio.sleep(0.001)
-                assert bytes(await source.read(400)) == data[400:800]
-                assert bytes(await source.read(400)) == data[800:1000]
-                assert not release.is_set()  # block 1 was served while block 2 was held
-                release.set()
-                with trio.fail_after(5):
-                    assert bytes(await source.read(1000)) == data[1000:2000]
-                    assert bytes(await source.read(1000)) == data[2000:]
-                    assert await source.read(1000) == b""
+        async with trio.open_nursery() as n, _FileSource(f, 0, len(data), nursery=n) as source:
+            source._in_place = False
+            assert bytes(await source.read(400)) == data[:400]
+            # block 2 is asked for before anyone needs it
+            assert await trio.to_thread.run_sync(asked.wait, 5)
+            assert bytes(await source.read(400)) == data[400:800]
+            assert bytes(await source.read(400)) == data[800:1000]
+            assert not release.is_set()  # block 1 was served while block 2 was held
+            release.set()
+            with trio.fail_after(5):
+                assert bytes(await source.read(1000)) == data[1000:2000]
+                assert bytes(await source.read(1000)) == data[2000:]
+                assert await source.read(1000) == b""
     assert reads == [0, 1000, 2000]
 
 
@@ -143,12 +142,11 @@ async def test_a_failed_read_ahead_is_raised_by_the_read_that_needs_it(
 
     monkeypatch.setattr(driver, "_pread_into", pread_into)
     with path.open("rb") as f:
-        async with trio.open_nursery() as n:
-            async with _FileSource(f, 0, len(data), nursery=n) as source:
-                source._in_place = False
-                assert bytes(await source.read(1000)) == data[:1000]
-                with pytest.raises(OSError, match="Input/output error"):
-                    await source.read(1000)
+        async with trio.open_nursery() as n, _FileSource(f, 0, len(data), nursery=n) as source:
+            source._in_place = False
+            assert bytes(await source.read(1000)) == data[:1000]
+            with pytest.raises(OSError, match="Input/output error"):
+                await source.read(1000)
 
 
 async def test_leaving_the_source_waits_for_the_read_under_way(
