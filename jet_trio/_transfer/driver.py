@@ -236,13 +236,10 @@ async def send_data(
             f = await trio.to_thread.run_sync(_open_at, src, offset)
             try:
                 _check_unchanged(f, src, unchanged)
-                source = _FileSource(f, offset, offset + length, nursery=n)
-                async with (
-                    source,
-                    HashWorker(
-                        hasher or Hasher(), threaded=None if hasher is not None else False
-                    ) as worker,
-                ):
+                source = _FileSource(f, offset, offset + length)
+                async with HashWorker(
+                    hasher or Hasher(), threaded=None if hasher is not None else False
+                ) as worker:
                     copy = worker.threaded  # the source reuses its buffer: a thread gets a copy
                     while done < length:
                         chunk = await source.read(min(CHUNK, length - done))
@@ -615,47 +612,23 @@ class _FileSource:
     twice the CPU of the reads themselves), so a thread reads ``_THREAD_READ`` bytes at once.
     The page cache answers every read of a recently written or read file; a file that is not
     in it is read in threads, 4 MiB at a time; a file system without ``RWF_NOWAIT`` (tmpfs) is
-    read in threads only.
+    read in threads only."""
 
-    With a ``nursery``, the block after one read in a thread is read in the next thread while
-    this one is sent (read-ahead), into a second buffer: the stream does not stop for each
-    block (measured through a proxy: 2-8 ms without data every 4 MiB, during which the relay
-    ran dry). Enter the source as an async context manager: leaving it waits for a read still
-    under way, so the file can be closed after it."""
-
-    def __init__(
-        self,
-        f: BinaryIO,
-        offset: int,
-        end: int | None = None,
-        *,
-        nursery: trio.Nursery | None = None,
-    ) -> None:
+    def __init__(self, f: BinaryIO, offset: int, end: int | None = None) -> None:
         self._fd = f.fileno()
-        self._offset = offset  # where the next block read in a thread starts
+        self._offset = offset
         self._end = end  # where the bytes to send end: no block read beyond it
         self._buffer = bytearray(0)
         self._in_place = hasattr(os, "RWF_NOWAIT") and hasattr(os, "preadv")
         self._read_ahead = memoryview(b"")  # the rest of the last block read in a thread
-        # What the threads read into: the block handed out and, with a nursery, the next one.
-        self._blocks = [bytearray(0), bytearray(0)]
-        self._nursery = nursery
-        self._next: _BlockRead | None = None  # the next block, being read
-
-    async def __aenter__(self) -> _FileSource:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._next is not None:
-            with trio.CancelScope(shield=True):  # the thread reads until it is done
-                await self._next.done.wait()
+        self._block = bytearray(0)  # what the thread reads into
 
     async def read(self, n: int) -> bytes | memoryview:
         """Up to ``n`` bytes, empty at the end; a memoryview is valid until the next read."""
         if self._read_ahead:
             chunk, self._read_ahead = self._read_ahead[:n], self._read_ahead[n:]
             return chunk
-        if self._in_place and self._next is None:
+        if self._in_place:
             if len(self._buffer) < n:
                 self._buffer = bytearray(n)
             view = memoryview(self._buffer)[:n]
@@ -671,63 +644,21 @@ class _FileSource:
             if got >= 0:
                 self._offset += got
                 return view[:got]
-        # In a thread: a large block per hand-over, served in chunks of ``n``, into buffers
+        # In a thread: a large block per hand-over, served in chunks of ``n``, into one buffer
         # kept for the whole file (a new 4 MiB bytes per block costs a page fault per 4 KiB).
-        # A buffer is filled again only once every chunk of its block was handed out, and a
+        # It is filled again only once every chunk of the last block was handed out, and a
         # chunk is valid only until the next read.
-        pending, self._next = self._next, None
-        if pending is None:
-            pending = self._start(n, ahead=False)
-            if pending is None:
-                return b""
-            await pending.run(self._fd)
-        else:
-            await pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        block = pending.view[: pending.got]
-        self._offset = pending.offset + pending.got
-        if self._nursery is not None and pending.got == len(pending.view):
-            self._next = self._start(n, ahead=True)  # the next block, while this one is sent
-            if self._next is not None:
-                self._nursery.start_soon(self._next.run, self._fd)
-        chunk, self._read_ahead = block[:n], block[n:]
-        return chunk
-
-    def _start(self, n: int, *, ahead: bool) -> _BlockRead | None:
-        """The read of the block at ``self._offset`` (None: nothing left to read), into the
-        first buffer; ``ahead``: into the other one, the first being handed out."""
         size = max(n, _THREAD_READ)
         if self._end is not None:
-            size = min(size, self._end - self._offset)
-            if size <= 0:
-                return None
-        if ahead:
-            self._blocks.reverse()
-        if len(self._blocks[0]) < size:
-            self._blocks[0] = bytearray(size)
-        return _BlockRead(memoryview(self._blocks[0])[:size], self._offset)
-
-
-class _BlockRead:
-    """One block of the sender's file, read in a worker thread."""
-
-    __slots__ = ("done", "error", "got", "offset", "view")
-
-    def __init__(self, view: memoryview, offset: int) -> None:
-        self.view = view
-        self.offset = offset
-        self.got = 0
-        self.error: Exception | None = None
-        self.done = trio.Event()
-
-    async def run(self, fd: int) -> None:
-        try:
-            self.got = await trio.to_thread.run_sync(_pread_into, fd, self.view, self.offset)
-        except Exception as exc:  # handed to the reader, which raises it
-            self.error = exc
-        finally:
-            self.done.set()
+            size = max(1, min(size, self._end - self._offset))
+        if len(self._block) < size:
+            self._block = bytearray(size)
+        view = memoryview(self._block)[:size]
+        got = await trio.to_thread.run_sync(_pread_into, self._fd, view, self._offset)
+        self._offset += got
+        block = view[:got]
+        chunk, self._read_ahead = block[:n], block[n:]
+        return chunk
 
 
 def _pread_into(fd: int, view: memoryview, offset: int) -> int:
