@@ -62,12 +62,15 @@ _TAIL_GRACE: Final = 2.0
 _HELD_MAX: Final = 8192 + 16  # Prosody 0.12: its socket library's read buffer, and the tag
 _THREAD_READ: Final = 4 << 20  # bytes the sender reads per worker-thread call
 _STORE_BATCH: Final = 1 << 20  # received bytes handed to the writing thread at once
-#: Unsent bytes the kernel may hold for the sender's S5B stream (``TCP_NOTSENT_LOWAT``): four
-#: chunks. trio sets 16 KiB on every SocketStream, which suits a chat stream but makes a bulk
-#: sender write at most some 16 KiB beyond what the peer's window takes and wake up whenever
-#: fewer than 8 KiB are left unsent: through a SOCKS5 proxy that reads in 4-100 KiB pieces,
-#: about three writes and three trips through the event loop per chunk (bench/README.md).
-_SEND_QUEUE: Final = 4 * CHUNK
+#: Unsent bytes the kernel may hold for the sender's S5B stream (``TCP_NOTSENT_LOWAT``): 16
+#: chunks, 4 MiB (Linux's default ceiling of a socket's send buffer). trio sets 16 KiB on
+#: every SocketStream, which suits a chat stream but makes a bulk sender write at most some
+#: 16 KiB beyond what the peer's window takes and wake up whenever fewer than 8 KiB are left
+#: unsent: through a SOCKS5 proxy that reads in 4-100 KiB pieces, about three writes and three
+#: trips through the event loop per chunk, and a relay that runs dry whenever the sender is a
+#: moment late. 1 MiB took most of the sender's gain; 4 MiB also kept Prosody's proxy fed
+#: through the encrypting sender's pauses (bench/README.md).
+_SEND_QUEUE: Final = 16 * CHUNK
 
 
 class SessionShell:
