@@ -16,6 +16,7 @@ import trio
 import jet_trio._transfer.driver as driver
 import jet_trio._transfer.service as service
 from jet_trio._xmpp.ns import JET_STUB
+from tests._streams import tcp_pair
 
 from .conftest import Net, Outcome, make_file, run_transfer
 
@@ -66,13 +67,6 @@ async def test_sender_data_stream_queues_4_mib(
     assert set(limits) == {4 << 20}, set(limits)
 
 
-async def _tcp_pair() -> tuple[trio.SocketListener, trio.SocketStream, trio.SocketStream]:
-    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-    client = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
-    server = await listener.accept()
-    return listener, client, server
-
-
 def _write_until_full(stream: trio.SocketStream) -> int:
     """Bytes the kernel takes, without blocking, for a peer that reads nothing."""
     block = bytes(driver.CHUNK)
@@ -89,8 +83,7 @@ async def test_kernel_takes_four_chunks_the_peer_has_not_read() -> None:
     hand the kernel at least four chunks (trio's 16 KiB lets it hand over about the peer's
     receive buffer and 16 KiB more, 146 KB on Linux 6.1-6.18; the socket's send buffer, not
     the 4 MiB limit, bounds the rest)."""
-    listener, client, server = await _tcp_pair()
-    async with listener, client, server:
+    async with tcp_pair() as (client, _server):
         driver._queue_for_bulk(client)
         assert _unsent_limit(client) == 4 << 20
         assert _write_until_full(client) >= 4 * driver.CHUNK

@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,20 +14,7 @@ import trio
 
 from jet_trio._transfer.driver import _Store
 from jet_trio._transfer.files import open_part
-
-
-class SlowFile(io.BytesIO):
-    """Each write waits until the test lets it go (in the worker thread)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.started = threading.Event()
-        self.go = threading.Event()
-
-    def write(self, data: object) -> int:
-        self.started.set()
-        self.go.wait(5)
-        return super().write(data)  # type: ignore[arg-type]
+from tests._streams import SlowFile
 
 
 async def test_cancelled_while_a_write_runs_everything_received_is_kept() -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -24,22 +22,9 @@ from jet_trio._jet.stream import (
     UnexpectedTrailingData,
 )
 from jet_trio._plugins.builtin_ciphers import AES256GCM
+from tests._streams import tcp_pair
 
 pytestmark = pytest.mark.skipif(not stream_mod._BATCHING, reason="batched reads need Linux")
-
-
-@asynccontextmanager
-async def _tcp_pair() -> AsyncIterator[tuple[trio.SocketStream, trio.SocketStream]]:
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    listener = listeners[0]
-    try:
-        port = listener.socket.getsockname()[1]
-        client = await trio.open_tcp_stream("127.0.0.1", port)
-        server = await listener.accept()
-    finally:
-        await listener.aclose()
-    async with client, server:
-        yield client, server
 
 
 def _wire(secret: TransportSecret, plaintext: bytes) -> bytes:
@@ -61,7 +46,7 @@ async def test_socket_round_trip(size: int, known: bool) -> None:
     secret = TransportSecret.generate(AES256GCM)
     plaintext = os.urandom(size)
     wire = _wire(secret, plaintext)
-    async with _tcp_pair() as (a, b):
+    async with tcp_pair() as (a, b):
         dec = DecryptingReceiveStream(b, secret, expected_size=size if known else None)
 
         async def send() -> None:
@@ -81,7 +66,7 @@ async def test_socket_tampered_byte(where: int) -> None:
     secret = TransportSecret.generate(AES256GCM)
     wire = bytearray(_wire(secret, os.urandom(100_000)))
     wire[where] ^= 1
-    async with _tcp_pair() as (a, b):
+    async with tcp_pair() as (a, b):
         dec = DecryptingReceiveStream(b, secret, expected_size=100_000)
         await a.send_all(wire)
         await a.send_eof()
@@ -95,13 +80,13 @@ async def test_socket_tampered_byte(where: int) -> None:
 async def test_socket_truncated_and_trailing() -> None:
     secret = TransportSecret.generate(AES256GCM)
     wire = _wire(secret, os.urandom(50_000))
-    async with _tcp_pair() as (a, b):
+    async with tcp_pair() as (a, b):
         dec = DecryptingReceiveStream(b, secret, expected_size=50_000)
         await a.send_all(wire[:-1])
         await a.send_eof()
         with pytest.raises(TruncatedStream):
             await _read_all(dec)
-    async with _tcp_pair() as (a, b):
+    async with tcp_pair() as (a, b):
         dec = DecryptingReceiveStream(b, secret, expected_size=50_000)
         await a.send_all(wire + b"x")
         await a.send_eof()
@@ -116,7 +101,7 @@ async def test_socket_open_peer_small_tail_is_not_held() -> None:
     secret = TransportSecret.generate(AES256GCM)
     plaintext = os.urandom(3000)
     wire = _wire(secret, plaintext)
-    async with _tcp_pair() as (a, b):
+    async with tcp_pair() as (a, b):
         dec = DecryptingReceiveStream(b, secret, expected_size=3000, require_eof=False)
         got = bytearray()
         with trio.fail_after(10):
@@ -134,7 +119,7 @@ async def test_socket_cancel_while_waiting_consumes_nothing() -> None:
     secret = TransportSecret.generate(AES256GCM)
     plaintext = os.urandom(10_000)
     wire = _wire(secret, plaintext)
-    async with _tcp_pair() as (a, b):
+    async with tcp_pair() as (a, b):
         dec = DecryptingReceiveStream(b, secret, expected_size=10_000)
         with trio.move_on_after(0.05) as scope:
             await dec.receive_some()
@@ -151,7 +136,7 @@ async def test_socket_reads_are_batched() -> None:
     pieces = 64
     plaintext = os.urandom(pieces * 4096)
     wire = _wire(secret, plaintext)
-    async with _tcp_pair() as (a, b):
+    async with tcp_pair() as (a, b):
         a.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
         dec = DecryptingReceiveStream(b, secret, expected_size=len(plaintext))
 
@@ -173,7 +158,7 @@ async def test_socket_reads_are_batched() -> None:
 
 async def test_socket_closed_stream() -> None:
     secret = TransportSecret.generate(AES256GCM)
-    async with _tcp_pair() as (_a, b):
+    async with tcp_pair() as (_a, b):
         dec = DecryptingReceiveStream(b, secret, expected_size=10)
         await dec.aclose()
         with pytest.raises(trio.ClosedResourceError):
@@ -186,7 +171,7 @@ async def test_socket_cancel_while_waiting_for_a_batch_loses_nothing() -> None:
     secret = TransportSecret.generate(AES256GCM)
     plaintext = os.urandom(10_000)
     wire = _wire(secret, plaintext)
-    async with _tcp_pair() as (a, b):
+    async with tcp_pair() as (a, b):
         dec = DecryptingReceiveStream(b, secret, expected_size=10_000)
         await a.send_all(wire[:1000])
         await trio.sleep(0.05)  # the piece is queued at b before the read starts
@@ -208,7 +193,7 @@ async def test_on_wire_sees_every_transport_byte(over_socket: bool) -> None:
     plaintext = os.urandom(300_000)
     wire = _wire(secret, plaintext)
     seen = bytearray()
-    async with _tcp_pair() as (a, b):
+    async with tcp_pair() as (a, b):
         transport: trio.abc.ReceiveStream = b if over_socket else _Wrapped(b)
         dec = DecryptingReceiveStream(
             transport, secret, expected_size=len(plaintext), on_wire=seen.extend
@@ -233,7 +218,7 @@ async def test_on_wire_error_breaks_the_stream() -> None:
     def fail(_data: object) -> None:
         raise OSError("disk full")
 
-    async with _tcp_pair() as (a, b):
+    async with tcp_pair() as (a, b):
         dec = DecryptingReceiveStream(b, secret, expected_size=100, on_wire=fail)
         await a.send_all(wire)
         with pytest.raises(OSError, match="disk full"):

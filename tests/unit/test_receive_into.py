@@ -9,13 +9,10 @@ again while a write still needs it.
 
 from __future__ import annotations
 
-import io
 import itertools
 import os
 import socket
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -33,19 +30,7 @@ from jet_trio._jet.stream import (
 )
 from jet_trio._plugins.builtin_ciphers import AES256GCM
 from jet_trio._transfer.driver import _BufferPool, _Store
-
-
-@asynccontextmanager
-async def _tcp_pair() -> AsyncIterator[tuple[trio.SocketStream, trio.SocketStream]]:
-    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-    try:
-        port = listener.socket.getsockname()[1]
-        client = await trio.open_tcp_stream("127.0.0.1", port)
-        server = await listener.accept()
-    finally:
-        await listener.aclose()
-    async with client, server:
-        yield client, server
+from tests._streams import SlowFile, tcp_pair
 
 
 def _wire(secret: TransportSecret, plaintext: bytes) -> bytes:
@@ -159,7 +144,7 @@ async def _over(
 ) -> bytes:
     """``run`` over a TCP socket pair (batched reads) or over a memory stream."""
     if over_socket:
-        async with _tcp_pair() as (a, b):
+        async with tcp_pair() as (a, b):
             return await run(a, b)
     a2, b2 = trio.testing.memory_stream_one_way_pair()
     return await run(a2, b2)
@@ -227,7 +212,7 @@ async def test_receive_into_tampered_stream_over_socket() -> None:
     secret = TransportSecret.generate(AES256GCM)
     wire = bytearray(_wire(secret, os.urandom(300_000)))
     wire[123_456] ^= 0x40
-    async with _tcp_pair() as (a, b):
+    async with tcp_pair() as (a, b):
         dec = DecryptingReceiveStream(b, secret, expected_size=300_000, require_eof=False)
         with pytest.raises(BaseExceptionGroup) as caught, trio.fail_after(10):
             async with trio.open_nursery() as n:
@@ -256,7 +241,7 @@ async def test_a_queued_batch_is_read_at_once_and_cancellation_still_counts() ->
     size = 600_000
     plaintext = os.urandom(size)
     wire = _wire(secret, plaintext)
-    async with _tcp_pair() as (a, b), trio.open_nursery() as n:
+    async with tcp_pair() as (a, b), trio.open_nursery() as n:
         dec = DecryptingReceiveStream(b, secret, expected_size=size, require_eof=False)
         reader = IntoReader(dec)
         n.start_soon(a.send_all, wire)
@@ -293,7 +278,7 @@ async def test_the_batch_grows_to_a_mebibyte_on_a_fast_stream() -> None:
     secret = TransportSecret.generate(AES256GCM)
     size = 24 << 20
     plaintext = os.urandom(size)
-    async with _tcp_pair() as (a, b), trio.open_nursery() as n:
+    async with tcp_pair() as (a, b), trio.open_nursery() as n:
         # A receive buffer as large as a fast connection's grows to (the batch stays within a
         # quarter of it), so that only the batch's own ceiling limits it.
         b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
@@ -312,24 +297,12 @@ async def test_the_batch_grows_to_a_mebibyte_on_a_fast_stream() -> None:
     assert max(targets) == 1 << 20
 
 
-class _SlowFile(io.BytesIO):
-    def __init__(self) -> None:
-        super().__init__()
-        self.go = threading.Event()
-        self.started = threading.Event()
-
-    def write(self, data: object) -> int:
-        self.started.set()
-        self.go.wait(5)
-        return super().write(data)  # type: ignore[arg-type]
-
-
 async def test_a_pooled_buffer_comes_back_only_once_written() -> None:
     """The receive loop fills a buffer from the pool, hands it to the writing thread and
     takes the next one: while the write runs, the pool must not give the same buffer out
     again (it would be overwritten under the write)."""
     pool = _BufferPool(64)
-    f = _SlowFile()
+    f = SlowFile()
     store = _Store(f, pool.give_back)
     send, receive = trio.open_memory_channel[list[bytes | bytearray | memoryview]](2)
     first = pool.take()
