@@ -13,14 +13,20 @@ from jet_trio._transfer import driver
 from jet_trio._transfer.driver import _FileSource
 
 
+def _file(directory: Path, size: int) -> tuple[Path, bytes]:
+    """A file of ``size`` random bytes, and its contents."""
+    data = os.urandom(size)
+    path = directory / "f"
+    path.write_bytes(data)
+    return path, data
+
+
 @pytest.mark.parametrize("offset", [0, 12_345])
 async def test_thread_reads_reuse_one_buffer_and_lose_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offset: int
 ) -> None:
     monkeypatch.setattr(driver, "_THREAD_READ", 100_000)
-    data = os.urandom(1_000_003)
-    path = tmp_path / "f"
-    path.write_bytes(data)
+    path, data = _file(tmp_path, 1_000_003)
     with path.open("rb") as f:
         source = _FileSource(f, offset)
         source._in_place = False  # as on tmpfs: every block is read in a thread
@@ -37,9 +43,7 @@ async def test_a_short_file_and_a_chunk_larger_than_a_block(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(driver, "_THREAD_READ", 1000)
-    data = os.urandom(5000)
-    path = tmp_path / "f"
-    path.write_bytes(data)
+    path, data = _file(tmp_path, 5000)
     with path.open("rb") as f:
         source = _FileSource(f, 0)
         source._in_place = False
@@ -51,9 +55,7 @@ async def test_a_short_file_and_a_chunk_larger_than_a_block(
 async def test_a_small_file_gets_a_block_of_its_size(tmp_path: Path) -> None:
     """The block read in a thread ends where the bytes to send end: a 1 KiB send does not
     zero-fill a 4 MiB buffer."""
-    data = os.urandom(1024)
-    path = tmp_path / "f"
-    path.write_bytes(data)
+    path, data = _file(tmp_path, 1024)
     with path.open("rb") as f:
         source = _FileSource(f, 0, len(data))
         source._in_place = False
