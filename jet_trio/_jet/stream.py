@@ -23,7 +23,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable
-from typing import Final
+from typing import Final, TypeVar
 
 try:
     import fcntl
@@ -75,6 +75,8 @@ _BATCHING = (
     and hasattr(os, "readv")
     and fcntl is not None
 )
+_Wire = bytes | bytearray | memoryview  # what a transport gives
+_T = TypeVar("_T", bytes, int)
 
 
 class TruncatedStream(SecurityError, trio.BrokenResourceError):
@@ -589,18 +591,7 @@ class DecryptingReceiveStream(trio.abc.ReceiveStream):
                     data = await self.transport.receive_some(max_bytes)
                 else:
                     data = await self._receive_batch(max_bytes or _RECEIVE_SIZE)
-                try:
-                    if data:
-                        if self._on_wire is not None:
-                            self._on_wire(data)
-                        out = self._opener.receive_data(data)
-                    else:
-                        self._eof_seen = True
-                        self._opener.receive_eof()
-                        out = b""
-                except Exception as exc:  # a security error, or one from on_wire
-                    self._broken = exc
-                    raise
+                out = self._open(data, self._opener.receive_data, b"")
                 if out or self._done():
                     return out
 
@@ -634,20 +625,25 @@ class DecryptingReceiveStream(trio.abc.ReceiveStream):
                     # Into the stream's own buffer, decrypted from there into the caller's:
                     # cryptography (51 and later) refuses to decrypt in place.
                     data = await self._receive_batch(limit, eager=True)
-                try:
-                    if data:
-                        if self._on_wire is not None:
-                            self._on_wire(data)
-                        got = self._opener.receive_data_into(data, view)
-                    else:
-                        self._eof_seen = True
-                        self._opener.receive_eof()
-                        got = 0
-                except Exception as exc:  # a security error, or one from on_wire
-                    self._broken = exc
-                    raise
+                got = self._open(data, lambda d: self._opener.receive_data_into(d, view), 0)
                 if got or self._done():
                     return got
+
+    def _open(self, data: _Wire, feed: Callable[[_Wire], _T], at_eof: _T) -> _T:
+        """Hand ``data`` read from the transport to the opener through ``feed`` (its plaintext),
+        or the end of the stream if ``data`` is empty (``at_eof``); any error breaks the
+        stream for good."""
+        try:
+            if data:
+                if self._on_wire is not None:
+                    self._on_wire(data)
+                return feed(data)
+            self._eof_seen = True
+            self._opener.receive_eof()
+            return at_eof
+        except Exception as exc:  # a security error, or one from on_wire
+            self._broken = exc
+            raise
 
     def _check_open(self) -> None:
         if self._closed:
