@@ -13,9 +13,11 @@ import errno
 import logging
 import math
 import os
+import queue
 import socket
+import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Final, Literal
@@ -62,6 +64,7 @@ _TAIL_GRACE: Final = 2.0
 _HELD_MAX: Final = 8192 + 16  # Prosody 0.12: its socket library's read buffer, and the tag
 _THREAD_READ: Final = 4 << 20  # bytes the sender reads per worker-thread call
 _STORE_BATCH: Final = 1 << 20  # received bytes handed to the writing thread at once
+_STORE_PENDING: Final = 3  # batches handed over and not yet written before the loop waits
 #: Unsent bytes the kernel may hold for the sender's S5B stream (``TCP_NOTSENT_LOWAT``): 16
 #: chunks, 4 MiB (Linux's default ceiling of a socket's send buffer). trio sets 16 KiB on
 #: every SocketStream, which suits a chat stream but makes a bulk sender write at most some
@@ -365,7 +368,6 @@ async def receive_into(
             if proxy is not None:
                 n.start_soon(release_held_tail, session, tail, proxy, pace.stall_timeout)
             tail.update(0)
-            to_store, storing = trio.open_memory_channel[list[_Piece]](2)
             reader = IntoReader(source)
             hashing = HashWorker(hasher)
             inline = not hashing.threaded
@@ -374,62 +376,56 @@ async def receive_into(
             batch = min(_STORE_BATCH, length + tail.trailer + 1)
             pool = _BufferPool(batch + SLACK) if inline else None
             with open_part(partial.part, offset) as f:
-                store = _Store(f, None if pool is None else pool.give_back)
-                try:
-                    async with hashing, trio.open_nursery() as store_nursery:
-                        # Each batch of up to _STORE_BATCH bytes is read (and decrypted) into one
-                        # buffer, hashed piece by piece as it comes, and written in a
-                        # worker thread (file I/O releases the GIL) while the next batch comes.
-                        # Hashing runs inline on each piece while it is hot in the cache where
-                        # cores are few, else in the HashWorker's thread per batch
-                        # (bench/bench_hashing.py). Inline, a written buffer goes back to the
-                        # pool for a later batch; threaded, the hash thread may still read
-                        # it, so every batch gets a new one.
-                        store_nursery.start_soon(store.run, storing)
-                        async with to_store:
-                            buf = _new_buffer(pool, batch)
+                # Each batch of up to _STORE_BATCH bytes is read (and decrypted) into one
+                # buffer, hashed piece by piece as it comes, and written by the store's thread
+                # (file I/O releases the GIL) while the next batch comes. Hashing runs inline
+                # on each piece while it is hot in the cache where cores are few, else in the
+                # HashWorker's thread per batch (bench/bench_hashing.py). Inline, a written
+                # buffer goes back to the pool for a later batch; threaded, the hash thread
+                # may still read it, so every batch gets a new one. Whatever happens, the
+                # store writes what came before it closes: it is kept for resuming.
+                written = None if pool is None else pool.give_back
+                async with hashing, _open_store(f, written) as store:
+                    buf = _new_buffer(pool, batch)
+                    filled = 0
+                    try:
+                        while secret is not None or done < length:
+                            room = batch - filled
+                            # Plain: one byte more than left, to notice a peer sending too
+                            # much.
+                            want = room if secret else min(room, length - done + 1)
+                            got = await reader.receive_into(buf[filled:], want)
+                            if not got:
+                                break
+                            if secret is None and done + got > length:
+                                raise IntegrityError(
+                                    f"more than the {total} bytes announced arrived",
+                                    "media-error",
+                                )
+                            if inline:
+                                hasher.update(buf[filled : filled + got])
+                            filled += got
+                            if filled == batch:
+                                full = buf[:filled]
+                                if not inline:
+                                    await hashing.update(full)
+                                buf, filled = _new_buffer(pool, batch), 0
+                                await store.put(full)
+                            done += got
+                            stall.moved(got)
+                            tail.update(done)
+                            if progress:
+                                progress(offset + done, total)
+                        if filled:
+                            last = buf[:filled]
+                            if not inline:
+                                await hashing.update(last)
                             filled = 0
-                            try:
-                                while secret is not None or done < length:
-                                    room = batch - filled
-                                    # Plain: one byte more than left, to notice a peer
-                                    # sending too much.
-                                    want = room if secret else min(room, length - done + 1)
-                                    got = await reader.receive_into(buf[filled:], want)
-                                    if not got:
-                                        break
-                                    if secret is None and done + got > length:
-                                        raise IntegrityError(
-                                            f"more than the {total} bytes announced arrived",
-                                            "media-error",
-                                        )
-                                    if inline:
-                                        hasher.update(buf[filled : filled + got])
-                                    filled += got
-                                    if filled == batch:
-                                        full = buf[:filled]
-                                        if not inline:
-                                            await hashing.update(full)
-                                        buf, filled = _new_buffer(pool, batch), 0
-                                        await store.put(to_store, [full])
-                                    done += got
-                                    stall.moved(got)
-                                    tail.update(done)
-                                    if progress:
-                                        progress(offset + done, total)
-                                if filled:
-                                    last = buf[:filled]
-                                    if not inline:
-                                        await hashing.update(last)
-                                    filled = 0
-                                    await store.put(to_store, [last])
-                            except BaseException:
-                                if filled:
-                                    store.unsent([buf[:filled]])
-                                raise
-                except BaseException:
-                    await store.rescue()  # what came is kept for resuming
-                    raise
+                            await store.put(last)
+                    except BaseException:
+                        if filled:
+                            store.unsent(buf[:filled])
+                        raise
             n.cancel_scope.cancel()
     if done != length:
         raise TransportFailed(
@@ -515,11 +511,10 @@ class _BufferPool:
         except IndexError:
             return memoryview(bytearray(self.size))
 
-    def give_back(self, batch: list[_Piece]) -> None:
-        for piece in batch:
-            buffer = piece.obj if isinstance(piece, memoryview) else None
-            if isinstance(buffer, bytearray) and len(buffer) == self.size:
-                self._free.append(buffer)
+    def give_back(self, piece: _Piece) -> None:
+        buffer = piece.obj if isinstance(piece, memoryview) else None
+        if isinstance(buffer, bytearray) and len(buffer) == self.size:
+            self._free.append(buffer)
 
 
 def _new_buffer(pool: _BufferPool | None, batch: int) -> memoryview:
@@ -527,84 +522,111 @@ def _new_buffer(pool: _BufferPool | None, batch: int) -> memoryview:
 
 
 class _Store:
-    """The writing side of a receive loop: batches of received bytes are written to the
-    partial file in a worker thread, in order. After a failure, :meth:`rescue`
-    writes what was received but not yet written (unless the writing failed), so that
-    everything received is kept for resuming, as if it had been written at once.
-    ``written``, if given, is called in the thread with each batch once it is written."""
+    """The writing side of a receive loop: pieces of received bytes are written to the
+    partial file, in order, by one thread of its own (file I/O never blocks the event loop),
+    opened with :func:`_open_store`.
 
-    def __init__(self, f: BinaryIO, written: Callable[[list[_Piece]], None] | None = None) -> None:
-        self._f = f
-        self._unwritten: deque[list[_Piece]] = deque()
-        self._failed = False
-        self._written = written
+    Handing a piece over is a queue put, not a trip through :func:`trio.to_thread.run_sync`:
+    the event loop is woken by the thread only when the loop waits for room (more than
+    ``max_pending`` pieces unwritten) and when the thread ends (bench/README.md, "The writing
+    thread"). A failed write cancels the loop that is handing pieces over, and the write error
+    is what the store raises. When the store closes, for whatever reason, the thread first
+    writes everything handed over (and what :meth:`unsent` kept), unless a write failed: so
+    everything received is kept for resuming. ``written``, if given, is called in the thread
+    with each piece once it is written."""
 
-    async def put(
+    def __init__(
         self,
-        channel: trio.MemorySendChannel[list[_Piece]],
-        batch: list[_Piece],
+        f: BinaryIO,
+        written: Callable[[_Piece], None] | None = None,
+        max_pending: int = _STORE_PENDING,
     ) -> None:
-        self._unwritten.append(batch)
-        await channel.send(batch)
+        self._f = f
+        self._written = written
+        self._max_pending = max_pending
+        self._queue: queue.SimpleQueue[_Piece | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pending = 0  # pieces put and not yet written (or dropped after a failure)
+        self._room: trio.Event | None = None  # set (from the thread) once pending <= max
+        self._unsent: _Piece | None = None
+        self._error: BaseException | None = None
+        self._failed = trio.CancelScope()  # around the loop that puts: cancelled on a failure
+        self._ended = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
 
-    def unsent(self, batch: list[_Piece]) -> None:
-        """``batch`` was received but not put (the loop failed): keep it for the rescue."""
-        if batch:
-            self._unwritten.append(batch)
+    async def put(self, piece: _Piece) -> None:
+        """Hand ``piece`` over (it must not change until written); a schedule point, and a
+        wait while more than ``max_pending`` pieces are unwritten."""
+        with self._lock:
+            self._pending += 1
+            room = self._room = trio.Event() if self._pending > self._max_pending else None
+        self._queue.put(piece)
+        if room is None:
+            await trio.lowlevel.checkpoint()
+        else:
+            await room.wait()
 
-    async def run(self, batches: trio.MemoryReceiveChannel[list[_Piece]]) -> None:
-        # Closed without a checkpoint (not ``async with``): the receive loop, woken by the
-        # close, could otherwise fail and cancel this task at that checkpoint, and the
-        # cancellation would replace the write error (ENOSPC) that is the real cause.
-        with batches:
-            async for batch in batches:
-                await trio.to_thread.run_sync(self._store, batch)
+    def unsent(self, piece: _Piece) -> None:
+        """``piece`` was received but not put (the loop failed): written when the store closes."""
+        if piece:
+            self._unsent = piece
 
-    def _store(self, batch: list[_Piece]) -> None:
-        # One write per batch: it releases and retakes the GIL, which the event loop holds
-        # most of the time; many small chunks (a proxy's) would queue on it. Gathered by the
-        # kernel (writev), not joined into a new buffer first: no copy of the data.
+    def _run(self) -> None:
+        # The thread: write each piece in order; after a failure, only count the rest off.
         try:
-            if len(batch) == 1:
-                self._f.write(batch[0])
-            else:
-                self._f.flush()
-                _writev_all(self._f.fileno(), batch)
-        except BaseException:
-            self._failed = True  # (set here: a cancelled wait for a finished write is no failure)
-            raise
-        self._unwritten.popleft()  # in the thread: written and dropped at once
-        if self._written is not None:
-            self._written(batch)
+            while (piece := self._queue.get()) is not None:
+                if self._error is None:
+                    try:
+                        self._f.write(piece)
+                    except BaseException as exc:
+                        self._fail(exc)
+                    else:
+                        if self._written is not None:
+                            self._written(piece)
+                with self._lock:
+                    self._pending -= 1
+                    room = self._room if self._pending <= self._max_pending else None
+                    if room is not None:
+                        self._room = None
+                if room is not None:
+                    self._token.run_sync_soon(room.set)
+        except BaseException as exc:  # not a write's (a ``written`` callback's): stop as well
+            if self._error is None:
+                self._fail(exc)
 
-    async def rescue(self) -> None:
-        """Write what was received but not written (bounded, even when cancelled; an error
-        of its own is left out: the failure that led here is the one reported)."""
-        if self._failed or not self._unwritten:
-            return
-        with trio.move_on_after(30, shield=True), contextlib.suppress(OSError):
-            await trio.to_thread.run_sync(self._write_unwritten)
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._token.run_sync_soon(self._failed.cancel)
 
-    def _write_unwritten(self) -> None:
-        while self._unwritten:
-            for chunk in self._unwritten[0]:
-                self._f.write(chunk)
-            self._unwritten.popleft()
+    def _end(self, result: object) -> None:
+        # Called in the thread once _run returned.
+        self._token.run_sync_soon(self._ended.set)
+
+    async def _close(self) -> None:
+        if self._unsent is not None:
+            self._queue.put(self._unsent)
+            self._unsent = None
+        self._queue.put(None)
+        with trio.CancelScope(shield=True):  # the thread writes what it holds, then ends
+            await self._ended.wait()
 
 
-_IOV_MAX: Final = 1024
-
-
-def _writev_all(fd: int, pieces: list[_Piece]) -> None:
-    """Write every piece, in order, at the file's position (short writes resumed)."""
-    views = [memoryview(p) for p in pieces if p]
-    while views:
-        n = os.writev(fd, views[:_IOV_MAX])
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if n:
-            views[0] = views[0][n:]
+@contextlib.asynccontextmanager
+async def _open_store(
+    f: BinaryIO, written: Callable[[_Piece], None] | None = None
+) -> AsyncIterator[_Store]:
+    """A :class:`_Store` writing to ``f``, its thread started and, on exit, ended (after
+    writing what it was given). Raises the write error if a write failed; an error of the
+    body is raised as it is."""
+    store = _Store(f, written)
+    trio.lowlevel.start_thread_soon(store._run, store._end)
+    try:
+        with store._failed:
+            yield store
+    finally:
+        await store._close()
+    if store._error is not None:
+        raise store._error
 
 
 class _FileSource:

@@ -29,7 +29,7 @@ from jet_trio._jet.stream import (
     UnexpectedTrailingData,
 )
 from jet_trio._plugins.builtin_ciphers import AES256GCM
-from jet_trio._transfer.driver import _BufferPool, _Store
+from jet_trio._transfer.driver import _BufferPool, _open_store
 from tests._streams import SlowFile, tcp_pair
 
 
@@ -303,18 +303,14 @@ async def test_a_pooled_buffer_comes_back_only_once_written() -> None:
     again (it would be overwritten under the write)."""
     pool = _BufferPool(64)
     f = SlowFile()
-    store = _Store(f, pool.give_back)
-    send, receive = trio.open_memory_channel[list[bytes | bytearray | memoryview]](2)
     first = pool.take()
     first[:5] = b"first"
-    async with trio.open_nursery() as n:
-        n.start_soon(store.run, receive)
-        await store.put(send, [first[:5]])
+    async with _open_store(f, pool.give_back) as store:
+        await store.put(first[:5])
         await trio.to_thread.run_sync(f.started.wait, 5)  # the write is running
         second = pool.take()
         assert second.obj is not first.obj
         second[:5] = b"XXXXX"  # filling the next batch leaves the one being written alone
         f.go.set()
-        await send.aclose()
     assert f.getvalue() == b"first"
     assert pool.take().obj is first.obj  # written: used again
