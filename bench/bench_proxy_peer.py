@@ -362,6 +362,27 @@ def print_table(res: Results, size: int, servers: Sequence[str], cases: Sequence
                 f"| {server} | {case} | {rate:.0f} | {each} | {wall:.2f} | {send:.2f}"
                 f" | {recv:.2f} | {srv:.2f} | {x_rate} | {x_recv} |"
             )
+    if SLIX_SHA in cases:
+        print()
+        print(
+            "Against the verified reference (slixmpp hashing what it sends and receives, as a"
+            " verified transfer must; same runs):"
+        )
+        for server in servers:
+            ref = res.runs.get((server, SLIX_SHA))
+            if not ref:
+                continue
+            ref_rate = size / med([r.seconds for r in ref]) / bt.MB
+            ref_recv = per_gib(med([r.recv_cpu for r in ref]), size)
+            for case in (c for c in cases if c.startswith("jet-trio")):
+                runs = res.runs.get((server, case))
+                if runs:
+                    rate = size / med([r.seconds for r in runs]) / bt.MB
+                    recv = per_gib(med([r.recv_cpu for r in runs]), size)
+                    print(
+                        f"  {server:<9} {case:<22} MB/s x {rate / ref_rate:.2f},"
+                        f" receiver CPU per GiB x {recv / ref_recv:.2f}"
+                    )
     print()
     print(
         "Goals (AES-256-GCM rows): MB/s x slixmpp >= 1.0, receiver CPU per GiB x slixmpp <= 1.5."
