@@ -528,26 +528,20 @@ class _Store:
 
     Handing a piece over is a queue put, not a trip through :func:`trio.to_thread.run_sync`:
     the event loop is woken by the thread only when the loop waits for room (more than
-    ``max_pending`` pieces unwritten) and when the thread ends (bench/README.md, "The writing
+    ``_STORE_PENDING`` pieces unwritten) and when the thread ends (bench/README.md, "The writing
     thread"). A failed write cancels the loop that is handing pieces over, and the write error
     is what the store raises. When the store closes, for whatever reason, the thread first
     writes everything handed over (and what :meth:`unsent` kept), unless a write failed: so
     everything received is kept for resuming. ``written``, if given, is called in the thread
     with each piece once it is written."""
 
-    def __init__(
-        self,
-        f: BinaryIO,
-        written: Callable[[_Piece], None] | None = None,
-        max_pending: int = _STORE_PENDING,
-    ) -> None:
+    def __init__(self, f: BinaryIO, written: Callable[[_Piece], None] | None = None) -> None:
         self._f = f
         self._written = written
-        self._max_pending = max_pending
         self._queue: queue.SimpleQueue[_Piece | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pending = 0  # pieces put and not yet written (or dropped after a failure)
-        self._room: trio.Event | None = None  # set (from the thread) once pending <= max
+        self._room: trio.Event | None = None  # set (from the thread) once there is room
         self._unsent: _Piece | None = None
         self._error: BaseException | None = None
         self._failed = trio.CancelScope()  # around the loop that puts: cancelled on a failure
@@ -556,10 +550,10 @@ class _Store:
 
     async def put(self, piece: _Piece) -> None:
         """Hand ``piece`` over (it must not change until written); a schedule point, and a
-        wait while more than ``max_pending`` pieces are unwritten."""
+        wait while more than ``_STORE_PENDING`` pieces are unwritten."""
         with self._lock:
             self._pending += 1
-            room = self._room = trio.Event() if self._pending > self._max_pending else None
+            room = self._room = trio.Event() if self._pending > _STORE_PENDING else None
         self._queue.put(piece)
         if room is None:
             await trio.lowlevel.checkpoint()
@@ -585,7 +579,7 @@ class _Store:
                             self._written(piece)
                 with self._lock:
                     self._pending -= 1
-                    room = self._room if self._pending <= self._max_pending else None
+                    room = self._room if self._pending <= _STORE_PENDING else None
                     if room is not None:
                         self._room = None
                 if room is not None:
