@@ -80,15 +80,8 @@ async def test_file_io_never_blocks_the_event_loop(
         blocking_reads.append(threading.current_thread())
         return real_pread(fd, n, offset)
 
-    real_writev = os.writev
-
-    def writev(fd: int, buffers: Any) -> int:  # the receiver's gathered writes of a batch
-        writes.append(threading.current_thread())
-        return real_writev(fd, buffers)
-
     monkeypatch.setattr(os, "preadv", preadv)
     monkeypatch.setattr(os, "pread", pread)
-    monkeypatch.setattr(os, "writev", writev)
     real_open_part = driver.open_part  # type: ignore[attr-defined]
     monkeypatch.setattr(driver, "open_part", lambda p, o: _Recording(real_open_part(p, o), writes))
     async with net.pair() as (fa, fb):

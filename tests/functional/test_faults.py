@@ -67,7 +67,6 @@ from .conftest import (
     run_transfer,
 )
 
-real_writev = os.writev
 SIZE: Final = 3_000_000
 CUT: Final = 1_000_000  # a middlebox forwards at most this much per direction before the fault
 PROXY_ONLY: Final = {"direct_addresses": None}
@@ -627,28 +626,6 @@ class FullDisk:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return n
 
-    def fileno(self) -> int:
-        return self.f.fileno()
-
-    def flush(self) -> None:
-        self.f.flush()
-
-    def writev(self, buffers: list[memoryview]) -> int:
-        """``os.writev`` on this disk: what fits is written (a short count), then ENOSPC."""
-        if self.room == 0:
-            self.refused += 1
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        fitting: list[memoryview] = []
-        left = self.room
-        for b in buffers:
-            if left == 0:
-                break
-            fitting.append(b[:left])
-            left -= len(fitting[-1])
-        n = real_writev(self.f.fileno(), fitting)
-        self.room -= n
-        return n
-
     def __enter__(self) -> FullDisk:
         return self
 
@@ -668,13 +645,8 @@ def disk_full_after(monkeypatch: pytest.MonkeyPatch, room: int) -> Iterator[list
         opened.append(disk)
         return disk
 
-    def writev(fd: int, buffers: list[memoryview]) -> int:
-        disk = next((d for d in opened if not d.f.closed and d.fileno() == fd), None)
-        return disk.writev(buffers) if disk is not None else real_writev(fd, buffers)
-
     with monkeypatch.context() as m:
         m.setattr("jet_trio._transfer.driver.open_part", open_part)
-        m.setattr(os, "writev", writev)
         yield opened
 
 
