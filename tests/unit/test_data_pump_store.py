@@ -29,6 +29,7 @@ async def test_cancelled_while_a_write_runs_everything_received_is_kept() -> Non
             await trio.sleep_forever()
     assert scope.cancelled_caught
     assert f.getvalue() == b"one-two-three"
+    assert store._ended.is_set()
 
 
 class FullFile(io.BytesIO):
@@ -88,6 +89,7 @@ async def test_the_loop_waits_while_the_thread_is_behind_and_order_is_kept() -> 
         f.go.set()
     assert returned == list(range(_STORE_PENDING + 1))
     assert f.getvalue() == b"".join(b"%d," % i for i in range(_STORE_PENDING + 1))
+    assert store._ended.is_set()  # the writing thread ended before the store's block did
 
 
 async def test_every_put_is_a_schedule_point() -> None:
