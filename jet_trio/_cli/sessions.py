@@ -23,6 +23,7 @@ from .._jet.envelope import EnvelopeSession, KeyEvent, KeyNotice
 from .._plugins.hookspecs import PluginConfig
 from .._plugins.manager import PluginManager
 from .._xmpp.client import Client
+from . import startup
 from .errors import CLIError, ExitCode, trust_command
 from .output import Output
 
@@ -242,7 +243,8 @@ async def open_account(
     account of this process already did (``demo``). ``notify`` replaces the key notices shown
     to the user. ``prepare_sessions``: a command that waits for offers enters the envelope
     sessions with :meth:`~jet_trio.plugin.EnvelopeSession.prepare` (see
-    :func:`envelope_sessions`).
+    :func:`envelope_sessions`). When all this is done, so is the process's start-up
+    (:func:`.startup.resume`).
     """
     from .._transfer.service import open_file_transfer
     from .account import connect
@@ -274,6 +276,7 @@ async def open_account(
             report_load_errors(out, plugins)
         opened = Account(client, plugins, sessions, data_dir)
         if not file_transfer:
+            startup.resume()
             yield opened
             return
         async with open_file_transfer(
@@ -286,4 +289,5 @@ async def open_account(
             opened.ft = ft
             if presence:
                 await client.send_presence()  # now ready: keys published, features advertised
+            startup.resume()
             yield opened

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from jet_trio._cli import demo, main, sessions
+from jet_trio._cli import demo, main, sessions, startup
 from jet_trio._cli.account import AccountOptions
 from jet_trio._cli.output import Output
 
@@ -73,3 +74,43 @@ async def test_plugins_account_logs_in_through_open_account(
     assert calls == [
         ("alice@localhost", {"allow_stub": True, "file_transfer": False, "report_errors": False})
     ]
+
+
+@pytest.mark.parametrize("file_transfer", [True, False])
+async def test_the_process_start_up_ends_when_open_account_is_ready(
+    tmp_path: Path,
+    local_server: LocalServer,
+    quiet_config: None,
+    monkeypatch: pytest.MonkeyPatch,
+    file_transfer: bool,
+) -> None:
+    """The console script holds off the older generations' collections (``startup.pause``);
+    the end of ``open_account``'s work is the end of the start-up: what it made is frozen and
+    the thresholds are back, in both of its ways (with or without the file transfer service)."""
+    monkeypatch.setenv("JET_TRIO_PASSWORD", local_server.accounts["alice"])
+    server = local_server.server
+    account = AccountOptions(
+        account="alice@localhost",
+        password_file=None,
+        server=f"{server.host}:{server.port}",
+        ca_file=local_server.ca_file,
+        direct_tls=False,
+        data_dir=tmp_path / "data",
+    )
+    thresholds = gc.get_threshold()
+    startup.pause()
+    try:
+        assert gc.get_threshold() != thresholds
+        async with sessions.open_account(
+            Output(json_mode=True, debug=False),
+            account,
+            envelope="stub",
+            allow_stub=True,
+            file_transfer=file_transfer,
+        ):
+            assert gc.get_threshold() == thresholds
+            assert gc.get_freeze_count() > 0
+    finally:
+        startup.resume()
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)

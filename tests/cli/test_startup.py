@@ -267,3 +267,26 @@ def test_cli_login_timeout_default_is_the_librarys() -> None:
     from jet_trio._xmpp import connect as _connect
 
     assert _cli.DEFAULT_LOGIN_TIMEOUT == _connect.DEFAULT_LOGIN_TIMEOUT
+
+
+def test_the_console_script_holds_off_full_collections(tmp_path: Path) -> None:
+    """``jet-trio`` starts with only the youngest generation collected (``_cli.startup``): a
+    command that never logs in (here ``--version``) ends that way; the end of a login's
+    start-up is tests/cli/test_one_startup.py's."""
+    script = (
+        "import atexit, gc, json, sys\n"
+        "atexit.register(lambda: print(json.dumps([gc.get_threshold(), gc.isenabled()]),"
+        " file=sys.__stdout__))\n" + run_cli("--version")
+    )
+    proc = subprocess.run(
+        [sys.executable, "-P", "-c", script],
+        env=cli_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (young, middle, old), enabled = json.loads(proc.stdout.splitlines()[-1])
+    assert enabled and young < 100_000 <= min(middle, old)
