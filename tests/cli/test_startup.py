@@ -30,11 +30,8 @@ HAVE_OPENPGP = importlib.util.find_spec("jet_trio_openpgp") is not None
 HEAVY = ("trio", "rich", "lxml", "cryptography", "dns", "pluggy", "scramp", "precis_i18n")
 
 
-def loaded_after(code: str, tmp_path: Path) -> set[str]:
-    """The top-level packages (and jet_trio modules) a fresh interpreter has after ``code``."""
-    script = (
-        f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)), file=sys.__stdout__)\n"
-    )
+def last_json_line(script: str, tmp_path: Path) -> Any:
+    """Run ``script`` in a fresh interpreter; the JSON of the last line it printed."""
     proc = subprocess.run(
         [sys.executable, "-P", "-c", script],
         env=cli_env(tmp_path),
@@ -45,7 +42,15 @@ def loaded_after(code: str, tmp_path: Path) -> set[str]:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    names: list[str] = json.loads(proc.stdout.splitlines()[-1])
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def loaded_after(code: str, tmp_path: Path) -> set[str]:
+    """The top-level packages (and jet_trio modules) a fresh interpreter has after ``code``."""
+    script = (
+        f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)), file=sys.__stdout__)\n"
+    )
+    names: list[str] = last_json_line(script, tmp_path)
     return {n if n.startswith("jet_trio") else n.split(".")[0] for n in names}
 
 
@@ -278,15 +283,5 @@ def test_the_console_script_holds_off_full_collections(tmp_path: Path) -> None:
         "atexit.register(lambda: print(json.dumps([gc.get_threshold(), gc.isenabled()]),"
         " file=sys.__stdout__))\n" + run_cli("--version")
     )
-    proc = subprocess.run(
-        [sys.executable, "-P", "-c", script],
-        env=cli_env(tmp_path),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    (young, middle, old), enabled = json.loads(proc.stdout.splitlines()[-1])
+    (young, middle, old), enabled = last_json_line(script, tmp_path)
     assert enabled and young < 100_000 <= min(middle, old)
