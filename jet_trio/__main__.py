@@ -4,7 +4,8 @@ __all__ = ["main"]
 
 
 def main() -> None:
-    """The command line, started with the garbage collector paused (``_cli.startup``)."""
+    """The command line; only young garbage is collected until its start-up ends
+    (``_cli.startup``)."""
     from ._cli import startup
 
     startup.pause()
