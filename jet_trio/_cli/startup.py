@@ -24,8 +24,10 @@ import gc
 
 __all__ = ["pause", "resume"]
 
-# Collections of the older generations wait for this many of the one below (instead of 10):
-# none happens during a start-up.
+# The middle generation is collected after this many young collections (instead of 10), and
+# the oldest only after some of the middle one's: neither happens during a start-up. (From
+# Python 3.14 on, the collector has two generations, and this value slows its scans of the old
+# one by as much; the third value is ignored there.)
 _NEVER = 1_000_000
 
 _saved: tuple[int, int, int] | None = None
@@ -37,7 +39,7 @@ def pause() -> None:
     global _saved
     if _saved is None and gc.isenabled():
         _saved = gc.get_threshold()
-        gc.set_threshold(_saved[0], _NEVER, _NEVER)
+        gc.set_threshold(_saved[0], _NEVER, _saved[2])
 
 
 def resume() -> None:
