@@ -33,6 +33,22 @@ def spy(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[tuple[str, dict[st
     return calls
 
 
+def alice(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, local_server: LocalServer
+) -> dict[str, Any]:
+    """The account options of alice on the test server (her password in the environment)."""
+    monkeypatch.setenv("JET_TRIO_PASSWORD", local_server.accounts["alice"])
+    server = local_server.server
+    return {
+        "account": "alice@localhost",
+        "password_file": None,
+        "server": f"{server.host}:{server.port}",
+        "ca_file": local_server.ca_file,
+        "direct_tls": False,
+        "data_dir": tmp_path / "data",
+    }
+
+
 @pytest.fixture
 def quiet_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
@@ -57,15 +73,8 @@ async def test_plugins_account_logs_in_through_open_account(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, local_server: LocalServer, quiet_config: None
 ) -> None:
     calls = spy(monkeypatch, sessions)
-    monkeypatch.setenv("JET_TRIO_PASSWORD", local_server.accounts["alice"])
-    server = local_server.server
     body = main.plugins.callback.__wrapped__(  # type: ignore[union-attr]
-        account="alice@localhost",
-        password_file=None,
-        server=f"{server.host}:{server.port}",
-        ca_file=local_server.ca_file,
-        direct_tls=False,
-        data_dir=tmp_path / "data",
+        **alice(monkeypatch, tmp_path, local_server),
         login_timeout=30.0,
         no_plain=False,
         save_password=False,
@@ -87,16 +96,7 @@ async def test_the_process_start_up_ends_when_open_account_is_ready(
     """The console script holds off the older generations' collections (``startup.pause``);
     the end of ``open_account``'s work is the end of the start-up: what it made is frozen and
     the thresholds are back, in both of its ways (with or without the file transfer service)."""
-    monkeypatch.setenv("JET_TRIO_PASSWORD", local_server.accounts["alice"])
-    server = local_server.server
-    account = AccountOptions(
-        account="alice@localhost",
-        password_file=None,
-        server=f"{server.host}:{server.port}",
-        ca_file=local_server.ca_file,
-        direct_tls=False,
-        data_dir=tmp_path / "data",
-    )
+    account = AccountOptions(**alice(monkeypatch, tmp_path, local_server))
     thresholds = gc.get_threshold()
     startup.pause()
     try:
